@@ -1,0 +1,124 @@
+//! The command line as parsed by clap; nothing here makes a decision (see `config`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+const NAMING: &str = "\
+NAMING: the destination is a plain copy of the source tree. Nothing in it is ever overwritten: \
+when a file changes, its new copy is written beside the old ones as \
+STEM_YYYYMMDD_HHMMSS.EXT (local time of the copy; `_1`, `_2`, ... for more versions within one \
+second), so `report.txt` gains `report_20261126_153045.txt`. A file is unchanged, and not copied \
+again, when its newest copy has the same size and modification time (with --checksum: the same \
+contents). Deleting a file in the source deletes nothing in the destination.";
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+    backup once ~/work /mnt/disk/work
+        Copy ~/work into /mnt/disk/work, then exit; rerun it (from cron, say) to copy what changed.
+
+    backup watch ~/work /mnt/disk/work
+        Copy, then mirror every change as it happens, until Ctrl-C.
+
+    backup watch --poll 5s /mnt/nfs/share /backup/share
+        Mirror a network filesystem, which sends no change events, by looking every 5 seconds.
+
+EXIT STATUS:
+    0 nothing failed, 1 something failed or the backup could not start, 2 bad command line,
+    130 interrupted by Ctrl-C before the pass was done.";
+
+/// Keeps a live, versioned mirror of a folder: every change copied, no version ever lost.
+#[derive(Debug, Parser)]
+#[command(name = "backup", version, after_long_help = NAMING, after_help = "See --help for the naming rule and examples.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy SRC into DST once: new and changed files only, then exit.
+    #[command(after_long_help = format!("{NAMING}\n\n{EXAMPLES}"))]
+    Once(OnceArgs),
+    /// Copy SRC into DST, then mirror every change until Ctrl-C or SIGTERM.
+    #[command(after_long_help = format!("{NAMING}\n\n{EXAMPLES}"))]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OnceArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Folder to back up.
+    #[arg(value_name = "SRC")]
+    pub src: PathBuf,
+
+    /// Folder to copy into; created with its parents when missing.
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    /// Compare file contents, not size and modification time, to decide what changed.
+    #[arg(short = 'c', long)]
+    pub checksum: bool,
+
+    /// Number of files copied in parallel [default: the number of CPUs].
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Copy a changed file once it has been quiet this long.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Copy a file that never goes quiet at least this often, and version it no more often.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub max_delay: Duration,
+
+    /// Look for changes every INTERVAL instead of asking the OS for change events
+    /// (for network filesystems).
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    pub poll: Option<Duration>,
+
+    /// Run a full pass this often as a safety net for lost events (0 = never).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub rescan_every: Duration,
+}
+
+/// Durations as `500ms`, `2s`, `1h 30m`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (try 500ms, 2s, 1m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! Parsed arguments become decisions, once: canonical paths, validated before anything is
+//! written (SPEC §3), and the settings the rest of the program reads. No later module sees clap.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{Cli, Command, CommonArgs};
+use crate::report::{display, reason};
+
+/// Everything a run needs to know, decided.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The source folder, canonical.
+    pub src: PathBuf,
+    /// The destination folder, canonical (its missing tail resolved lexically).
+    pub dst: PathBuf,
+    /// Set when the destination lies inside the source: that subtree is left out of every walk.
+    pub dst_inside_src: bool,
+    pub checksum: bool,
+    pub jobs: usize,
+    /// `None` for `once`.
+    pub watch: Option<WatchConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    pub debounce: Duration,
+    pub max_delay: Duration,
+    pub poll: Option<Duration>,
+    /// `None` when periodic full passes are off.
+    pub rescan_every: Option<Duration>,
+}
+
+impl Config {
+    /// Validates the command line; the error is the message for `error: …`.
+    pub fn from_cli(cli: Cli) -> Result<Config, String> {
+        let (common, watch) = match cli.command {
+            Command::Once(a) => (a.common, None),
+            Command::Watch(a) => {
+                let w = WatchConfig {
+                    debounce: a.debounce,
+                    max_delay: a.max_delay.max(a.debounce),
+                    poll: a.poll.filter(|d| !d.is_zero()),
+                    rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
+                };
+                (a.common, Some(w))
+            }
+        };
+        let CommonArgs {
+            src,
+            dst,
+            checksum,
+            jobs,
+        } = common;
+        let (src, dst) = check_paths(&src, &dst)?;
+        let dst_inside_src = dst.starts_with(&src);
+        let jobs = jobs.map(usize::from).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        });
+        Ok(Config {
+            src,
+            dst,
+            dst_inside_src,
+            checksum,
+            jobs,
+            watch,
+        })
+    }
+}
+
+/// Every row of SPEC §3 that can be checked without writing: returns canonical (SRC, DST).
+pub fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let src_err = |why: String| format!("source {}: {why}", display(src_arg));
+    let dst_err = |why: String| format!("destination {}: {why}", display(dst_arg));
+
+    let md = std::fs::metadata(src_arg).map_err(|e| src_err(reason(&e)))?;
+    if !md.is_dir() {
+        return Err(src_err("not a directory".into()));
+    }
+    rustix::fs::access(
+        src_arg,
+        rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK,
+    )
+    .map_err(|e| src_err(format!("cannot be read: {}", reason(&e.into()))))?;
+    std::fs::read_dir(src_arg).map_err(|e| src_err(format!("cannot be read: {}", reason(&e))))?;
+    let src = std::fs::canonicalize(src_arg).map_err(|e| src_err(reason(&e)))?;
+
+    let dst = match std::fs::metadata(dst_arg) {
+        Ok(md) if md.is_dir() => {
+            let dst = std::fs::canonicalize(dst_arg).map_err(|e| dst_err(reason(&e)))?;
+            let smd = std::fs::metadata(&src).map_err(|e| src_err(reason(&e)))?;
+            if (md.dev(), md.ino()) == (smd.dev(), smd.ino()) {
+                return Err(format!(
+                    "source and destination are the same folder: {}",
+                    display(&src)
+                ));
+            }
+            dst
+        }
+        Ok(_) => return Err(dst_err("not a directory".into())),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            if std::fs::symlink_metadata(dst_arg).is_ok() {
+                return Err(dst_err("a symlink to a folder that does not exist".into()));
+            }
+            resolve_missing(dst_arg).map_err(dst_err)?
+        }
+        Err(e) => return Err(dst_err(reason(&e))),
+    };
+
+    if src == dst {
+        return Err(format!(
+            "source and destination are the same folder: {}",
+            display(&src)
+        ));
+    }
+    if src.starts_with(&dst) {
+        return Err(format!(
+            "source {} is inside the destination {}: the copy would write into its own source",
+            display(&src),
+            display(&dst)
+        ));
+    }
+    Ok((src, dst))
+}
+
+/// The canonical form of a path that does not exist yet: its longest existing ancestor made
+/// canonical, then the rest of the components, `..` taken lexically.
+fn resolve_missing(path: &Path) -> Result<PathBuf, String> {
+    let mut existing = std::path::absolute(path).map_err(|e| reason(&e))?;
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        let Some(last) = existing.components().next_back() else {
+            break;
+        };
+        rest.push(last.as_os_str().to_owned());
+        if !existing.pop() {
+            break;
+        }
+    }
+    let mut out = std::fs::canonicalize(&existing).map_err(|e| reason(&e))?;
+    if !out.is_dir() {
+        return Err(format!(
+            "cannot be created: {} is not a directory",
+            display(&out)
+        ));
+    }
+    for name in rest.iter().rev() {
+        match Path::new(name).components().next() {
+            Some(Component::Normal(n)) => out.push(n),
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_destination_resolves_through_dotdot() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let base = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let p = base.join("new/../other/deeper");
+        assert_eq!(resolve_missing(&p), Ok(base.join("other/deeper")));
+    }
+
+    #[test]
+    fn missing_destination_under_a_file_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let f = tmp.path().join("f");
+        std::fs::write(&f, b"x").expect("write");
+        let err = resolve_missing(&f.join("sub")).expect_err("under a file");
+        assert!(err.contains("not a directory"), "{err}");
+    }
+}

@@ -1,0 +1,445 @@
+//! The one copy routine, and the pool of workers that runs it.
+//!
+//! A worker takes one source folder at a time: it lists the source and the destination folder
+//! once, removes temporary files left by a crash, and then decides and copies each entry. A
+//! pass (`pass`) is a walk feeding the workers, followed by the folders' own metadata and an
+//! fsync of every folder that gained a name, so that when a pass reports its summary everything
+//! it reported as copied is durable.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Sender, bounded};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::dest::{Dest, DestDir, is_temp_name};
+use crate::meta::{Kind, Meta};
+use crate::naming::FolderIndex;
+use crate::plan::{self, Action, RETRY_BACKOFF};
+use crate::report::{Event, Outcome, display, reason};
+use crate::scan::{self, DirJob, DirRecord};
+
+/// What every worker shares: where to read, where to write, how to compare.
+pub struct Copier {
+    /// SRC, canonical.
+    pub src: PathBuf,
+    pub dest: Dest,
+    pub checksum: bool,
+    pub jobs: usize,
+    /// DST when it lies inside SRC: never walked.
+    pub skip: Option<PathBuf>,
+    /// Set on Ctrl-C / SIGTERM: finish what is in flight, start nothing new.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Copier {
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// A full pass over `start` (relative to SRC; empty for the whole tree).
+    pub fn pass(&self, start: &Path, on_event: &mut dyn FnMut(Event)) {
+        let records = self.run(
+            |jobs, events| scan::walk(self, start, jobs, events),
+            on_event,
+        );
+        self.finish_dirs(&records, on_event);
+    }
+
+    /// Runs `produce` (which sends jobs) alongside the worker pool, handing every event to
+    /// `on_event` on the calling thread. Returns what `produce` returned.
+    pub fn run<R: Send>(
+        &self,
+        produce: impl FnOnce(&Sender<DirJob>, &Sender<Event>) -> R + Send,
+        on_event: &mut dyn FnMut(Event),
+    ) -> R {
+        let (job_tx, job_rx) = bounded::<DirJob>(2 * self.jobs);
+        let (ev_tx, ev_rx) = bounded::<Event>(4096);
+        std::thread::scope(|s| {
+            let producer = {
+                let ev_tx = ev_tx.clone();
+                s.spawn(move || produce(&job_tx, &ev_tx))
+            };
+            for _ in 0..self.jobs {
+                let (rx, tx) = (job_rx.clone(), ev_tx.clone());
+                s.spawn(move || {
+                    for job in rx {
+                        self.copy_dir(&job, &tx);
+                    }
+                });
+            }
+            drop((ev_tx, job_rx));
+            for ev in ev_rx {
+                on_event(ev);
+            }
+            producer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Gives each folder its source's mode and times once its contents are done, deepest first,
+    /// and makes new names durable.
+    pub fn finish_dirs(&self, records: &[DirRecord], on_event: &mut dyn FnMut(Event)) {
+        let as_root = rustix::process::geteuid().is_root();
+        for r in records.iter().rev() {
+            if !r.needs_meta(as_root) {
+                continue;
+            }
+            let done = self.dest.open_dir(&r.rel).and_then(|d| {
+                d.set_dir_meta(&r.src)?;
+                if r.changed_entries() {
+                    d.sync()?;
+                }
+                Ok(())
+            });
+            if let Err(e) = done {
+                on_event(Event {
+                    src: self.src.join(&r.rel),
+                    outcome: Outcome::Failed(format!(
+                        "cannot finish folder {}: {}",
+                        display(&self.dest.path().join(&r.rel)),
+                        reason(&e)
+                    )),
+                });
+            }
+        }
+    }
+
+    /// Copies the entries of one source folder.
+    fn copy_dir(&self, job: &DirJob, events: &Sender<Event>) {
+        let src_path = self.src.join(&job.rel);
+        let send = |src: PathBuf, outcome: Outcome| {
+            let _ = events.send(Event { src, outcome });
+        };
+        let src_dir = match open_src_dir(&src_path) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                return send(
+                    src_path,
+                    Outcome::Failed(format!("cannot read: {}", reason(&e))),
+                );
+            }
+        };
+        let listing = match list_src(&src_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                return send(
+                    src_path,
+                    Outcome::Failed(format!("cannot read: {}", reason(&e))),
+                );
+            }
+        };
+        let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
+        let dest_names = if job.fresh {
+            Vec::new()
+        } else {
+            match job.dest.list() {
+                Ok(names) => names,
+                Err(e) => {
+                    return send(
+                        src_path,
+                        Outcome::Failed(format!(
+                            "cannot read folder {}: {}",
+                            display(job.dest.path()),
+                            reason(&e)
+                        )),
+                    );
+                }
+            }
+        };
+        // Temporary files of a run that was killed; a source file of that very name is a real
+        // file's copy and stays.
+        let dest_names = dest_names.into_iter().filter(|n| {
+            !(is_temp_name(n) && !src_names.contains(n) && job.dest.remove_leftover(n).is_ok())
+        });
+        let mut index = FolderIndex::new(dest_names, &src_names);
+
+        for (name, kind) in &listing {
+            if self.stopped() {
+                break;
+            }
+            if *kind == Kind::Dir {
+                continue;
+            }
+            if let Some(only) = &job.only
+                && !only.contains(name)
+            {
+                continue;
+            }
+            let outcome = self.copy_entry(&src_dir, name, &job.dest, &mut index);
+            if let Some(outcome) = outcome {
+                if let (Outcome::Copied(_), Some(t)) = (&outcome, &job.touched) {
+                    t.store(true, Ordering::Relaxed);
+                }
+                send(src_path.join(OsStr::from_bytes(name)), outcome);
+            }
+        }
+    }
+
+    /// Decides and does what one entry needs. `None` for a folder (the walk handles those).
+    fn copy_entry(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        dest: &DestDir,
+        index: &mut FolderIndex,
+    ) -> Option<Outcome> {
+        let os_name = OsStr::from_bytes(name);
+        let meta = match rustix::fs::statat(src_dir, os_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Meta::from_stat(&st),
+            Err(Errno::NOENT) => return Some(Outcome::Vanished),
+            Err(e) => {
+                return Some(Outcome::Failed(format!(
+                    "cannot read: {}",
+                    reason(&e.into())
+                )));
+            }
+        };
+        Some(match plan::action(meta.kind) {
+            Action::Walk => return None,
+            Action::Skip(why) => Outcome::Skipped(why),
+            Action::CopySymlink => self.copy_symlink(src_dir, name, &meta, dest, index),
+            Action::CopyFile => self.copy_file(src_dir, name, &meta, dest, index),
+        })
+    }
+
+    fn copy_file(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        meta: &Meta,
+        dest: &DestDir,
+        index: &mut FolderIndex,
+    ) -> Outcome {
+        if let Some(latest) = index.latest(name) {
+            match dest.stat(&latest.name) {
+                Ok(dm) => {
+                    let same = if self.checksum {
+                        dm.kind == Kind::File
+                            && dm.size == meta.size
+                            && same_contents(src_dir, name, dest, &latest.name).unwrap_or(false)
+                    } else {
+                        plan::unchanged(meta, &dm)
+                    };
+                    if same {
+                        return Outcome::Unchanged;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Outcome::Failed(format!(
+                        "cannot read {}: {}",
+                        display(&dest.path().join(OsStr::from_bytes(&latest.name))),
+                        reason(&e)
+                    ));
+                }
+            }
+        }
+
+        for wait in std::iter::once(None).chain(RETRY_BACKOFF.iter().map(Some)) {
+            if let Some(wait) = wait {
+                std::thread::sleep(*wait);
+            }
+            let src = match open_source(src_dir, name) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Outcome::Vanished,
+                Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
+                    return Outcome::Skipped("no longer a regular file");
+                }
+                Err(e) => return Outcome::Failed(format!("cannot open: {}", reason(&e))),
+            };
+            let before = match rustix::fs::fstat(&src) {
+                Ok(st) => Meta::from_stat(&st),
+                Err(e) => return Outcome::Failed(format!("cannot read: {}", reason(&e.into()))),
+            };
+            if before.kind != Kind::File {
+                return Outcome::Skipped("no longer a regular file");
+            }
+            let mut staged = match dest.stage(name) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Outcome::Failed(format!(
+                        "cannot write into {}: {}",
+                        display(dest.path()),
+                        reason(&e)
+                    ));
+                }
+            };
+            let copied = match staged.copy_from(&src) {
+                Ok(n) => n,
+                Err(e) => return Outcome::Failed(format!("cannot copy: {}", reason(&e))),
+            };
+            let after = match rustix::fs::fstat(&src) {
+                Ok(st) => Meta::from_stat(&st),
+                Err(e) => return Outcome::Failed(format!("cannot read: {}", reason(&e.into()))),
+            };
+            if plan::changed_while_read(&before, &after, copied) {
+                continue;
+            }
+            if let Err(e) = staged.set_meta(&before, &src) {
+                return Outcome::Failed(format!("cannot set metadata: {}", reason(&e)));
+            }
+            if let Err(e) = staged.make_durable() {
+                return Outcome::Failed(format!("cannot write: {}", reason(&e)));
+            }
+            return self.publish(name, dest, index, |target| staged.publish(target));
+        }
+        Outcome::Failed(format!(
+            "changed while being read, {} times in a row; nothing was published",
+            RETRY_BACKOFF.len() + 1
+        ))
+    }
+
+    fn copy_symlink(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        meta: &Meta,
+        dest: &DestDir,
+        index: &mut FolderIndex,
+    ) -> Outcome {
+        let target = match rustix::fs::readlinkat(src_dir, OsStr::from_bytes(name), Vec::new()) {
+            Ok(t) => t.into_bytes(),
+            Err(Errno::NOENT) => return Outcome::Vanished,
+            Err(Errno::INVAL) => return Outcome::Skipped("no longer a symlink"),
+            Err(e) => return Outcome::Failed(format!("cannot read link: {}", reason(&e.into()))),
+        };
+        if let Some(latest) = index.latest(name)
+            && dest
+                .stat(&latest.name)
+                .is_ok_and(|m| m.kind == Kind::Symlink)
+            && dest.read_link(&latest.name).is_ok_and(|t| t == target)
+        {
+            return Outcome::Unchanged;
+        }
+        self.publish(name, dest, index, |to| dest.symlink(&target, to, meta))
+    }
+
+    /// Publishes under the next free name of `name`'s family, moving on to the following name
+    /// whenever the chosen one was taken meanwhile.
+    fn publish(
+        &self,
+        name: &[u8],
+        dest: &DestDir,
+        index: &mut FolderIndex,
+        mut publish_as: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Outcome {
+        loop {
+            let Some(target) = index.target(name, now_stamp()) else {
+                return Outcome::Failed(
+                    "name too long to add a version stamp within 255 bytes".into(),
+                );
+            };
+            match publish_as(&target) {
+                Ok(()) => {
+                    let path = dest.path().join(OsStr::from_bytes(&target));
+                    index.insert(target);
+                    return Outcome::Copied(path);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => index.insert(target),
+                Err(e) => return Outcome::Failed(format!("cannot publish: {}", reason(&e))),
+            }
+        }
+    }
+}
+
+/// The local time now, as a version stamp.
+pub fn now_stamp() -> u64 {
+    use chrono::{Datelike, Timelike};
+    let now = chrono::Local::now();
+    crate::naming::stamp(
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second().min(59),
+    )
+}
+
+fn open_src_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?)
+}
+
+/// Every entry of a source folder with its type (from the listing where the filesystem gives
+/// it, else from `lstat`).
+fn list_src(dir: &OwnedFd) -> io::Result<Vec<(Vec<u8>, Kind)>> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut d = rustix::fs::Dir::new(fd)?;
+    let mut out = Vec::new();
+    while let Some(entry) = d.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let mut kind = Kind::from_file_type(entry.file_type());
+        if kind == Kind::Unknown {
+            kind = rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
+                .map_or(Kind::Unknown, |st| Meta::from_stat(&st).kind);
+        }
+        out.push((name.to_vec(), kind));
+    }
+    Ok(out)
+}
+
+/// Opens a source file for reading without following a symlink and without blocking on a FIFO
+/// that took its place, and without changing its access time where the OS allows that.
+fn open_source(dir: &OwnedFd, name: &[u8]) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+    let name = OsStr::from_bytes(name);
+    let fd = match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        other => other,
+    }?;
+    Ok(File::from(fd))
+}
+
+/// Whether the source file and a destination file hold the same bytes.
+fn same_contents(src_dir: &OwnedFd, name: &[u8], dest: &DestDir, dname: &[u8]) -> io::Result<bool> {
+    let mut a = open_source(src_dir, name)?;
+    let mut b = dest.open_read(dname)?;
+    let (mut ba, mut bb) = (vec![0u8; 128 * 1024], vec![0u8; 128 * 1024]);
+    loop {
+        let n = read_full(&mut a, &mut ba)?;
+        let m = read_full(&mut b, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

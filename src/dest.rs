@@ -1,0 +1,582 @@
+//! Every write to the destination goes through this module.
+//!
+//! All operations are relative to directory handles opened without following symlinks, so that
+//! nothing planted in the destination (a symlink where a folder was) can redirect a write outside
+//! it, and a destination that is unmounted mid-run keeps receiving writes on the filesystem that
+//! was checked, never on the bare mount point. Files are written under a temporary name that the
+//! naming rule never matches, made durable, given their metadata, and only then published under
+//! their final name with a call that fails rather than replaces.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rustix::fs::{
+    AtFlags, FlockOperation, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps, Uid,
+};
+use rustix::io::Errno;
+
+use crate::meta::{Kind, Meta, Time};
+
+/// Prefix of our temporary files; `.backup-tmp.<12 hex>.<name>`.
+const TEMP_PREFIX: &[u8] = b".backup-tmp.";
+const TEMP_RANDOM_LEN: usize = 12;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+static NOREPLACE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Why the destination could not be used at all.
+#[derive(Debug)]
+pub enum OpenError {
+    Create(io::Error),
+    Open(io::Error),
+    NotWritable(io::Error),
+    Locked,
+}
+
+/// The destination root, held open for the whole run.
+#[derive(Debug)]
+pub struct Dest {
+    root: OwnedFd,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    as_root: bool,
+}
+
+impl Dest {
+    /// Creates `path` with its parents if missing, opens it, and takes an exclusive lock on it so
+    /// that two runs never write into one destination at once (each would take the other's
+    /// temporary files for a crash's leftovers).
+    pub fn open(path: &Path) -> Result<Dest, OpenError> {
+        if !path.exists() {
+            std::fs::create_dir_all(path).map_err(OpenError::Create)?;
+        }
+        let root = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| OpenError::Open(e.into()))?;
+        rustix::fs::access(
+            path,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .map_err(|e| OpenError::NotWritable(e.into()))?;
+        match rustix::fs::flock(&root, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Err(OpenError::Locked),
+            // Filesystems without flock (some network ones) still get a backup.
+            Err(_) => {}
+        }
+        let st = rustix::fs::fstat(&root).map_err(|e| OpenError::Open(e.into()))?;
+        Ok(Dest {
+            root,
+            path: path.to_path_buf(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            as_root: rustix::process::geteuid().is_root(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the destination path still leads to the folder opened at the start (not
+    /// unmounted, not replaced).
+    pub fn still_there(&self) -> io::Result<()> {
+        let st = rustix::fs::stat(&self.path).map_err(io::Error::from)?;
+        if st.st_dev == self.dev && st.st_ino == self.ino {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "it is no longer the folder that this run started with (unmounted or replaced)",
+            ))
+        }
+    }
+
+    /// The destination root as a folder handle.
+    pub fn root_dir(&self) -> io::Result<DestDir> {
+        Ok(DestDir {
+            fd: self.root.try_clone()?,
+            path: self.path.clone(),
+            as_root: self.as_root,
+        })
+    }
+
+    /// Opens the folder at `rel` below the root, refusing to pass through any symlink.
+    pub fn open_dir(&self, rel: &Path) -> io::Result<DestDir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let target = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let fd = match rustix::fs::openat2(
+            &self.root,
+            target,
+            flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        ) {
+            Err(Errno::NOSYS) => {
+                // Kernels before 5.6: one component at a time, each without following.
+                let mut fd = self.root.try_clone()?;
+                for c in rel.components() {
+                    let Component::Normal(name) = c else {
+                        return Err(Errno::INVAL.into());
+                    };
+                    fd = rustix::fs::openat(&fd, name, flags, Mode::empty())?;
+                }
+                fd
+            }
+            other => other?,
+        };
+        Ok(DestDir {
+            fd,
+            path: self.path.join(rel),
+            as_root: self.as_root,
+        })
+    }
+}
+
+/// One open folder in the destination.
+#[derive(Debug)]
+pub struct DestDir {
+    fd: OwnedFd,
+    path: PathBuf,
+    as_root: bool,
+}
+
+/// A child folder, and whether this call created it.
+pub struct Child {
+    pub dir: DestDir,
+    pub created: bool,
+    /// The folder's metadata as found (or as created).
+    pub meta: Meta,
+}
+
+impl DestDir {
+    /// The folder's absolute path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens the child folder `name`, creating it when missing. A non-folder or a symlink under
+    /// that name is an error (`ENOTDIR` / `ELOOP`), never followed.
+    pub fn child_dir(&self, name: &OsStr) -> io::Result<Child> {
+        // Owner-writable until the pass ends, so that its contents can be written even when the
+        // source folder is read-only; the source's mode is applied in `set_dir_meta`.
+        let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::LOOP | Errno::NOTDIR => {
+                let what = match self.stat(name.as_bytes()) {
+                    Ok(m) if m.kind == Kind::Symlink => "a symlink",
+                    _ => "a file",
+                };
+                io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{what} is in the way of a folder"),
+                )
+            }
+            e => e.into(),
+        })?;
+        let meta = Meta::from_stat(&rustix::fs::fstat(&fd)?);
+        Ok(Child {
+            dir: DestDir {
+                fd,
+                path: self.path.join(name),
+                as_root: self.as_root,
+            },
+            created,
+            meta,
+        })
+    }
+
+    /// Every name in the folder.
+    pub fn list(&self) -> io::Result<Vec<Vec<u8>>> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut dir = rustix::fs::Dir::new(fd)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        }
+        Ok(names)
+    }
+
+    /// The metadata of the entry `name`, without following a symlink.
+    pub fn stat(&self, name: &[u8]) -> io::Result<Meta> {
+        let st = rustix::fs::statat(&self.fd, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(Meta::from_stat(&st))
+    }
+
+    pub fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>> {
+        Ok(rustix::fs::readlinkat(&self.fd, OsStr::from_bytes(name), Vec::new())?.into_bytes())
+    }
+
+    /// Opens a regular file for reading (to compare contents).
+    pub fn open_read(&self, name: &[u8]) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            OsStr::from_bytes(name),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Removes a temporary file left by an interrupted run.
+    pub fn remove_leftover(&self, name: &[u8]) -> io::Result<()> {
+        debug_assert!(is_temp_name(name));
+        match self.stat(name) {
+            Ok(m) if m.kind == Kind::File => {
+                rustix::fs::unlinkat(&self.fd, OsStr::from_bytes(name), AtFlags::empty())?;
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts a new copy under a fresh temporary name.
+    pub fn stage(&self, name: &[u8]) -> io::Result<Staged<'_>> {
+        loop {
+            let temp = temp_name(name);
+            match rustix::fs::openat(
+                &self.fd,
+                OsStr::from_bytes(&temp),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => {
+                    return Ok(Staged {
+                        dir: self,
+                        temp,
+                        file: Some(File::from(fd)),
+                        published: false,
+                    });
+                }
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Creates the symlink `name` → `target` with the source's times (and owner, as root).
+    /// `AlreadyExists` when the name is taken: a symlink is created whole or not at all.
+    pub fn symlink(&self, target: &[u8], name: &[u8], meta: &Meta) -> io::Result<()> {
+        let name = OsStr::from_bytes(name);
+        rustix::fs::symlinkat(OsStr::from_bytes(target), &self.fd, name)?;
+        let done = (|| -> io::Result<()> {
+            if self.as_root {
+                rustix::fs::chownat(
+                    &self.fd,
+                    name,
+                    Some(Uid::from_raw(meta.uid)),
+                    Some(Gid::from_raw(meta.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            rustix::fs::utimensat(&self.fd, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok(())
+        })();
+        if let Err(e) = done {
+            // A symlink without its metadata would be taken as unchanged forever; remove it so
+            // that the next pass tries again.
+            let _ = rustix::fs::unlinkat(&self.fd, name, AtFlags::empty());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Gives the folder the source folder's owner (as root), mode and times.
+    pub fn set_dir_meta(&self, meta: &Meta) -> io::Result<()> {
+        if self.as_root {
+            rustix::fs::fchown(
+                &self.fd,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )?;
+        }
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(meta.mode))?;
+        rustix::fs::futimens(&self.fd, &timestamps(meta))?;
+        Ok(())
+    }
+
+    /// Makes the folder's entries durable.
+    pub fn sync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.fd)?;
+        Ok(())
+    }
+}
+
+/// A copy in progress under a temporary name. Dropped before `publish`, it removes itself.
+pub struct Staged<'a> {
+    dir: &'a DestDir,
+    temp: Vec<u8>,
+    file: Option<File>,
+    published: bool,
+}
+
+impl Staged<'_> {
+    fn file(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("temporary file already closed"))
+    }
+
+    /// Copies all of `src` from its current offset into the temporary file; returns the number
+    /// of bytes copied. Uses the kernel's copy (which may share blocks on filesystems that can),
+    /// and plain reads and writes where the kernel cannot copy between these two files.
+    pub fn copy_from(&mut self, src: &File) -> io::Result<u64> {
+        let out = self.file()?;
+        let mut total: u64 = 0;
+        loop {
+            match rustix::fs::copy_file_range(src, None, out, None, 1 << 30) {
+                Ok(0) => break,
+                Ok(n) => total += n as u64,
+                Err(Errno::INTR) => {}
+                Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::BADF) => {
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Plain reads and writes finish the job where the kernel cannot copy between these two
+        // files, and confirm the end where it reported 0 early (procfs, some FUSE filesystems).
+        let (mut reader, mut writer) = (src, out);
+        // Usually at the end already: probe with a small buffer before allocating a big one.
+        let mut probe = [0u8; 512];
+        let n = loop {
+            match reader.read(&mut probe) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            return Ok(total);
+        }
+        writer.write_all(&probe[..n])?;
+        total += n as u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            writer.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+    }
+
+    /// Gives the copy the source's metadata: owner (as root), mode, extended attributes, then
+    /// times last, since every other change would touch them.
+    pub fn set_meta(&self, meta: &Meta, src: &File) -> io::Result<()> {
+        let out = self.file()?;
+        if self.dir.as_root {
+            rustix::fs::fchown(
+                out,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )?;
+        }
+        rustix::fs::fchmod(out, Mode::from_raw_mode(meta.mode))?;
+        copy_xattrs(src, out)?;
+        rustix::fs::futimens(out, &timestamps(meta))?;
+        Ok(())
+    }
+
+    /// Forces the data to stable storage and closes the file, checking both: a failed fsync or
+    /// close means the data may not be there, and the copy must not be published.
+    pub fn make_durable(&mut self) -> io::Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("temporary file already closed"))?;
+        rustix::fs::fsync(&file)?;
+        let raw = file.into_raw_fd();
+        // SAFETY: `raw` was just released from the `File` that owned it and is closed once.
+        unsafe { rustix::io::try_close(raw) }?;
+        Ok(())
+    }
+
+    /// Publishes the copy under `name`, never replacing an existing entry: `AlreadyExists` when
+    /// the name is taken, and the copy stays staged for another name.
+    pub fn publish(&mut self, name: &[u8]) -> io::Result<()> {
+        let (from, to) = (OsStr::from_bytes(&self.temp), OsStr::from_bytes(name));
+        let fd = &self.dir.fd;
+        if !NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed) {
+            match rustix::fs::renameat_with(fd, from, fd, to, RenameFlags::NOREPLACE) {
+                Ok(()) => {
+                    self.published = true;
+                    return Ok(());
+                }
+                Err(Errno::INVAL | Errno::NOSYS) => {
+                    NOREPLACE_UNSUPPORTED.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Filesystems without RENAME_NOREPLACE: a hard link fails on an existing name too.
+        rustix::fs::linkat(fd, from, fd, to, AtFlags::empty())?;
+        self.published = true;
+        let _ = rustix::fs::unlinkat(fd, from, AtFlags::empty());
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            self.file = None;
+            let _ = rustix::fs::unlinkat(
+                &self.dir.fd,
+                OsStr::from_bytes(&self.temp),
+                AtFlags::empty(),
+            );
+        }
+    }
+}
+
+fn timestamps(meta: &Meta) -> Timestamps {
+    let ts = |t: Time| rustix::fs::Timespec {
+        tv_sec: t.sec,
+        tv_nsec: t.nsec.into(),
+    };
+    Timestamps {
+        last_access: ts(meta.atime),
+        last_modification: ts(meta.mtime),
+    }
+}
+
+/// Copies extended attributes where the destination accepts them; attributes the destination
+/// does not support, or that only a more privileged user may set, are left out.
+fn copy_xattrs(src: &File, out: &File) -> io::Result<()> {
+    let mut names = Vec::with_capacity(256);
+    loop {
+        names.clear();
+        match rustix::fs::flistxattr(src, rustix::buffer::spare_capacity(&mut names)) {
+            Ok(_) => break,
+            Err(Errno::RANGE) => {
+                let need = rustix::fs::flistxattr_query(src)?;
+                names.reserve(need.max(names.capacity() * 2));
+            }
+            Err(Errno::OPNOTSUPP) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut value = Vec::with_capacity(256);
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        loop {
+            value.clear();
+            match rustix::fs::fgetxattr(src, name, rustix::buffer::spare_capacity(&mut value)) {
+                Ok(_) => break,
+                Err(Errno::RANGE) => {
+                    let need = rustix::fs::fgetxattr_query(src, name)?;
+                    value.reserve(need.max(value.capacity() * 2));
+                }
+                Err(Errno::NODATA) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match rustix::fs::fsetxattr(out, name, &value, rustix::fs::XattrFlags::empty()) {
+            Ok(()) | Err(Errno::OPNOTSUPP | Errno::PERM | Errno::ACCESS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A fresh temporary name for a copy of `name`, cut to fit `NAME_MAX`.
+fn temp_name(name: &[u8]) -> Vec<u8> {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+        u64::from_le_bytes(b) ^ rustix::process::getpid().as_raw_nonzero().get() as u64
+    });
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    // A multiplicative hash spreads consecutive counters over the whole range.
+    let r = (seed ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    let mut out = Vec::with_capacity(crate::naming::NAME_MAX);
+    out.extend_from_slice(TEMP_PREFIX);
+    out.extend_from_slice(format!("{r:012x}").as_bytes());
+    out.push(b'.');
+    let room = crate::naming::NAME_MAX - out.len();
+    out.extend_from_slice(&name[..name.len().min(room)]);
+    out
+}
+
+/// Whether `name` has the shape of one of our temporary files.
+pub fn is_temp_name(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+        return false;
+    };
+    rest.len() > TEMP_RANDOM_LEN
+        && rest[..TEMP_RANDOM_LEN]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        && rest[TEMP_RANDOM_LEN] == b'.'
+}
+
+/// Turns a listing name into an `OsString`.
+pub fn os_name(name: &[u8]) -> OsString {
+    OsString::from_vec(name.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognised_and_never_versions() {
+        let t = temp_name(b"report.txt");
+        assert!(is_temp_name(&t), "{}", String::from_utf8_lossy(&t));
+        assert!(t.ends_with(b".report.txt"));
+        assert_eq!(crate::naming::version_of(b"report.txt", &t), None);
+        assert_ne!(temp_name(b"a"), temp_name(b"a"));
+        assert!(!is_temp_name(b".backup-tmp.zz.report.txt"));
+        assert!(!is_temp_name(b"report.txt"));
+    }
+
+    #[test]
+    fn temp_names_fit_name_max() {
+        let long = vec![b'x'; 255];
+        let t = temp_name(&long);
+        assert_eq!(t.len(), crate::naming::NAME_MAX);
+        assert!(is_temp_name(&t));
+    }
+}

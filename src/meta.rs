@@ -1,0 +1,140 @@
+//! What the tool knows of a file system entry, independent of where it was read from.
+
+use rustix::fs::{FileType, Stat};
+
+/// The kind of an entry, as far as a backup cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Unknown,
+}
+
+impl Kind {
+    pub fn from_file_type(t: FileType) -> Kind {
+        match t {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            FileType::CharacterDevice => Kind::CharDevice,
+            FileType::BlockDevice => Kind::BlockDevice,
+            FileType::Unknown => Kind::Unknown,
+        }
+    }
+
+    pub fn from_std(t: std::fs::FileType) -> Kind {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_file() {
+            Kind::File
+        } else if t.is_dir() {
+            Kind::Dir
+        } else if t.is_symlink() {
+            Kind::Symlink
+        } else if t.is_fifo() {
+            Kind::Fifo
+        } else if t.is_socket() {
+            Kind::Socket
+        } else if t.is_char_device() {
+            Kind::CharDevice
+        } else if t.is_block_device() {
+            Kind::BlockDevice
+        } else {
+            Kind::Unknown
+        }
+    }
+
+    /// The word used in `Skipped: <path> (<word>)`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "folder",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+            Kind::CharDevice => "character device",
+            Kind::BlockDevice => "block device",
+            Kind::Unknown => "unknown file type",
+        }
+    }
+}
+
+/// A point in time as the kernel stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Time {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// The metadata of one entry: what decides "unchanged" and what a copy carries over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    pub size: u64,
+    /// Permission bits, including setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Meta {
+    pub fn from_stat(st: &Stat) -> Meta {
+        Meta {
+            kind: Kind::from_file_type(FileType::from_raw_mode(st.st_mode)),
+            size: st.st_size as u64,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            atime: Time {
+                sec: st.st_atime,
+                nsec: st.st_atime_nsec as u32,
+            },
+            mtime: Time {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec as u32,
+            },
+            ctime: Time {
+                sec: st.st_ctime,
+                nsec: st.st_ctime_nsec as u32,
+            },
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+
+    pub fn from_std(m: &std::fs::Metadata) -> Meta {
+        use std::os::unix::fs::MetadataExt;
+        Meta {
+            kind: Kind::from_std(m.file_type()),
+            size: m.size(),
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            atime: Time {
+                sec: m.atime(),
+                nsec: m.atime_nsec() as u32,
+            },
+            mtime: Time {
+                sec: m.mtime(),
+                nsec: m.mtime_nsec() as u32,
+            },
+            ctime: Time {
+                sec: m.ctime(),
+                nsec: m.ctime_nsec() as u32,
+            },
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Walks the source tree, creates each folder in the destination in walk order, and feeds one
+//! job per folder to the copy workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::Sender;
+
+use crate::copy::Copier;
+use crate::dest::{Child, Dest, DestDir};
+use crate::meta::Meta;
+use crate::report::{Event, Outcome, reason};
+
+/// The work for one source folder: copy its entries (all of them, or only the named ones).
+pub struct DirJob {
+    /// Relative to SRC.
+    pub rel: PathBuf,
+    pub dest: Arc<DestDir>,
+    /// Created by this pass, so known to be empty: no need to list it.
+    pub fresh: bool,
+    /// `None`: every entry; `Some`: only these names (changes reported by the watcher).
+    pub only: Option<Vec<Vec<u8>>>,
+    /// Set when the job published anything into the folder.
+    pub touched: Option<Arc<AtomicBool>>,
+}
+
+/// A folder that a walk visited, and what it needs once its contents are done: the source's
+/// mode and times (set last, since every entry published into it changes its mtime), and an
+/// fsync to make new names durable.
+#[derive(Debug)]
+pub struct DirRecord {
+    pub rel: PathBuf,
+    pub src: Meta,
+    pub dest: Meta,
+    pub created: bool,
+    pub touched: Arc<AtomicBool>,
+}
+
+impl DirRecord {
+    pub fn changed_entries(&self) -> bool {
+        self.created || self.touched.load(Ordering::Relaxed)
+    }
+
+    pub fn needs_meta(&self, as_root: bool) -> bool {
+        self.changed_entries()
+            || self.src.mode != self.dest.mode
+            || !crate::plan::same_mtime(self.src.mtime, self.dest.mtime)
+            || (as_root && (self.src.uid, self.src.gid) != (self.dest.uid, self.dest.gid))
+    }
+}
+
+/// Opens (creating where missing) the destination folder for `rel`, one component at a time,
+/// never following a symlink.
+pub fn open_chain(dest: &Dest, rel: &Path) -> std::io::Result<Child> {
+    let root = dest.root_dir()?;
+    let meta = Meta::from_stat(&rustix::fs::fstat(root.fd())?);
+    let mut child = Child {
+        dir: root,
+        created: false,
+        meta,
+    };
+    for name in rel.iter() {
+        child = child.dir.child_dir(name)?;
+    }
+    Ok(child)
+}
+
+/// Walks the folder `start` (relative to SRC) and everything below it. Returns the folders
+/// visited, in walk order (parents before their contents).
+pub fn walk(
+    copier: &Copier,
+    start: &Path,
+    jobs: &Sender<DirJob>,
+    events: &Sender<Event>,
+) -> Vec<DirRecord> {
+    let root = copier.src.join(start);
+    let skip = copier.skip.as_deref();
+    let mut it = walkdir::WalkDir::new(&root)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.file_type().is_dir() && Some(e.path()) != skip);
+    let mut records = Vec::new();
+    // The destination folders on the path to the current one, by depth.
+    let mut stack: Vec<(Arc<DestDir>, Arc<AtomicBool>)> = Vec::new();
+    let mut last_dir = PathBuf::new();
+    let fail = |path: &Path, why: String| {
+        let _ = events.send(Event {
+            src: path.to_path_buf(),
+            outcome: Outcome::Failed(why),
+        });
+    };
+
+    while let Some(item) = it.next() {
+        if copier.stopped() {
+            break;
+        }
+        let entry = match item {
+            Ok(entry) => entry,
+            Err(e) => {
+                let path = e.path().unwrap_or(&root);
+                let gone = e
+                    .io_error()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+                // A folder that cannot be listed is reported by the worker that copies it.
+                if !gone && path != last_dir {
+                    let why = e.io_error().map_or_else(|| e.to_string(), reason);
+                    fail(path, format!("cannot read: {why}"));
+                }
+                continue;
+            }
+        };
+        let depth = entry.depth();
+        let rel = start.join(entry.path().strip_prefix(&root).unwrap_or(Path::new("")));
+        let src = match entry.metadata() {
+            Ok(m) => m,
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                it.skip_current_dir();
+                continue;
+            }
+            Err(e) => {
+                fail(entry.path(), format!("cannot read: {e}"));
+                it.skip_current_dir();
+                continue;
+            }
+        };
+        let opened = if depth == 0 {
+            open_chain(&copier.dest, &rel)
+        } else {
+            stack[depth - 1].0.child_dir(entry.file_name())
+        };
+        let child = match opened {
+            Ok(child) => child,
+            Err(e) => {
+                fail(
+                    entry.path(),
+                    format!(
+                        "cannot create folder {}: {}",
+                        crate::report::display(&copier.dest.path().join(&rel)),
+                        reason(&e)
+                    ),
+                );
+                it.skip_current_dir();
+                continue;
+            }
+        };
+        if child.created && depth > 0 {
+            stack[depth - 1].1.store(true, Ordering::Relaxed);
+        }
+        let dir = Arc::new(child.dir);
+        let touched = Arc::new(AtomicBool::new(false));
+        stack.truncate(depth);
+        stack.push((Arc::clone(&dir), Arc::clone(&touched)));
+        records.push(DirRecord {
+            rel: rel.clone(),
+            src: Meta::from_std(&src),
+            dest: child.meta,
+            created: child.created,
+            touched: Arc::clone(&touched),
+        });
+        last_dir = entry.path().to_path_buf();
+        let job = DirJob {
+            rel,
+            dest: dir,
+            fresh: child.created,
+            only: None,
+            touched: Some(touched),
+        };
+        if jobs.send(job).is_err() {
+            break;
+        }
+    }
+    records
+}
