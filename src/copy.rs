@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -48,7 +49,7 @@ impl Copier {
     /// A full pass over `start` (relative to SRC; empty for the whole tree).
     pub fn pass(&self, start: &Path, on_event: &mut dyn FnMut(Event)) {
         let records = self.run(
-            |jobs, events| scan::walk(self, start, jobs, events),
+            |jobs, events| scan::walk(self, start, None, jobs, events),
             on_event,
         );
         self.finish_dirs(&records, on_event);
@@ -176,7 +177,7 @@ impl Copier {
             {
                 continue;
             }
-            let outcome = self.copy_entry(&src_dir, name, &job.dest, &mut index);
+            let outcome = self.copy_entry(&src_dir, name, job, &mut index);
             if let Some(outcome) = outcome {
                 if let (Outcome::Copied(_), Some(t)) = (&outcome, &job.touched) {
                     t.store(true, Ordering::Relaxed);
@@ -191,9 +192,10 @@ impl Copier {
         &self,
         src_dir: &OwnedFd,
         name: &[u8],
-        dest: &DestDir,
+        job: &DirJob,
         index: &mut FolderIndex,
     ) -> Option<Outcome> {
+        let dest = &*job.dest;
         let os_name = OsStr::from_bytes(name);
         let meta = match rustix::fs::statat(src_dir, os_name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Meta::from_stat(&st),
@@ -209,7 +211,10 @@ impl Copier {
             Action::Walk => return None,
             Action::Skip(why) => Outcome::Skipped(why),
             Action::CopySymlink => self.copy_symlink(src_dir, name, &meta, dest, index),
-            Action::CopyFile => self.copy_file(src_dir, name, &meta, dest, index),
+            Action::CopyFile => match job.defer.and_then(|d| changed_within(&meta, d)) {
+                Some(age) => Outcome::Deferred(age),
+                None => self.copy_file(src_dir, name, &meta, dest, index),
+            },
         })
     }
 
@@ -294,7 +299,7 @@ impl Copier {
             }
             return self.publish(name, dest, index, |target| staged.publish(target));
         }
-        Outcome::Failed(format!(
+        Outcome::Busy(format!(
             "changed while being read, {} times in a row; nothing was published",
             RETRY_BACKOFF.len() + 1
         ))
@@ -351,6 +356,17 @@ impl Copier {
             }
         }
     }
+}
+
+/// How long ago a file changed, if less than `window` ago (by its modification time; a time in
+/// the future counts as settled, so that a wrong clock cannot hold a file back forever).
+fn changed_within(meta: &Meta, window: Duration) -> Option<Duration> {
+    let mtime = std::time::UNIX_EPOCH.checked_add(Duration::new(
+        u64::try_from(meta.mtime.sec).ok()?,
+        meta.mtime.nsec,
+    ))?;
+    let age = std::time::SystemTime::now().duration_since(mtime).ok()?;
+    (age < window).then_some(age)
 }
 
 /// The local time now, as a version stamp.

@@ -8,11 +8,14 @@ pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod dest;
+pub mod live;
 pub mod meta;
 pub mod naming;
 pub mod plan;
+pub mod queue;
 pub mod report;
 pub mod scan;
+pub mod watch;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -71,7 +74,7 @@ pub fn run(cli: Cli) -> Status {
             return Status::Failure;
         }
     };
-    let stop = match signals() {
+    let (stop, wake) = match signals() {
         Ok(s) => s,
         Err(e) => {
             reporter.error(&format!("cannot handle signals: {}", reason(&e)));
@@ -86,7 +89,10 @@ pub fn run(cli: Cli) -> Status {
         skip: config.dst_inside_src.then(|| config.dst.clone()),
         stop,
     };
-    once(&copier, &mut reporter)
+    match &config.watch {
+        None => once(&copier, &mut reporter),
+        Some(w) => live::run(&copier, w, &mut reporter, &wake),
+    }
 }
 
 /// One pass, the summary, and the exit status.
@@ -119,15 +125,24 @@ fn once(
     status
 }
 
-/// The first Ctrl-C or SIGTERM sets the returned flag (finish what is in flight, then stop);
-/// a second one exits at once with 130. Nothing half-written is ever under a final name, so
-/// exiting at once loses only temporary files, which the next pass removes.
-fn signals() -> std::io::Result<Arc<AtomicBool>> {
+/// The first Ctrl-C or SIGTERM sets the returned flag (finish what is in flight, then stop) and
+/// sends on the returned channel (to wake a waiting loop); a second one exits at once with 130.
+/// Nothing half-written is ever under a final name, so exiting at once loses only temporary
+/// files, which the next pass removes.
+fn signals() -> std::io::Result<(Arc<AtomicBool>, crossbeam_channel::Receiver<()>)> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [SIGINT, SIGTERM] {
+        // Registered first, so that it sees the flag as the previous signal left it.
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))?;
         signal_hook::flag::register(sig, Arc::clone(&flag))?;
     }
-    Ok(flag)
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            let _ = tx.try_send(());
+        }
+    });
+    Ok((flag, rx))
 }

@@ -18,6 +18,12 @@ pub enum Outcome {
     Vanished,
     /// The reason, ready to print.
     Failed(String),
+    /// Kept changing while it was read, every attempt; nothing was published. A failure for
+    /// `once`; `watch` tries again once the file settles.
+    Busy(String),
+    /// Changed too recently to copy (found by a walk in `watch`): changed this long ago. Not
+    /// printed or counted; `watch` copies it once it has settled.
+    Deferred(std::time::Duration),
 }
 
 /// One source entry and what became of it.
@@ -43,7 +49,8 @@ impl Counts {
             Outcome::Copied(_) => self.copied += 1,
             Outcome::Unchanged => self.unchanged += 1,
             Outcome::Skipped(_) | Outcome::Vanished => self.skipped += 1,
-            Outcome::Failed(_) => self.failed += 1,
+            Outcome::Failed(_) | Outcome::Busy(_) => self.failed += 1,
+            Outcome::Deferred(_) => {}
         }
     }
 
@@ -52,6 +59,14 @@ impl Counts {
         self.unchanged += other.unchanged;
         self.skipped += other.skipped;
         self.failed += other.failed;
+    }
+
+    /// `copied 3, unchanged 0, skipped 0, failed 0`
+    pub fn brief(&self) -> String {
+        format!(
+            "copied {}, unchanged {}, skipped {}, failed {}",
+            self.copied, self.unchanged, self.skipped, self.failed
+        )
     }
 
     pub fn total(&self) -> u64 {
@@ -89,7 +104,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 line.push(b'\n');
                 self.out.write_all(&line)
             }
-            Outcome::Unchanged => Ok(()),
+            Outcome::Unchanged | Outcome::Deferred(_) => Ok(()),
             Outcome::Skipped(why) => {
                 let mut line = b"Skipped: ".to_vec();
                 escape_into(&mut line, &ev.src);
@@ -102,7 +117,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 line.push(b'\n');
                 self.stderr_line(&line)
             }
-            Outcome::Failed(reason) => {
+            Outcome::Failed(reason) | Outcome::Busy(reason) => {
                 let mut line = b"Failed: ".to_vec();
                 escape_into(&mut line, &ev.src);
                 line.extend_from_slice(b": ");
@@ -125,6 +140,25 @@ impl<O: Write, E: Write> Reporter<O, E> {
             c.failed
         );
         let _ = self.out.flush();
+    }
+
+    /// After each batch of `watch`: the time, what the batch did, and the totals since start.
+    pub fn rolling(&mut self, batch: &Counts, totals: &Counts) {
+        let now = chrono::Local::now().format("%H:%M:%S");
+        let _ = writeln!(
+            self.out,
+            "{now} batch: {} | since start: {}",
+            batch.brief(),
+            totals.brief()
+        );
+        let _ = self.out.flush();
+    }
+
+    /// A plain line on stderr about what the run is doing.
+    pub fn info(&mut self, message: &str) {
+        let _ = self.out.flush();
+        let line = format!("{message}\n");
+        let _ = self.err.write_all(line.as_bytes());
     }
 
     /// `error: <message>` on stderr, for a problem that stops the run.

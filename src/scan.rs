@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
@@ -23,6 +24,9 @@ pub struct DirJob {
     pub only: Option<Vec<Vec<u8>>>,
     /// Set when the job published anything into the folder.
     pub touched: Option<Arc<AtomicBool>>,
+    /// In `watch`, files found by a walk that changed less than this long ago are left to
+    /// settle (`Outcome::Deferred`) instead of copied mid-write.
+    pub defer: Option<Duration>,
 }
 
 /// A folder that a walk visited, and what it needs once its contents are done: the source's
@@ -71,6 +75,7 @@ pub fn open_chain(dest: &Dest, rel: &Path) -> std::io::Result<Child> {
 pub fn walk(
     copier: &Copier,
     start: &Path,
+    defer: Option<Duration>,
     jobs: &Sender<DirJob>,
     events: &Sender<Event>,
 ) -> Vec<DirRecord> {
@@ -168,6 +173,7 @@ pub fn walk(
             fresh: child.created,
             only: None,
             touched: Some(touched),
+            defer,
         };
         if jobs.send(job).is_err() {
             break;

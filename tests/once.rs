@@ -4,10 +4,9 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Env, Node, ino, mtime_ns, os, set_mtime, wait_until};
+use common::{Env, ino, mtime_ns, os, set_mtime, wait_until};
 
 /// `STEM_YYYYMMDD_HHMMSS[_N].EXT`
 fn is_version(name: &str, stem: &str, ext: Option<&str>) -> bool {
@@ -403,28 +402,14 @@ fn checksum_compares_contents_not_times() {
 
 #[test]
 fn destination_inside_source_is_left_out() {
-    let env = Env::new();
+    let mut env = Env::new();
     env.write("a.txt", "a");
-    let dst = env.src.join("backup");
-    let run = common::Run::of(
-        std::process::Command::new(common::bin())
-            .arg("once")
-            .arg(&env.src)
-            .arg(&dst)
-            .output()
-            .expect("run"),
-        &env,
-    );
+    env.dst = env.src.join("backup");
+    let run = env.once(&[]);
     run.code(0);
     assert_eq!(run.summary("Successfully copied"), 1);
-    assert!(!dst.join("backup").exists());
-    let again = std::process::Command::new(common::bin())
-        .arg("once")
-        .arg(&env.src)
-        .arg(&dst)
-        .output()
-        .expect("run");
-    let again = common::Run::of(again, &env);
+    assert!(!env.dst.join("backup").exists());
+    let again = env.once(&[]);
     again.code(0);
     assert_eq!(
         again.summary("Successfully copied"),

@@ -324,3 +324,180 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// A running `backup watch`, its output collected as it comes.
+pub struct Watch {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    err: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+impl Watch {
+    /// Starts `backup watch SRC DST <extra>` and waits until its watcher is running.
+    pub fn start(env: &Env, extra: &[&str]) -> Watch {
+        Watch::start_with(env.cmd("watch"), env, extra)
+    }
+
+    pub fn start_with(mut cmd: Command, env: &Env, extra: &[&str]) -> Watch {
+        use std::io::Read;
+        let mut child = cmd
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn backup watch");
+        let mut readers = Vec::new();
+        let mut collect = |mut r: Box<dyn Read + Send>| {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let b = std::sync::Arc::clone(&buf);
+            readers.push(std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = r.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock().expect("lock").extend_from_slice(&chunk[..n]);
+                }
+            }));
+            buf
+        };
+        let out = collect(Box::new(child.stdout.take().expect("stdout")));
+        let err = collect(Box::new(child.stderr.take().expect("stderr")));
+        let w = Watch {
+            child,
+            out,
+            err,
+            readers,
+            src: env.src.clone(),
+            dst: env.dst.clone(),
+        };
+        w.wait_for("the watcher to start", Duration::from_secs(30), |w| {
+            w.stderr().contains("Watching ")
+        });
+        w
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().expect("lock")).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.err.lock().expect("lock")).into_owned()
+    }
+
+    /// The number of rolling summary lines so far.
+    pub fn batches(&self) -> usize {
+        self.stdout()
+            .lines()
+            .filter(|l| l.contains(" batch: "))
+            .count()
+    }
+
+    /// Polls `cond` until it holds (panicking with the outputs and trees after `limit`).
+    pub fn wait_for(&self, what: &str, limit: Duration, mut cond: impl FnMut(&Watch) -> bool) {
+        if !wait_until(limit, || cond(self)) {
+            panic!("timed out waiting for {what}\n{}", self.context());
+        }
+    }
+
+    pub fn context(&self) -> String {
+        let mut s = format!(
+            "--- stdout\n{}--- stderr\n{}--- trees\n",
+            self.stdout(),
+            self.stderr()
+        );
+        for (root, label) in [(&self.src, "SRC"), (&self.dst, "DST")] {
+            s.push_str(&format!("{label} {}:\n", root.display()));
+            let t = tree(root);
+            for (p, n) in t.iter().take(60) {
+                s.push_str(&format!("  {} {:?}\n", p.display(), n));
+            }
+            if t.len() > 60 {
+                s.push_str(&format!("  … {} entries in all\n", t.len()));
+            }
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` and waits (bounded) for the exit; returns code, stdout, stderr.
+    pub fn stop(mut self, sig: rustix::process::Signal) -> (Option<i32>, String, String) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, sig).expect("signal");
+        let mut status = None;
+        let exited = wait_until(Duration::from_secs(30), || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if !exited {
+            let _ = self.child.kill();
+            panic!(
+                "backup watch did not stop after {sig:?}\n{}",
+                self.context()
+            );
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (status.and_then(|s| s.code()), self.stdout(), self.stderr())
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The names in a DST folder that belong to `name`'s family (the name and its versions), oldest
+/// first by the naming rule.
+pub fn family(dir: &Path, name: &str) -> Vec<String> {
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s.to_string(), Some(e.to_string())),
+        _ => (name.to_string(), None),
+    };
+    let mut members: Vec<(String, u64, u32)> = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n == name {
+            members.push((n, 0, 0));
+            continue;
+        }
+        let body = match &ext {
+            Some(ext) => n.strip_suffix(&format!(".{ext}")).map(str::to_string),
+            None => Some(n.clone()),
+        };
+        let Some(rest) = body
+            .as_deref()
+            .and_then(|b| b.strip_prefix(&format!("{stem}_")))
+        else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split('_').collect();
+        let digits = |s: &str, len: usize| s.len() == len && s.chars().all(|c| c.is_ascii_digit());
+        let ok = match parts.as_slice() {
+            [d, t] => digits(d, 8) && digits(t, 6),
+            [d, t, c] => digits(d, 8) && digits(t, 6) && c.parse::<u32>().is_ok(),
+            _ => false,
+        };
+        if ok {
+            let stamp: u64 = format!("{}{}", parts[0], parts[1]).parse().unwrap_or(0);
+            let counter = parts.get(2).and_then(|c| c.parse().ok()).unwrap_or(0);
+            members.push((n, stamp, counter));
+        }
+    }
+    members.sort_by_key(|(_, s, c)| (*s, *c));
+    members.into_iter().map(|(n, _, _)| n).collect()
+}

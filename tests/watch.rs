@@ -1,0 +1,307 @@
+//! `backup watch`: a real watcher, real changes, bounded waits, stopped with a real signal.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Env, Watch, family, ino};
+use rustix::process::Signal;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn read(p: &Path) -> Vec<u8> {
+    fs::read(p).unwrap_or_default()
+}
+
+/// Waits for `dir/name`'s family to reach `n` members, and returns them.
+fn wait_family(w: &Watch, dir: &Path, name: &str, n: usize) -> Vec<String> {
+    w.wait_for(&format!("{n} copies of {name}"), LIMIT, |_| {
+        family(dir, name).len() >= n
+    });
+    family(dir, name)
+}
+
+/// Lets `span` pass, to show that something does *not* happen in it (a second version).
+fn hold_for(span: Duration) {
+    let end = Instant::now() + span;
+    common::wait_until(span + Duration::from_secs(1), || Instant::now() >= end);
+}
+
+fn stop_ok(w: Watch, sig: Signal) -> String {
+    let (code, out, err) = w.stop(sig);
+    assert_eq!(
+        code,
+        Some(0),
+        "exit code\n--- stdout\n{out}--- stderr\n{err}"
+    );
+    assert!(out.contains("\nBackup Summary:\n"), "{out}");
+    out
+}
+
+#[test]
+fn a_new_file_is_mirrored_and_a_rolling_summary_printed() {
+    let env = Env::new();
+    env.write("old.txt", "old");
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    w.wait_for("the initial copy", LIMIT, |_| {
+        env.dst.join("old.txt").exists()
+    });
+    env.write("new.txt", "fresh");
+    w.wait_for("new.txt", LIMIT, |_| {
+        read(&env.dst.join("new.txt")) == b"fresh"
+    });
+    w.wait_for("a rolling line for it", LIMIT, |w| w.batches() >= 2);
+    let out = stop_ok(w, Signal::INT);
+    let line = out
+        .lines()
+        .rfind(|l| l.contains(" batch: "))
+        .expect("rolling line");
+    assert!(
+        line.contains("batch: copied 1, unchanged 0, skipped 0, failed 0 | since start: copied 2"),
+        "{line}"
+    );
+    assert!(out.contains("Successfully copied: 2"), "{out}");
+}
+
+#[test]
+fn a_changed_file_gets_a_new_version_and_the_old_stays() {
+    let env = Env::new();
+    let a = env.write("a.txt", "one");
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    let first = wait_family(&w, &env.dst, "a.txt", 1);
+    let old = env.dst.join(&first[0]);
+    let old_ino = ino(&old);
+    fs::write(&a, "two").expect("write");
+    let fam = wait_family(&w, &env.dst, "a.txt", 2);
+    w.wait_for("the new version's contents", LIMIT, |_| {
+        read(&env.dst.join(&fam[1])) == b"two"
+    });
+    assert_eq!(read(&old), b"one");
+    assert_eq!(ino(&old), old_ino);
+    stop_ok(w, Signal::TERM);
+}
+
+#[test]
+fn fifty_writes_in_half_a_second_give_one_version() {
+    let env = Env::new();
+    let a = env.write("burst.txt", "start");
+    let debounce = Duration::from_millis(300);
+    let w = Watch::start(&env, &["--debounce", "300ms"]);
+    wait_family(&w, &env.dst, "burst.txt", 1);
+    let mut f = fs::OpenOptions::new().append(true).open(&a).expect("open");
+    for i in 0..50 {
+        writeln!(f, "write {i}").expect("write");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(f);
+    let fam = wait_family(&w, &env.dst, "burst.txt", 2);
+    // Two more debounce periods with no change: no second version may appear.
+    hold_for(debounce * 3);
+    let fam_after = family(&env.dst, "burst.txt");
+    assert_eq!(fam_after.len(), 2, "{fam_after:?}\n{}", w.context());
+    assert_eq!(read(&env.dst.join(&fam[1])), read(&a));
+    stop_ok(w, Signal::INT);
+}
+
+#[test]
+fn a_file_that_never_settles_is_copied_every_max_delay_untorn() {
+    let env = Env::new();
+    let log = env.write("app.log", "");
+    let w = Watch::start(&env, &["--max-delay", "2s"]);
+    wait_family(&w, &env.dst, "app.log", 1);
+    let started = Instant::now();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open");
+    let mut versions_while_appending = 0;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        writeln!(f, "line {i:05} {}", "x".repeat(40)).expect("append");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        versions_while_appending = family(&env.dst, "app.log").len() - 1;
+    }
+    drop(f);
+    let last = read(&log);
+    assert!(
+        versions_while_appending >= 1,
+        "no version before the appends stopped\n{}",
+        w.context()
+    );
+    w.wait_for("the final content", LIMIT, |_| {
+        let fam = family(&env.dst, "app.log");
+        fam.last().is_some_and(|n| read(&env.dst.join(n)) == last)
+    });
+    for name in family(&env.dst, "app.log") {
+        let data = read(&env.dst.join(&name));
+        assert!(
+            last.starts_with(&data),
+            "{name} is not a prefix of the final log"
+        );
+        assert!(
+            data.is_empty() || data.ends_with(b"\n"),
+            "{name} ends mid-line: torn copy"
+        );
+    }
+    stop_ok(w, Signal::INT);
+}
+
+#[test]
+fn new_folders_and_moved_in_trees_are_mirrored_whole() {
+    let env = Env::new();
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    fs::create_dir_all(env.src.join("a/b/c")).expect("mkdir -p");
+    for rel in ["a/1.txt", "a/b/2.txt", "a/b/c/3.txt"] {
+        fs::write(env.src.join(rel), rel).expect("write");
+    }
+    // A tree built outside SRC, then moved in with one rename.
+    let outside = env.root().join("outside");
+    for rel in ["t/x.txt", "t/u/y.txt", "t/u/v/z.txt"] {
+        let p = outside.join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, rel).expect("write");
+    }
+    fs::rename(outside.join("t"), env.src.join("t")).expect("mv");
+    let all = [
+        "a/1.txt",
+        "a/b/2.txt",
+        "a/b/c/3.txt",
+        "t/x.txt",
+        "t/u/y.txt",
+        "t/u/v/z.txt",
+    ];
+    w.wait_for("every file", LIMIT, |_| {
+        all.iter()
+            .all(|rel| read(&env.dst.join(rel)) == rel.as_bytes())
+    });
+    stop_ok(w, Signal::INT);
+}
+
+#[test]
+fn an_editor_style_save_leaves_the_final_content_latest() {
+    let env = Env::new();
+    let doc = env.write("doc.md", "draft 1");
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    wait_family(&w, &env.dst, "doc.md", 1);
+    for i in 2..=3 {
+        let tmp = env.src.join(".doc.md.swp");
+        fs::write(&tmp, format!("draft {i}")).expect("write tmp");
+        fs::rename(&tmp, &doc).expect("rename over");
+    }
+    w.wait_for("the final draft as latest", LIMIT, |_| {
+        family(&env.dst, "doc.md")
+            .last()
+            .is_some_and(|n| read(&env.dst.join(n)) == b"draft 3")
+    });
+    stop_ok(w, Signal::INT);
+}
+
+#[test]
+fn a_storm_of_3000_files_in_100_new_folders_is_mirrored_completely() {
+    let env = Env::new();
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    for d in 0..100 {
+        let dir = env.src.join(format!("d{d:03}"));
+        fs::create_dir(&dir).expect("mkdir");
+        for f in 0..30 {
+            fs::write(dir.join(format!("f{f:02}.txt")), format!("{d}/{f}")).expect("write");
+        }
+    }
+    let missing = |_: &Watch| {
+        let mut n = 0;
+        for d in 0..100 {
+            for f in 0..30 {
+                let p = env.dst.join(format!("d{d:03}/f{f:02}.txt"));
+                if read(&p) != format!("{d}/{f}").as_bytes() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    w.wait_for("all 3000 files", Duration::from_secs(120), |w| {
+        missing(w) == 0
+    });
+    let out = stop_ok(w, Signal::INT);
+    assert!(out.contains("Successfully copied: 3000\n"), "{out}");
+    assert!(out.contains("Failed copies: 0\n"), "{out}");
+}
+
+#[test]
+fn a_destination_inside_the_source_causes_no_feedback() {
+    let mut env = Env::new();
+    env.dst = env.src.join("mirror");
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    env.write("a.txt", "one change");
+    w.wait_for("the copy", LIMIT, |_| {
+        read(&env.dst.join("a.txt")) == b"one change"
+    });
+    let batches = w.batches();
+    hold_for(Duration::from_millis(1500));
+    assert_eq!(w.batches(), batches, "copies kept coming\n{}", w.context());
+    assert_eq!(common::tree(&env.dst).len(), 1, "{}", w.context());
+    let out = stop_ok(w, Signal::INT);
+    assert!(out.contains("Successfully copied: 1\n"), "{out}");
+}
+
+#[test]
+fn a_file_changed_during_the_initial_pass_ends_up_in_its_final_state() {
+    let env = Env::new();
+    for d in 0..40 {
+        for f in 0..100 {
+            env.write(format!("d{d:02}/f{f:03}.txt"), format!("{d} {f}"));
+        }
+    }
+    let target = env.write("d39/f099.txt", "before");
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    // The watcher is up and the pass has just begun: 4,000 files take far longer than this.
+    fs::write(&target, "after, during the pass").expect("write");
+    assert_eq!(
+        w.batches(),
+        0,
+        "the initial pass ended before the change\n{}",
+        w.context()
+    );
+    let dir = env.dst.join("d39");
+    w.wait_for("the final state as latest", LIMIT, |_| {
+        family(&dir, "f099.txt")
+            .last()
+            .is_some_and(|n| read(&dir.join(n)) == b"after, during the pass")
+    });
+    stop_ok(w, Signal::INT);
+}
+
+#[test]
+fn sigint_and_sigterm_print_the_summary_and_exit_0() {
+    for sig in [Signal::INT, Signal::TERM] {
+        let env = Env::new();
+        env.write("a.txt", "a");
+        let w = Watch::start(&env, &[]);
+        w.wait_for("the initial copy", LIMIT, |_| {
+            env.dst.join("a.txt").exists()
+        });
+        let out = stop_ok(w, sig);
+        assert!(
+            out.ends_with(
+                "Backup Summary:\nTotal files processed: 1\nSuccessfully copied: 1\nUnchanged: 0\nSkipped: 0\nFailed copies: 0\n"
+            ),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn polling_mirrors_a_new_file() {
+    let env = Env::new();
+    let w = Watch::start(&env, &["--poll", "500ms", "--debounce", "100ms"]);
+    assert!(w.stderr().contains("(polling;"), "{}", w.stderr());
+    env.write("sub/polled.txt", "seen by polling");
+    w.wait_for("the polled file", LIMIT, |_| {
+        read(&env.dst.join("sub/polled.txt")) == b"seen by polling"
+    });
+    stop_ok(w, Signal::INT);
+}
