@@ -140,7 +140,9 @@ fn signals() -> std::io::Result<(Arc<AtomicBool>, crossbeam_channel::Receiver<()
     let (tx, rx) = crossbeam_channel::bounded(1);
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::spawn(move || {
-        for _ in signals.forever() {
+        if signals.forever().next().is_some() {
+            // Said at once, even while a long copy keeps the reporter busy.
+            report::stopping();
             let _ = tx.try_send(());
         }
     });

@@ -186,6 +186,12 @@ impl<O: Write, E: Write> Reporter<O, E> {
     }
 }
 
+/// Printed when the first Ctrl-C or SIGTERM arrives, from the thread that receives signals.
+pub fn stopping() {
+    let _ = io::stderr()
+        .write_all(b"Stopping after the copies in flight (Ctrl-C again to stop at once)\n");
+}
+
 /// Appends `path` with control characters escaped, so that one entry is always one line.
 /// Everything else, including bytes that are not UTF-8, is written as it is.
 pub fn escape_into(out: &mut Vec<u8>, path: &Path) {

@@ -155,8 +155,9 @@ pub fn limit_message(e: &notify::Error) -> Option<String> {
     let now = now.map_or(String::new(), |n| format!(" = {n}"));
     Some(format!(
         "the inotify limit fs.inotify.{name}{now} is reached, so changes are found by polling \
-         instead; raise it with `sudo sysctl fs.inotify.{name}=524288` (and a line \
-         `fs.inotify.{name}=524288` in /etc/sysctl.d/90-backup.conf to keep it)"
+         every {}s instead; raise it with `sudo sysctl fs.inotify.{name}=524288` (and a line \
+         `fs.inotify.{name}=524288` in /etc/sysctl.d/90-backup.conf to keep it)",
+        FALLBACK_POLL.as_secs()
     ))
 }
 

@@ -305,3 +305,91 @@ fn polling_mirrors_a_new_file() {
     });
     stop_ok(w, Signal::INT);
 }
+
+#[test]
+fn an_unmounted_destination_stops_the_watch_without_writing_to_the_mount_point() {
+    let mut env = Env::new();
+    let mnt = env.root().join("mnt");
+    if !common::mount_tmpfs(&mnt, "size=4m") {
+        return;
+    }
+    let _unmount = common::Mount(mnt.clone());
+    env.dst = mnt.clone();
+    env.write("a.txt", "a");
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    w.wait_for("the initial copy", LIMIT, |_| {
+        env.dst.join("a.txt").exists()
+    });
+    let ok = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&mnt)
+        .status()
+        .expect("umount")
+        .success();
+    assert!(ok, "umount -l failed");
+    env.write("b.txt", "after the unmount");
+    let (code, out, err) = w.stop_when_exited(LIMIT);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!("error: destination {}: ", mnt.display())),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        fs::read_dir(&mnt).expect("read").next().is_none(),
+        "wrote into the bare mount point"
+    );
+}
+
+#[test]
+fn a_deleted_source_stops_the_watch_with_an_error() {
+    let env = Env::new();
+    env.write("a.txt", "a");
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    w.wait_for("the initial copy", LIMIT, |_| {
+        env.dst.join("a.txt").exists()
+    });
+    fs::remove_dir_all(&env.src).expect("rm -r src");
+    let (code, out, err) = w.stop_when_exited(LIMIT);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!("error: source {}: ", env.src.display())),
+        "{err}"
+    );
+    assert!(out.contains("Backup Summary:"), "{out}");
+    assert_eq!(read(&env.dst.join("a.txt")), b"a");
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_with_130_and_nothing_partial() {
+    let base = if Path::new("/dev/shm").is_dir() {
+        Path::new("/dev/shm").to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let env = Env::new_in(base);
+    let size: u64 = 1 << 30;
+    fs::File::create(env.src.join("huge.bin"))
+        .and_then(|f| f.set_len(size))
+        .expect("sparse file");
+    let w = Watch::start(&env, &[]);
+    w.wait_for("the copy to start", LIMIT, |_| {
+        common::tree(&env.dst)
+            .keys()
+            .any(|p| p.to_string_lossy().starts_with(".backup-tmp."))
+    });
+    let pid = rustix::process::Pid::from_raw(w.pid() as i32).expect("pid");
+    rustix::process::kill_process(pid, Signal::INT).expect("first SIGINT");
+    w.wait_for("the first Ctrl-C to be taken", LIMIT, |w| {
+        w.stderr().contains("Stopping after the copies in flight")
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(130), "{out}{err}");
+    if let Ok(m) = fs::metadata(env.dst.join("huge.bin")) {
+        assert_eq!(m.len(), size, "partial data under the final name");
+    }
+}

@@ -321,7 +321,11 @@ pub struct Mount(pub PathBuf);
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -427,20 +431,22 @@ impl Watch {
     }
 
     /// Sends `sig` and waits (bounded) for the exit; returns code, stdout, stderr.
-    pub fn stop(mut self, sig: rustix::process::Signal) -> (Option<i32>, String, String) {
+    pub fn stop(self, sig: rustix::process::Signal) -> (Option<i32>, String, String) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
         rustix::process::kill_process(pid, sig).expect("signal");
+        self.stop_when_exited(Duration::from_secs(30))
+    }
+
+    /// Waits (bounded) for the process to exit; returns code, stdout, stderr.
+    pub fn stop_when_exited(mut self, limit: Duration) -> (Option<i32>, String, String) {
         let mut status = None;
-        let exited = wait_until(Duration::from_secs(30), || {
+        let exited = wait_until(limit, || {
             status = self.child.try_wait().ok().flatten();
             status.is_some()
         });
         if !exited {
             let _ = self.child.kill();
-            panic!(
-                "backup watch did not stop after {sig:?}\n{}",
-                self.context()
-            );
+            panic!("backup watch did not exit\n{}", self.context());
         }
         for r in self.readers.drain(..) {
             let _ = r.join();

@@ -1,0 +1,160 @@
+//! `watch` against the OS limits of inotify: a queue that overflows, a watch limit that runs out.
+//! The limits are machine-wide, so these tests live in their own test binary, take one lock so
+//! that they run one at a time, and put the old values back on every exit path.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{Env, Watch};
+use rustix::process::Signal;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Sets a `/proc/sys` value and puts the old one back when dropped (also when a test panics).
+struct Sysctl {
+    path: PathBuf,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(name: &str, value: &str) -> Option<Sysctl> {
+        let path = PathBuf::from("/proc/sys/fs/inotify").join(name);
+        let old = fs::read_to_string(&path).ok()?;
+        if fs::write(&path, value).is_err() {
+            return None;
+        }
+        Some(Sysctl { path, old })
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.path, self.old.trim());
+    }
+}
+
+#[test]
+fn a_storm_that_overflows_the_event_queue_is_still_mirrored_completely() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    let Some(_limit) = Sysctl::set("max_queued_events", "64") else {
+        eprintln!("SKIPPED: cannot lower fs.inotify.max_queued_events here (needs root)");
+        return;
+    };
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    for d in 0..100 {
+        let dir = env.src.join(format!("d{d:03}"));
+        fs::create_dir(&dir).expect("mkdir");
+        for f in 0..30 {
+            fs::write(dir.join(format!("f{f:02}.txt")), format!("{d}/{f}")).expect("write");
+        }
+    }
+    w.wait_for("all 3000 files", Duration::from_secs(120), |_| {
+        (0..100).all(|d| {
+            (0..30).all(|f| {
+                fs::read(env.dst.join(format!("d{d:03}/f{f:02}.txt"))).unwrap_or_default()
+                    == format!("{d}/{f}").as_bytes()
+            })
+        })
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Successfully copied: 3000\n"), "{out}");
+}
+
+/// Inotify watches in use by all processes (they count against root's limit as one user).
+fn watches_in_use() -> usize {
+    let mut n = 0;
+    for proc in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for fd in fs::read_dir(proc.path().join("fdinfo"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(info) = fs::read_to_string(fd.path()) {
+                n += info
+                    .lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count();
+            }
+        }
+    }
+    n
+}
+
+const LIMIT_LINE: &str = "fs.inotify.max_user_watches";
+
+#[test]
+fn hitting_the_watch_limit_at_start_falls_back_to_polling() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    for d in 0..200 {
+        env.write(format!("d{d:03}/a.txt"), "a");
+    }
+    let limit = (watches_in_use() + 50).to_string();
+    let Some(_limit) = Sysctl::set("max_user_watches", &limit) else {
+        eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
+        return;
+    };
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    let err = w.stderr();
+    assert_eq!(
+        err.lines().filter(|l| l.contains(LIMIT_LINE)).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("sudo sysctl fs.inotify.max_user_watches="),
+        "{err}"
+    );
+    assert!(err.contains("(polling;"), "{err}");
+    w.wait_for("the initial pass", Duration::from_secs(60), |_| {
+        env.dst.join("d199/a.txt").exists()
+    });
+    env.write("d199/late.txt", "found by polling");
+    w.wait_for(
+        "a file in an unwatched folder",
+        Duration::from_secs(60),
+        |_| fs::read(env.dst.join("d199/late.txt")).unwrap_or_default() == b"found by polling",
+    );
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
+#[test]
+fn hitting_the_watch_limit_later_falls_back_to_polling() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    env.write("first/a.txt", "a");
+    let limit = (watches_in_use() + 8).to_string();
+    let Some(_limit) = Sysctl::set("max_user_watches", &limit) else {
+        eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
+        return;
+    };
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    assert!(w.stderr().contains("(inotify;"), "{}", w.stderr());
+    for d in 0..30 {
+        env.write(format!("new{d:02}/b.txt"), format!("{d}"));
+    }
+    w.wait_for("the limit warning", Duration::from_secs(30), |w| {
+        w.stderr().contains(LIMIT_LINE)
+    });
+    env.write("new29/late.txt", "found by polling");
+    w.wait_for("every file", Duration::from_secs(60), |_| {
+        (0..30).all(|d| {
+            fs::read(env.dst.join(format!("new{d:02}/b.txt"))).unwrap_or_default()
+                == format!("{d}").as_bytes()
+        }) && fs::read(env.dst.join("new29/late.txt")).unwrap_or_default() == b"found by polling"
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains(LIMIT_LINE)).count(),
+        1,
+        "{err}"
+    );
+}
