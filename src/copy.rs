@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::dest::{Dest, DestDir, is_temp_name};
+use crate::dest::{Dest, DestDir, Staged, is_temp_name};
 use crate::meta::{Kind, Meta};
 use crate::naming::FolderIndex;
 use crate::plan::{self, Action, RETRY_BACKOFF};
@@ -71,11 +71,7 @@ impl Copier {
             };
             for _ in 0..self.jobs {
                 let (rx, tx) = (job_rx.clone(), ev_tx.clone());
-                s.spawn(move || {
-                    for job in rx {
-                        self.copy_dir(&job, &tx);
-                    }
-                });
+                s.spawn(move || self.work(&rx, &tx));
             }
             drop((ev_tx, job_rx));
             for ev in ev_rx {
@@ -88,9 +84,11 @@ impl Copier {
     }
 
     /// Gives each folder its source's mode and times once its contents are done, deepest first,
-    /// and makes new names durable.
+    /// then makes every new name durable: an `fsync` of each folder that gained one, or one
+    /// `syncfs` when there are many.
     pub fn finish_dirs(&self, records: &[DirRecord], on_event: &mut dyn FnMut(Event)) {
         let as_root = rustix::process::geteuid().is_root();
+        let mut changed = Vec::new();
         for r in records.iter().rev() {
             if !r.needs_meta(as_root) {
                 continue;
@@ -98,7 +96,7 @@ impl Copier {
             let done = self.dest.open_dir(&r.rel).and_then(|d| {
                 d.set_dir_meta(&r.src)?;
                 if r.changed_entries() {
-                    d.sync()?;
+                    changed.push((d, r));
                 }
                 Ok(())
             });
@@ -113,10 +111,83 @@ impl Copier {
                 });
             }
         }
+        if changed.len() > FSYNC_DIRS_MAX {
+            if let Err(e) = self.dest.sync_all() {
+                on_event(Event {
+                    src: self.src.clone(),
+                    outcome: Outcome::Failed(format!(
+                        "cannot sync {}: {}",
+                        display(self.dest.path()),
+                        reason(&e)
+                    )),
+                });
+            }
+            return;
+        }
+        for (d, r) in changed {
+            if let Err(e) = d.sync() {
+                on_event(Event {
+                    src: self.src.join(&r.rel),
+                    outcome: Outcome::Failed(format!(
+                        "cannot sync folder {}: {}",
+                        display(d.path()),
+                        reason(&e)
+                    )),
+                });
+            }
+        }
     }
 
-    /// Copies the entries of one source folder.
-    fn copy_dir(&self, job: &DirJob, events: &Sender<Event>) {
+    /// One worker: copies folder after folder, publishing its copies in batches.
+    fn work(&self, jobs: &Receiver<DirJob>, events: &Sender<Event>) {
+        let mut batch = Batch::default();
+        loop {
+            let job = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued right now: publish what is staged rather than let it wait.
+                    self.commit(&mut batch, events);
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            self.copy_dir(&job, events, &mut batch);
+        }
+        self.commit(&mut batch, events);
+    }
+
+    /// Publishes a batch of staged copies: one sync makes all their data durable (a `syncfs`,
+    /// or an `fsync` for a batch of one), then each gets its final name. A failed sync throws
+    /// the whole batch away: which file lost data cannot be known, and a second sync may lie.
+    fn commit(&self, batch: &mut Batch, events: &Sender<Event>) {
+        if batch.items.is_empty() {
+            return;
+        }
+        let synced = match batch.items.as_slice() {
+            [one] => one.staged.sync(),
+            _ => self.dest.sync_all(),
+        };
+        for mut ready in batch.items.drain(..) {
+            let outcome = match &synced {
+                Ok(()) => publish_staged(&mut ready),
+                Err(e) => Outcome::Failed(format!("cannot sync: {}", reason(e))),
+            };
+            if let (Outcome::Copied(_), Some(t)) = (&outcome, &ready.touched) {
+                t.store(true, Ordering::Relaxed);
+            }
+            let _ = events.send(Event {
+                src: ready.src,
+                outcome,
+            });
+        }
+        batch.bytes = 0;
+    }
+
+    /// Copies the entries of one source folder; regular files are staged into `batch`.
+    fn copy_dir(&self, job: &DirJob, events: &Sender<Event>, batch: &mut Batch) {
         let src_path = self.src.join(&job.rel);
         let send = |src: PathBuf, outcome: Outcome| {
             let _ = events.send(Event { src, outcome });
@@ -177,12 +248,28 @@ impl Copier {
             {
                 continue;
             }
-            let outcome = self.copy_entry(&src_dir, name, job, &mut index);
-            if let Some(outcome) = outcome {
-                if let (Outcome::Copied(_), Some(t)) = (&outcome, &job.touched) {
-                    t.store(true, Ordering::Relaxed);
+            let src = src_path.join(OsStr::from_bytes(name));
+            match self.copy_entry(&src_dir, name, job, &mut index) {
+                None => {}
+                Some(Step::Done(outcome)) => {
+                    if let (Outcome::Copied(_), Some(t)) = (&outcome, &job.touched) {
+                        t.store(true, Ordering::Relaxed);
+                    }
+                    send(src, outcome);
                 }
-                send(src_path.join(OsStr::from_bytes(name)), outcome);
+                Some(Step::Staged(staged, target, size)) => {
+                    batch.items.push(Ready {
+                        staged,
+                        name: name.clone(),
+                        target,
+                        src,
+                        touched: job.touched.clone(),
+                    });
+                    batch.bytes += size;
+                    if batch.items.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
+                        self.commit(batch, events);
+                    }
+                }
             }
         }
     }
@@ -194,25 +281,25 @@ impl Copier {
         name: &[u8],
         job: &DirJob,
         index: &mut FolderIndex,
-    ) -> Option<Outcome> {
-        let dest = &*job.dest;
+    ) -> Option<Step> {
+        let dest = &job.dest;
         let os_name = OsStr::from_bytes(name);
         let meta = match rustix::fs::statat(src_dir, os_name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Meta::from_stat(&st),
-            Err(Errno::NOENT) => return Some(Outcome::Vanished),
+            Err(Errno::NOENT) => return Some(Step::Done(Outcome::Vanished)),
             Err(e) => {
-                return Some(Outcome::Failed(format!(
+                return Some(Step::Done(Outcome::Failed(format!(
                     "cannot read: {}",
                     reason(&e.into())
-                )));
+                ))));
             }
         };
         Some(match plan::action(meta.kind) {
             Action::Walk => return None,
-            Action::Skip(why) => Outcome::Skipped(why),
-            Action::CopySymlink => self.copy_symlink(src_dir, name, &meta, dest, index),
+            Action::Skip(why) => Step::Done(Outcome::Skipped(why)),
+            Action::CopySymlink => Step::Done(self.copy_symlink(src_dir, name, &meta, dest, index)),
             Action::CopyFile => match job.defer.and_then(|d| changed_within(&meta, d)) {
-                Some(age) => Outcome::Deferred(age),
+                Some(age) => Step::Done(Outcome::Deferred(age)),
                 None => self.copy_file(src_dir, name, &meta, dest, index),
             },
         })
@@ -223,9 +310,9 @@ impl Copier {
         src_dir: &OwnedFd,
         name: &[u8],
         meta: &Meta,
-        dest: &DestDir,
+        dest: &Arc<DestDir>,
         index: &mut FolderIndex,
-    ) -> Outcome {
+    ) -> Step {
         if let Some(latest) = index.latest(name) {
             match dest.stat(&latest.name) {
                 Ok(dm) => {
@@ -237,16 +324,16 @@ impl Copier {
                         plan::unchanged(meta, &dm)
                     };
                     if same {
-                        return Outcome::Unchanged;
+                        return Step::Done(Outcome::Unchanged);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Outcome::Failed(format!(
+                    return Step::Done(Outcome::Failed(format!(
                         "cannot read {}: {}",
                         display(&dest.path().join(OsStr::from_bytes(&latest.name))),
                         reason(&e)
-                    ));
+                    )));
                 }
             }
         }
@@ -257,52 +344,76 @@ impl Copier {
             }
             let src = match open_source(src_dir, name) {
                 Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Outcome::Vanished,
-                Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
-                    return Outcome::Skipped("no longer a regular file");
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Step::Done(Outcome::Vanished);
                 }
-                Err(e) => return Outcome::Failed(format!("cannot open: {}", reason(&e))),
+                Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
+                    return Step::Done(Outcome::Skipped("no longer a regular file"));
+                }
+                Err(e) => {
+                    return Step::Done(Outcome::Failed(format!("cannot open: {}", reason(&e))));
+                }
             };
             let before = match rustix::fs::fstat(&src) {
                 Ok(st) => Meta::from_stat(&st),
-                Err(e) => return Outcome::Failed(format!("cannot read: {}", reason(&e.into()))),
+                Err(e) => {
+                    return Step::Done(Outcome::Failed(format!(
+                        "cannot read: {}",
+                        reason(&e.into())
+                    )));
+                }
             };
             if before.kind != Kind::File {
-                return Outcome::Skipped("no longer a regular file");
+                return Step::Done(Outcome::Skipped("no longer a regular file"));
             }
             let mut staged = match dest.stage(name) {
                 Ok(s) => s,
                 Err(e) => {
-                    return Outcome::Failed(format!(
+                    return Step::Done(Outcome::Failed(format!(
                         "cannot write into {}: {}",
                         display(dest.path()),
                         reason(&e)
-                    ));
+                    )));
                 }
             };
             let copied = match staged.copy_from(&src) {
                 Ok(n) => n,
-                Err(e) => return Outcome::Failed(format!("cannot copy: {}", reason(&e))),
+                Err(e) => {
+                    return Step::Done(Outcome::Failed(format!("cannot copy: {}", reason(&e))));
+                }
             };
             let after = match rustix::fs::fstat(&src) {
                 Ok(st) => Meta::from_stat(&st),
-                Err(e) => return Outcome::Failed(format!("cannot read: {}", reason(&e.into()))),
+                Err(e) => {
+                    return Step::Done(Outcome::Failed(format!(
+                        "cannot read: {}",
+                        reason(&e.into())
+                    )));
+                }
             };
             if plan::changed_while_read(&before, &after, copied) {
                 continue;
             }
             if let Err(e) = staged.set_meta(&before, &src) {
-                return Outcome::Failed(format!("cannot set metadata: {}", reason(&e)));
+                return Step::Done(Outcome::Failed(format!(
+                    "cannot set metadata: {}",
+                    reason(&e)
+                )));
             }
-            if let Err(e) = staged.make_durable() {
-                return Outcome::Failed(format!("cannot write: {}", reason(&e)));
+            if let Err(e) = staged.close() {
+                return Step::Done(Outcome::Failed(format!("cannot write: {}", reason(&e))));
             }
-            return self.publish(name, dest, index, |target| staged.publish(target));
+            // Reserved now, published once the batch is durable.
+            let Some(target) = index.target(name, now_stamp()) else {
+                return Step::Done(too_long());
+            };
+            index.insert(target.clone());
+            return Step::Staged(staged, target, copied);
         }
-        Outcome::Busy(format!(
+        Step::Done(Outcome::Busy(format!(
             "changed while being read, {} times in a row; nothing was published",
             RETRY_BACKOFF.len() + 1
-        ))
+        )))
     }
 
     fn copy_symlink(
@@ -341,9 +452,7 @@ impl Copier {
     ) -> Outcome {
         loop {
             let Some(target) = index.target(name, now_stamp()) else {
-                return Outcome::Failed(
-                    "name too long to add a version stamp within 255 bytes".into(),
-                );
+                return too_long();
             };
             match publish_as(&target) {
                 Ok(()) => {
@@ -356,6 +465,67 @@ impl Copier {
             }
         }
     }
+}
+
+/// What became of one entry: done, or copied and waiting in a batch to be published.
+enum Step {
+    Done(Outcome),
+    /// The staged copy, the name reserved for it, its size.
+    Staged(Staged, Vec<u8>, u64),
+}
+
+/// A staged copy waiting for its batch to be made durable.
+struct Ready {
+    staged: Staged,
+    /// The source file's name, whose family the copy joins.
+    name: Vec<u8>,
+    target: Vec<u8>,
+    src: PathBuf,
+    touched: Option<Arc<AtomicBool>>,
+}
+
+/// The copies one worker has staged and not yet published.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Ready>,
+    bytes: u64,
+}
+
+/// A batch is published once it holds this many files or bytes, or when its worker runs out of
+/// queued work, whichever comes first.
+const BATCH_FILES: usize = 1024;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Up to this many folders gaining names are synced one by one; beyond, one `syncfs` is cheaper.
+const FSYNC_DIRS_MAX: usize = 8;
+
+fn too_long() -> Outcome {
+    Outcome::Failed("name too long to add a version stamp within 255 bytes".into())
+}
+
+/// Gives a durable staged copy its reserved name. If something took that name since the folder
+/// was listed, the folder is listed again for the next free version name: never replace.
+fn publish_staged(ready: &mut Ready) -> Outcome {
+    let dir = Arc::clone(ready.staged.dir());
+    let mut target = std::mem::take(&mut ready.target);
+    for _ in 0..100 {
+        match ready.staged.publish(&target) {
+            Ok(()) => return Outcome::Copied(dir.path().join(OsStr::from_bytes(&target))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let listing = match dir.list() {
+                    Ok(l) => l,
+                    Err(e) => return Outcome::Failed(format!("cannot publish: {}", reason(&e))),
+                };
+                let index = FolderIndex::new(listing, &HashSet::new());
+                match index.target(&ready.name, now_stamp()) {
+                    Some(t) => target = t,
+                    None => return too_long(),
+                }
+            }
+            Err(e) => return Outcome::Failed(format!("cannot publish: {}", reason(&e))),
+        }
+    }
+    Outcome::Failed("cannot publish: no free version name".into())
 }
 
 /// How long ago a file changed, if less than `window` ago (by its modification time; a time in

@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rustix::fs::{
@@ -98,6 +99,13 @@ impl Dest {
                 "it is no longer the folder that this run started with (unmounted or replaced)",
             ))
         }
+    }
+
+    /// Forces everything written to the destination's filesystem to stable storage: one call
+    /// for a whole batch of copies instead of one `fsync` wait per file.
+    pub fn sync_all(&self) -> io::Result<()> {
+        rustix::fs::syncfs(&self.root)?;
+        Ok(())
     }
 
     /// The destination root as a folder handle.
@@ -268,7 +276,7 @@ impl DestDir {
     }
 
     /// Starts a new copy under a fresh temporary name.
-    pub fn stage(&self, name: &[u8]) -> io::Result<Staged<'_>> {
+    pub fn stage(self: &Arc<Self>, name: &[u8]) -> io::Result<Staged> {
         loop {
             let temp = temp_name(name);
             match rustix::fs::openat(
@@ -279,7 +287,7 @@ impl DestDir {
             ) {
                 Ok(fd) => {
                     return Ok(Staged {
-                        dir: self,
+                        dir: Arc::clone(self),
                         temp,
                         file: Some(File::from(fd)),
                         published: false,
@@ -340,14 +348,14 @@ impl DestDir {
 }
 
 /// A copy in progress under a temporary name. Dropped before `publish`, it removes itself.
-pub struct Staged<'a> {
-    dir: &'a DestDir,
+pub struct Staged {
+    dir: Arc<DestDir>,
     temp: Vec<u8>,
     file: Option<File>,
     published: bool,
 }
 
-impl Staged<'_> {
+impl Staged {
     fn file(&self) -> io::Result<&File> {
         self.file
             .as_ref()
@@ -418,18 +426,38 @@ impl Staged<'_> {
         Ok(())
     }
 
-    /// Forces the data to stable storage and closes the file, checking both: a failed fsync or
-    /// close means the data may not be there, and the copy must not be published.
-    pub fn make_durable(&mut self) -> io::Result<()> {
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| io::Error::other("temporary file already closed"))?;
-        rustix::fs::fsync(&file)?;
-        let raw = file.into_raw_fd();
-        // SAFETY: `raw` was just released from the `File` that owned it and is closed once.
-        unsafe { rustix::io::try_close(raw) }?;
+    /// Closes the file, checking the result: a failed close means the data may not be there,
+    /// and the copy must not be published.
+    pub fn close(&mut self) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            let raw = file.into_raw_fd();
+            // SAFETY: `raw` was just released from the `File` that owned it and is closed once.
+            unsafe { rustix::io::try_close(raw) }?;
+        }
         Ok(())
+    }
+
+    /// Forces this one copy's data to stable storage (for a batch of one, where a `syncfs`
+    /// would also wait for everything else written to the filesystem).
+    pub fn sync(&self) -> io::Result<()> {
+        match &self.file {
+            Some(f) => rustix::fs::fsync(f)?,
+            None => {
+                let f = rustix::fs::openat(
+                    &self.dir.fd,
+                    OsStr::from_bytes(&self.temp),
+                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )?;
+                rustix::fs::fsync(&f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder this copy will be published in.
+    pub fn dir(&self) -> &Arc<DestDir> {
+        &self.dir
     }
 
     /// Publishes the copy under `name`, never replacing an existing entry: `AlreadyExists` when
@@ -457,7 +485,7 @@ impl Staged<'_> {
     }
 }
 
-impl Drop for Staged<'_> {
+impl Drop for Staged {
     fn drop(&mut self) {
         if !self.published {
             self.file = None;
