@@ -236,6 +236,7 @@ impl Copier {
         });
         let mut index = FolderIndex::new(dest_names, &src_names);
 
+        let mut unchanged = 0;
         for (name, kind) in &listing {
             if self.stopped() {
                 break;
@@ -248,10 +249,11 @@ impl Copier {
             {
                 continue;
             }
-            let src = src_path.join(OsStr::from_bytes(name));
             match self.copy_entry(&src_dir, name, job, &mut index) {
                 None => {}
+                Some(Step::Done(Outcome::Unchanged)) => unchanged += 1,
                 Some(Step::Done(outcome)) => {
+                    let src = src_path.join(OsStr::from_bytes(name));
                     if let (Outcome::Copied(_), Some(t)) = (&outcome, &job.touched) {
                         t.store(true, Ordering::Relaxed);
                     }
@@ -262,7 +264,7 @@ impl Copier {
                         staged,
                         name: name.clone(),
                         target,
-                        src,
+                        src: src_path.join(OsStr::from_bytes(name)),
                         touched: job.touched.clone(),
                     });
                     batch.bytes += size;
@@ -271,6 +273,9 @@ impl Copier {
                     }
                 }
             }
+        }
+        if unchanged > 0 {
+            send(src_path, Outcome::UnchangedIn(unchanged));
         }
     }
 

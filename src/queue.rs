@@ -37,8 +37,8 @@ pub fn classify(event: &notify::Event, src: &Path, skip: Option<&Path>) -> Vec<W
     let work = match event.kind {
         // The tool's own reads of SRC produce opens and closes; only a close after writing
         // means new contents.
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => first.map(Work::Changed),
-        EventKind::Access(_) => None,
+        EventKind::Access(_) if !can_change(&event.kind) => None,
+        EventKind::Access(_) => first.map(Work::Changed),
         EventKind::Create(CreateKind::File) => first.map(Work::Changed),
         EventKind::Create(_) => first.map(Work::Arrived),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
@@ -53,6 +53,21 @@ pub fn classify(event: &notify::Event, src: &Path, skip: Option<&Path>) -> Vec<W
         EventKind::Remove(_) | EventKind::Other => None,
     };
     work.into_iter().collect()
+}
+
+/// Whether an event of this kind can mean new contents, metadata or names in SRC. Opens, reads
+/// and closes without writing cannot.
+pub fn can_change(kind: &EventKind) -> bool {
+    !matches!(
+        kind,
+        EventKind::Access(
+            AccessKind::Open(_)
+                | AccessKind::Read
+                | AccessKind::Any
+                | AccessKind::Other
+                | AccessKind::Close(AccessMode::Read | AccessMode::Execute | AccessMode::Other)
+        )
+    )
 }
 
 /// Files waiting to settle: each is copied once quiet for `debounce`, or, if it never goes

@@ -12,6 +12,9 @@ pub enum Outcome {
     /// Copied to this destination path.
     Copied(PathBuf),
     Unchanged,
+    /// This many entries of the folder `Event::src` were unchanged: one message for a folder
+    /// instead of one per file, since nothing is printed for them.
+    UnchangedIn(u64),
     /// Not a kind of entry that is copied (FIFO, socket, device); the word says which.
     Skipped(&'static str),
     /// Gone before or while it was read.
@@ -48,6 +51,7 @@ impl Counts {
         match outcome {
             Outcome::Copied(_) => self.copied += 1,
             Outcome::Unchanged => self.unchanged += 1,
+            Outcome::UnchangedIn(n) => self.unchanged += n,
             Outcome::Skipped(_) | Outcome::Vanished => self.skipped += 1,
             Outcome::Failed(_) | Outcome::Busy(_) => self.failed += 1,
             Outcome::Deferred(_) => {}
@@ -104,7 +108,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 line.push(b'\n');
                 self.out.write_all(&line)
             }
-            Outcome::Unchanged | Outcome::Deferred(_) => Ok(()),
+            Outcome::Unchanged | Outcome::UnchangedIn(_) | Outcome::Deferred(_) => Ok(()),
             Outcome::Skipped(why) => {
                 let mut line = b"Skipped: ".to_vec();
                 escape_into(&mut line, &ev.src);

@@ -41,7 +41,15 @@ impl Feed {
         let (tx, overflow) = (self.tx.clone(), Arc::clone(&self.overflow));
         move |res| {
             let msg = match res {
-                Ok(events) => Msg::Events(events),
+                Ok(mut events) => {
+                    // Our own reads of SRC make an open event per file; dropping them here keeps
+                    // a long first pass from piling them up in the channel.
+                    events.retain(|e| crate::queue::can_change(&e.event.kind));
+                    if events.is_empty() {
+                        return;
+                    }
+                    Msg::Events(events)
+                }
                 Err(errors) => Msg::Errors(errors),
             };
             if let Err(TrySendError::Full(_)) = tx.try_send(msg) {

@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Benchmarks `backup` against its peers in one run: cp -a, rsync -a, and lsyncd for watching.
+
+Prints medians and ratios; timings on a shared machine are noisy, so only ratios against a peer
+measured in the same run mean anything. Needs root (it mounts a loop ext4 filesystem, so that
+deleting trees between rounds is fast and the measurement is not skewed by the host's mount
+options) and rsync; lsyncd is used where installed. See bench/README.md.
+"""
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def sync():
+    os.sync()
+
+
+def timed(cmd, **kw):
+    sync()
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - t
+
+
+def rmtree(p):
+    if p.exists():
+        shutil.rmtree(p)
+
+
+class Fs:
+    """A loop-mounted ext4 filesystem for the trees, or a plain folder where mounting fails."""
+
+    def __init__(self, size_gib, base):
+        self.image = Path(base) / "backup-bench.img"
+        self.mnt = Path(base) / "backup-bench-mnt"
+        self.mounted = False
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(self.image, "wb") as f:
+                f.truncate(size_gib << 30)
+            sh("mkfs.ext4", "-q", "-F", str(self.image), stdout=subprocess.DEVNULL)
+            sh("mount", "-o", "loop", str(self.image), str(self.mnt))
+            self.mounted = True
+        except (subprocess.CalledProcessError, OSError) as e:
+            print(f"note: no loop mount ({e}); using {self.mnt} on the host filesystem")
+            self.image.unlink(missing_ok=True)
+
+    def describe(self):
+        if self.mounted:
+            return f"loop-mounted ext4 image ({self.image})"
+        return f"host filesystem under {self.mnt}"
+
+    def close(self):
+        if self.mounted:
+            subprocess.run(["umount", str(self.mnt)])
+            self.image.unlink(missing_ok=True)
+        shutil.rmtree(self.mnt, ignore_errors=True)
+
+
+# --- trees -----------------------------------------------------------------------------------
+
+def make_small(root, files, per_dir, seed=1):
+    """Many small files, 0-16 KiB, in folders two levels deep."""
+    rnd = random.Random(seed)
+    blob = rnd.randbytes(1 << 20)
+    n = 0
+    d = 0
+    while n < files:
+        folder = root / f"g{d // 20:03}" / f"d{d:04}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(min(per_dir, files - n)):
+            size = rnd.randint(0, 16384)
+            off = rnd.randint(0, len(blob) - size)
+            (folder / f"f{i:03}.dat").write_bytes(blob[off:off + size])
+            n += 1
+        d += 1
+
+
+def make_large(root, count, size, seed=2):
+    rnd = random.Random(seed)
+    chunk = rnd.randbytes(1 << 20)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        with open(root / f"big{i}.bin", "wb") as f:
+            for _ in range(size >> 20):
+                f.write(chunk)
+
+
+def make_source_like(root, seed=3):
+    """A source-code-like tree: deep folders, many small text files, a few larger blobs."""
+    rnd = random.Random(seed)
+    words = [rnd.randbytes(6).hex() for _ in range(500)]
+    for pkg in range(40):
+        for sub in range(rnd.randint(2, 8)):
+            d = root / f"pkg{pkg}" / "src" / f"mod{sub}" / ("tests" if sub % 3 == 0 else "")
+            d.mkdir(parents=True, exist_ok=True)
+            for f in range(rnd.randint(5, 60)):
+                lines = rnd.randint(10, 400)
+                text = "\n".join(" ".join(rnd.choices(words, k=8)) for _ in range(lines))
+                (d / f"file{f}.rs").write_text(text)
+        (root / f"pkg{pkg}" / "README.md").write_text("readme " * rnd.randint(10, 500))
+        if pkg % 10 == 0:
+            (root / f"pkg{pkg}" / "asset.bin").write_bytes(rnd.randbytes(rnd.randint(1, 4) << 20))
+
+
+def count_files(root):
+    return sum(len(fs) for _, _, fs in os.walk(root))
+
+
+# --- results ---------------------------------------------------------------------------------
+
+RESULTS = []
+
+
+def report(case, samples, unit="s", lower_is_better=True):
+    med = statistics.median(samples)
+    RESULTS.append((case, med, unit))
+    spread = f"(min {min(samples):.3f}, max {max(samples):.3f}, n={len(samples)})"
+    print(f"  {case:<52} {med:9.3f} {unit} {spread}", flush=True)
+    return med
+
+
+def ratio(label, ours, peer, goal=None):
+    r = ours / peer if peer else float("inf")
+    g = "" if goal is None else f"   goal <= {goal:g}x: {'met' if r <= goal else 'NOT met'}"
+    line = f"  ratio {label:<46} {r:6.2f}x{g}"
+    RESULTS.append((f"ratio {label}", r, "x"))
+    print(line, flush=True)
+    return r
+
+
+# --- copy benchmarks -------------------------------------------------------------------------
+
+def bench_copy(bin_, work, name, src, rounds, touch_fraction=0.01):
+    print(f"\n== {name}: {count_files(src)} files ==", flush=True)
+    tools = {
+        "backup": lambda d: [bin_, "once", str(src), str(d)],
+        "cp -a": lambda d: ["cp", "-a", f"{src}/.", str(d)],
+        "rsync -a": lambda d: ["rsync", "-a", f"{src}/", f"{d}/"],
+    }
+    first = {t: [] for t in tools}
+    first["cp -a + sync"] = []
+    for r in range(rounds):
+        order = list(tools)
+        random.Random(r).shuffle(order)
+        for t in order:
+            d = work / f"dst-{t.replace(' ', '')}"
+            rmtree(d)
+            sync()
+            if t == "cp -a":
+                d.mkdir()
+            t0 = time.perf_counter()
+            subprocess.run(tools[t](d), check=True, stdout=subprocess.DEVNULL)
+            elapsed = time.perf_counter() - t0
+            first[t].append(elapsed)
+            if t == "cp -a":
+                os.sync()
+                first["cp -a + sync"].append(time.perf_counter() - t0)
+    med = {t: report(f"{name} first copy, {t}", s) for t, s in first.items()}
+    goals = {"small": (0.8, 1.2), "large": (None, 1.05)}.get(name.split()[0], (None, None))
+    ratio(f"{name} first: backup / rsync -a", med["backup"], med["rsync -a"], goals[0])
+    ratio(f"{name} first: backup / cp -a", med["backup"], med["cp -a"], goals[1])
+    ratio(f"{name} first: backup / (cp -a + sync)", med["backup"], med["cp -a + sync"])
+
+    # No-change reruns (DSTs hold the last first copy).
+    rerun = {"backup": [], "rsync -a": []}
+    for r in range(rounds):
+        for t in rerun:
+            d = work / f"dst-{t.replace(' ', '')}"
+            rerun[t].append(timed(tools[t](d)))
+    m = {t: report(f"{name} no-change rerun, {t}", s) for t, s in rerun.items()}
+    ratio(f"{name} rerun: backup / rsync -a", m["backup"], m["rsync -a"], 0.5 if name.startswith("small") else None)
+
+    if touch_fraction:
+        all_files = sorted(p for p in src.rglob("*") if p.is_file())
+        touched = {"backup": [], "rsync -a": []}
+        rnd = random.Random(7)
+        for r in range(rounds):
+            for p in rnd.sample(all_files, max(1, int(len(all_files) * touch_fraction))):
+                with open(p, "ab") as f:
+                    f.write(b"+")
+            for t in touched:
+                d = work / f"dst-{t.replace(' ', '')}"
+                touched[t].append(timed(tools[t](d)))
+        m = {t: report(f"{name} rerun after touching 1%, {t}", s) for t, s in touched.items()}
+        ratio(f"{name} 1% touched: backup / rsync -a", m["backup"], m["rsync -a"])
+    for t in tools:
+        rmtree(work / f"dst-{t.replace(' ', '')}")
+
+
+# --- watch benchmarks ------------------------------------------------------------------------
+
+class Watcher:
+    def __init__(self, cmd, ready, log):
+        self.log = open(log, "w+b")
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.logpath = log
+        deadline = time.time() + 300
+        while ready not in Path(log).read_text(errors="replace"):
+            if self.p.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"{cmd[0]} did not start:\n{Path(log).read_text()}")
+            time.sleep(0.05)
+
+    def rss_peak_kib(self):
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.p.send_signal(2)
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+        self.log.close()
+
+
+def start_backup(bin_, src, dst, work, extra=()):
+    w = Watcher([bin_, "watch", *extra, str(src), str(dst)], "Watching ", work / "backup.log")
+    # Let the initial pass finish.
+    deadline = time.time() + 600
+    while " batch: " not in (work / "backup.log").read_text(errors="replace") and count_files(src):
+        if time.time() > deadline:
+            break
+        time.sleep(0.05)
+    return w
+
+
+def start_lsyncd(src, dst, work):
+    conf = work / "lsyncd.lua"
+    conf.write_text(
+        'settings { nodaemon = true, maxDelays = 1, inotifyMode = "CloseWrite or Modify" }\n'
+        f'sync {{ default.rsync, source = "{src}", target = "{dst}", delay = 0, '
+        "rsync = { archive = true } }\n"
+    )
+    return Watcher(["lsyncd", "-log", "Normal", str(conf)], "finished", work / "lsyncd.log")
+
+
+def latency(src, dst, n, gap=(0.02, 0.05)):
+    (src / "lat").mkdir(exist_ok=True)
+    rnd = random.Random(5)
+    out = []
+    deadline_each = 30
+    for i in range(n):
+        p = src / "lat" / f"f{i:04}.txt"
+        target = dst / "lat" / f"f{i:04}.txt"
+        with open(p, "wb") as f:
+            f.write(b"x" * rnd.randint(1, 4096))
+        t0 = time.perf_counter()
+        while not target.exists():
+            if time.perf_counter() - t0 > deadline_each:
+                break
+            time.sleep(0.0002)
+        out.append((time.perf_counter() - t0) * 1000)
+        time.sleep(rnd.uniform(*gap))
+    out.sort()
+    return out[len(out) // 2], out[min(len(out) - 1, int(len(out) * 0.99))]
+
+
+def bench_latency(bin_, work, n_fast, n_default, have_lsyncd):
+    print("\n== watch: write -> mirrored latency ==", flush=True)
+    cases = [("backup --debounce 10ms", ["--debounce", "10ms"], n_fast),
+             ("backup default debounce (1s)", [], n_default)]
+    res = {}
+    for label, extra, n in cases:
+        src, dst = work / "lsrc", work / "ldst"
+        rmtree(src), rmtree(dst)
+        src.mkdir()
+        w = start_backup(bin_, src, dst, work, extra)
+        p50, p99 = latency(src, dst, n)
+        w.stop()
+        print(f"  {label:<40} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms  (n={n})", flush=True)
+        RESULTS.append((f"latency p50 {label}", p50, "ms"))
+        RESULTS.append((f"latency p99 {label}", p99, "ms"))
+        res[label] = (p50, p99)
+    fast = res["backup --debounce 10ms"]
+    print(f"  goal --debounce 10ms: p50 <= 25 ms: {'met' if fast[0] <= 25 else 'NOT met'}, "
+          f"p99 <= 60 ms: {'met' if fast[1] <= 60 else 'NOT met'}")
+    dflt = res["backup default debounce (1s)"][0]
+    print(f"  goal default: p50 <= 1015 ms: {'met' if dflt <= 1015 else 'NOT met'}")
+    if have_lsyncd:
+        src, dst = work / "lsrc", work / "ldst"
+        rmtree(src), rmtree(dst)
+        src.mkdir(), dst.mkdir()
+        w = start_lsyncd(src, dst, work)
+        p50, p99 = latency(src, dst, n_fast)
+        w.stop()
+        print(f"  {'lsyncd (delay 0)':<40} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms  (n={n_fast})")
+        RESULTS.append(("latency p50 lsyncd", p50, "ms"))
+        RESULTS.append(("latency p99 lsyncd", p99, "ms"))
+    rmtree(work / "lsrc"), rmtree(work / "ldst")
+
+
+def make_storm_tar(work, files=10_000, folders=500):
+    stage = work / "storm-stage"
+    rmtree(stage)
+    per = files // folders
+    for d in range(folders):
+        folder = stage / "storm" / f"s{d:03}"
+        folder.mkdir(parents=True)
+        for f in range(per):
+            (folder / f"f{f:02}.txt").write_bytes(f"{d}/{f}\n".encode() * 20)
+    tar = work / "storm.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(stage / "storm", arcname="storm")
+    return tar, stage / "storm", files
+
+
+def storm_run(src, dst, tar, files, limit=120):
+    sync()
+    t0 = time.perf_counter()
+    sh("tar", "-xf", str(tar), "-C", str(src))
+    t_tar = time.perf_counter() - t0
+    found = 0
+    while time.perf_counter() - t0 < limit:
+        found = count_files(dst / "storm") if (dst / "storm").exists() else 0
+        if found >= files:
+            break
+        time.sleep(0.05)
+    return time.perf_counter() - t0, files - min(found, files), t_tar
+
+
+def bench_storm(bin_, work, rounds, have_lsyncd):
+    print("\n== watch: storm of 10,000 files in 500 new folders (tar -xf) ==", flush=True)
+    tar, staged, files = make_storm_tar(work)
+    cp_times = []
+    for _ in range(rounds):
+        d = work / "storm-cp"
+        rmtree(d)
+        cp_times.append(timed(["cp", "-a", str(staged), str(d)]))
+        rmtree(d)
+    cp = report("cp -a of the same files", cp_times)
+    res = {}
+    peers = [("backup", lambda s, d: start_backup(bin_, s, d, work, ["--debounce", "100ms"]))]
+    if have_lsyncd:
+        peers.append(("lsyncd", lambda s, d: start_lsyncd(s, d, work)))
+    for label, start in peers:
+        times, missing, tars = [], [], []
+        for _ in range(rounds):
+            src, dst = work / "ssrc", work / "sdst"
+            rmtree(src), rmtree(dst)
+            src.mkdir(), dst.mkdir()
+            w = start(src, dst)
+            t, m, tt = storm_run(src, dst, tar, files)
+            w.stop()
+            times.append(t), missing.append(m), tars.append(tt)
+        res[label] = report(f"storm mirrored, {label} (tar -xf {statistics.median(tars):.2f} s)", times)
+        print(f"  storm missing files, {label}: {max(missing)} (worst round)")
+        RESULTS.append((f"storm missing {label}", max(missing), "files"))
+    ratio("storm: backup / cp -a", res["backup"], cp, 4.0)
+    if "lsyncd" in res:
+        ratio("storm: backup / lsyncd", res["backup"], res["lsyncd"], 0.3)
+    rmtree(work / "ssrc"), rmtree(work / "sdst"), rmtree(work / "storm-stage")
+
+
+def bench_rss(bin_, work, files):
+    print(f"\n== watch: peak memory watching {files:,} files ==", flush=True)
+    src, dst = work / "rsrc", work / "rdst"
+    rmtree(src), rmtree(dst)
+    for d in range(files // 100):
+        folder = src / f"g{d // 100:02}" / f"d{d:04}"
+        folder.mkdir(parents=True)
+        for f in range(100):
+            (folder / f"f{f:02}").write_bytes(b"x")
+    w = start_backup(bin_, src, dst, work)
+    time.sleep(1)
+    peak = w.rss_peak_kib() / 1024
+    w.stop()
+    print(f"  peak RSS (VmHWM), initial pass + watching: {peak:.1f} MiB   "
+          f"goal <= 64 MiB: {'met' if peak <= 64 else 'NOT met'}")
+    RESULTS.append((f"peak RSS watching {files} files", peak, "MiB"))
+    rmtree(src), rmtree(dst)
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small trees, 1 round: a smoke test")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="small,large,source,latency,storm,rss")
+    ap.add_argument("--bin", help="backup binary (default: build target/release/backup)")
+    ap.add_argument("--base", default="/var/tmp", help="where the loop image and mount go")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: the bench mounts a loop filesystem")
+    for tool in ["rsync", "cp", "tar"]:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is needed (apt-get install {tool})")
+    have_lsyncd = shutil.which("lsyncd") is not None
+    bin_ = args.bin
+    if not bin_:
+        sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+        bin_ = str(ROOT / "target" / "release" / "backup")
+    only = set(args.only.split(","))
+    rounds = 1 if args.quick else args.rounds
+    scale = 10 if args.quick else 1
+
+    fs = Fs(24, args.base)
+    work = fs.mnt
+    print(f"machine: {machine()}")
+    print(f"trees on: {fs.describe()}; rounds: {rounds}; lsyncd: {'yes' if have_lsyncd else 'not installed'}")
+    try:
+        if "small" in only:
+            src = work / "small"
+            make_small(src, 50_000 // scale, 50)
+            bench_copy(bin_, work, f"small files ({50_000 // scale})", src, rounds)
+            rmtree(src)
+        if "large" in only:
+            src = work / "large"
+            make_large(src, 8, (256 << 20) // scale)
+            bench_copy(bin_, work, "large files (8)", src, rounds, touch_fraction=0)
+            rmtree(src)
+        if "source" in only:
+            src = work / "source"
+            make_source_like(src)
+            bench_copy(bin_, work, "source-like tree", src, rounds)
+            rmtree(src)
+        if "latency" in only:
+            bench_latency(bin_, work, 300 // scale, 20 // (2 if args.quick else 1), have_lsyncd)
+        if "storm" in only:
+            bench_storm(bin_, work, rounds, have_lsyncd)
+        if "rss" in only:
+            bench_rss(bin_, work, 100_000 // scale)
+    finally:
+        fs.close()
+
+
+if __name__ == "__main__":
+    main()
