@@ -19,7 +19,7 @@ pub struct Config {
     /// Set when the destination lies inside the source: that subtree is left out of every walk.
     pub dst_inside_src: bool,
     pub checksum: bool,
-    pub jobs: usize,
+    pub limits: Limits,
     /// `None` for `once`.
     pub watch: Option<WatchConfig>,
 }
@@ -64,10 +64,59 @@ impl Config {
             dst,
             dst_inside_src,
             checksum,
-            jobs,
+            limits: Limits::new(jobs, open_file_budget()),
             watch,
         })
     }
+}
+
+/// How much runs at once, shaped by how many files the process may hold open: each copy worker
+/// holds a few, each folder with copies waiting to be published one, the walk one per level it
+/// keeps open. Under a tight `ulimit -n` the run slows down instead of failing files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub jobs: usize,
+    /// Folders one worker's batch of staged copies may span before it is published.
+    pub batch_dirs: usize,
+    /// Folder handles the walk keeps open.
+    pub walk_open: usize,
+}
+
+impl Limits {
+    /// Open files kept for standard streams, signals, the destination lock and the watcher.
+    const RESERVED: u64 = 24;
+
+    pub fn new(jobs: usize, open_files: u64) -> Limits {
+        let avail = open_files.saturating_sub(Self::RESERVED) as usize;
+        let jobs = jobs.clamp(1, (avail / 16).max(1));
+        Limits {
+            jobs,
+            batch_dirs: (avail.saturating_sub(8 * jobs) / jobs / 2).clamp(1, 64),
+            walk_open: (avail / 8).clamp(1, 10),
+        }
+    }
+}
+
+/// The open-file limit, raised to the hard limit first where it is lower (as many tools do).
+fn open_file_budget() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const ENOUGH: u64 = 1 << 16;
+    let lim = getrlimit(Resource::Nofile);
+    let current = lim.current.unwrap_or(ENOUGH);
+    let maximum = lim.maximum.unwrap_or(ENOUGH).min(ENOUGH);
+    if maximum > current
+        && setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(maximum),
+                maximum: lim.maximum,
+            },
+        )
+        .is_ok()
+    {
+        return maximum;
+    }
+    current
 }
 
 /// Every row of SPEC §3 that can be checked without writing: returns canonical (SRC, DST).
@@ -166,6 +215,16 @@ fn resolve_missing(path: &Path) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_follow_the_open_file_budget() {
+        let roomy = Limits::new(2, 1024);
+        assert_eq!((roomy.jobs, roomy.batch_dirs, roomy.walk_open), (2, 64, 10));
+        let tight = Limits::new(8, 32);
+        assert_eq!((tight.jobs, tight.batch_dirs, tight.walk_open), (1, 1, 1));
+        assert_eq!(Limits::new(16, 100).jobs, 4);
+        assert_eq!(Limits::new(0, 1 << 16).jobs, 1);
+    }
 
     #[test]
     fn missing_destination_resolves_through_dotdot() {

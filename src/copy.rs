@@ -34,7 +34,7 @@ pub struct Copier {
     pub src: PathBuf,
     pub dest: Dest,
     pub checksum: bool,
-    pub jobs: usize,
+    pub limits: crate::config::Limits,
     /// DST when it lies inside SRC: never walked.
     pub skip: Option<PathBuf>,
     /// Set on Ctrl-C / SIGTERM: finish what is in flight, start nothing new.
@@ -62,14 +62,14 @@ impl Copier {
         produce: impl FnOnce(&Sender<DirJob>, &Sender<Event>) -> R + Send,
         on_event: &mut dyn FnMut(Event),
     ) -> R {
-        let (job_tx, job_rx) = bounded::<DirJob>(2 * self.jobs);
+        let (job_tx, job_rx) = bounded::<DirJob>(2 * self.limits.jobs);
         let (ev_tx, ev_rx) = bounded::<Event>(4096);
         std::thread::scope(|s| {
             let producer = {
                 let ev_tx = ev_tx.clone();
                 s.spawn(move || produce(&job_tx, &ev_tx))
             };
-            for _ in 0..self.jobs {
+            for _ in 0..self.limits.jobs {
                 let (rx, tx) = (job_rx.clone(), ev_tx.clone());
                 s.spawn(move || self.work(&rx, &tx));
             }
@@ -88,52 +88,35 @@ impl Copier {
     /// `syncfs` when there are many.
     pub fn finish_dirs(&self, records: &[DirRecord], on_event: &mut dyn FnMut(Event)) {
         let as_root = rustix::process::geteuid().is_root();
-        let mut changed = Vec::new();
-        for r in records.iter().rev() {
-            if !r.needs_meta(as_root) {
-                continue;
-            }
-            let done = self.dest.open_dir(&r.rel).and_then(|d| {
-                d.set_dir_meta(&r.src)?;
-                if r.changed_entries() {
-                    changed.push((d, r));
-                }
-                Ok(())
+        let mut fail = |r: &DirRecord, what: &str, e: io::Error| {
+            on_event(Event {
+                src: self.src.join(&r.rel),
+                outcome: Outcome::Failed(format!(
+                    "cannot {what} folder {}: {}",
+                    display(&self.dest.path().join(&r.rel)),
+                    reason(&e)
+                )),
             });
-            if let Err(e) = done {
-                on_event(Event {
-                    src: self.src.join(&r.rel),
-                    outcome: Outcome::Failed(format!(
-                        "cannot finish folder {}: {}",
-                        display(&self.dest.path().join(&r.rel)),
-                        reason(&e)
-                    )),
-                });
+        };
+        for r in records.iter().rev().filter(|r| r.needs_meta(as_root)) {
+            if let Err(e) = self
+                .dest
+                .open_dir(&r.rel)
+                .and_then(|d| d.set_dir_meta(&r.src))
+            {
+                fail(r, "finish", e);
             }
         }
+        let changed: Vec<&DirRecord> = records.iter().filter(|r| r.changed_entries()).collect();
         if changed.len() > FSYNC_DIRS_MAX {
             if let Err(e) = self.dest.sync_all() {
-                on_event(Event {
-                    src: self.src.clone(),
-                    outcome: Outcome::Failed(format!(
-                        "cannot sync {}: {}",
-                        display(self.dest.path()),
-                        reason(&e)
-                    )),
-                });
+                fail(changed[0], "sync", e);
             }
             return;
         }
-        for (d, r) in changed {
-            if let Err(e) = d.sync() {
-                on_event(Event {
-                    src: self.src.join(&r.rel),
-                    outcome: Outcome::Failed(format!(
-                        "cannot sync folder {}: {}",
-                        display(d.path()),
-                        reason(&e)
-                    )),
-                });
+        for r in changed {
+            if let Err(e) = self.dest.open_dir(&r.rel).and_then(|d| d.sync()) {
+                fail(r, "sync", e);
             }
         }
     }
@@ -184,6 +167,7 @@ impl Copier {
             });
         }
         batch.bytes = 0;
+        batch.dirs = 0;
     }
 
     /// Copies the entries of one source folder; regular files are staged into `batch`.
@@ -260,6 +244,13 @@ impl Copier {
                     send(src, outcome);
                 }
                 Some(Step::Staged(staged, target, size)) => {
+                    if batch
+                        .items
+                        .last()
+                        .is_none_or(|last| !Arc::ptr_eq(last.staged.dir(), staged.dir()))
+                    {
+                        batch.dirs += 1;
+                    }
                     batch.items.push(Ready {
                         staged,
                         name: name.clone(),
@@ -268,7 +259,10 @@ impl Copier {
                         touched: job.touched.clone(),
                     });
                     batch.bytes += size;
-                    if batch.items.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
+                    if batch.items.len() >= BATCH_FILES
+                        || batch.bytes >= BATCH_BYTES
+                        || batch.dirs >= self.limits.batch_dirs
+                    {
                         self.commit(batch, events);
                     }
                 }
@@ -494,6 +488,8 @@ struct Ready {
 struct Batch {
     items: Vec<Ready>,
     bytes: u64,
+    /// Folders the items span: each holds a folder handle open until published.
+    dirs: usize,
 }
 
 /// A batch is published once it holds this many files or bytes, or when its worker runs out of

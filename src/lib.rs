@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> Status {
         src: config.src.clone(),
         dest,
         checksum: config.checksum,
-        jobs: config.jobs,
+        limits: config.limits,
         skip: config.dst_inside_src.then(|| config.dst.clone()),
         stop,
     };

@@ -83,6 +83,7 @@ pub fn walk(
     let skip = copier.skip.as_deref();
     let mut it = walkdir::WalkDir::new(&root)
         .follow_links(false)
+        .max_open(copier.limits.walk_open)
         .into_iter()
         .filter_entry(|e| e.file_type().is_dir() && Some(e.path()) != skip);
     let mut records = Vec::new();

@@ -393,3 +393,39 @@ fn a_second_ctrl_c_exits_at_once_with_130_and_nothing_partial() {
         assert_eq!(m.len(), size, "partial data under the final name");
     }
 }
+
+#[test]
+fn ctrl_c_during_a_copy_finishes_it_and_leaves_no_temporary_data() {
+    let base = if Path::new("/dev/shm").is_dir() {
+        Path::new("/dev/shm").to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let env = Env::new_in(base);
+    let size: u64 = 1 << 30;
+    fs::File::create(env.src.join("huge.bin"))
+        .and_then(|f| f.set_len(size))
+        .expect("sparse file");
+    let w = Watch::start(&env, &[]);
+    w.wait_for("the copy to start", LIMIT, |_| {
+        common::tree(&env.dst)
+            .keys()
+            .any(|p| p.to_string_lossy().starts_with(".backup-tmp."))
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Backup Summary:\n"), "{out}");
+    assert!(out.contains("Successfully copied: 1\n"), "{out}");
+    let names: Vec<_> = common::tree(&env.dst).into_keys().collect();
+    assert_eq!(
+        names,
+        vec![std::path::PathBuf::from("huge.bin")],
+        "{out}{err}"
+    );
+    assert_eq!(
+        fs::metadata(env.dst.join("huge.bin"))
+            .expect("copied")
+            .len(),
+        size
+    );
+}
