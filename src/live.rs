@@ -112,7 +112,7 @@ pub fn run<O: std::io::Write, E: std::io::Write>(
             recv(feed.rx) -> msg => {
                 let msgs = msg.into_iter().chain(std::iter::from_fn(|| feed.rx.try_recv().ok()));
                 for msg in msgs {
-                    take(msg, copier, cfg, &feed, &mut watcher, &mut settle, &mut next, reporter);
+                    take(msg, copier, &feed, &mut watcher, &mut settle, &mut next, reporter);
                 }
             }
             recv(wake) -> _ => {}
@@ -136,8 +136,9 @@ pub fn run<O: std::io::Write, E: std::io::Write>(
     status
 }
 
-/// Starts the watcher the user asked for: polling with `--poll`, else inotify, falling back to
-/// polling (with one line saying which limit to raise) when an OS limit stands in the way.
+/// Starts the watcher the user asked for: polling with `--poll`, else inotify on every folder
+/// of SRC, falling back to polling (with one line saying which limit to raise) when an OS limit
+/// stands in the way.
 fn start<O: std::io::Write, E: std::io::Write>(
     copier: &Copier,
     cfg: &WatchConfig,
@@ -145,14 +146,18 @@ fn start<O: std::io::Write, E: std::io::Write>(
     reporter: &mut Reporter<O, E>,
 ) -> Option<Watcher> {
     let started = match cfg.poll {
-        Some(interval) => watch::poll(&copier.src, interval, cfg.debounce, feed),
-        None => match watch::native(&copier.src, cfg.debounce, feed) {
-            Err(e) if watch::limit_message(&e).is_some() => {
-                reporter.warning(&watch::limit_message(&e).unwrap_or_default());
-                watch::poll(&copier.src, watch::FALLBACK_POLL, cfg.debounce, feed)
-            }
-            other => other,
-        },
+        Some(interval) => Watcher::poll(&copier.src, interval, feed),
+        None => Watcher::native(feed).and_then(|mut w| {
+            watch_tree(copier, &mut w, Path::new(""))?;
+            Ok(w)
+        }),
+    };
+    let started = match started {
+        Err(e) if watch::limit_message(&e).is_some() => {
+            reporter.warning(&watch::limit_message(&e).unwrap_or_default());
+            Watcher::poll(&copier.src, watch::FALLBACK_POLL, feed)
+        }
+        other => other,
     };
     match started {
         Ok(w) => Some(w),
@@ -166,12 +171,44 @@ fn start<O: std::io::Write, E: std::io::Write>(
     }
 }
 
+/// Watches every folder of the tree at `rel` that the backup covers. Called before that tree is
+/// walked, so that a file made after the walk passed its folder still raises an event.
+fn watch_tree(copier: &Copier, watcher: &mut Watcher, rel: &Path) -> notify::Result<()> {
+    if watcher.is_polling() {
+        return Ok(());
+    }
+    for dir in scan::dirs(copier, rel) {
+        watcher.add(&dir)?;
+    }
+    Ok(())
+}
+
+/// Replaces the inotify watcher with polling after an OS limit was hit, saying so once.
+fn fall_back_to_polling<O: std::io::Write, E: std::io::Write>(
+    e: &notify::Error,
+    copier: &Copier,
+    feed: &Feed,
+    watcher: &mut Watcher,
+    reporter: &mut Reporter<O, E>,
+) -> bool {
+    let Some(line) = watch::limit_message(e) else {
+        return false;
+    };
+    if watcher.is_polling() {
+        return true;
+    }
+    reporter.warning(&line);
+    match Watcher::poll(&copier.src, watch::FALLBACK_POLL, feed) {
+        Ok(w) => *watcher = w,
+        Err(e) => reporter.warning(&format!("cannot poll for changes: {e}")),
+    }
+    true
+}
+
 /// Takes one message from the watcher into the pending work.
-#[allow(clippy::too_many_arguments)]
 fn take<O: std::io::Write, E: std::io::Write>(
     msg: Msg,
     copier: &Copier,
-    cfg: &WatchConfig,
     feed: &Feed,
     watcher: &mut Watcher,
     settle: &mut Settle,
@@ -179,35 +216,30 @@ fn take<O: std::io::Write, E: std::io::Write>(
     reporter: &mut Reporter<O, E>,
 ) {
     match msg {
-        Msg::Events(events) => {
-            for ev in events {
-                for work in classify(&ev.event, &copier.src, copier.skip.as_deref()) {
-                    match work {
-                        Work::Rescan => next.full = true,
-                        Work::Changed(p) => settle.touch(p, ev.time),
-                        Work::Arrived(p) => match std::fs::symlink_metadata(copier.src.join(&p)) {
-                            Ok(m) if m.is_dir() => next.walks.push(p),
-                            Ok(_) => settle.touch(p, ev.time),
-                            Err(_) => {}
-                        },
-                    }
+        Msg::Event(event, at) => {
+            for work in classify(&event, &copier.src, copier.skip.as_deref()) {
+                match work {
+                    Work::Rescan => next.full = true,
+                    Work::Changed(p) => settle.touch(p, at),
+                    Work::Arrived(p) => match std::fs::symlink_metadata(copier.src.join(&p)) {
+                        Ok(m) if m.is_dir() => {
+                            if let Err(e) = watch_tree(copier, watcher, &p)
+                                && fall_back_to_polling(&e, copier, feed, watcher, reporter)
+                            {
+                                next.full = true;
+                            }
+                            next.walks.push(p);
+                        }
+                        Ok(_) => settle.touch(p, at),
+                        Err(_) => {}
+                    },
                 }
             }
         }
-        Msg::Errors(errors) => {
-            for e in errors {
-                if watcher.is_polling() {
-                    continue;
-                }
-                // A watch that could not be added for a new folder: from now on, poll.
-                if let Some(line) = watch::limit_message(&e) {
-                    reporter.warning(&line);
-                    match watch::poll(&copier.src, watch::FALLBACK_POLL, cfg.debounce, feed) {
-                        Ok(w) => *watcher = w,
-                        Err(e) => reporter.warning(&format!("cannot poll for changes: {e}")),
-                    }
-                    next.full = true;
-                }
+        // A watch that could not be added for a new folder: from now on, poll.
+        Msg::Error(e) => {
+            if fall_back_to_polling(&e, copier, feed, watcher, reporter) {
+                next.full = true;
             }
         }
     }

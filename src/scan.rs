@@ -182,3 +182,16 @@ pub fn walk(
     }
     records
 }
+
+/// Every folder of the tree at `start` (relative to SRC) that a walk would visit, as absolute
+/// paths, parents first.
+pub fn dirs<'a>(copier: &'a Copier, start: &Path) -> impl Iterator<Item = PathBuf> + 'a {
+    let skip = copier.skip.as_deref();
+    walkdir::WalkDir::new(copier.src.join(start))
+        .follow_links(false)
+        .max_open(copier.limits.walk_open)
+        .into_iter()
+        .filter_entry(move |e| e.file_type().is_dir() && Some(e.path()) != skip)
+        .filter_map(Result::ok)
+        .map(walkdir::DirEntry::into_path)
+}

@@ -1,23 +1,28 @@
-//! The filesystem watcher: notify-debouncer-full over inotify, or over polling. Its callback only
-//! forwards events into a channel and never blocks; when the channel is full it raises a flag
-//! that makes the loop run a full pass instead.
+//! The filesystem watcher: notify over inotify, one non-recursive watch per folder, or notify's
+//! poller. Its callback only stamps events with the time they arrived and forwards them into a
+//! channel; it never blocks: when the channel is full it raises a flag that makes the loop run a
+//! full pass instead.
+//!
+//! Folders are watched one by one, not with notify's recursive mode, so that folders left out of
+//! the backup (excluded, or DST inside SRC) cost no watch and send no events. Settling and
+//! de-duplication are done by `queue`, so no debouncer sits in between.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-use notify::{ErrorKind, PollWatcher, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, NoCache};
+use notify::{ErrorKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 /// Polling interval when the OS limit on watches forces polling and `--poll` was not given.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(2);
 
 /// What the watcher sends.
 pub enum Msg {
-    Events(Vec<DebouncedEvent>),
-    Errors(Vec<notify::Error>),
+    /// An event that can mean a change, and when it arrived.
+    Event(notify::Event, Instant),
+    Error(notify::Error),
 }
 
 /// The channel from the watcher to the loop, and the flag for a channel that overflowed.
@@ -29,7 +34,7 @@ pub struct Feed {
 
 impl Feed {
     pub fn new() -> Feed {
-        let (tx, rx) = bounded(65_536);
+        let (tx, rx) = bounded(1 << 16);
         Feed {
             rx,
             tx,
@@ -37,20 +42,15 @@ impl Feed {
         }
     }
 
-    fn handler(&self) -> impl FnMut(DebounceEventResult) + Send + 'static {
+    fn handler(&self) -> impl FnMut(notify::Result<notify::Event>) + Send + 'static {
         let (tx, overflow) = (self.tx.clone(), Arc::clone(&self.overflow));
         move |res| {
             let msg = match res {
-                Ok(mut events) => {
-                    // Our own reads of SRC make an open event per file; dropping them here keeps
-                    // a long first pass from piling them up in the channel.
-                    events.retain(|e| crate::queue::can_change(&e.event.kind));
-                    if events.is_empty() {
-                        return;
-                    }
-                    Msg::Events(events)
-                }
-                Err(errors) => Msg::Errors(errors),
+                // Our own reads of SRC make an open event per file; dropping them here keeps a
+                // long first pass from piling them up in the channel.
+                Ok(e) if !crate::queue::can_change(&e.kind) => return,
+                Ok(e) => Msg::Event(e, Instant::now()),
+                Err(e) => Msg::Error(e),
             };
             if let Err(TrySendError::Full(_)) = tx.try_send(msg) {
                 overflow.store(true, Ordering::Relaxed);
@@ -67,21 +67,10 @@ impl Default for Feed {
 
 /// A running watcher; dropping it stops it.
 pub enum Watcher {
-    Native(Debouncer<RecommendedWatcher, NoCache>),
-    Poll(Debouncer<PollWatcher, NoCache>),
-}
-
-impl Watcher {
-    pub fn is_polling(&self) -> bool {
-        matches!(self, Watcher::Poll(_))
-    }
-}
-
-/// How long the debouncer holds raw events to pair renames and merge duplicates. Settling
-/// (`--debounce`) is done by the loop; this only needs to be short.
-fn hold(debounce: Duration) -> (Duration, Duration) {
-    let timeout = debounce.clamp(Duration::from_millis(4), Duration::from_millis(50));
-    (timeout, (timeout / 4).max(Duration::from_millis(1)))
+    /// inotify; folders are added with `add`.
+    Native(RecommendedWatcher),
+    /// Looks at the whole of SRC every interval.
+    Poll(PollWatcher),
 }
 
 fn config() -> notify::Config {
@@ -90,54 +79,35 @@ fn config() -> notify::Config {
     notify::Config::default().with_follow_symlinks(false)
 }
 
-/// Watches `src` recursively with inotify.
-pub fn native(src: &Path, debounce: Duration, feed: &Feed) -> Result<Watcher, notify::Error> {
-    let (timeout, tick) = hold(debounce);
-    let mut d = notify_debouncer_full::new_debouncer_opt::<_, RecommendedWatcher, NoCache>(
-        timeout,
-        Some(tick),
-        feed.handler(),
-        NoCache,
-        config(),
-    )?;
-    watch_retrying(src, |p| d.watch(p, RecursiveMode::Recursive))?;
-    Ok(Watcher::Native(d))
-}
+impl Watcher {
+    /// An inotify watcher with no folders yet.
+    pub fn native(feed: &Feed) -> notify::Result<Watcher> {
+        Ok(Watcher::Native(RecommendedWatcher::new(
+            feed.handler(),
+            config(),
+        )?))
+    }
 
-/// Watches `src` by looking at it every `interval`.
-pub fn poll(
-    src: &Path,
-    interval: Duration,
-    debounce: Duration,
-    feed: &Feed,
-) -> Result<Watcher, notify::Error> {
-    let (timeout, tick) = hold(debounce);
-    let mut d = notify_debouncer_full::new_debouncer_opt::<_, PollWatcher, NoCache>(
-        timeout,
-        Some(tick),
-        feed.handler(),
-        NoCache,
-        config().with_poll_interval(interval),
-    )?;
-    watch_retrying(src, |p| d.watch(p, RecursiveMode::Recursive))?;
-    Ok(Watcher::Poll(d))
-}
+    /// A poller over all of `src`.
+    pub fn poll(src: &Path, interval: Duration, feed: &Feed) -> notify::Result<Watcher> {
+        let mut w = PollWatcher::new(feed.handler(), config().with_poll_interval(interval))?;
+        w.watch(src, RecursiveMode::Recursive)?;
+        Ok(Watcher::Poll(w))
+    }
 
-/// A folder that vanishes while the recursive watch is being set up fails the whole `watch()`
-/// call; that is a race with the user's work, not a reason to give up.
-fn watch_retrying(
-    src: &Path,
-    mut watch: impl FnMut(&Path) -> Result<(), notify::Error>,
-) -> Result<(), notify::Error> {
-    let mut attempt = 0;
-    loop {
-        match watch(src) {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < 10 && src.is_dir() && vanished(&e) => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(20 * attempt));
-            }
-            Err(e) => return Err(e),
+    pub fn is_polling(&self) -> bool {
+        matches!(self, Watcher::Poll(_))
+    }
+
+    /// Starts watching the entries of one folder (not its subfolders). A folder that vanished
+    /// meanwhile is no error: there is nothing left to watch.
+    pub fn add(&mut self, dir: &Path) -> notify::Result<()> {
+        let Watcher::Native(w) = self else {
+            return Ok(());
+        };
+        match w.watch(dir, RecursiveMode::NonRecursive) {
+            Err(e) if vanished(&e) => Ok(()),
+            other => other,
         }
     }
 }
@@ -145,7 +115,10 @@ fn watch_retrying(
 fn vanished(e: &notify::Error) -> bool {
     match &e.kind {
         ErrorKind::PathNotFound => true,
-        ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        ErrorKind::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        ),
         _ => false,
     }
 }

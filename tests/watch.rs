@@ -429,3 +429,23 @@ fn ctrl_c_during_a_copy_finishes_it_and_leaves_no_temporary_data() {
         size
     );
 }
+
+#[test]
+fn a_folder_renamed_inside_the_source_is_watched_under_its_new_name() {
+    let env = Env::new();
+    env.write("a/sub/x.txt", "x");
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    w.wait_for("the first copy", LIMIT, |_| {
+        env.dst.join("a/sub/x.txt").exists()
+    });
+    fs::rename(env.src.join("a"), env.src.join("b")).expect("mv a b");
+    w.wait_for("the renamed tree", LIMIT, |_| {
+        read(&env.dst.join("b/sub/x.txt")) == b"x"
+    });
+    env.write("b/sub/new.txt", "written after the rename");
+    w.wait_for("a file written in the renamed folder", LIMIT, |_| {
+        read(&env.dst.join("b/sub/new.txt")) == b"written after the rename"
+    });
+    assert!(!env.dst.join("a/sub/new.txt").exists(), "{}", w.context());
+    stop_ok(w, Signal::INT);
+}
