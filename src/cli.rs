@@ -18,6 +18,16 @@ EXAMPLES:
     backup once ~/work /mnt/disk/work
         Copy ~/work into /mnt/disk/work, then exit; rerun it (from cron, say) to copy what changed.
 
+    backup once -n ~/work /mnt/disk/work
+        Show what would be copied, and under which names, without writing anything.
+
+    backup once -q -x '*.tmp' -x 'node_modules/' ~/work /mnt/disk/work
+        Leave out temporary files and node_modules folders; print only failures and the summary.
+        Patterns can also live in ~/work/.backupignore, one per line.
+
+    backup once --json ~/work /mnt/disk/work | jq -c 'select(.type == \"failed\")'
+        Machine-readable output: one JSON object per line.
+
     backup watch ~/work /mnt/disk/work
         Copy, then mirror every change as it happens, until Ctrl-C.
 
@@ -44,12 +54,29 @@ pub enum Command {
     /// Copy SRC into DST, then mirror every change until Ctrl-C or SIGTERM.
     #[command(after_long_help = format!("{NAMING}\n\n{EXAMPLES}"))]
     Watch(WatchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(
+        after_long_help = "EXAMPLES:\n    backup completions bash > ~/.local/share/bash-completion/completions/backup\n    backup completions zsh > ~/.zfunc/_backup\n    backup completions fish > ~/.config/fish/completions/backup.fish"
+    )]
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout.
+    #[command(
+        after_long_help = "EXAMPLES:\n    backup man > ~/.local/share/man/man1/backup.1 && man backup"
+    )]
+    Man,
 }
 
 #[derive(Debug, Args)]
 pub struct OnceArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    /// Print what would be copied and under which name; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +96,26 @@ pub struct CommonArgs {
     /// Number of files copied in parallel [default: the number of CPUs].
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
+
+    /// Leave out paths matching GLOB (gitignore syntax, relative to SRC; repeatable).
+    #[arg(short = 'x', long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Leave out paths matching the globs in FILE, one per line (gitignore syntax).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+
+    /// Print only failures and the summary.
+    #[arg(short = 'q', long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also print unchanged files, and in `watch` what each change event led to.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Print JSON Lines on stdout, one object per entry, batch and summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Cli, Command, CommonArgs};
-use crate::report::{display, reason};
+use crate::cli::{Command, CommonArgs};
+use crate::exclude::Exclude;
+use crate::report::{Style, display, reason};
 
 /// Everything a run needs to know, decided.
 #[derive(Clone, Debug)]
@@ -20,6 +21,9 @@ pub struct Config {
     pub dst_inside_src: bool,
     pub checksum: bool,
     pub limits: Limits,
+    pub exclude: Exclude,
+    /// How the run prints (and whether `--dry-run` writes nothing).
+    pub style: Style,
     /// `None` for `once`.
     pub watch: Option<WatchConfig>,
 }
@@ -35,9 +39,9 @@ pub struct WatchConfig {
 
 impl Config {
     /// Validates the command line; the error is the message for `error: …`.
-    pub fn from_cli(cli: Cli) -> Result<Config, String> {
-        let (common, watch) = match cli.command {
-            Command::Once(a) => (a.common, None),
+    pub fn from_cli(command: Command) -> Result<Config, String> {
+        let (common, watch, dry_run) = match command {
+            Command::Once(a) => (a.common, None, a.dry_run),
             Command::Watch(a) => {
                 let w = WatchConfig {
                     debounce: a.debounce,
@@ -45,7 +49,10 @@ impl Config {
                     poll: a.poll.filter(|d| !d.is_zero()),
                     rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
                 };
-                (a.common, Some(w))
+                (a.common, Some(w), false)
+            }
+            Command::Completions { .. } | Command::Man => {
+                return Err("not a backup command".into());
             }
         };
         let CommonArgs {
@@ -53,18 +60,34 @@ impl Config {
             dst,
             checksum,
             jobs,
+            exclude,
+            exclude_from,
+            quiet,
+            verbose,
+            json,
         } = common;
         let (src, dst) = check_paths(&src, &dst)?;
         let dst_inside_src = dst.starts_with(&src);
+        let exclude = Exclude::build(&src, &exclude, &exclude_from)?;
         let jobs = jobs.map(usize::from).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
         });
+        use std::io::IsTerminal;
+        let style = Style {
+            json,
+            quiet,
+            verbose,
+            progress: !json && !quiet && std::io::stderr().is_terminal(),
+            dry_run,
+        };
         Ok(Config {
             src,
             dst,
             dst_inside_src,
             checksum,
             limits: Limits::new(jobs, open_file_budget()),
+            exclude,
+            style,
             watch,
         })
     }

@@ -22,6 +22,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::dest::{Dest, DestDir, Staged, is_temp_name};
+use crate::exclude::Exclude;
 use crate::meta::{Kind, Meta};
 use crate::naming::FolderIndex;
 use crate::plan::{self, Action, RETRY_BACKOFF};
@@ -37,6 +38,12 @@ pub struct Copier {
     pub limits: crate::config::Limits,
     /// DST when it lies inside SRC: never walked.
     pub skip: Option<PathBuf>,
+    /// Paths left out of the backup.
+    pub exclude: Exclude,
+    /// Decide and report, but write nothing.
+    pub dry_run: bool,
+    /// Report each unchanged file (for `--verbose`), not just a count per folder.
+    pub each_unchanged: bool,
     /// Set on Ctrl-C / SIGTERM: finish what is in flight, start nothing new.
     pub stop: Arc<AtomicBool>,
 }
@@ -87,16 +94,17 @@ impl Copier {
     /// then makes every new name durable: an `fsync` of each folder that gained one, or one
     /// `syncfs` when there are many.
     pub fn finish_dirs(&self, records: &[DirRecord], on_event: &mut dyn FnMut(Event)) {
+        if self.dry_run {
+            return;
+        }
         let as_root = rustix::process::geteuid().is_root();
         let mut fail = |r: &DirRecord, what: &str, e: io::Error| {
-            on_event(Event {
-                src: self.src.join(&r.rel),
-                outcome: Outcome::Failed(format!(
-                    "cannot {what} folder {}: {}",
-                    display(&self.dest.path().join(&r.rel)),
-                    reason(&e)
-                )),
-            });
+            let why = format!(
+                "cannot {what} folder {}: {}",
+                display(&self.dest.path().join(&r.rel)),
+                reason(&e)
+            );
+            on_event(Event::new(self.src.join(&r.rel), Outcome::Failed(why)));
         };
         for r in records.iter().rev().filter(|r| r.needs_meta(as_root)) {
             if let Err(e) = self
@@ -161,10 +169,7 @@ impl Copier {
             if let (Outcome::Copied(_), Some(t)) = (&outcome, &ready.touched) {
                 t.store(true, Ordering::Relaxed);
             }
-            let _ = events.send(Event {
-                src: ready.src,
-                outcome,
-            });
+            let _ = events.send(Event::new(ready.src, outcome).with_bytes(ready.size));
         }
         batch.bytes = 0;
         batch.dirs = 0;
@@ -173,27 +178,18 @@ impl Copier {
     /// Copies the entries of one source folder; regular files are staged into `batch`.
     fn copy_dir(&self, job: &DirJob, events: &Sender<Event>, batch: &mut Batch) {
         let src_path = self.src.join(&job.rel);
-        let send = |src: PathBuf, outcome: Outcome| {
-            let _ = events.send(Event { src, outcome });
+        let send = |src: PathBuf, outcome: Outcome, bytes: u64| {
+            let _ = events.send(Event::new(src, outcome).with_bytes(bytes));
         };
+        let failed = |why: String| Outcome::Failed(why);
         let src_dir = match open_src_dir(&src_path) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => {
-                return send(
-                    src_path,
-                    Outcome::Failed(format!("cannot read: {}", reason(&e))),
-                );
-            }
+            Err(e) => return send(src_path, failed(format!("cannot read: {}", reason(&e))), 0),
         };
         let listing = match list_src(&src_dir) {
             Ok(l) => l,
-            Err(e) => {
-                return send(
-                    src_path,
-                    Outcome::Failed(format!("cannot read: {}", reason(&e))),
-                );
-            }
+            Err(e) => return send(src_path, failed(format!("cannot read: {}", reason(&e))), 0),
         };
         let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
         let dest_names = if job.fresh {
@@ -202,48 +198,52 @@ impl Copier {
             match job.dest.list() {
                 Ok(names) => names,
                 Err(e) => {
-                    return send(
-                        src_path,
-                        Outcome::Failed(format!(
-                            "cannot read folder {}: {}",
-                            display(job.dest.path()),
-                            reason(&e)
-                        )),
+                    let why = format!(
+                        "cannot read folder {}: {}",
+                        display(job.dest.path()),
+                        reason(&e)
                     );
+                    return send(src_path, failed(why), 0);
                 }
             }
         };
-        // Temporary files of a run that was killed; a source file of that very name is a real
-        // file's copy and stays.
-        let dest_names = dest_names.into_iter().filter(|n| {
-            !(is_temp_name(n) && !src_names.contains(n) && job.dest.remove_leftover(n).is_ok())
-        });
+        // Temporary files of a run that was killed go; a source file of that very name is a
+        // real file's copy and stays.
+        let leftover = |n: &Vec<u8>| is_temp_name(n) && !src_names.contains(n) && !self.dry_run;
+        let dest_names = dest_names
+            .into_iter()
+            .filter(|n| !(leftover(n) && job.dest.remove_leftover(n).is_ok()));
         let mut index = FolderIndex::new(dest_names, &src_names);
 
-        let mut unchanged = 0;
+        let (mut unchanged, mut unchanged_bytes) = (0, 0);
         for (name, kind) in &listing {
             if self.stopped() {
                 break;
             }
-            if *kind == Kind::Dir {
-                continue;
-            }
-            if let Some(only) = &job.only
-                && !only.contains(name)
+            if *kind == Kind::Dir
+                || job.only.as_ref().is_some_and(|only| !only.contains(name))
+                || (!self.exclude.is_empty()
+                    && self
+                        .exclude
+                        .excludes(&job.rel.join(OsStr::from_bytes(name)), false))
             {
                 continue;
             }
-            match self.copy_entry(&src_dir, name, job, &mut index) {
-                None => {}
-                Some(Step::Done(Outcome::Unchanged)) => unchanged += 1,
-                Some(Step::Done(outcome)) => {
-                    let src = src_path.join(OsStr::from_bytes(name));
+            let Some((step, size)) = self.copy_entry(&src_dir, name, job, &mut index) else {
+                continue;
+            };
+            match step {
+                Step::Done(Outcome::Unchanged) if !self.each_unchanged => {
+                    unchanged += 1;
+                    unchanged_bytes += size;
+                }
+                Step::Done(outcome) => {
                     if let (Outcome::Copied(_), Some(t)) = (&outcome, &job.touched) {
                         t.store(true, Ordering::Relaxed);
                     }
-                    send(src, outcome);
+                    send(src_path.join(OsStr::from_bytes(name)), outcome, size);
                 }
-                Some(Step::Staged(staged, target, size)) => {
+                Step::Staged(staged, target) => {
                     if batch
                         .items
                         .last()
@@ -256,6 +256,7 @@ impl Copier {
                         name: name.clone(),
                         target,
                         src: src_path.join(OsStr::from_bytes(name)),
+                        size,
                         touched: job.touched.clone(),
                     });
                     batch.bytes += size;
@@ -269,7 +270,7 @@ impl Copier {
             }
         }
         if unchanged > 0 {
-            send(src_path, Outcome::UnchangedIn(unchanged));
+            send(src_path, Outcome::UnchangedIn(unchanged), unchanged_bytes);
         }
     }
 
@@ -280,20 +281,18 @@ impl Copier {
         name: &[u8],
         job: &DirJob,
         index: &mut FolderIndex,
-    ) -> Option<Step> {
+    ) -> Option<(Step, u64)> {
         let dest = &job.dest;
         let os_name = OsStr::from_bytes(name);
         let meta = match rustix::fs::statat(src_dir, os_name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Meta::from_stat(&st),
-            Err(Errno::NOENT) => return Some(Step::Done(Outcome::Vanished)),
+            Err(Errno::NOENT) => return Some((Step::Done(Outcome::Vanished), 0)),
             Err(e) => {
-                return Some(Step::Done(Outcome::Failed(format!(
-                    "cannot read: {}",
-                    reason(&e.into())
-                ))));
+                let why = format!("cannot read: {}", reason(&e.into()));
+                return Some((Step::Done(Outcome::Failed(why)), 0));
             }
         };
-        Some(match plan::action(meta.kind) {
+        let step = match plan::action(meta.kind) {
             Action::Walk => return None,
             Action::Skip(why) => Step::Done(Outcome::Skipped(why)),
             Action::CopySymlink => Step::Done(self.copy_symlink(src_dir, name, &meta, dest, index)),
@@ -301,7 +300,19 @@ impl Copier {
                 Some(age) => Step::Done(Outcome::Deferred(age)),
                 None => self.copy_file(src_dir, name, &meta, dest, index),
             },
-        })
+        };
+        Some((step, meta.size))
+    }
+
+    /// With `--dry-run`: the name a copy would take, reserved so that the next entry of the
+    /// same family would be shown under the following name.
+    fn would_copy(&self, name: &[u8], dest: &DestDir, index: &mut FolderIndex) -> Outcome {
+        let Some(target) = index.target(name, now_stamp()) else {
+            return too_long();
+        };
+        let path = dest.path().join(OsStr::from_bytes(&target));
+        index.insert(target);
+        Outcome::WouldCopy(path)
     }
 
     fn copy_file(
@@ -337,6 +348,9 @@ impl Copier {
             }
         }
 
+        if self.dry_run {
+            return Step::Done(self.would_copy(name, dest, index));
+        }
         for wait in std::iter::once(None).chain(RETRY_BACKOFF.iter().map(Some)) {
             if let Some(wait) = wait {
                 std::thread::sleep(*wait);
@@ -407,7 +421,7 @@ impl Copier {
                 return Step::Done(too_long());
             };
             index.insert(target.clone());
-            return Step::Staged(staged, target, copied);
+            return Step::Staged(staged, target);
         }
         Step::Done(Outcome::Busy(format!(
             "changed while being read, {} times in a row; nothing was published",
@@ -436,6 +450,9 @@ impl Copier {
             && dest.read_link(&latest.name).is_ok_and(|t| t == target)
         {
             return Outcome::Unchanged;
+        }
+        if self.dry_run {
+            return self.would_copy(name, dest, index);
         }
         self.publish(name, dest, index, |to| dest.symlink(&target, to, meta))
     }
@@ -469,8 +486,8 @@ impl Copier {
 /// What became of one entry: done, or copied and waiting in a batch to be published.
 enum Step {
     Done(Outcome),
-    /// The staged copy, the name reserved for it, its size.
-    Staged(Staged, Vec<u8>, u64),
+    /// The staged copy and the name reserved for it.
+    Staged(Staged, Vec<u8>),
 }
 
 /// A staged copy waiting for its batch to be made durable.
@@ -480,6 +497,7 @@ struct Ready {
     name: Vec<u8>,
     target: Vec<u8>,
     src: PathBuf,
+    size: u64,
     touched: Option<Arc<AtomicBool>>,
 }
 

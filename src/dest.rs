@@ -42,18 +42,42 @@ pub enum OpenError {
 /// The destination root, held open for the whole run.
 #[derive(Debug)]
 pub struct Dest {
-    root: OwnedFd,
+    /// `None` only in a dry run whose destination does not exist yet.
+    root: Option<OwnedFd>,
     path: PathBuf,
     dev: u64,
     ino: u64,
     as_root: bool,
+    /// Nothing is created, locked or written; a missing folder reads as empty.
+    dry_run: bool,
 }
 
 impl Dest {
     /// Creates `path` with its parents if missing, opens it, and takes an exclusive lock on it so
     /// that two runs never write into one destination at once (each would take the other's
     /// temporary files for a crash's leftovers).
-    pub fn open(path: &Path) -> Result<Dest, OpenError> {
+    pub fn open(path: &Path, dry_run: bool) -> Result<Dest, OpenError> {
+        let as_root = rustix::process::geteuid().is_root();
+        if dry_run {
+            let root = rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok();
+            let (dev, ino) = root
+                .as_ref()
+                .and_then(|r| rustix::fs::fstat(r).ok())
+                .map_or((0, 0), |st| (st.st_dev, st.st_ino));
+            return Ok(Dest {
+                root,
+                path: path.to_path_buf(),
+                dev,
+                ino,
+                as_root,
+                dry_run,
+            });
+        }
         if !path.exists() {
             std::fs::create_dir_all(path).map_err(OpenError::Create)?;
         }
@@ -76,12 +100,26 @@ impl Dest {
         }
         let st = rustix::fs::fstat(&root).map_err(|e| OpenError::Open(e.into()))?;
         Ok(Dest {
-            root,
+            root: Some(root),
             path: path.to_path_buf(),
             dev: st.st_dev,
             ino: st.st_ino,
-            as_root: rustix::process::geteuid().is_root(),
+            as_root,
+            dry_run,
         })
+    }
+
+    fn root(&self) -> io::Result<&OwnedFd> {
+        self.root.as_ref().ok_or_else(absent)
+    }
+
+    fn dir(&self, fd: Option<OwnedFd>, rel: &Path) -> DestDir {
+        DestDir {
+            fd,
+            path: self.path.join(rel),
+            as_root: self.as_root,
+            dry_run: self.dry_run,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -91,6 +129,9 @@ impl Dest {
     /// Whether the destination path still leads to the folder opened at the start (not
     /// unmounted, not replaced).
     pub fn still_there(&self) -> io::Result<()> {
+        if self.root.is_none() {
+            return Ok(());
+        }
         let st = rustix::fs::stat(&self.path).map_err(io::Error::from)?;
         if st.st_dev == self.dev && st.st_ino == self.ino {
             Ok(())
@@ -104,21 +145,24 @@ impl Dest {
     /// Forces everything written to the destination's filesystem to stable storage: one call
     /// for a whole batch of copies instead of one `fsync` wait per file.
     pub fn sync_all(&self) -> io::Result<()> {
-        rustix::fs::syncfs(&self.root)?;
+        rustix::fs::syncfs(self.root()?)?;
         Ok(())
     }
 
     /// The destination root as a folder handle.
     pub fn root_dir(&self) -> io::Result<DestDir> {
-        Ok(DestDir {
-            fd: self.root.try_clone()?,
-            path: self.path.clone(),
-            as_root: self.as_root,
-        })
+        let fd = match &self.root {
+            Some(r) => Some(r.try_clone()?),
+            None => None,
+        };
+        Ok(self.dir(fd, Path::new("")))
     }
 
     /// Opens the folder at `rel` below the root, refusing to pass through any symlink.
     pub fn open_dir(&self, rel: &Path) -> io::Result<DestDir> {
+        let Some(root) = &self.root else {
+            return Ok(self.dir(None, rel));
+        };
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let target = if rel.as_os_str().is_empty() {
             Path::new(".")
@@ -126,7 +170,7 @@ impl Dest {
             rel
         };
         let fd = match rustix::fs::openat2(
-            &self.root,
+            root,
             target,
             flags,
             Mode::empty(),
@@ -134,7 +178,7 @@ impl Dest {
         ) {
             Err(Errno::NOSYS) => {
                 // Kernels before 5.6: one component at a time, each without following.
-                let mut fd = self.root.try_clone()?;
+                let mut fd = root.try_clone()?;
                 for c in rel.components() {
                     let Component::Normal(name) = c else {
                         return Err(Errno::INVAL.into());
@@ -143,22 +187,25 @@ impl Dest {
                 }
                 fd
             }
+            Err(Errno::NOENT) if self.dry_run => return Ok(self.dir(None, rel)),
             other => other?,
         };
-        Ok(DestDir {
-            fd,
-            path: self.path.join(rel),
-            as_root: self.as_root,
-        })
+        Ok(self.dir(Some(fd), rel))
     }
 }
 
 /// One open folder in the destination.
 #[derive(Debug)]
 pub struct DestDir {
-    fd: OwnedFd,
+    /// `None` only in a dry run, for a folder that does not exist yet.
+    fd: Option<OwnedFd>,
     path: PathBuf,
     as_root: bool,
+    dry_run: bool,
+}
+
+fn absent() -> io::Error {
+    io::Error::from(io::ErrorKind::NotFound)
 }
 
 /// A child folder, and whether this call created it.
@@ -175,27 +222,56 @@ impl DestDir {
         &self.path
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    fn handle(&self) -> io::Result<&OwnedFd> {
+        self.fd.as_ref().ok_or_else(absent)
+    }
+
+    pub fn fd(&self) -> io::Result<BorrowedFd<'_>> {
+        Ok(self.handle()?.as_fd())
+    }
+
+    fn child(&self, fd: Option<OwnedFd>, name: &OsStr) -> DestDir {
+        DestDir {
+            fd,
+            path: self.path.join(name),
+            as_root: self.as_root,
+            dry_run: self.dry_run,
+        }
     }
 
     /// Opens the child folder `name`, creating it when missing. A non-folder or a symlink under
-    /// that name is an error (`ENOTDIR` / `ELOOP`), never followed.
+    /// that name is an error (`ENOTDIR` / `ELOOP`), never followed. In a dry run a missing
+    /// folder is not created; it reads as empty.
     pub fn child_dir(&self, name: &OsStr) -> io::Result<Child> {
+        let missing = || Child {
+            dir: self.child(None, name),
+            created: false,
+            meta: Meta::default(),
+        };
+        let Some(parent) = &self.fd else {
+            return Ok(missing());
+        };
         // Owner-writable until the pass ends, so that its contents can be written even when the
         // source folder is read-only; the source's mode is applied in `set_dir_meta`.
-        let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
-            Ok(()) => true,
-            Err(Errno::EXIST) => false,
-            Err(e) => return Err(e.into()),
+        let created = if self.dry_run {
+            false
+        } else {
+            match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(e.into()),
+            }
         };
-        let fd = rustix::fs::openat(
-            &self.fd,
+        let opened = rustix::fs::openat(
+            parent,
             name,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
-        )
-        .map_err(|e| match e {
+        );
+        if self.dry_run && matches!(opened, Err(Errno::NOENT)) {
+            return Ok(missing());
+        }
+        let fd = opened.map_err(|e| match e {
             Errno::LOOP | Errno::NOTDIR => {
                 let what = match self.stat(name.as_bytes()) {
                     Ok(m) if m.kind == Kind::Symlink => "a symlink",
@@ -210,11 +286,7 @@ impl DestDir {
         })?;
         let meta = Meta::from_stat(&rustix::fs::fstat(&fd)?);
         Ok(Child {
-            dir: DestDir {
-                fd,
-                path: self.path.join(name),
-                as_root: self.as_root,
-            },
+            dir: self.child(Some(fd), name),
             created,
             meta,
         })
@@ -222,8 +294,11 @@ impl DestDir {
 
     /// Every name in the folder.
     pub fn list(&self) -> io::Result<Vec<Vec<u8>>> {
+        let Some(own) = &self.fd else {
+            return Ok(Vec::new());
+        };
         let fd = rustix::fs::openat(
-            &self.fd,
+            own,
             ".",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
@@ -242,18 +317,25 @@ impl DestDir {
 
     /// The metadata of the entry `name`, without following a symlink.
     pub fn stat(&self, name: &[u8]) -> io::Result<Meta> {
-        let st = rustix::fs::statat(&self.fd, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)?;
+        let st = rustix::fs::statat(
+            self.handle()?,
+            OsStr::from_bytes(name),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
         Ok(Meta::from_stat(&st))
     }
 
     pub fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>> {
-        Ok(rustix::fs::readlinkat(&self.fd, OsStr::from_bytes(name), Vec::new())?.into_bytes())
+        Ok(
+            rustix::fs::readlinkat(self.handle()?, OsStr::from_bytes(name), Vec::new())?
+                .into_bytes(),
+        )
     }
 
     /// Opens a regular file for reading (to compare contents).
     pub fn open_read(&self, name: &[u8]) -> io::Result<File> {
         let fd = rustix::fs::openat(
-            &self.fd,
+            self.handle()?,
             OsStr::from_bytes(name),
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
             Mode::empty(),
@@ -266,7 +348,7 @@ impl DestDir {
         debug_assert!(is_temp_name(name));
         match self.stat(name) {
             Ok(m) if m.kind == Kind::File => {
-                rustix::fs::unlinkat(&self.fd, OsStr::from_bytes(name), AtFlags::empty())?;
+                rustix::fs::unlinkat(self.handle()?, OsStr::from_bytes(name), AtFlags::empty())?;
                 Ok(())
             }
             Ok(_) => Ok(()),
@@ -280,7 +362,7 @@ impl DestDir {
         loop {
             let temp = temp_name(name);
             match rustix::fs::openat(
-                &self.fd,
+                self.handle()?,
                 OsStr::from_bytes(&temp),
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
@@ -303,24 +385,29 @@ impl DestDir {
     /// `AlreadyExists` when the name is taken: a symlink is created whole or not at all.
     pub fn symlink(&self, target: &[u8], name: &[u8], meta: &Meta) -> io::Result<()> {
         let name = OsStr::from_bytes(name);
-        rustix::fs::symlinkat(OsStr::from_bytes(target), &self.fd, name)?;
+        rustix::fs::symlinkat(OsStr::from_bytes(target), self.handle()?, name)?;
         let done = (|| -> io::Result<()> {
             if self.as_root {
                 rustix::fs::chownat(
-                    &self.fd,
+                    self.handle()?,
                     name,
                     Some(Uid::from_raw(meta.uid)),
                     Some(Gid::from_raw(meta.gid)),
                     AtFlags::SYMLINK_NOFOLLOW,
                 )?;
             }
-            rustix::fs::utimensat(&self.fd, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)?;
+            rustix::fs::utimensat(
+                self.handle()?,
+                name,
+                &timestamps(meta),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
             Ok(())
         })();
         if let Err(e) = done {
             // A symlink without its metadata would be taken as unchanged forever; remove it so
             // that the next pass tries again.
-            let _ = rustix::fs::unlinkat(&self.fd, name, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(self.handle()?, name, AtFlags::empty());
             return Err(e);
         }
         Ok(())
@@ -330,19 +417,19 @@ impl DestDir {
     pub fn set_dir_meta(&self, meta: &Meta) -> io::Result<()> {
         if self.as_root {
             rustix::fs::fchown(
-                &self.fd,
+                self.handle()?,
                 Some(Uid::from_raw(meta.uid)),
                 Some(Gid::from_raw(meta.gid)),
             )?;
         }
-        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(meta.mode))?;
-        rustix::fs::futimens(&self.fd, &timestamps(meta))?;
+        rustix::fs::fchmod(self.handle()?, Mode::from_raw_mode(meta.mode))?;
+        rustix::fs::futimens(self.handle()?, &timestamps(meta))?;
         Ok(())
     }
 
     /// Makes the folder's entries durable.
     pub fn sync(&self) -> io::Result<()> {
-        rustix::fs::fsync(&self.fd)?;
+        rustix::fs::fsync(self.handle()?)?;
         Ok(())
     }
 }
@@ -448,7 +535,7 @@ impl Staged {
             Some(f) => rustix::fs::fsync(f)?,
             None => {
                 let f = rustix::fs::openat(
-                    &self.dir.fd,
+                    self.dir.handle()?,
                     OsStr::from_bytes(&self.temp),
                     OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                     Mode::empty(),
@@ -468,7 +555,7 @@ impl Staged {
     /// the name is taken, and the copy stays staged for another name.
     pub fn publish(&mut self, name: &[u8]) -> io::Result<()> {
         let (from, to) = (OsStr::from_bytes(&self.temp), OsStr::from_bytes(name));
-        let fd = &self.dir.fd;
+        let fd = self.dir.handle()?;
         if !NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed) {
             match rustix::fs::renameat_with(fd, from, fd, to, RenameFlags::NOREPLACE) {
                 Ok(()) => {
@@ -493,11 +580,9 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if !self.published {
             self.file = None;
-            let _ = rustix::fs::unlinkat(
-                &self.dir.fd,
-                OsStr::from_bytes(&self.temp),
-                AtFlags::empty(),
-            );
+            if let Ok(fd) = self.dir.handle() {
+                let _ = rustix::fs::unlinkat(fd, OsStr::from_bytes(&self.temp), AtFlags::empty());
+            }
         }
     }
 }

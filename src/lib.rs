@@ -1,13 +1,15 @@
 //! `backup`: keeps a live, versioned mirror of a folder.
 //!
-//! Data flow: `cli` → `config` (validated decisions) → `scan` walks SRC and feeds folder jobs →
-//! `copy` workers decide (`plan`, `naming`) and write through `dest` → `report` prints.
-//! `watch` and `queue` turn filesystem events into the same folder jobs.
+//! Data flow: `cli` → `config` (validated decisions, `exclude`) → `scan` walks SRC and feeds
+//! folder jobs → `copy` workers decide (`plan`, `naming`) and write through `dest` → `report`
+//! prints. In `watch`, `live` runs the loop: `watch` delivers filesystem events, `queue` turns
+//! them into work, and the same folder jobs go to the same workers.
 
 pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod dest;
+pub mod exclude;
 pub mod live;
 pub mod meta;
 pub mod naming;
@@ -20,13 +22,15 @@ pub mod watch;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cli::Cli;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::copy::Copier;
 use crate::dest::{Dest, OpenError};
-use crate::report::{Counts, Reporter, display, reason};
+use crate::report::{Counts, Reporter, Style, display, reason};
 
 /// How a run ended, as an exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,15 +55,36 @@ impl From<Status> for ExitCode {
 
 /// Runs the parsed command line to the end.
 pub fn run(cli: Cli) -> Status {
-    let mut reporter = Reporter::stdio();
-    let config = match Config::from_cli(cli) {
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "backup", &mut std::io::stdout());
+            Status::Success
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => Status::Success,
+                Err(e) => {
+                    Reporter::stdio(Style::default())
+                        .error(&format!("cannot write: {}", reason(&e)));
+                    Status::Failure
+                }
+            }
+        }
+        command => backup(command),
+    }
+}
+
+/// `once` or `watch`.
+fn backup(command: Command) -> Status {
+    let config = match Config::from_cli(command) {
         Ok(c) => c,
         Err(message) => {
-            reporter.error(&message);
+            Reporter::stdio(Style::default()).error(&message);
             return Status::Failure;
         }
     };
-    let dest = match Dest::open(&config.dst) {
+    let mut reporter = Reporter::stdio(config.style);
+    let dest = match Dest::open(&config.dst, config.style.dry_run) {
         Ok(d) => d,
         Err(e) => {
             let why = match e {
@@ -87,6 +112,9 @@ pub fn run(cli: Cli) -> Status {
         checksum: config.checksum,
         limits: config.limits,
         skip: config.dst_inside_src.then(|| config.dst.clone()),
+        exclude: config.exclude.clone(),
+        dry_run: config.style.dry_run,
+        each_unchanged: config.style.verbose,
         stop,
     };
     match &config.watch {
@@ -96,14 +124,13 @@ pub fn run(cli: Cli) -> Status {
 }
 
 /// One pass, the summary, and the exit status.
-fn once(
-    copier: &Copier,
-    reporter: &mut Reporter<impl std::io::Write, impl std::io::Write>,
-) -> Status {
+fn once(copier: &Copier, reporter: &mut Reporter) -> Status {
     let mut counts = Counts::default();
-    copier.pass(Path::new(""), &mut |ev| {
-        reporter.event(&ev);
-        counts.add(&ev.outcome);
+    with_progress(copier, reporter, |reporter| {
+        copier.pass(Path::new(""), &mut |ev| {
+            reporter.event(&ev);
+            counts.add(&ev.outcome);
+        })
     });
     let mut status = if counts.failed > 0 {
         Status::Failure
@@ -123,6 +150,32 @@ fn once(
         return Status::Interrupted;
     }
     status
+}
+
+/// Runs a first pass with the progress bar going (it is hidden unless stderr is a terminal),
+/// while another thread counts the tree to give the bar its totals.
+pub(crate) fn with_progress<R>(
+    copier: &Copier,
+    reporter: &mut Reporter,
+    pass: impl FnOnce(&mut Reporter) -> R,
+) -> R {
+    reporter.progress_start();
+    let progress = reporter.progress_handle();
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        if progress.visible() {
+            s.spawn(|| {
+                if let Some((files, bytes)) = scan::count(copier, &done) {
+                    progress.total(files, bytes);
+                }
+            });
+        }
+        let result = pass(reporter);
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    reporter.progress_end();
+    result
 }
 
 /// The first Ctrl-C or SIGTERM sets the returned flag (finish what is in flight, then stop) and

@@ -20,7 +20,7 @@ use crate::Status;
 use crate::config::WatchConfig;
 use crate::copy::Copier;
 use crate::meta::Meta;
-use crate::queue::{Settle, Work, classify, outermost};
+use crate::queue::{Settle, Work, classify, describe, outermost};
 use crate::report::{Counts, Event, Outcome, Reporter, display, reason};
 use crate::scan::{self, DirJob, DirRecord};
 use crate::watch::{self, Feed, Msg, Watcher};
@@ -46,10 +46,10 @@ impl Batch {
 }
 
 /// Runs `watch` until a signal sets the copier's stop flag, or SRC or DST goes away.
-pub fn run<O: std::io::Write, E: std::io::Write>(
+pub fn run(
     copier: &Copier,
     cfg: &WatchConfig,
-    reporter: &mut Reporter<O, E>,
+    reporter: &mut Reporter,
     wake: &Receiver<()>,
 ) -> Status {
     let src_id = match std::fs::metadata(&copier.src) {
@@ -74,12 +74,19 @@ pub fn run<O: std::io::Write, E: std::io::Write>(
     ));
 
     let mut settle = Settle::new(cfg.debounce, cfg.max_delay);
-    let mut next = Batch {
+    let mut next = Batch::default();
+    let mut totals = Counts::default();
+    let mut status = Status::Success;
+
+    let first = Batch {
         full: true,
         ..Batch::default()
     };
-    let mut totals = Counts::default();
-    let mut status = Status::Success;
+    let counts = crate::with_progress(copier, reporter, |reporter| {
+        execute(copier, cfg, &first, &mut settle, reporter)
+    });
+    totals.merge(counts);
+    reporter.rolling(&counts, &totals);
     let mut next_rescan = cfg.rescan_every.map(|d| Instant::now() + d);
 
     loop {
@@ -139,11 +146,11 @@ pub fn run<O: std::io::Write, E: std::io::Write>(
 /// Starts the watcher the user asked for: polling with `--poll`, else inotify on every folder
 /// of SRC, falling back to polling (with one line saying which limit to raise) when an OS limit
 /// stands in the way.
-fn start<O: std::io::Write, E: std::io::Write>(
+fn start(
     copier: &Copier,
     cfg: &WatchConfig,
     feed: &Feed,
-    reporter: &mut Reporter<O, E>,
+    reporter: &mut Reporter,
 ) -> Option<Watcher> {
     let started = match cfg.poll {
         Some(interval) => Watcher::poll(&copier.src, interval, feed),
@@ -184,12 +191,12 @@ fn watch_tree(copier: &Copier, watcher: &mut Watcher, rel: &Path) -> notify::Res
 }
 
 /// Replaces the inotify watcher with polling after an OS limit was hit, saying so once.
-fn fall_back_to_polling<O: std::io::Write, E: std::io::Write>(
+fn fall_back_to_polling(
     e: &notify::Error,
     copier: &Copier,
     feed: &Feed,
     watcher: &mut Watcher,
-    reporter: &mut Reporter<O, E>,
+    reporter: &mut Reporter,
 ) -> bool {
     let Some(line) = watch::limit_message(e) else {
         return false;
@@ -206,34 +213,57 @@ fn fall_back_to_polling<O: std::io::Write, E: std::io::Write>(
 }
 
 /// Takes one message from the watcher into the pending work.
-fn take<O: std::io::Write, E: std::io::Write>(
+fn take(
     msg: Msg,
     copier: &Copier,
     feed: &Feed,
     watcher: &mut Watcher,
     settle: &mut Settle,
     next: &mut Batch,
-    reporter: &mut Reporter<O, E>,
+    reporter: &mut Reporter,
 ) {
     match msg {
         Msg::Event(event, at) => {
-            for work in classify(&event, &copier.src, copier.skip.as_deref()) {
-                match work {
-                    Work::Rescan => next.full = true,
-                    Work::Changed(p) => settle.touch(p, at),
+            let what = describe(&event.kind);
+            let works = classify(&event, &copier.src, copier.skip.as_deref());
+            if works.is_empty()
+                && let Some(p) = event.paths.last()
+            {
+                reporter.decision(p, what, "nothing to do");
+            }
+            for work in works {
+                let decision = match work {
+                    Work::Rescan => {
+                        next.full = true;
+                        reporter.decision(&copier.src, what, "full pass: events were lost");
+                        continue;
+                    }
+                    Work::Changed(p) | Work::Arrived(p) if copier.exclude.excludes(&p, false) => {
+                        (p, "excluded")
+                    }
+                    Work::Changed(p) => {
+                        settle.touch(p.clone(), at);
+                        (p, "copy once settled")
+                    }
                     Work::Arrived(p) => match std::fs::symlink_metadata(copier.src.join(&p)) {
+                        Ok(m) if m.is_dir() && copier.exclude.excludes(&p, true) => (p, "excluded"),
                         Ok(m) if m.is_dir() => {
                             if let Err(e) = watch_tree(copier, watcher, &p)
                                 && fall_back_to_polling(&e, copier, feed, watcher, reporter)
                             {
                                 next.full = true;
                             }
-                            next.walks.push(p);
+                            next.walks.push(p.clone());
+                            (p, "new folder: watch and walk it")
                         }
-                        Ok(_) => settle.touch(p, at),
-                        Err(_) => {}
+                        Ok(_) => {
+                            settle.touch(p.clone(), at);
+                            (p, "copy once settled")
+                        }
+                        Err(_) => (p, "gone again"),
                     },
-                }
+                };
+                reporter.decision(&copier.src.join(&decision.0), what, decision.1);
             }
         }
         // A watch that could not be added for a new folder: from now on, poll.
@@ -246,12 +276,12 @@ fn take<O: std::io::Write, E: std::io::Write>(
 }
 
 /// Runs one batch through the workers; returns what it did (deferred files go back to settle).
-fn execute<O: std::io::Write, E: std::io::Write>(
+fn execute(
     copier: &Copier,
     cfg: &WatchConfig,
     batch: &Batch,
     settle: &mut Settle,
-    reporter: &mut Reporter<O, E>,
+    reporter: &mut Reporter,
 ) -> Counts {
     let mut counts = Counts::default();
     let mut on_event = |ev: Event| {
@@ -329,14 +359,12 @@ fn file_jobs<'a>(
         let (src_meta, child) = match opened {
             Ok(v) => v,
             Err(e) => {
-                let _ = events.send(Event {
-                    src,
-                    outcome: Outcome::Failed(format!(
-                        "cannot create folder {}: {}",
-                        display(&copier.dest.path().join(&dir)),
-                        reason(&e)
-                    )),
-                });
+                let why = format!(
+                    "cannot create folder {}: {}",
+                    display(&copier.dest.path().join(&dir)),
+                    reason(&e)
+                );
+                let _ = events.send(Event::new(src, Outcome::Failed(why)));
                 continue;
             }
         };

@@ -3,7 +3,7 @@
 use rustix::fs::{FileType, Stat};
 
 /// The kind of an entry, as far as a backup cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Kind {
     File,
     Dir,
@@ -12,6 +12,7 @@ pub enum Kind {
     Socket,
     CharDevice,
     BlockDevice,
+    #[default]
     Unknown,
 }
 
@@ -66,14 +67,14 @@ impl Kind {
 }
 
 /// A point in time as the kernel stores it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Time {
     pub sec: i64,
     pub nsec: u32,
 }
 
 /// The metadata of one entry: what decides "unchanged" and what a copy carries over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
     pub kind: Kind,
     pub size: u64,

@@ -70,6 +70,21 @@ pub fn can_change(kind: &EventKind) -> bool {
     )
 }
 
+/// A word for an event's kind, for `--verbose`.
+pub fn describe(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => "closed after writing",
+        EventKind::Access(_) => "read",
+        EventKind::Create(_) => "created",
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => "moved away",
+        EventKind::Modify(ModifyKind::Name(_)) => "moved in",
+        EventKind::Modify(ModifyKind::Metadata(_)) => "attributes changed",
+        EventKind::Modify(_) => "written",
+        EventKind::Remove(_) => "removed",
+        EventKind::Any | EventKind::Other => "changed",
+    }
+}
+
 /// Files waiting to settle: each is copied once quiet for `debounce`, or, if it never goes
 /// quiet, once `max_delay` has passed since its first unsettled change.
 #[derive(Debug)]

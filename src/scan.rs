@@ -58,7 +58,11 @@ impl DirRecord {
 /// never following a symlink.
 pub fn open_chain(dest: &Dest, rel: &Path) -> std::io::Result<Child> {
     let root = dest.root_dir()?;
-    let meta = Meta::from_stat(&rustix::fs::fstat(root.fd())?);
+    // A dry run's missing destination has no metadata to read.
+    let meta = match root.fd() {
+        Ok(fd) => Meta::from_stat(&rustix::fs::fstat(fd)?),
+        Err(_) => Meta::default(),
+    };
     let mut child = Child {
         dir: root,
         created: false,
@@ -85,16 +89,13 @@ pub fn walk(
         .follow_links(false)
         .max_open(copier.limits.walk_open)
         .into_iter()
-        .filter_entry(|e| e.file_type().is_dir() && Some(e.path()) != skip);
+        .filter_entry(|e| walked(copier, e, skip));
     let mut records = Vec::new();
     // The destination folders on the path to the current one, by depth.
     let mut stack: Vec<(Arc<DestDir>, Arc<AtomicBool>)> = Vec::new();
     let mut last_dir = PathBuf::new();
     let fail = |path: &Path, why: String| {
-        let _ = events.send(Event {
-            src: path.to_path_buf(),
-            outcome: Outcome::Failed(why),
-        });
+        let _ = events.send(Event::new(path.to_path_buf(), Outcome::Failed(why)));
     };
 
     while let Some(item) = it.next() {
@@ -183,6 +184,15 @@ pub fn walk(
     records
 }
 
+/// Whether a walk goes into this entry: folders only, not DST, not excluded.
+fn walked(copier: &Copier, e: &walkdir::DirEntry, skip: Option<&Path>) -> bool {
+    e.file_type().is_dir()
+        && Some(e.path()) != skip
+        && !copier
+            .exclude
+            .excludes(e.path().strip_prefix(&copier.src).unwrap_or(e.path()), true)
+}
+
 /// Every folder of the tree at `start` (relative to SRC) that a walk would visit, as absolute
 /// paths, parents first.
 pub fn dirs<'a>(copier: &'a Copier, start: &Path) -> impl Iterator<Item = PathBuf> + 'a {
@@ -191,7 +201,37 @@ pub fn dirs<'a>(copier: &'a Copier, start: &Path) -> impl Iterator<Item = PathBu
         .follow_links(false)
         .max_open(copier.limits.walk_open)
         .into_iter()
-        .filter_entry(move |e| e.file_type().is_dir() && Some(e.path()) != skip)
+        .filter_entry(move |e| walked(copier, e, skip))
         .filter_map(Result::ok)
         .map(walkdir::DirEntry::into_path)
+}
+
+/// The files and bytes a full pass will look at, for the progress bar; `None` when `done` was
+/// set first (the pass ended before the count).
+pub fn count(copier: &Copier, done: &AtomicBool) -> Option<(u64, u64)> {
+    let skip = copier.skip.as_deref();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let walk = walkdir::WalkDir::new(&copier.src)
+        .follow_links(false)
+        .max_open(1)
+        .into_iter()
+        .filter_entry(|e| {
+            Some(e.path()) != skip
+                && !copier.exclude.excludes(
+                    e.path().strip_prefix(&copier.src).unwrap_or(e.path()),
+                    e.file_type().is_dir(),
+                )
+        });
+    for entry in walk.flatten() {
+        if done.load(Ordering::Relaxed) {
+            return None;
+        }
+        if !entry.file_type().is_dir() {
+            files += 1;
+            if entry.file_type().is_file() {
+                bytes += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    Some((files, bytes))
 }

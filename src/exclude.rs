@@ -1,0 +1,112 @@
+//! What the backup leaves out: `--exclude` globs, `--exclude-from` files and `SRC/.backupignore`,
+//! all in gitignore syntax, matched against paths relative to SRC. An excluded folder is neither
+//! walked nor watched, and nothing under it is copied.
+
+use std::path::{Path, PathBuf};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+/// The name of the ignore file read from the root of SRC.
+pub const IGNORE_FILE: &str = ".backupignore";
+
+#[derive(Clone, Debug)]
+pub struct Exclude {
+    matcher: Gitignore,
+}
+
+impl Exclude {
+    /// Nothing excluded.
+    pub fn none() -> Exclude {
+        Exclude {
+            matcher: Gitignore::empty(),
+        }
+    }
+
+    /// Builds the matcher from command-line globs, pattern files, and `SRC/.backupignore` when
+    /// it exists. The error names the file and line, or the glob, that does not parse.
+    pub fn build(src: &Path, globs: &[String], files: &[PathBuf]) -> Result<Exclude, String> {
+        let mut b = GitignoreBuilder::new(src);
+        for glob in globs {
+            b.add_line(None, glob)
+                .map_err(|e| format!("--exclude {glob:?}: {e}"))?;
+        }
+        for file in files {
+            if !file.is_file() {
+                return Err(format!(
+                    "--exclude-from {}: no such file",
+                    crate::report::display(file)
+                ));
+            }
+            if let Some(e) = b.add(file) {
+                return Err(format!("--exclude-from {e}"));
+            }
+        }
+        let own = src.join(IGNORE_FILE);
+        if own.is_file()
+            && let Some(e) = b.add(&own)
+        {
+            return Err(e.to_string());
+        }
+        let matcher = b.build().map_err(|e| e.to_string())?;
+        Ok(Exclude { matcher })
+    }
+
+    /// Whether `rel` (relative to SRC) is excluded, itself or through a folder above it.
+    pub fn excludes(&self, rel: &Path, is_dir: bool) -> bool {
+        if self.matcher.is_empty() || rel.as_os_str().is_empty() || rel.has_root() {
+            return false;
+        }
+        self.matcher
+            .matched_path_or_any_parents(rel, is_dir)
+            .is_ignore()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(globs: &[&str]) -> Exclude {
+        let globs: Vec<String> = globs.iter().map(|s| s.to_string()).collect();
+        Exclude::build(Path::new("/nonexistent-src"), &globs, &[]).expect("valid globs")
+    }
+
+    #[test]
+    fn gitignore_semantics() {
+        let e = ex(&["*.tmp", "build/", "/cache", "!keep.tmp", "docs/**/draft*"]);
+        let p = Path::new;
+        assert!(e.excludes(p("a.tmp"), false));
+        assert!(e.excludes(p("deep/er/a.tmp"), false));
+        assert!(!e.excludes(p("keep.tmp"), false));
+        assert!(e.excludes(p("build"), true));
+        assert!(
+            !e.excludes(p("build"), false),
+            "a file named build is not the folder"
+        );
+        assert!(
+            e.excludes(p("x/build/out.o"), false),
+            "inside an excluded folder"
+        );
+        assert!(e.excludes(p("cache"), true));
+        assert!(!e.excludes(p("x/cache"), true), "anchored to the root");
+        assert!(e.excludes(p("docs/a/b/draft1.md"), false));
+        assert!(!e.excludes(p("docs/a/b/final.md"), false));
+        assert!(!e.excludes(p(""), true));
+    }
+
+    #[test]
+    fn nothing_is_excluded_by_default() {
+        assert!(!Exclude::none().excludes(Path::new("a.tmp"), false));
+        assert!(Exclude::none().is_empty());
+    }
+
+    #[test]
+    fn a_bad_glob_is_named() {
+        let err = Exclude::build(Path::new("/s"), &["{a,b".to_string()], &[]).expect_err("bad");
+        assert!(err.contains("{a,b"), "{err}");
+    }
+}
