@@ -38,6 +38,41 @@ EXIT STATUS:
     0 nothing failed, 1 something failed or the backup could not start, 2 bad command line,
     130 interrupted by Ctrl-C before the pass was done.";
 
+const VERSIONS_HELP: &str = "\
+EXAMPLES:
+    backup versions /mnt/disk/work report.txt
+    backup versions /mnt/disk/work notes/
+    backup versions /mnt/disk/work /mnt/disk/work/notes/todo.md --json
+
+The capture time of a version is the time in its name; for the plain name, the time the file
+system recorded when it was written (its birth time where the filesystem keeps one).";
+
+const RESTORE_HELP: &str = "\
+EXAMPLES:
+    backup restore /mnt/disk/work report.txt --to ~/report-yesterday.txt --at '2026-11-25 18:00'
+    backup restore /mnt/disk/work notes --to /tmp/notes-then --at '3 days ago'
+
+A folder comes back as it was at TIME: every file with the version that was its newest then;
+files that had no version yet are left out. Nothing at TARGET is ever overwritten: an existing
+file there is an error, before anything is written.";
+
+const VERIFY_HELP: &str = "\
+EXAMPLES:
+    backup verify ~/work /mnt/disk/work
+    backup verify --checksum ~/work /mnt/disk/work
+
+Prints each file whose newest copy is missing, stale (other size or time) or differs (other
+contents, with --checksum), and a summary. Exit status 0 when every file holds, 1 otherwise.
+Reads both sides; writes neither.";
+
+const PRUNE_HELP: &str = "\
+EXAMPLES:
+    backup prune /mnt/disk/work --keep-last 10 --dry-run
+    backup prune /mnt/disk/work --keep-within 30d --staggered
+
+A version is kept when any given rule keeps it; the newest version of each file is always kept.
+The same options on `once` and `watch` prune after each pass or batch.";
+
 /// Keeps a live, versioned mirror of a folder: every change copied, no version ever lost.
 #[derive(Debug, Parser)]
 #[command(name = "backup", version, after_long_help = NAMING, after_help = "See --help for the naming rule and examples.")]
@@ -54,6 +89,18 @@ pub enum Command {
     /// Copy SRC into DST, then mirror every change until Ctrl-C or SIGTERM.
     #[command(after_long_help = format!("{NAMING}\n\n{EXAMPLES}"))]
     Watch(WatchArgs),
+    /// List the versions of a file, or of every file under a folder, oldest first.
+    #[command(after_long_help = VERSIONS_HELP)]
+    Versions(VersionsArgs),
+    /// Write a file or a folder back as it was at a given time.
+    #[command(after_long_help = RESTORE_HELP)]
+    Restore(RestoreArgs),
+    /// Check that the newest copy of every file in SRC holds its current content.
+    #[command(after_long_help = VERIFY_HELP)]
+    Verify(VerifyArgs),
+    /// Delete old versions by a policy; never the newest version of any file.
+    #[command(after_long_help = PRUNE_HELP)]
+    Prune(PruneArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(
         after_long_help = "EXAMPLES:\n    backup completions bash > ~/.local/share/bash-completion/completions/backup\n    backup completions zsh > ~/.zfunc/_backup\n    backup completions fish > ~/.config/fish/completions/backup.fish"
@@ -114,6 +161,133 @@ pub struct CommonArgs {
     pub verbose: bool,
 
     /// Print JSON Lines on stdout, one object per entry, batch and summary.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Which old versions to keep; everything else is deleted, the newest version of a file never.
+#[derive(Clone, Debug, Default, Args)]
+pub struct PolicyArgs {
+    /// Prune: keep the N newest versions of each file.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+
+    /// Prune: keep every version captured within DURATION (e.g. 30d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_within: Option<Duration>,
+
+    /// Prune: keep one version per 30 s for an hour, per hour for a day, per day for 30 days,
+    /// per week after.
+    #[arg(long)]
+    pub staggered: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    /// The backup folder.
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    /// A file or folder: relative to the backed-up tree, or a path inside DST [default: all].
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+
+    /// Print JSON Lines, one object per version.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup folder.
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    /// A file or folder: relative to the backed-up tree, or a path inside DST.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// Where to write it: a new file, or a folder to write into; nothing there is overwritten.
+    #[arg(long, value_name = "TARGET")]
+    pub to: PathBuf,
+
+    /// The moment to go back to: 2026-11-26 15:30, an RFC 3339 time, or 2h / 3 days (ago).
+    #[arg(long, value_name = "TIME", default_value = "now")]
+    pub at: String,
+
+    /// Print only failures and the summary.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Print JSON Lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The folder that was backed up.
+    #[arg(value_name = "SRC")]
+    pub src: PathBuf,
+
+    /// The backup folder.
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    /// Compare contents, not size and modification time (finds damaged copies).
+    #[arg(short = 'c', long)]
+    pub checksum: bool,
+
+    /// Number of files checked in parallel [default: the number of CPUs].
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+
+    /// Leave out paths matching GLOB, as the backup did (repeatable).
+    #[arg(short = 'x', long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Leave out paths matching the globs in FILE, as the backup did.
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+
+    /// Print only problems and the summary.
+    #[arg(short = 'q', long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also print the files that are up to date.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Print JSON Lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The backup folder.
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
+    /// The folder that was backed up: tells apart files whose own names look like versions.
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<PathBuf>,
+
+    /// Print what would be deleted; delete nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Print only failures and the summary.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Print JSON Lines.
     #[arg(long)]
     pub json: bool,
 }

@@ -6,8 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Command, CommonArgs};
+use crate::cli::{Command, CommonArgs, PolicyArgs};
 use crate::exclude::Exclude;
+use crate::history::Policy;
 use crate::report::{Style, display, reason};
 
 /// Everything a run needs to know, decided.
@@ -24,6 +25,8 @@ pub struct Config {
     pub exclude: Exclude,
     /// How the run prints (and whether `--dry-run` writes nothing).
     pub style: Style,
+    /// Old versions to prune after each pass or batch; empty for none.
+    pub policy: Policy,
     /// `None` for `once`.
     pub watch: Option<WatchConfig>,
 }
@@ -38,10 +41,11 @@ pub struct WatchConfig {
 }
 
 impl Config {
-    /// Validates the command line; the error is the message for `error: …`.
+    /// Validates the command line of `once`, `watch` or `verify`; the error is the message
+    /// for `error: …`.
     pub fn from_cli(command: Command) -> Result<Config, String> {
-        let (common, watch, dry_run) = match command {
-            Command::Once(a) => (a.common, None, a.dry_run),
+        let (common, watch, dry_run, verify) = match command {
+            Command::Once(a) => (a.common, None, a.dry_run, false),
             Command::Watch(a) => {
                 let w = WatchConfig {
                     debounce: a.debounce,
@@ -49,11 +53,25 @@ impl Config {
                     poll: a.poll.filter(|d| !d.is_zero()),
                     rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
                 };
-                (a.common, Some(w), false)
+                (a.common, Some(w), false, false)
             }
-            Command::Completions { .. } | Command::Man => {
-                return Err("not a backup command".into());
+            // Checking is a dry run whose would-be copies are the findings.
+            Command::Verify(a) => {
+                let common = CommonArgs {
+                    src: a.src,
+                    dst: a.dst,
+                    checksum: a.checksum,
+                    jobs: a.jobs,
+                    exclude: a.exclude,
+                    exclude_from: a.exclude_from,
+                    quiet: a.quiet,
+                    verbose: a.verbose,
+                    json: a.json,
+                    policy: PolicyArgs::default(),
+                };
+                (common, None, true, true)
             }
+            _ => return Err("not a backup command".into()),
         };
         let CommonArgs {
             src,
@@ -65,6 +83,7 @@ impl Config {
             quiet,
             verbose,
             json,
+            policy,
         } = common;
         let (src, dst) = check_paths(&src, &dst)?;
         let dst_inside_src = dst.starts_with(&src);
@@ -79,6 +98,7 @@ impl Config {
             verbose,
             progress: !json && !quiet && std::io::stderr().is_terminal(),
             dry_run,
+            verify,
         };
         Ok(Config {
             src,
@@ -88,8 +108,19 @@ impl Config {
             limits: Limits::new(jobs, open_file_budget()),
             exclude,
             style,
+            policy: policy.into(),
             watch,
         })
+    }
+}
+
+impl From<PolicyArgs> for Policy {
+    fn from(a: PolicyArgs) -> Policy {
+        Policy {
+            keep_last: a.keep_last,
+            keep_within: a.keep_within,
+            staggered: a.staggered,
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use crate::exclude::Exclude;
 use crate::meta::{Kind, Meta};
 use crate::naming::FolderIndex;
 use crate::plan::{self, Action, RETRY_BACKOFF};
-use crate::report::{Event, Outcome, display, reason};
+use crate::report::{Change, Event, Outcome, display, reason};
 use crate::scan::{self, DirJob, DirRecord};
 
 /// What every worker shares: where to read, where to write, how to compare.
@@ -306,13 +306,19 @@ impl Copier {
 
     /// With `--dry-run`: the name a copy would take, reserved so that the next entry of the
     /// same family would be shown under the following name.
-    fn would_copy(&self, name: &[u8], dest: &DestDir, index: &mut FolderIndex) -> Outcome {
+    fn would_copy(
+        &self,
+        name: &[u8],
+        dest: &DestDir,
+        index: &mut FolderIndex,
+        why: Change,
+    ) -> Outcome {
         let Some(target) = index.target(name, now_stamp()) else {
             return too_long();
         };
         let path = dest.path().join(OsStr::from_bytes(&target));
         index.insert(target);
-        Outcome::WouldCopy(path)
+        Outcome::WouldCopy(path, why)
     }
 
     fn copy_file(
@@ -323,6 +329,7 @@ impl Copier {
         dest: &Arc<DestDir>,
         index: &mut FolderIndex,
     ) -> Step {
+        let mut why = Change::New;
         if let Some(latest) = index.latest(name) {
             match dest.stat(&latest.name) {
                 Ok(dm) => {
@@ -336,6 +343,11 @@ impl Copier {
                     if same {
                         return Step::Done(Outcome::Unchanged);
                     }
+                    why = if plan::unchanged(meta, &dm) {
+                        Change::Contents
+                    } else {
+                        Change::Changed
+                    };
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -349,7 +361,7 @@ impl Copier {
         }
 
         if self.dry_run {
-            return Step::Done(self.would_copy(name, dest, index));
+            return Step::Done(self.would_copy(name, dest, index, why));
         }
         for wait in std::iter::once(None).chain(RETRY_BACKOFF.iter().map(Some)) {
             if let Some(wait) = wait {
@@ -452,7 +464,11 @@ impl Copier {
             return Outcome::Unchanged;
         }
         if self.dry_run {
-            return self.would_copy(name, dest, index);
+            let why = match index.latest(name) {
+                Some(_) => Change::Changed,
+                None => Change::New,
+            };
+            return self.would_copy(name, dest, index, why);
         }
         self.publish(name, dest, index, |to| dest.symlink(&target, to, meta))
     }
@@ -560,16 +576,7 @@ fn changed_within(meta: &Meta, window: Duration) -> Option<Duration> {
 
 /// The local time now, as a version stamp.
 pub fn now_stamp() -> u64 {
-    use chrono::{Datelike, Timelike};
-    let now = chrono::Local::now();
-    crate::naming::stamp(
-        now.year(),
-        now.month(),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second().min(59),
-    )
+    crate::naming::stamp_of(&chrono::Local::now().naive_local())
 }
 
 fn open_src_dir(path: &Path) -> io::Result<OwnedFd> {

@@ -109,6 +109,21 @@ impl Dest {
         })
     }
 
+    /// A second handle on the same destination (the lock stays with the first).
+    pub fn try_clone(&self) -> io::Result<Dest> {
+        Ok(Dest {
+            root: match &self.root {
+                Some(r) => Some(r.try_clone()?),
+                None => None,
+            },
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            as_root: self.as_root,
+            dry_run: self.dry_run,
+        })
+    }
+
     fn root(&self) -> io::Result<&OwnedFd> {
         self.root.as_ref().ok_or_else(absent)
     }
@@ -323,6 +338,42 @@ impl DestDir {
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
         Ok(Meta::from_stat(&st))
+    }
+
+    /// The kind, size and times of the entry `name` (not following a symlink), with its birth
+    /// time where the filesystem keeps one.
+    pub fn entry(&self, name: &[u8]) -> io::Result<(Meta, Option<Time>)> {
+        use rustix::fs::StatxFlags;
+        let x = rustix::fs::statx(
+            self.handle()?,
+            OsStr::from_bytes(name),
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        )?;
+        let t = |ts: rustix::fs::StatxTimestamp| Time {
+            sec: ts.tv_sec,
+            nsec: ts.tv_nsec,
+        };
+        let meta = Meta {
+            kind: Kind::from_file_type(rustix::fs::FileType::from_raw_mode(u32::from(x.stx_mode))),
+            size: x.stx_size,
+            mode: u32::from(x.stx_mode) & 0o7777,
+            uid: x.stx_uid,
+            gid: x.stx_gid,
+            atime: t(x.stx_atime),
+            mtime: t(x.stx_mtime),
+            ctime: t(x.stx_ctime),
+            dev: 0,
+            ino: x.stx_ino,
+        };
+        let born = (x.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| t(x.stx_btime));
+        Ok((meta, born))
+    }
+
+    /// Deletes the file or symlink `name` (an old version being pruned); never a folder.
+    pub fn remove(&self, name: &[u8]) -> io::Result<()> {
+        rustix::fs::unlinkat(self.handle()?, OsStr::from_bytes(name), AtFlags::empty())?;
+        Ok(())
     }
 
     pub fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>> {

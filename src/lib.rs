@@ -5,11 +5,13 @@
 //! prints. In `watch`, `live` runs the loop: `watch` delivers filesystem events, `queue` turns
 //! them into work, and the same folder jobs go to the same workers.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod dest;
 pub mod exclude;
+pub mod history;
 pub mod live;
 pub mod meta;
 pub mod naming;
@@ -70,6 +72,24 @@ pub fn run(cli: Cli) -> Status {
                 }
             }
         }
+        Command::Versions(args) => archive::versions(args),
+        Command::Restore(args) => archive::restore(args),
+        Command::Prune(args) => {
+            if history::Policy::from(args.policy.clone()).is_empty() {
+                let mut cli = Cli::command();
+                let prune = cli
+                    .find_subcommand_mut("prune")
+                    .map(|c| c.clone().bin_name("backup prune"));
+                prune
+                    .unwrap_or(cli)
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "prune needs a policy: --keep-last N, --keep-within DURATION or --staggered",
+                    )
+                    .exit();
+            }
+            archive::prune_command(args)
+        }
         command => backup(command),
     }
 }
@@ -106,6 +126,7 @@ fn backup(command: Command) -> Status {
             return Status::Failure;
         }
     };
+    let policy = config.policy;
     let copier = Copier {
         src: config.src.clone(),
         dest,
@@ -117,14 +138,66 @@ fn backup(command: Command) -> Status {
         each_unchanged: config.style.verbose,
         stop,
     };
+    if config.style.verify {
+        return verify(&copier, &mut reporter);
+    }
     match &config.watch {
-        None => once(&copier, &mut reporter),
-        Some(w) => live::run(&copier, w, &mut reporter, &wake),
+        None => once(&copier, &policy, &mut reporter),
+        Some(w) => live::run(&copier, w, &policy, &mut reporter, &wake),
     }
 }
 
-/// One pass, the summary, and the exit status.
-fn once(copier: &Copier, reporter: &mut Reporter) -> Status {
+/// `verify`: a dry run whose would-be copies are the findings.
+fn verify(copier: &Copier, reporter: &mut Reporter) -> Status {
+    let mut counts = Counts::default();
+    with_progress(copier, reporter, |reporter| {
+        copier.pass(Path::new(""), &mut |ev| {
+            reporter.event(&ev);
+            counts.add(&ev.outcome);
+        })
+    });
+    match (reporter.verify_summary(&counts), copier.stopped()) {
+        (_, true) => Status::Interrupted,
+        (true, false) => Status::Success,
+        (false, false) => Status::Failure,
+    }
+}
+
+/// Prunes old versions by `policy` in the DST folders `rels` (all of them when `None`), after a
+/// pass or batch; returns whether anything failed.
+pub(crate) fn prune_after(
+    copier: &Copier,
+    policy: &history::Policy,
+    rels: Option<Vec<std::path::PathBuf>>,
+    reporter: &mut Reporter,
+) -> bool {
+    if policy.is_empty() {
+        return false;
+    }
+    let archive = match archive::Archive::of(&copier.dest) {
+        Ok(a) => a,
+        Err(e) => {
+            reporter.error(&format!("cannot prune: {}", reason(&e)));
+            return true;
+        }
+    };
+    let rels = rels.unwrap_or_else(|| archive.folders(Path::new("")));
+    let tally = archive::prune(
+        &archive,
+        &rels,
+        Some(&copier.src),
+        policy,
+        copier.dry_run,
+        reporter,
+    );
+    if tally.pruned > 0 || tally.failed > 0 {
+        archive::prune_summary(reporter, &tally, copier.dry_run);
+    }
+    tally.failed > 0
+}
+
+/// One pass, the summary, pruning if asked, and the exit status.
+fn once(copier: &Copier, policy: &history::Policy, reporter: &mut Reporter) -> Status {
     let mut counts = Counts::default();
     with_progress(copier, reporter, |reporter| {
         copier.pass(Path::new(""), &mut |ev| {
@@ -148,6 +221,9 @@ fn once(copier: &Copier, reporter: &mut Reporter) -> Status {
     reporter.summary(&counts);
     if copier.stopped() {
         return Status::Interrupted;
+    }
+    if prune_after(copier, policy, None, reporter) {
+        status = Status::Failure;
     }
     status
 }

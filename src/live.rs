@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::Status;
 use crate::config::WatchConfig;
 use crate::copy::Copier;
+use crate::history::Policy;
 use crate::meta::Meta;
 use crate::queue::{Settle, Work, classify, describe, outermost};
 use crate::report::{Counts, Event, Outcome, Reporter, display, reason};
@@ -49,6 +50,7 @@ impl Batch {
 pub fn run(
     copier: &Copier,
     cfg: &WatchConfig,
+    policy: &Policy,
     reporter: &mut Reporter,
     wake: &Receiver<()>,
 ) -> Status {
@@ -82,11 +84,12 @@ pub fn run(
         full: true,
         ..Batch::default()
     };
-    let counts = crate::with_progress(copier, reporter, |reporter| {
+    let (counts, _) = crate::with_progress(copier, reporter, |reporter| {
         execute(copier, cfg, &first, &mut settle, reporter)
     });
     totals.merge(counts);
     reporter.rolling(&counts, &totals);
+    let mut prune_failed = crate::prune_after(copier, policy, None, reporter);
     let mut next_rescan = cfg.rescan_every.map(|d| Instant::now() + d);
 
     loop {
@@ -101,11 +104,14 @@ pub fn run(
         next.files = settle.due(Instant::now());
         if !next.is_empty() {
             let batch = std::mem::take(&mut next);
-            let counts = execute(copier, cfg, &batch, &mut settle, reporter);
+            let (counts, changed) = execute(copier, cfg, &batch, &mut settle, reporter);
             if counts.total() > 0 {
                 totals.merge(counts);
                 reporter.rolling(&counts, &totals);
             }
+            // New versions can push old ones out; a full pass may find any folder aged.
+            let folders = (!batch.full).then_some(changed);
+            prune_failed |= crate::prune_after(copier, policy, folders, reporter);
             continue;
         }
 
@@ -137,7 +143,7 @@ pub fn run(
     }
     drop(watcher);
     reporter.summary(&totals);
-    if totals.failed > 0 {
+    if totals.failed > 0 || prune_failed {
         status = Status::Failure;
     }
     status
@@ -275,14 +281,15 @@ fn take(
     }
 }
 
-/// Runs one batch through the workers; returns what it did (deferred files go back to settle).
+/// Runs one batch through the workers; returns what it did and the folders that gained names
+/// (deferred files go back to settle).
 fn execute(
     copier: &Copier,
     cfg: &WatchConfig,
     batch: &Batch,
     settle: &mut Settle,
     reporter: &mut Reporter,
-) -> Counts {
+) -> (Counts, Vec<PathBuf>) {
     let mut counts = Counts::default();
     let mut on_event = |ev: Event| {
         let rel = || {
@@ -325,7 +332,12 @@ fn execute(
         &mut on_event,
     );
     copier.finish_dirs(&records, &mut on_event);
-    counts
+    let changed = records
+        .iter()
+        .filter(|r| r.changed_entries())
+        .map(|r| r.rel.clone())
+        .collect();
+    (counts, changed)
 }
 
 /// Groups settled paths by folder into jobs that copy just those entries. A folder among them

@@ -57,6 +57,34 @@ impl VersionKey {
     }
 }
 
+/// The stamp of a local date and time.
+pub fn stamp_of(t: &chrono::NaiveDateTime) -> u64 {
+    use chrono::{Datelike, Timelike};
+    stamp(
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second().min(59),
+    )
+}
+
+/// The local date and time a stamp stands for (`None` for an impossible date).
+pub fn naive_of(stamp: u64) -> Option<chrono::NaiveDateTime> {
+    let (date, time) = (stamp / 1_000_000, stamp % 1_000_000);
+    let d = chrono::NaiveDate::from_ymd_opt(
+        (date / 10_000) as i32,
+        (date / 100 % 100) as u32,
+        (date % 100) as u32,
+    )?;
+    d.and_hms_opt(
+        (time / 10_000) as u32,
+        (time / 100 % 100) as u32,
+        (time % 100).min(59) as u32,
+    )
+}
+
 /// Builds a stamp from calendar fields; used for the local time of a copy.
 pub fn stamp(year: i32, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> u64 {
     let year = year.clamp(0, 9999) as u64;
@@ -224,7 +252,7 @@ pub fn version_of(name: &[u8], candidate: &[u8]) -> Option<VersionKey> {
 }
 
 /// What a version-shaped destination name would be the version of, if it was not shortened.
-fn original_name(candidate: &[u8]) -> Option<(Vec<u8>, VersionKey)> {
+pub fn original_name(candidate: &[u8]) -> Option<(Vec<u8>, VersionKey)> {
     let (cstem, cext) = split(candidate);
     let (base, key) = parse_suffix(cstem)?;
     Some((join(base, b"", cext), key))

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 pub enum Outcome {
     /// Copied to this destination path.
     Copied(PathBuf),
-    /// With `--dry-run`: would have been copied to this path.
-    WouldCopy(PathBuf),
+    /// With `--dry-run` (and for `verify`): would have been copied to this path, and why.
+    WouldCopy(PathBuf, Change),
     Unchanged,
     /// This many entries of the folder `Event::src` were unchanged: one message for a folder
     /// instead of one per file, since nothing is printed for them unless `--verbose`.
@@ -33,6 +33,17 @@ pub enum Outcome {
     /// Changed too recently to copy (found by a walk in `watch`): changed this long ago. Not
     /// printed or counted; `watch` copies it once it has settled.
     Deferred(Duration),
+}
+
+/// Why a file would be copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// No copy of it yet.
+    New,
+    /// Its newest copy has another size, time or type.
+    Changed,
+    /// Its newest copy has its size and time but other contents (found with `--checksum`).
+    Contents,
 }
 
 /// One source entry and what became of it.
@@ -72,7 +83,7 @@ pub struct Counts {
 impl Counts {
     pub fn add(&mut self, outcome: &Outcome) {
         match outcome {
-            Outcome::Copied(_) | Outcome::WouldCopy(_) => self.copied += 1,
+            Outcome::Copied(_) | Outcome::WouldCopy(..) => self.copied += 1,
             Outcome::Unchanged => self.unchanged += 1,
             Outcome::UnchangedIn(n) => self.unchanged += n,
             Outcome::Skipped(_) | Outcome::Vanished => self.skipped += 1,
@@ -123,6 +134,8 @@ pub struct Style {
     /// A progress bar on stderr during a first pass (only when stderr is a terminal).
     pub progress: bool,
     pub dry_run: bool,
+    /// `verify`: what would be copied is a finding (missing, stale, differing), not a plan.
+    pub verify: bool,
 }
 
 /// Writes lines for events and summaries. Write errors on the output (a closed pipe) are
@@ -134,6 +147,8 @@ pub struct Reporter<O: Write = io::BufWriter<io::Stdout>, E: Write = io::Stderr>
     /// Hidden unless `style.progress`: every write goes through it either way.
     bar: ProgressBar,
     done: Counts,
+    /// `verify`: how many files were missing, stale, differing.
+    findings: [u64; 3],
 }
 
 impl Reporter {
@@ -155,6 +170,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
             style,
             bar,
             done: Counts::default(),
+            findings: [0; 3],
         }
     }
 
@@ -188,6 +204,9 @@ impl<O: Write, E: Write> Reporter<O, E> {
         self.done.add(&ev.outcome);
         self.bar.inc(ev.bytes);
         self.bar.set_message(format!("{} files", self.done.total()));
+        if let (true, Outcome::WouldCopy(_, change)) = (self.style.verify, &ev.outcome) {
+            return self.finding(&ev.src, *change);
+        }
         let line = if self.style.json {
             self.event_json(ev)
                 .map(|v| (v.to_string().into_bytes(), false))
@@ -216,7 +235,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
             escape_into(&mut line, path);
         };
         let to_stderr = match &ev.outcome {
-            Outcome::Copied(dst) | Outcome::WouldCopy(dst) if !s.quiet => {
+            Outcome::Copied(dst) | Outcome::WouldCopy(dst, _) if !s.quiet => {
                 let label = if matches!(ev.outcome, Outcome::Copied(_)) {
                     "Copied: "
                 } else {
@@ -256,7 +275,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
             Outcome::Copied(dst) => {
                 json!({"type": "copied", "src": src, "dst": json_path(dst), "bytes": ev.bytes})
             }
-            Outcome::WouldCopy(dst) => {
+            Outcome::WouldCopy(dst, _) => {
                 json!({"type": "would_copy", "src": src, "dst": json_path(dst), "bytes": ev.bytes})
             }
             Outcome::Unchanged if self.style.verbose => json!({"type": "unchanged", "src": src}),
@@ -267,6 +286,136 @@ impl<O: Write, E: Write> Reporter<O, E> {
             }
             _ => return None,
         })
+    }
+
+    /// `verify`: a file whose newest copy is not its current content.
+    fn finding(&mut self, src: &Path, change: Change) {
+        let (label, kind, slot) = match change {
+            Change::New => ("Missing: ", "missing", 0),
+            Change::Changed => ("Stale: ", "stale", 1),
+            Change::Contents => ("Differs: ", "differs", 2),
+        };
+        self.findings[slot] += 1;
+        let line = if self.style.json {
+            json!({"type": kind, "src": json_path(src)})
+                .to_string()
+                .into_bytes()
+        } else {
+            let mut line = label.as_bytes().to_vec();
+            escape_into(&mut line, src);
+            line
+        };
+        self.stdout_line(line);
+    }
+
+    /// The end of `verify`; returns whether everything held.
+    pub fn verify_summary(&mut self, c: &Counts) -> bool {
+        let [missing, stale, differs] = self.findings;
+        let text = if self.style.json {
+            json!({"type": "verify_summary", "files": c.total(), "up_to_date": c.unchanged,
+                "missing": missing, "stale": stale, "differs": differs, "skipped": c.skipped,
+                "failed": c.failed})
+            .to_string()
+        } else {
+            format!(
+                "\nVerify Summary:\nFiles checked: {}\nUp to date: {}\nMissing: {missing}\nStale: {stale}\nDiffering: {differs}\nSkipped: {}\nUnreadable: {}",
+                c.total(),
+                c.unchanged,
+                c.skipped,
+                c.failed
+            )
+        };
+        self.stdout_line(text.into_bytes());
+        let _ = self.out.flush();
+        missing + stale + differs + c.failed == 0
+    }
+
+    /// `versions`: the history of one file, oldest first.
+    pub fn history(&mut self, file: &Path, versions: &[(PathBuf, &crate::history::Version)]) {
+        let when = |stamp: u64| {
+            crate::naming::naive_of(stamp)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default()
+        };
+        if self.style.json {
+            for (i, (path, v)) in versions.iter().enumerate() {
+                let line = json!({"type": "version", "file": json_path(file), "path": json_path(path),
+                    "captured": when(v.captured).replace(' ', "T"), "size": v.size,
+                    "latest": i + 1 == versions.len()});
+                self.stdout_line(line.to_string().into_bytes());
+            }
+            return;
+        }
+        let mut block = Vec::new();
+        escape_into(&mut block, file);
+        for (i, (path, v)) in versions.iter().enumerate() {
+            block.extend_from_slice(
+                format!("\n  {}  {:>12}  ", when(v.captured), human_size(v.size)).as_bytes(),
+            );
+            escape_into(&mut block, Path::new(path.file_name().unwrap_or_default()));
+            if i + 1 == versions.len() {
+                block.extend_from_slice(b"  (latest)");
+            }
+        }
+        self.stdout_line(block);
+    }
+
+    /// `restore`: one file written back.
+    pub fn restored(&mut self, from: &Path, to: &Path) {
+        let line = if self.style.json {
+            json!({"type": "restored", "from": json_path(from), "to": json_path(to)})
+                .to_string()
+                .into_bytes()
+        } else if self.style.quiet {
+            return;
+        } else {
+            let mut line = b"Restored: ".to_vec();
+            escape_into(&mut line, from);
+            line.extend_from_slice(b" -> ");
+            escape_into(&mut line, to);
+            line
+        };
+        self.stdout_line(line);
+    }
+
+    /// `prune`: one version deleted (or, with `--dry-run`, to be deleted).
+    pub fn pruned(&mut self, path: &Path) {
+        let dry = self.style.dry_run;
+        let line = if self.style.json {
+            json!({"type": if dry { "would_prune" } else { "pruned" }, "path": json_path(path)})
+                .to_string()
+                .into_bytes()
+        } else if self.style.quiet {
+            return;
+        } else {
+            let mut line = if dry {
+                b"Would prune: ".to_vec()
+            } else {
+                b"Pruned: ".to_vec()
+            };
+            escape_into(&mut line, path);
+            line
+        };
+        self.stdout_line(line);
+    }
+
+    /// A summary block of `restore` or `prune`: a title and labelled counts.
+    pub fn tally(&mut self, kind: &str, title: &str, rows: &[(&str, u64)]) {
+        let text = if self.style.json {
+            let mut v = json!({"type": kind});
+            for (label, n) in rows {
+                v[label.to_lowercase().replace(' ', "_")] = (*n).into();
+            }
+            v.to_string()
+        } else {
+            let mut t = format!("\n{title}");
+            for (label, n) in rows {
+                t.push_str(&format!("\n{label}: {n}"));
+            }
+            t
+        };
+        self.stdout_line(text.into_bytes());
+        let _ = self.out.flush();
     }
 
     /// In `watch --verbose`: what one event led to.
@@ -372,6 +521,22 @@ impl<O: Write, E: Write> Reporter<O, E> {
             let _ = out.flush();
             let _ = err.write_all(format!("{text}\n").as_bytes());
         });
+    }
+}
+
+/// `1.5 KiB`, `12 B`: sizes for people.
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
     }
 }
 

@@ -1,0 +1,417 @@
+//! Getting files back: `versions`, `restore --at`, `verify` and `prune` over a real mirror.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Env, Run, bin, wait_until};
+use serde_json::Value;
+
+fn backup(env: &Env, args: &[&str]) -> Run {
+    Run::of(
+        Command::new(bin()).args(args).output().expect("run backup"),
+        env,
+    )
+}
+
+fn dst(env: &Env) -> &str {
+    env.dst.to_str().expect("utf-8 path")
+}
+
+/// Waits for the wall clock to enter the next second, so that the next version gets a name of
+/// its own second (no counter).
+fn next_second() {
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let start = now();
+    assert!(wait_until(Duration::from_secs(3), || now() > start));
+}
+
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+/// A file changed three times, each change backed up in a second of its own; a second file from
+/// the start, a third only from the third change on.
+fn three_changes(env: &Env) {
+    env.write("a.txt", "one");
+    env.write("notes/n.md", "notes");
+    env.once(&["-q"]).code(0);
+    next_second();
+    env.write("a.txt", "two");
+    env.once(&["-q"]).code(0);
+    next_second();
+    env.write("a.txt", "three");
+    env.write("notes/later.md", "later");
+    env.once(&["-q"]).code(0);
+    next_second();
+    env.write("a.txt", "four");
+    env.once(&["-q"]).code(0);
+}
+
+#[test]
+fn versions_lists_a_file_history_and_restore_goes_back_to_any_moment() {
+    let env = Env::new();
+    three_changes(&env);
+
+    let r = backup(&env, &["versions", dst(&env), "a.txt", "--json"]);
+    r.code(0);
+    let versions = json_lines(&r.stdout);
+    assert_eq!(versions.len(), 4, "{}", r.context());
+    let captured: Vec<&str> = versions
+        .iter()
+        .map(|v| v["captured"].as_str().expect("captured"))
+        .collect();
+    assert!(captured.windows(2).all(|w| w[0] < w[1]), "{captured:?}");
+    let contents: Vec<Vec<u8>> = versions
+        .iter()
+        .map(|v| fs::read(v["path"].as_str().expect("path")).expect("read"))
+        .collect();
+    assert_eq!(contents, [&b"one"[..], b"two", b"three", b"four"]);
+    assert_eq!(versions[3]["latest"], true);
+    assert_eq!(versions[0]["latest"], false);
+
+    // Human lines: one header, four versions, the last marked latest.
+    let r = backup(&env, &["versions", dst(&env), "a.txt"]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", r.stdout);
+    assert!(lines[4].ends_with("(latest)"), "{}", r.stdout);
+
+    // Between the second and the third change: the second content.
+    let at = captured[1].replace('T', " ");
+    let out = env.root().join("a-then.txt");
+    let r = backup(
+        &env,
+        &[
+            "restore",
+            dst(&env),
+            "a.txt",
+            "--to",
+            out.to_str().expect("utf-8"),
+            "--at",
+            &at,
+        ],
+    );
+    r.code(0);
+    assert_eq!(fs::read(&out).expect("restored"), b"two");
+    // With its metadata: the mtime the file had then.
+    let v2 = Path::new(versions[1]["path"].as_str().expect("path"));
+    assert_eq!(common::mtime_ns(&out), common::mtime_ns(v2));
+
+    // The whole tree as it was then: later.md did not exist yet.
+    let tree = env.root().join("tree-then");
+    let r = backup(
+        &env,
+        &[
+            "restore",
+            dst(&env),
+            ".",
+            "--to",
+            tree.to_str().expect("utf-8"),
+            "--at",
+            &at,
+        ],
+    );
+    r.code(0);
+    let mut names: Vec<String> = common::tree(&tree)
+        .into_keys()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.txt", "notes", "notes/n.md"], "{}", r.context());
+    assert_eq!(fs::read(tree.join("a.txt")).expect("read"), b"two");
+    r.stdout_has("Left out: 1");
+
+    // Before the first copy there was nothing.
+    let r = backup(
+        &env,
+        &[
+            "restore",
+            dst(&env),
+            "a.txt",
+            "--to",
+            "/nonexistent-dir/x",
+            "--at",
+            "2000-01-01",
+        ],
+    );
+    r.code(1);
+    r.stderr_has("had no version yet at 2000-01-01 00:00:00");
+}
+
+#[test]
+fn restore_never_overwrites() {
+    let env = Env::new();
+    env.write("a.txt", "backed up");
+    env.write("sub/b.txt", "b");
+    env.once(&["-q"]).code(0);
+    let existing = env.root().join("existing.txt");
+    fs::write(&existing, "precious").expect("write");
+    let r = backup(
+        &env,
+        &[
+            "restore",
+            dst(&env),
+            "a.txt",
+            "--to",
+            existing.to_str().expect("utf-8"),
+        ],
+    );
+    r.code(1);
+    r.stderr_has(&format!(
+        "error: {} already exists; restore never overwrites",
+        existing.display()
+    ));
+    assert_eq!(fs::read(&existing).expect("read"), b"precious");
+
+    // A folder restore with one clash writes nothing at all.
+    let target = env.root().join("target");
+    fs::create_dir_all(target.join("sub")).expect("mkdir");
+    fs::write(target.join("sub/b.txt"), "mine").expect("write");
+    let r = backup(
+        &env,
+        &[
+            "restore",
+            dst(&env),
+            ".",
+            "--to",
+            target.to_str().expect("utf-8"),
+        ],
+    );
+    r.code(1);
+    r.stderr_has(&format!(
+        "{} already exists",
+        target.join("sub/b.txt").display()
+    ));
+    assert!(!target.join("a.txt").exists(), "wrote before refusing");
+    assert_eq!(fs::read(target.join("sub/b.txt")).expect("read"), b"mine");
+
+    // Into the backup itself: refused.
+    let inside = env.dst.join("restored");
+    let r = backup(
+        &env,
+        &[
+            "restore",
+            dst(&env),
+            "a.txt",
+            "--to",
+            inside.to_str().expect("utf-8"),
+        ],
+    );
+    r.code(1);
+    r.stderr_has("inside the destination");
+}
+
+#[test]
+fn verify_holds_after_a_backup_and_names_what_does_not() {
+    let env = Env::new();
+    let a = env.write("a.txt", "one");
+    env.write("b.txt", "bee");
+    env.once(&["-q"]).code(0);
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify"];
+        args.extend_from_slice(extra);
+        args.push(env.src.to_str().expect("utf-8"));
+        args.push(dst(&env));
+        backup(&env, &args)
+    };
+    let r = verify(&[]);
+    r.code(0);
+    r.stdout_has("Up to date: 2");
+
+    fs::write(&a, "changed!").expect("write");
+    let r = verify(&[]);
+    r.code(1);
+    r.stdout_has(&format!("Stale: {}\n", a.display()));
+    env.write("c.txt", "new");
+    let r = verify(&["--json"]);
+    r.code(1);
+    let kinds: Vec<String> = json_lines(&r.stdout)
+        .iter()
+        .map(|v| v["type"].as_str().expect("type").to_string())
+        .collect();
+    assert!(
+        kinds.contains(&"missing".to_string()) && kinds.contains(&"stale".to_string()),
+        "{kinds:?}"
+    );
+
+    env.once(&["-q"]).code(0);
+    verify(&[]).code(0);
+
+    // A damaged newest copy: same size and time, other bytes. Only --checksum sees it.
+    let newest = common::family(&env.dst, "a.txt").pop().expect("a copy");
+    let newest = env.dst.join(newest);
+    let (s, n) = common::mtime_ns(&newest);
+    fs::write(&newest, "CHANGED!").expect("corrupt");
+    common::set_mtime(&newest, s, n as u32);
+    verify(&[]).code(0);
+    let r = verify(&["--checksum"]);
+    r.code(1);
+    r.stdout_has(&format!("Differs: {}\n", a.display()));
+    // Read-only: verifying changed nothing.
+    assert_eq!(fs::read(&newest).expect("read"), b"CHANGED!");
+}
+
+#[test]
+fn prune_keeps_the_newest_and_dry_run_deletes_nothing() {
+    let env = Env::new();
+    three_changes(&env);
+    let before = common::tree(&env.dst);
+    let r = backup(&env, &["prune", dst(&env), "--keep-last", "1", "--dry-run"]);
+    r.code(0);
+    assert_eq!(
+        r.stdout.matches("Would prune: ").count(),
+        3,
+        "{}",
+        r.context()
+    );
+    assert_eq!(common::tree(&env.dst), before, "dry run deleted");
+
+    let r = backup(&env, &["prune", dst(&env), "--keep-last", "1"]);
+    r.code(0);
+    r.stdout_has("Versions pruned: 3");
+    let fam = common::family(&env.dst, "a.txt");
+    assert_eq!(fam.len(), 1, "{fam:?}");
+    assert_eq!(fs::read(env.dst.join(&fam[0])).expect("read"), b"four");
+    assert!(env.dst.join("notes/n.md").exists() && env.dst.join("notes/later.md").exists());
+    // The mirror still works: the next change gets a new version, not the plain name.
+    env.write("a.txt", "five");
+    env.once(&["-q"]).code(0);
+    let fam = common::family(&env.dst, "a.txt");
+    assert_eq!(fam.len(), 2, "{fam:?}");
+    assert_eq!(fs::read(env.dst.join(&fam[1])).expect("read"), b"five");
+
+    // No policy: refused as a usage error.
+    let r = backup(&env, &["prune", dst(&env)]);
+    r.code(2);
+}
+
+#[test]
+fn staggered_pruning_thins_a_year_of_versions_band_by_band() {
+    let env = Env::new();
+    fs::create_dir_all(&env.dst).expect("mkdir");
+    let now = chrono::Local::now().naive_local();
+    // Every 10 s for the last hour, every 6 h from a day to 30 days, every day after that.
+    let mut ages: Vec<i64> = (1..=360).map(|i| i * 10 + 5).collect();
+    ages.extend((4..=120).map(|i| i * 6 * 3600));
+    ages.extend((31..=365).map(|i| i * 86_400));
+    for age in &ages {
+        let t = now - chrono::Duration::seconds(*age);
+        let name = format!("log_{}.txt", t.format("%Y%m%d_%H%M%S"));
+        let p = env.dst.join(&name);
+        fs::write(&p, age.to_string()).expect("write");
+        let secs = t
+            .and_local_timezone(chrono::Local)
+            .earliest()
+            .expect("local")
+            .timestamp();
+        common::set_mtime(&p, secs, 0);
+    }
+    let r = backup(&env, &["prune", dst(&env), "--staggered"]);
+    r.code(0);
+    let kept: Vec<i64> = common::family(&env.dst, "log.txt")
+        .iter()
+        .map(|n| {
+            fs::read_to_string(env.dst.join(n))
+                .expect("read")
+                .parse()
+                .expect("age")
+        })
+        .collect();
+    let band = |lo: i64, hi: i64| kept.iter().filter(|a| **a > lo && **a <= hi).count();
+    // One per 30 s in the last hour, one per day up to 30 days, one per week beyond.
+    assert!(
+        (118..=122).contains(&band(0, 3600)),
+        "last hour: {}",
+        band(0, 3600)
+    );
+    assert!(
+        (27..=31).contains(&band(86_400, 30 * 86_400)),
+        "to 30 days: {}",
+        band(86_400, 30 * 86_400)
+    );
+    assert!(
+        (46..=50).contains(&band(30 * 86_400, 366 * 86_400)),
+        "beyond: {}",
+        band(30 * 86_400, 366 * 86_400)
+    );
+    assert!(kept.contains(&ages[0]), "the newest was pruned");
+}
+
+#[test]
+fn source_files_named_like_versions_are_never_pruned_or_listed_as_versions() {
+    let env = Env::new();
+    env.write("a.txt", "one");
+    env.write("a_20231124_153045.txt", "a file of its own");
+    env.once(&["-q"]).code(0);
+    next_second();
+    env.write("a.txt", "two");
+    env.once(&["-q"]).code(0);
+    let r = backup(&env, &["versions", dst(&env), "a.txt", "--json"]);
+    let names: Vec<String> = json_lines(&r.stdout)
+        .iter()
+        .map(|v| {
+            v["path"]
+                .as_str()
+                .expect("path")
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        !names.contains(&"a_20231124_153045.txt".to_string()),
+        "{names:?}"
+    );
+    for args in [
+        vec!["prune", dst(&env), "--keep-last", "1"],
+        vec![
+            "prune",
+            dst(&env),
+            "--keep-last",
+            "1",
+            "--source",
+            env.src.to_str().expect("utf-8"),
+        ],
+    ] {
+        backup(&env, &args).code(0);
+        assert_eq!(
+            fs::read(env.dst.join("a_20231124_153045.txt")).expect("still there"),
+            b"a file of its own"
+        );
+    }
+    let r = backup(&env, &["versions", dst(&env), "a.txt", "--json"]);
+    assert_eq!(json_lines(&r.stdout).len(), 1, "{}", r.stdout);
+}
+
+#[test]
+fn once_and_watch_prune_after_their_passes() {
+    let env = Env::new();
+    three_changes(&env);
+    let r = env.once(&["--keep-last", "2"]);
+    r.code(0);
+    r.stdout_has("Versions pruned: 2");
+    assert_eq!(common::family(&env.dst, "a.txt").len(), 2);
+
+    let w = common::Watch::start(&env, &["--keep-last", "1", "--debounce", "100ms"]);
+    w.wait_for("the first prune", Duration::from_secs(30), |_| {
+        common::family(&env.dst, "a.txt").len() == 1
+    });
+    env.write("a.txt", "five");
+    w.wait_for("the new version alone", Duration::from_secs(30), |_| {
+        let fam = common::family(&env.dst, "a.txt");
+        fam.len() == 1 && fs::read(env.dst.join(&fam[0])).ok().as_deref() == Some(b"five")
+    });
+    let (code, out, _) = w.stop(rustix::process::Signal::INT);
+    assert_eq!(code, Some(0), "{out}");
+}
