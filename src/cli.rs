@@ -136,11 +136,21 @@ pub struct CommonArgs {
     #[arg(value_name = "DST")]
     pub dst: PathBuf,
 
+    #[command(flatten)]
+    pub pass: PassArgs,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// How a pass over SRC compares, selects and reports: shared by `once`, `watch` and `verify`.
+#[derive(Debug, Default, Args)]
+pub struct PassArgs {
     /// Compare file contents, not size and modification time, to decide what changed.
     #[arg(short = 'c', long)]
     pub checksum: bool,
 
-    /// Number of files copied in parallel [default: the number of CPUs].
+    /// Number of files handled in parallel [default: the number of CPUs].
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
 
@@ -163,9 +173,6 @@ pub struct CommonArgs {
     /// Print JSON Lines on stdout, one object per entry, batch and summary.
     #[arg(long)]
     pub json: bool,
-
-    #[command(flatten)]
-    pub policy: PolicyArgs,
 }
 
 /// Which old versions to keep; everything else is deleted, the newest version of a file never.
@@ -237,33 +244,8 @@ pub struct VerifyArgs {
     #[arg(value_name = "DST")]
     pub dst: PathBuf,
 
-    /// Compare contents, not size and modification time (finds damaged copies).
-    #[arg(short = 'c', long)]
-    pub checksum: bool,
-
-    /// Number of files checked in parallel [default: the number of CPUs].
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub jobs: Option<u16>,
-
-    /// Leave out paths matching GLOB, as the backup did (repeatable).
-    #[arg(short = 'x', long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
-
-    /// Leave out paths matching the globs in FILE, as the backup did.
-    #[arg(long, value_name = "FILE")]
-    pub exclude_from: Vec<PathBuf>,
-
-    /// Print only problems and the summary.
-    #[arg(short = 'q', long, conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// Also print the files that are up to date.
-    #[arg(short = 'v', long)]
-    pub verbose: bool,
-
-    /// Print JSON Lines.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub pass: PassArgs,
 }
 
 #[derive(Debug, Args)]

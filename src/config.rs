@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Command, CommonArgs, PolicyArgs};
+use crate::cli::{Command, CommonArgs, PassArgs, PolicyArgs};
 use crate::exclude::Exclude;
 use crate::history::Policy;
 use crate::report::{Style, display, reason};
@@ -60,13 +60,7 @@ impl Config {
                 let common = CommonArgs {
                     src: a.src,
                     dst: a.dst,
-                    checksum: a.checksum,
-                    jobs: a.jobs,
-                    exclude: a.exclude,
-                    exclude_from: a.exclude_from,
-                    quiet: a.quiet,
-                    verbose: a.verbose,
-                    json: a.json,
+                    pass: a.pass,
                     policy: PolicyArgs::default(),
                 };
                 (common, None, true, true)
@@ -76,6 +70,10 @@ impl Config {
         let CommonArgs {
             src,
             dst,
+            pass,
+            policy,
+        } = common;
+        let PassArgs {
             checksum,
             jobs,
             exclude,
@@ -83,8 +81,7 @@ impl Config {
             quiet,
             verbose,
             json,
-            policy,
-        } = common;
+        } = pass;
         let (src, dst) = check_paths(&src, &dst)?;
         let dst_inside_src = dst.starts_with(&src);
         let exclude = Exclude::build(&src, &exclude, &exclude_from)?;

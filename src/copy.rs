@@ -379,14 +379,9 @@ impl Copier {
                     return Step::Done(Outcome::Failed(format!("cannot open: {}", reason(&e))));
                 }
             };
-            let before = match rustix::fs::fstat(&src) {
-                Ok(st) => Meta::from_stat(&st),
-                Err(e) => {
-                    return Step::Done(Outcome::Failed(format!(
-                        "cannot read: {}",
-                        reason(&e.into())
-                    )));
-                }
+            let before = match fstat_meta(&src) {
+                Ok(m) => m,
+                Err(failed) => return Step::Done(failed),
             };
             if before.kind != Kind::File {
                 return Step::Done(Outcome::Skipped("no longer a regular file"));
@@ -407,14 +402,9 @@ impl Copier {
                     return Step::Done(Outcome::Failed(format!("cannot copy: {}", reason(&e))));
                 }
             };
-            let after = match rustix::fs::fstat(&src) {
-                Ok(st) => Meta::from_stat(&st),
-                Err(e) => {
-                    return Step::Done(Outcome::Failed(format!(
-                        "cannot read: {}",
-                        reason(&e.into())
-                    )));
-                }
+            let after = match fstat_meta(&src) {
+                Ok(m) => m,
+                Err(failed) => return Step::Done(failed),
             };
             if plan::changed_while_read(&before, &after, copied) {
                 continue;
@@ -590,28 +580,21 @@ fn open_src_dir(path: &Path) -> io::Result<OwnedFd> {
 /// Every entry of a source folder with its type (from the listing where the filesystem gives
 /// it, else from `lstat`).
 fn list_src(dir: &OwnedFd) -> io::Result<Vec<(Vec<u8>, Kind)>> {
-    let fd = rustix::fs::openat(
-        dir,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = rustix::fs::Dir::new(fd)?;
-    let mut out = Vec::new();
-    while let Some(entry) = d.read() {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let mut kind = Kind::from_file_type(entry.file_type());
-        if kind == Kind::Unknown {
-            kind = rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
+    let mut listing = crate::meta::read_folder(dir)?;
+    for (name, kind) in &mut listing {
+        if *kind == Kind::Unknown {
+            *kind = rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
                 .map_or(Kind::Unknown, |st| Meta::from_stat(&st).kind);
         }
-        out.push((name.to_vec(), kind));
     }
-    Ok(out)
+    Ok(listing)
+}
+
+/// The metadata of an open source file, or the failure to report.
+fn fstat_meta(f: &File) -> Result<Meta, Outcome> {
+    rustix::fs::fstat(f)
+        .map(|st| Meta::from_stat(&st))
+        .map_err(|e| Outcome::Failed(format!("cannot read: {}", reason(&e.into()))))
 }
 
 /// Opens a source file for reading without following a symlink and without blocking on a FIFO

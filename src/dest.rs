@@ -309,25 +309,13 @@ impl DestDir {
 
     /// Every name in the folder.
     pub fn list(&self) -> io::Result<Vec<Vec<u8>>> {
-        let Some(own) = &self.fd else {
-            return Ok(Vec::new());
-        };
-        let fd = rustix::fs::openat(
-            own,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut dir = rustix::fs::Dir::new(fd)?;
-        let mut names = Vec::new();
-        while let Some(entry) = dir.read() {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(name.to_vec());
-            }
+        match &self.fd {
+            Some(fd) => Ok(crate::meta::read_folder(fd)?
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()),
+            None => Ok(Vec::new()),
         }
-        Ok(names)
     }
 
     /// The metadata of the entry `name`, without following a symlink.

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
@@ -380,14 +380,8 @@ fn file_jobs<'a>(
                 continue;
             }
         };
-        let touched = Arc::new(AtomicBool::new(false));
-        records.push(DirRecord {
-            rel: dir.clone(),
-            src: Meta::from_std(&src_meta),
-            dest: child.meta,
-            created: child.created,
-            touched: Arc::clone(&touched),
-        });
+        let (record, touched) = DirRecord::new(dir.clone(), Meta::from_std(&src_meta), &child);
+        records.push(record);
         if names.is_empty() {
             continue;
         }

@@ -1,6 +1,9 @@
 //! What the tool knows of a file system entry, independent of where it was read from.
 
-use rustix::fs::{FileType, Stat};
+use std::io;
+use std::os::fd::AsFd;
+
+use rustix::fs::{FileType, Mode, OFlags, Stat};
 
 /// The kind of an entry, as far as a backup cares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,4 +141,25 @@ impl Meta {
             ino: m.ino(),
         }
     }
+}
+
+/// The entries of an open folder, with their types as the listing gives them (`Unknown` where
+/// the filesystem does not say). Reads through a fresh handle, so that `dir` stays usable.
+pub fn read_folder(dir: impl AsFd) -> io::Result<Vec<(Vec<u8>, Kind)>> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut listing = rustix::fs::Dir::new(fd)?;
+    let mut out = Vec::new();
+    while let Some(entry) = listing.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push((name.to_vec(), Kind::from_file_type(entry.file_type())));
+        }
+    }
+    Ok(out)
 }

@@ -42,6 +42,20 @@ pub struct DirRecord {
 }
 
 impl DirRecord {
+    /// The record of a destination folder just opened for the source folder `rel`, and the
+    /// flag that jobs set when they publish into it.
+    pub fn new(rel: PathBuf, src: Meta, child: &Child) -> (DirRecord, Arc<AtomicBool>) {
+        let touched = Arc::new(AtomicBool::new(false));
+        let record = DirRecord {
+            rel,
+            src,
+            dest: child.meta,
+            created: child.created,
+            touched: Arc::clone(&touched),
+        };
+        (record, touched)
+    }
+
     pub fn changed_entries(&self) -> bool {
         self.created || self.touched.load(Ordering::Relaxed)
     }
@@ -157,17 +171,11 @@ pub fn walk(
         if child.created && depth > 0 {
             stack[depth - 1].1.store(true, Ordering::Relaxed);
         }
+        let (record, touched) = DirRecord::new(rel.clone(), Meta::from_std(&src), &child);
+        records.push(record);
         let dir = Arc::new(child.dir);
-        let touched = Arc::new(AtomicBool::new(false));
         stack.truncate(depth);
         stack.push((Arc::clone(&dir), Arc::clone(&touched)));
-        records.push(DirRecord {
-            rel: rel.clone(),
-            src: Meta::from_std(&src),
-            dest: child.meta,
-            created: child.created,
-            touched: Arc::clone(&touched),
-        });
         last_dir = entry.path().to_path_buf();
         let job = DirJob {
             rel,

@@ -254,24 +254,6 @@ fn a_bad_exclude_is_a_clear_error() {
     assert!(!env.dst.exists());
 }
 
-/// Inotify watches held by a process.
-fn watches_of(pid: u32) -> usize {
-    let mut n = 0;
-    for fd in fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(info) = fs::read_to_string(fd.path()) {
-            n += info
-                .lines()
-                .filter(|l| l.starts_with("inotify wd:"))
-                .count();
-        }
-    }
-    n
-}
-
 #[test]
 fn an_excluded_folder_is_neither_watched_nor_copied() {
     let mut env = Env::new();
@@ -286,7 +268,7 @@ fn an_excluded_folder_is_neither_watched_nor_copied() {
         env.dst.join("keep/sub/a.txt").exists()
     });
     // SRC, keep, keep/sub: nothing under node_modules, nothing under the mirror.
-    assert_eq!(watches_of(w.pid()), 3, "{}", w.context());
+    assert_eq!(common::inotify_watches(Some(w.pid())), 3, "{}", w.context());
     env.write("node_modules/p0/new.js", "ignored");
     env.write("keep/sub/b.txt", "b");
     w.wait_for("the kept file", LIMIT, |_| {

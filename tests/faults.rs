@@ -75,19 +75,10 @@ fn a_full_destination_fails_the_big_file_only_and_leaves_nothing_behind() {
 
 #[test]
 fn a_copy_killed_midway_leaves_no_partial_file_and_the_rerun_completes() {
-    // tmpfs keeps this fast and spares the disk; a sparse source costs no memory to create.
-    let base = if Path::new("/dev/shm").is_dir() {
-        Path::new("/dev/shm").to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let env = Env::new_in(base);
+    let env = Env::on_tmpfs();
     env.write("small.txt", "small");
-    let big = env.src.join("big.bin");
     let size: u64 = 512 << 20;
-    fs::File::create(&big)
-        .and_then(|f| f.set_len(size))
-        .expect("sparse file");
+    env.sparse("big.bin", size);
 
     let mut child = env
         .cmd("once")
@@ -96,7 +87,7 @@ fn a_copy_killed_midway_leaves_no_partial_file_and_the_rerun_completes() {
         .spawn()
         .expect("spawn");
     let caught = wait_until(Duration::from_secs(30), || {
-        !temp_files(&env.dst).is_empty() || matches!(child.try_wait(), Ok(Some(_)))
+        env.copying() || matches!(child.try_wait(), Ok(Some(_)))
     });
     let still_running = matches!(child.try_wait(), Ok(None));
     child.kill().expect("kill -9");
@@ -393,12 +384,7 @@ fn half_the_tree_deleted_during_the_walk_is_no_failure() {
 #[test]
 fn a_tight_open_file_limit_still_mirrors_every_file() {
     // tmpfs: 40,000 files are removed quickly afterwards.
-    let base = if Path::new("/dev/shm").is_dir() {
-        Path::new("/dev/shm").to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let env = Env::new_in(base);
+    let env = Env::on_tmpfs();
     for d in 0..200 {
         for f in 0..100 {
             env.write(format!("a{}/d{d:03}/f{f:02}", d % 7), format!("{d}/{f}"));

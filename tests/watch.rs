@@ -366,22 +366,11 @@ fn a_deleted_source_stops_the_watch_with_an_error() {
 
 #[test]
 fn a_second_ctrl_c_exits_at_once_with_130_and_nothing_partial() {
-    let base = if Path::new("/dev/shm").is_dir() {
-        Path::new("/dev/shm").to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let env = Env::new_in(base);
+    let env = Env::on_tmpfs();
     let size: u64 = 1 << 30;
-    fs::File::create(env.src.join("huge.bin"))
-        .and_then(|f| f.set_len(size))
-        .expect("sparse file");
+    env.sparse("huge.bin", size);
     let w = Watch::start(&env, &[]);
-    w.wait_for("the copy to start", LIMIT, |_| {
-        common::tree(&env.dst)
-            .keys()
-            .any(|p| p.to_string_lossy().starts_with(".backup-tmp."))
-    });
+    w.wait_for("the copy to start", LIMIT, |_| env.copying());
     let pid = rustix::process::Pid::from_raw(w.pid() as i32).expect("pid");
     rustix::process::kill_process(pid, Signal::INT).expect("first SIGINT");
     w.wait_for("the first Ctrl-C to be taken", LIMIT, |w| {
@@ -396,22 +385,11 @@ fn a_second_ctrl_c_exits_at_once_with_130_and_nothing_partial() {
 
 #[test]
 fn ctrl_c_during_a_copy_finishes_it_and_leaves_no_temporary_data() {
-    let base = if Path::new("/dev/shm").is_dir() {
-        Path::new("/dev/shm").to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let env = Env::new_in(base);
+    let env = Env::on_tmpfs();
     let size: u64 = 1 << 30;
-    fs::File::create(env.src.join("huge.bin"))
-        .and_then(|f| f.set_len(size))
-        .expect("sparse file");
+    env.sparse("huge.bin", size);
     let w = Watch::start(&env, &[]);
-    w.wait_for("the copy to start", LIMIT, |_| {
-        common::tree(&env.dst)
-            .keys()
-            .any(|p| p.to_string_lossy().starts_with(".backup-tmp."))
-    });
+    w.wait_for("the copy to start", LIMIT, |_| env.copying());
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("Backup Summary:\n"), "{out}");

@@ -66,26 +66,6 @@ fn a_storm_that_overflows_the_event_queue_is_still_mirrored_completely() {
     assert!(out.contains("Successfully copied: 3000\n"), "{out}");
 }
 
-/// Inotify watches in use by all processes (they count against root's limit as one user).
-fn watches_in_use() -> usize {
-    let mut n = 0;
-    for proc in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        for fd in fs::read_dir(proc.path().join("fdinfo"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(info) = fs::read_to_string(fd.path()) {
-                n += info
-                    .lines()
-                    .filter(|l| l.starts_with("inotify wd:"))
-                    .count();
-            }
-        }
-    }
-    n
-}
-
 const LIMIT_LINE: &str = "fs.inotify.max_user_watches";
 
 #[test]
@@ -95,7 +75,7 @@ fn hitting_the_watch_limit_at_start_falls_back_to_polling() {
     for d in 0..200 {
         env.write(format!("d{d:03}/a.txt"), "a");
     }
-    let limit = (watches_in_use() + 50).to_string();
+    let limit = (common::inotify_watches(None) + 50).to_string();
     let Some(_limit) = Sysctl::set("max_user_watches", &limit) else {
         eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
         return;
@@ -130,7 +110,7 @@ fn hitting_the_watch_limit_later_falls_back_to_polling() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
     env.write("first/a.txt", "a");
-    let limit = (watches_in_use() + 8).to_string();
+    let limit = (common::inotify_watches(None) + 8).to_string();
     let Some(_limit) = Sysctl::set("max_user_watches", &limit) else {
         eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
         return;

@@ -34,6 +34,33 @@ impl Env {
         }
     }
 
+    /// An environment on tmpfs where there is one (fast, and spares the disk for big files).
+    pub fn on_tmpfs() -> Env {
+        if Path::new("/dev/shm").is_dir() {
+            Env::new_in("/dev/shm")
+        } else {
+            Env::new()
+        }
+    }
+
+    /// A sparse source file of `size` bytes: costs no memory or disk to make, and takes a while
+    /// to copy.
+    pub fn sparse(&self, rel: &str, size: u64) -> PathBuf {
+        let p = self.src.join(rel);
+        fs::File::create(&p)
+            .and_then(|f| f.set_len(size))
+            .expect("sparse file");
+        p
+    }
+
+    /// Whether a copy is under way: one of our temporary files is in DST.
+    pub fn copying(&self) -> bool {
+        tree(&self.dst)
+            .keys()
+            .filter_map(|p| p.file_name())
+            .any(|n| n.to_string_lossy().starts_with(".backup-tmp."))
+    }
+
     pub fn root(&self) -> PathBuf {
         fs::canonicalize(self.dir.path()).expect("canonical tempdir")
     }
@@ -506,4 +533,33 @@ pub fn family(dir: &Path, name: &str) -> Vec<String> {
     }
     members.sort_by_key(|(_, s, c)| (*s, *c));
     members.into_iter().map(|(n, _, _)| n).collect()
+}
+
+/// Inotify watches held by the process `pid`, or by every process when `None`.
+pub fn inotify_watches(pid: Option<u32>) -> usize {
+    let procs: Vec<PathBuf> = match pid {
+        Some(pid) => vec![PathBuf::from(format!("/proc/{pid}"))],
+        None => fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect(),
+    };
+    let mut n = 0;
+    for proc in procs {
+        for fd in fs::read_dir(proc.join("fdinfo"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(info) = fs::read_to_string(fd.path()) {
+                n += info
+                    .lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count();
+            }
+        }
+    }
+    n
 }
