@@ -431,7 +431,9 @@ fn restore_one(
             .open_read(&p.version)
             .map_err(|e| failed("open", e))?;
         let mut staged = to_dir.stage(&p.to_name).map_err(|e| failed("write", e))?;
-        staged.copy_from(&src).map_err(|e| failed("copy", e))?;
+        staged
+            .copy_from(&src, meta.size)
+            .map_err(|e| failed("copy", e))?;
         staged
             .set_meta(&meta, &src)
             .map_err(|e| failed("set metadata", e))?;

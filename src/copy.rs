@@ -396,7 +396,7 @@ impl Copier {
                     )));
                 }
             };
-            let copied = match staged.copy_from(&src) {
+            let copied = match staged.copy_from(&src, before.size) {
                 Ok(n) => n,
                 Err(e) => {
                     return Step::Done(Outcome::Failed(format!("cannot copy: {}", reason(&e))));
@@ -566,7 +566,26 @@ fn changed_within(meta: &Meta, window: Duration) -> Option<Duration> {
 
 /// The local time now, as a version stamp.
 pub fn now_stamp() -> u64 {
-    crate::naming::stamp_of(&chrono::Local::now().naive_local())
+    use chrono::TimeZone;
+    use std::cell::Cell;
+    // Converting to local time reads the zone file's status each call; once a second will do.
+    thread_local! {
+        static LAST: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|last| match last.get() {
+        (s, stamp) if s == secs && stamp != 0 => stamp,
+        _ => {
+            let stamp = chrono::Local
+                .timestamp_opt(i64::try_from(secs).unwrap_or(i64::MAX), 0)
+                .earliest()
+                .map_or(0, |t| crate::naming::stamp_of(&t.naive_local()));
+            last.set((secs, stamp));
+            stamp
+        }
+    })
 }
 
 fn open_src_dir(path: &Path) -> io::Result<OwnedFd> {

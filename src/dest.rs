@@ -488,14 +488,17 @@ impl Staged {
             .ok_or_else(|| io::Error::other("temporary file already closed"))
     }
 
-    /// Copies all of `src` from its current offset into the temporary file; returns the number
-    /// of bytes copied. Uses the kernel's copy (which may share blocks on filesystems that can),
-    /// and plain reads and writes where the kernel cannot copy between these two files.
-    pub fn copy_from(&mut self, src: &File) -> io::Result<u64> {
+    /// Copies `src` from its current offset into the temporary file, `size` bytes (the length
+    /// it had when opened) or to its end if the kernel's copy stops short; returns the number of
+    /// bytes copied. Whether the file grew or changed meanwhile is for the caller's check after
+    /// the copy to tell. Uses the kernel's copy (which may share blocks on filesystems that
+    /// can), and plain reads and writes where the kernel cannot copy between these two files.
+    pub fn copy_from(&mut self, src: &File, size: u64) -> io::Result<u64> {
         let out = self.file()?;
         let mut total: u64 = 0;
-        loop {
-            match rustix::fs::copy_file_range(src, None, out, None, CHUNK) {
+        while total < size {
+            let want = usize::try_from(size - total).unwrap_or(CHUNK).min(CHUNK);
+            match rustix::fs::copy_file_range(src, None, out, None, want) {
                 Ok(0) => break,
                 Ok(n) => {
                     start_writeback(out, total, n);
@@ -508,8 +511,11 @@ impl Staged {
                 Err(e) => return Err(e.into()),
             }
         }
+        if total == size {
+            return Ok(total);
+        }
         // Plain reads and writes finish the job where the kernel cannot copy between these two
-        // files, and confirm the end where it reported 0 early (procfs, some FUSE filesystems).
+        // files, or where it reported the end early (procfs, some FUSE filesystems).
         let (mut reader, mut writer) = (src, out);
         // Usually at the end already: probe with a small buffer before allocating a big one.
         let mut probe = [0u8; 512];
