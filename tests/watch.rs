@@ -92,9 +92,11 @@ fn fifty_writes_in_half_a_second_give_one_version() {
     let w = Watch::start(&env, &["--debounce", "300ms"]);
     wait_family(&w, &env.dst, "burst.txt", 1);
     let mut f = fs::OpenOptions::new().append(true).open(&a).expect("open");
+    // The workload: 50 writes paced 10 ms apart.
+    let gap = Duration::from_millis(10);
     for i in 0..50 {
         writeln!(f, "write {i}").expect("write");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(gap);
     }
     drop(f);
     let fam = wait_family(&w, &env.dst, "burst.txt", 2);
@@ -117,12 +119,14 @@ fn a_file_that_never_settles_is_copied_every_max_delay_untorn() {
         .append(true)
         .open(&log)
         .expect("open");
+    let append_every = Duration::from_millis(100);
     let mut versions_while_appending = 0;
     let mut i = 0;
     while started.elapsed() < Duration::from_secs(6) {
         writeln!(f, "line {i:05} {}", "x".repeat(40)).expect("append");
         i += 1;
-        std::thread::sleep(Duration::from_millis(100));
+        // The workload: one append every 100 ms.
+        std::thread::sleep(append_every);
         versions_while_appending = family(&env.dst, "app.log").len() - 1;
     }
     drop(f);

@@ -115,7 +115,7 @@ impl Env {
 }
 
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_backup"))
+    assert_cmd::cargo::cargo_bin("backup")
 }
 
 /// What a path in a tree is: enough to compare trees and spot partial data.
@@ -252,6 +252,8 @@ impl Run {
     }
 }
 
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes; true if it held.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -262,7 +264,7 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if start.elapsed() > limit {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(POLL_EVERY);
     }
 }
 
