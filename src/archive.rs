@@ -381,6 +381,25 @@ fn restore_inner(args: &RestoreArgs, out: &mut Reporter) -> Result<Status, Strin
             let _ = d.set_dir_meta(&meta);
         }
     }
+    // Then new names are durable once their folders are synced: once per folder, at the end.
+    // A folder made for the restore is a new name in its parent too.
+    let parents = made_dirs
+        .iter()
+        .map(|(to, _)| to.parent().unwrap_or(Path::new("")));
+    let mut written: Vec<&Path> = picks
+        .iter()
+        .map(|p| p.to_dir.as_path())
+        .chain(parents)
+        .collect();
+    written.sort();
+    written.dedup();
+    for rel in written {
+        if let Err(e) = dest.open_dir(rel).and_then(|d| d.sync()) {
+            failed += 1;
+            let why = format!("cannot sync folder: {}", reason(&e));
+            out.event(&Event::new(root_abs.join(rel), Outcome::Failed(why)));
+        }
+    }
     let title = format!(
         "Restore Summary (as of {}):",
         at.format("%Y-%m-%d %H:%M:%S")
@@ -443,7 +462,6 @@ fn restore_one(
             .publish(&p.to_name)
             .map_err(|e| failed("publish", e))?;
     }
-    to_dir.sync().map_err(|e| failed("sync folder", e))?;
     Ok(to_dir.path().join(OsStr::from_bytes(&p.to_name)))
 }
 

@@ -163,7 +163,13 @@ impl Copier {
         };
         for mut ready in batch.items.drain(..) {
             let outcome = match &synced {
-                Ok(()) => publish_staged(&mut ready),
+                Ok(()) => {
+                    let (dir, target) = (
+                        Arc::clone(ready.staged.dir()),
+                        std::mem::take(&mut ready.target),
+                    );
+                    publish_free(&dir, &ready.name, target, |to| ready.staged.publish(to))
+                }
                 Err(e) => Outcome::Failed(format!("cannot sync: {}", reason(e))),
             };
             if let (Outcome::Copied(_), Some(t)) = (&outcome, &ready.touched) {
@@ -460,32 +466,14 @@ impl Copier {
             };
             return self.would_copy(name, dest, index, why);
         }
-        self.publish(name, dest, index, |to| dest.symlink(&target, to, meta))
-    }
-
-    /// Publishes under the next free name of `name`'s family, moving on to the following name
-    /// whenever the chosen one was taken meanwhile.
-    fn publish(
-        &self,
-        name: &[u8],
-        dest: &DestDir,
-        index: &mut FolderIndex,
-        mut publish_as: impl FnMut(&[u8]) -> io::Result<()>,
-    ) -> Outcome {
-        loop {
-            let Some(target) = index.target(name, now_stamp()) else {
-                return too_long();
-            };
-            match publish_as(&target) {
-                Ok(()) => {
-                    let path = dest.path().join(OsStr::from_bytes(&target));
-                    index.insert(target);
-                    return Outcome::Copied(path);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => index.insert(target),
-                Err(e) => return Outcome::Failed(format!("cannot publish: {}", reason(&e))),
-            }
+        let Some(first) = index.target(name, now_stamp()) else {
+            return too_long();
+        };
+        let outcome = publish_free(dest, name, first, |to| dest.symlink(&target, to, meta));
+        if let Outcome::Copied(path) = &outcome {
+            index.insert(last_name(path));
         }
+        outcome
     }
 }
 
@@ -528,21 +516,25 @@ fn too_long() -> Outcome {
     Outcome::Failed("name too long to add a version stamp within 255 bytes".into())
 }
 
-/// Gives a durable staged copy its reserved name. If something took that name since the folder
-/// was listed, the folder is listed again for the next free version name: never replace.
-fn publish_staged(ready: &mut Ready) -> Outcome {
-    let dir = Arc::clone(ready.staged.dir());
-    let mut target = std::mem::take(&mut ready.target);
+/// Publishes under `first`, the name reserved for a copy of `name`, never replacing: if
+/// something took that name since the folder was listed, the folder is listed again for the next
+/// free version name.
+fn publish_free(
+    dir: &DestDir,
+    name: &[u8],
+    first: Vec<u8>,
+    mut publish_as: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Outcome {
+    let mut target = first;
     for _ in 0..100 {
-        match ready.staged.publish(&target) {
+        match publish_as(&target) {
             Ok(()) => return Outcome::Copied(dir.path().join(OsStr::from_bytes(&target))),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let listing = match dir.list() {
                     Ok(l) => l,
                     Err(e) => return Outcome::Failed(format!("cannot publish: {}", reason(&e))),
                 };
-                let index = FolderIndex::new(listing, &HashSet::new());
-                match index.target(&ready.name, now_stamp()) {
+                match FolderIndex::new(listing, &HashSet::new()).target(name, now_stamp()) {
                     Some(t) => target = t,
                     None => return too_long(),
                 }
@@ -551,6 +543,12 @@ fn publish_staged(ready: &mut Ready) -> Outcome {
         }
     }
     Outcome::Failed("cannot publish: no free version name".into())
+}
+
+/// The last component of a path, as a listing name.
+fn last_name(path: &Path) -> Vec<u8> {
+    path.file_name()
+        .map_or_else(Vec::new, |n| n.as_bytes().to_vec())
 }
 
 /// How long ago a file changed, if less than `window` ago (by its modification time; a time in

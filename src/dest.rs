@@ -7,11 +7,11 @@
 //! naming rule never matches, made durable, given their metadata, and only then published under
 //! their final name with a call that fails rather than replaces.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -733,11 +733,6 @@ pub fn is_temp_name(name: &[u8]) -> bool {
             .iter()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
         && rest[TEMP_RANDOM_LEN] == b'.'
-}
-
-/// Turns a listing name into an `OsString`.
-pub fn os_name(name: &[u8]) -> OsString {
-    OsString::from_vec(name.to_vec())
 }
 
 #[cfg(test)]

@@ -46,10 +46,6 @@ impl History {
     pub fn at(&self, at: u64) -> Option<&Version> {
         self.versions.iter().rev().find(|v| v.captured <= at)
     }
-
-    pub fn latest(&self) -> Option<&Version> {
-        self.versions.last()
-    }
 }
 
 /// Groups a destination folder's entries into file histories, sorted by file name.

@@ -389,7 +389,7 @@ fn file_jobs<'a>(
             rel: dir,
             dest: Arc::new(child.dir),
             fresh: child.created,
-            only: Some(names),
+            only: Some(names.into_iter().collect()),
             touched: Some(touched),
             defer: None,
         };

@@ -145,7 +145,7 @@ pub struct Reporter<O: Write = io::BufWriter<io::Stdout>, E: Write = io::Stderr>
     err: E,
     style: Style,
     /// Hidden unless `style.progress`: every write goes through it either way.
-    bar: ProgressBar,
+    bar: Progress,
     done: Counts,
     /// `verify`: how many files were missing, stale, differing.
     findings: [u64; 3],
@@ -168,7 +168,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
             out,
             err,
             style,
-            bar,
+            bar: Progress(bar),
             done: Counts::default(),
             findings: [0; 3],
         }
@@ -178,32 +178,31 @@ impl<O: Write, E: Write> Reporter<O, E> {
     /// `progress_total` when a count runs alongside.
     pub fn progress_start(&mut self) {
         self.done = Counts::default();
-        self.bar.reset();
-        self.bar.set_style(
+        self.bar.0.reset();
+        self.bar.0.set_style(
             ProgressStyle::with_template(
                 "{spinner} {msg} {bytes} at {binary_bytes_per_sec}, counting the rest",
             )
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        self.bar.set_message("0 files");
-        self.bar.enable_steady_tick(Duration::from_millis(200));
+        self.bar.0.set_message("0 files");
+        self.bar.0.enable_steady_tick(Duration::from_millis(200));
     }
 
     /// A handle for the thread that counts the tree, to set the totals when it is done.
     pub fn progress_handle(&self) -> Progress {
-        Progress(self.bar.clone())
+        self.bar.clone()
     }
 
     /// Clears the progress bar at the end of a pass.
     pub fn progress_end(&mut self) {
-        self.bar.finish_and_clear();
+        self.bar.0.finish_and_clear();
     }
 
     /// Prints the line for one event and counts it.
     pub fn event(&mut self, ev: &Event) {
         self.done.add(&ev.outcome);
-        self.bar.inc(ev.bytes);
-        self.bar.set_message(format!("{} files", self.done.total()));
+        self.bar.advance(self.done.total(), ev.bytes);
         if let (true, Outcome::WouldCopy(_, change)) = (self.style.verify, &ev.outcome) {
             return self.finding(&ev.src, *change);
         }
@@ -215,7 +214,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
         };
         if let Some((mut line, to_stderr)) = line {
             line.push(b'\n');
-            let (bar, out, err) = (&self.bar, &mut self.out, &mut self.err);
+            let (bar, out, err) = (&self.bar.0, &mut self.out, &mut self.err);
             bar.suspend(|| {
                 let _ = if to_stderr {
                     out.flush().and_then(|()| err.write_all(&line))
@@ -508,7 +507,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
 
     fn stdout_line(&mut self, mut line: Vec<u8>) {
         line.push(b'\n');
-        let (bar, out) = (&self.bar, &mut self.out);
+        let (bar, out) = (&self.bar.0, &mut self.out);
         bar.suspend(|| {
             let _ = out.write_all(&line);
         });
@@ -516,7 +515,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
 
     /// Keeps stdout and stderr lines in the order they happened when both go to one terminal.
     fn stderr_line(&mut self, text: &str) {
-        let (bar, out, err) = (&self.bar, &mut self.out, &mut self.err);
+        let (bar, out, err) = (&self.bar.0, &mut self.out, &mut self.err);
         bar.suspend(|| {
             let _ = out.flush();
             let _ = err.write_all(format!("{text}\n").as_bytes());
@@ -545,6 +544,14 @@ fn human_size(n: u64) -> String {
 pub struct Progress(ProgressBar);
 
 impl Progress {
+    /// Counts `bytes` more done, `files` in all; free when the bar is hidden.
+    fn advance(&self, files: u64, bytes: u64) {
+        if self.visible() {
+            self.0.inc(bytes);
+            self.0.set_message(format!("{files} files"));
+        }
+    }
+
     /// Whether the bar is drawn at all (else counting the tree is wasted work).
     pub fn visible(&self) -> bool {
         !self.0.is_hidden()

@@ -1,6 +1,7 @@
 //! Walks the source tree, creates each folder in the destination in walk order, and feeds one
 //! job per folder to the copy workers.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ pub struct DirJob {
     /// Created by this pass, so known to be empty: no need to list it.
     pub fresh: bool,
     /// `None`: every entry; `Some`: only these names (changes reported by the watcher).
-    pub only: Option<Vec<Vec<u8>>>,
+    pub only: Option<HashSet<Vec<u8>>>,
     /// Set when the job published anything into the folder.
     pub touched: Option<Arc<AtomicBool>>,
     /// In `watch`, files found by a walk that changed less than this long ago are left to
@@ -192,13 +193,15 @@ pub fn walk(
     records
 }
 
-/// Whether a walk goes into this entry: folders only, not DST, not excluded.
+/// Whether an entry belongs to the backup: not DST, not excluded.
+fn covered(copier: &Copier, e: &walkdir::DirEntry, skip: Option<&Path>) -> bool {
+    let rel = e.path().strip_prefix(&copier.src).unwrap_or(e.path());
+    Some(e.path()) != skip && !copier.exclude.excludes(rel, e.file_type().is_dir())
+}
+
+/// Whether a walk goes into this entry: covered folders only.
 fn walked(copier: &Copier, e: &walkdir::DirEntry, skip: Option<&Path>) -> bool {
-    e.file_type().is_dir()
-        && Some(e.path()) != skip
-        && !copier
-            .exclude
-            .excludes(e.path().strip_prefix(&copier.src).unwrap_or(e.path()), true)
+    e.file_type().is_dir() && covered(copier, e, skip)
 }
 
 /// Every folder of the tree at `start` (relative to SRC) that a walk would visit, as absolute
@@ -223,13 +226,7 @@ pub fn count(copier: &Copier, done: &AtomicBool) -> Option<(u64, u64)> {
         .follow_links(false)
         .max_open(1)
         .into_iter()
-        .filter_entry(|e| {
-            Some(e.path()) != skip
-                && !copier.exclude.excludes(
-                    e.path().strip_prefix(&copier.src).unwrap_or(e.path()),
-                    e.file_type().is_dir(),
-                )
-        });
+        .filter_entry(|e| covered(copier, e, skip));
     for entry in walk.flatten() {
         if done.load(Ordering::Relaxed) {
             return None;
