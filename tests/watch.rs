@@ -208,27 +208,9 @@ fn an_editor_style_save_leaves_the_final_content_latest() {
 fn a_storm_of_3000_files_in_100_new_folders_is_mirrored_completely() {
     let env = Env::new();
     let w = Watch::start(&env, &["--debounce", "100ms"]);
-    for d in 0..100 {
-        let dir = env.src.join(format!("d{d:03}"));
-        fs::create_dir(&dir).expect("mkdir");
-        for f in 0..30 {
-            fs::write(dir.join(format!("f{f:02}.txt")), format!("{d}/{f}")).expect("write");
-        }
-    }
-    let missing = |_: &Watch| {
-        let mut n = 0;
-        for d in 0..100 {
-            for f in 0..30 {
-                let p = env.dst.join(format!("d{d:03}/f{f:02}.txt"));
-                if read(&p) != format!("{d}/{f}").as_bytes() {
-                    n += 1;
-                }
-            }
-        }
-        n
-    };
-    w.wait_for("all 3000 files", Duration::from_secs(120), |w| {
-        missing(w) == 0
+    env.storm(100, 30);
+    w.wait_for("all 3000 files", Duration::from_secs(120), |_| {
+        env.storm_missing(100, 30) == 0
     });
     let out = stop_ok(w, Signal::INT);
     assert!(out.contains("Successfully copied: 3000\n"), "{out}");

@@ -61,6 +61,28 @@ impl Env {
             .any(|n| n.to_string_lossy().starts_with(".backup-tmp."))
     }
 
+    /// A storm: `folders` new folders of `files` files each, written as fast as possible.
+    pub fn storm(&self, folders: usize, files: usize) {
+        for d in 0..folders {
+            let dir = self.src.join(format!("d{d:03}"));
+            fs::create_dir(&dir).expect("mkdir");
+            for f in 0..files {
+                fs::write(dir.join(format!("f{f:02}.txt")), format!("{d}/{f}")).expect("write");
+            }
+        }
+    }
+
+    /// How many files of a `storm` are not (yet) in DST with their contents.
+    pub fn storm_missing(&self, folders: usize, files: usize) -> usize {
+        (0..folders)
+            .flat_map(|d| (0..files).map(move |f| (d, f)))
+            .filter(|(d, f)| {
+                fs::read(self.dst.join(format!("d{d:03}/f{f:02}.txt"))).unwrap_or_default()
+                    != format!("{d}/{f}").as_bytes()
+            })
+            .count()
+    }
+
     pub fn root(&self) -> PathBuf {
         fs::canonicalize(self.dir.path()).expect("canonical tempdir")
     }
