@@ -7,43 +7,49 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{Command, CommonArgs, PassArgs, PolicyArgs};
+use crate::error::reason;
+use crate::escape::display;
 use crate::exclude::Exclude;
 use crate::history::Policy;
-use crate::report::{Style, display, reason};
+use crate::report::Style;
 
 /// Everything a run needs to know, decided.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// The source folder, canonical.
-    pub src: PathBuf,
+    pub(crate) src: PathBuf,
     /// The destination folder, canonical (its missing tail resolved lexically).
-    pub dst: PathBuf,
+    pub(crate) dst: PathBuf,
     /// Set when the destination lies inside the source: that subtree is left out of every walk.
-    pub dst_inside_src: bool,
-    pub checksum: bool,
-    pub limits: Limits,
-    pub exclude: Exclude,
-    /// How the run prints (and whether `--dry-run` writes nothing).
-    pub style: Style,
+    pub(crate) dst_inside_src: bool,
+    pub(crate) checksum: bool,
+    pub(crate) limits: Limits,
+    pub(crate) exclude: Exclude,
+    /// How the run prints.
+    pub(crate) style: Style,
+    /// `--dry-run`: decide and print, write nothing.
+    pub(crate) dry_run: bool,
+    /// `verify`: a dry run whose would-be copies are findings.
+    pub(crate) verify: bool,
     /// Old versions to prune after each pass or batch; empty for none.
-    pub policy: Policy,
+    pub(crate) policy: Policy,
     /// `None` for `once`.
-    pub watch: Option<WatchConfig>,
+    pub(crate) watch: Option<WatchConfig>,
 }
 
 #[derive(Clone, Debug)]
-pub struct WatchConfig {
-    pub debounce: Duration,
-    pub max_delay: Duration,
-    pub poll: Option<Duration>,
+pub(crate) struct WatchConfig {
+    pub(crate) debounce: Duration,
+    pub(crate) max_delay: Duration,
+    pub(crate) poll: Option<Duration>,
     /// `None` when periodic full passes are off.
-    pub rescan_every: Option<Duration>,
+    pub(crate) rescan_every: Option<Duration>,
 }
 
 impl Config {
     /// Validates the command line of `once`, `watch` or `verify`; the error is the message
     /// for `error: …`.
-    pub fn from_cli(command: Command) -> Result<Config, String> {
+    pub(crate) fn from_cli(command: Command) -> Result<Config, String> {
         let (common, watch, dry_run, verify) = match command {
             Command::Once(a) => (a.common, None, a.dry_run, false),
             Command::Watch(a) => {
@@ -95,7 +101,6 @@ impl Config {
             verbose,
             progress: !json && !quiet && std::io::stderr().is_terminal(),
             dry_run,
-            verify,
         };
         Ok(Config {
             src,
@@ -105,6 +110,8 @@ impl Config {
             limits: Limits::new(jobs, open_file_budget()),
             exclude,
             style,
+            dry_run,
+            verify,
             policy: policy.into(),
             watch,
         })
@@ -125,19 +132,19 @@ impl From<PolicyArgs> for Policy {
 /// holds a few, each folder with copies waiting to be published one, the walk one per level it
 /// keeps open. Under a tight `ulimit -n` the run slows down instead of failing files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub jobs: usize,
+pub(crate) struct Limits {
+    pub(crate) jobs: usize,
     /// Folders one worker's batch of staged copies may span before it is published.
-    pub batch_dirs: usize,
+    pub(crate) batch_dirs: usize,
     /// Folder handles the walk keeps open.
-    pub walk_open: usize,
+    pub(crate) walk_open: usize,
 }
 
 impl Limits {
     /// Open files kept for standard streams, signals, the destination lock and the watcher.
     const RESERVED: u64 = 24;
 
-    pub fn new(jobs: usize, open_files: u64) -> Limits {
+    pub(crate) fn new(jobs: usize, open_files: u64) -> Limits {
         let avail = open_files.saturating_sub(Self::RESERVED) as usize;
         let jobs = jobs.clamp(1, (avail / 16).max(1));
         Limits {
@@ -171,7 +178,7 @@ fn open_file_budget() -> u64 {
 }
 
 /// Every row of SPEC §3 that can be checked without writing: returns canonical (SRC, DST).
-pub fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, PathBuf), String> {
+pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, PathBuf), String> {
     let src_err = |why: String| format!("source {}: {why}", display(src_arg));
     let dst_err = |why: String| format!("destination {}: {why}", display(dst_arg));
 

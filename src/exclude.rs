@@ -7,16 +7,17 @@ use std::path::{Path, PathBuf};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 /// The name of the ignore file read from the root of SRC.
-pub const IGNORE_FILE: &str = ".backupignore";
+pub(crate) const IGNORE_FILE: &str = ".backupignore";
 
 #[derive(Clone, Debug)]
-pub struct Exclude {
+pub(crate) struct Exclude {
     matcher: Gitignore,
 }
 
 impl Exclude {
     /// Nothing excluded.
-    pub fn none() -> Exclude {
+    #[cfg(test)]
+    pub(crate) fn none() -> Exclude {
         Exclude {
             matcher: Gitignore::empty(),
         }
@@ -24,7 +25,11 @@ impl Exclude {
 
     /// Builds the matcher from command-line globs, pattern files, and `SRC/.backupignore` when
     /// it exists. The error names the file and line, or the glob, that does not parse.
-    pub fn build(src: &Path, globs: &[String], files: &[PathBuf]) -> Result<Exclude, String> {
+    pub(crate) fn build(
+        src: &Path,
+        globs: &[String],
+        files: &[PathBuf],
+    ) -> Result<Exclude, String> {
         let mut b = GitignoreBuilder::new(src);
         for glob in globs {
             b.add_line(None, glob)
@@ -34,7 +39,7 @@ impl Exclude {
             if !file.is_file() {
                 return Err(format!(
                     "--exclude-from {}: no such file",
-                    crate::report::display(file)
+                    crate::escape::display(file)
                 ));
             }
             if let Some(e) = b.add(file) {
@@ -52,7 +57,7 @@ impl Exclude {
     }
 
     /// Whether `rel` (relative to SRC) is excluded, itself or through a folder above it.
-    pub fn excludes(&self, rel: &Path, is_dir: bool) -> bool {
+    pub(crate) fn excludes(&self, rel: &Path, is_dir: bool) -> bool {
         if self.matcher.is_empty() || rel.as_os_str().is_empty() || rel.has_root() {
             return false;
         }
@@ -61,7 +66,7 @@ impl Exclude {
             .is_ignore()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.matcher.is_empty()
     }
 }

@@ -12,38 +12,38 @@ use crate::naming::{self, VersionKey};
 
 /// One non-folder entry of a destination folder, as read from the disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub name: Vec<u8>,
+pub(crate) struct Entry {
+    pub(crate) name: Vec<u8>,
     /// Modification time, as a local stamp (`YYYYMMDDHHMMSS`).
-    pub modified: u64,
+    pub(crate) modified: u64,
     /// When the filesystem says the entry was written: its birth time, or its change time where
     /// there is none; as a local stamp.
-    pub written: u64,
-    pub size: u64,
+    pub(crate) written: u64,
+    pub(crate) size: u64,
 }
 
 /// One version of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Version {
-    pub name: Vec<u8>,
+pub(crate) struct Version {
+    pub(crate) name: Vec<u8>,
     /// `None` for the plain name.
-    pub key: Option<VersionKey>,
+    pub(crate) key: Option<VersionKey>,
     /// When it was captured: the time in its name; for the plain name, when it was written.
-    pub captured: u64,
-    pub size: u64,
+    pub(crate) captured: u64,
+    pub(crate) size: u64,
 }
 
 /// The versions of one file, oldest first (the plain name, then by time and counter).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct History {
+pub(crate) struct History {
     /// The file's name in its source folder.
-    pub name: Vec<u8>,
-    pub versions: Vec<Version>,
+    pub(crate) name: Vec<u8>,
+    pub(crate) versions: Vec<Version>,
 }
 
 impl History {
     /// The version that was the newest at `at` (a local stamp), if the file had one yet.
-    pub fn at(&self, at: u64) -> Option<&Version> {
+    pub(crate) fn at(&self, at: u64) -> Option<&Version> {
         self.versions.iter().rev().find(|v| v.captured <= at)
     }
 }
@@ -55,7 +55,7 @@ impl History {
 /// that read only DST), a version-shaped name counts as a version only when its modification
 /// time is no later than the time in its name (a copy cannot hold changes made after it was
 /// captured); a source file that merely looks like a version rarely passes that.
-pub fn histories(entries: &[Entry], sources: Option<&HashSet<Vec<u8>>>) -> Vec<History> {
+pub(crate) fn histories(entries: &[Entry], sources: Option<&HashSet<Vec<u8>>>) -> Vec<History> {
     let names: HashSet<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
     let mut families: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
     let mut plain: Vec<&Entry> = Vec::new();
@@ -119,18 +119,18 @@ fn plausible(modified: u64, captured: u64) -> bool {
 
 /// What a pruning run keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// The N newest versions of each file.
-    pub keep_last: Option<usize>,
+    pub(crate) keep_last: Option<usize>,
     /// Every version captured this recently.
-    pub keep_within: Option<Duration>,
+    pub(crate) keep_within: Option<Duration>,
     /// Thinned like Syncthing's staggered versioning: one version per 30 s for the last hour,
     /// per hour for the last day, per day for the last 30 days, per week before that.
-    pub staggered: bool,
+    pub(crate) staggered: bool,
 }
 
 impl Policy {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.keep_last.is_none() && self.keep_within.is_none() && !self.staggered
     }
 }
@@ -141,7 +141,7 @@ const WEEK: i64 = 7 * 86_400;
 
 /// Which versions (indices into `versions`, oldest first) a policy lets go at `now` (a local
 /// stamp). A version is kept when any rule keeps it; the newest is always kept.
-pub fn to_prune(versions: &[Version], policy: &Policy, now: u64) -> Vec<usize> {
+pub(crate) fn to_prune(versions: &[Version], policy: &Policy, now: u64) -> Vec<usize> {
     let n = versions.len();
     if n < 2 || policy.is_empty() {
         return Vec::new();
@@ -186,7 +186,10 @@ pub fn to_prune(versions: &[Version], policy: &Policy, now: u64) -> Vec<usize> {
 
 /// Parses a point in time for `--at`: RFC 3339; `YYYY-MM-DD[ HH:MM[:SS]]` in local time (`T`
 /// may stand for the space); `now`; or a duration ago (`2h`, `3 days`, `90m ago`).
-pub fn parse_when(s: &str, now: chrono::DateTime<chrono::Local>) -> Result<NaiveDateTime, String> {
+pub(crate) fn parse_when(
+    s: &str,
+    now: chrono::DateTime<chrono::Local>,
+) -> Result<NaiveDateTime, String> {
     let s = s.trim();
     if s == "now" {
         return Ok(now.naive_local());

@@ -1,59 +1,70 @@
 //! `backup`: keeps a live, versioned mirror of a folder.
 //!
-//! Data flow: `cli` → `config` (validated decisions, `exclude`) → `scan` walks SRC and feeds
-//! folder jobs → `copy` workers decide (`plan`, `naming`) and write through `dest` → `report`
-//! prints. In `watch`, `live` runs the loop: `watch` delivers filesystem events, `queue` turns
-//! them into work, and the same folder jobs go to the same workers.
+//! # Architecture
+//!
+//! Paths come in, a decision is made about each, the destination carries it out, and the report
+//! prints it. One module per idea:
+//!
+//! | stage | module | its one job |
+//! | --- | --- | --- |
+//! | in | `cli` | the command line as clap parses it; no decisions |
+//! | in | `config` | command line → `Config`: canonical paths, validation before anything is written, output style, limits |
+//! | in | `exclude` | `--exclude`, `--exclude-from` and `.backupignore` as one matcher |
+//! | in | `scan` | walks SRC: which folders a pass visits, parents first |
+//! | in | `source` | reads SRC without following symlinks or blocking on FIFOs |
+//! | in | `watch/` | `watch`: the loop (`mod`), the notify glue (`notifier`), events → work (`changes`) |
+//! | decide | `plan` | pure: (source entry, its family in DST, rules, time) → `Decision` |
+//! | decide | `naming` | pure: the naming rule: version names, families, the next free name |
+//! | decide | `settle` | pure: when a changed file has settled (by events, or by its mtime) |
+//! | decide | `history` | pure: which names are versions of which file, when each was captured, what a policy prunes |
+//! | do | `engine` | the worker pool: per-folder jobs, facts → `plan` → execution, batches and group commit, folder metadata |
+//! | do | `dest/` | **the seam**: every access to DST goes through the `Destination`, `Folder` and `Staged` traits; `capabilities()` says what DST can hold. `dest/local.rs` is the local filesystem; a new kind of destination is a new file there |
+//! | do | `once`, `verify`, `archive/` | the commands: one pass; a check; `versions`, `restore`, `prune` over the history in DST |
+//! | out | `outcome` | the vocabulary: what became of each entry, the counts |
+//! | out | `error` | `Failure` (operation, path, cause, worded once) and the exit `Status` |
+//! | out | `report` | the only module that prints: lines, JSON Lines (one schema enum), progress, summaries |
+//! | out | `escape` | paths as printed, control characters escaped |
+//!
+//! Nothing imports this crate root back; the seam's users (`engine`, `archive`) see only the
+//! traits, never which backend they talk to.
 
-pub mod archive;
+mod archive;
 pub mod cli;
-pub mod config;
-pub mod copy;
-pub mod dest;
-pub mod exclude;
-pub mod history;
-pub mod live;
-pub mod meta;
-pub mod naming;
-pub mod plan;
-pub mod queue;
-pub mod report;
-pub mod scan;
-pub mod watch;
+mod config;
+mod dest;
+mod engine;
+mod error;
+mod escape;
+mod exclude;
+mod history;
+mod meta;
+mod naming;
+mod once;
+mod outcome;
+mod plan;
+mod report;
+mod scan;
+mod settle;
+mod source;
+mod verify;
+mod watch;
 
-use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
-use crate::copy::Copier;
-use crate::dest::{Dest, OpenError};
-use crate::report::{Counts, Reporter, Style, display, reason};
+use crate::dest::Destination;
+use crate::dest::local::Local;
+use crate::engine::{Engine, Settings};
+use crate::error::reason;
+use crate::escape::display;
+use crate::report::{Reporter, Style};
+use crate::scan::Tree;
 
-/// How a run ended, as an exit code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// Nothing failed.
-    Success,
-    /// Something failed, or the backup could not start.
-    Failure,
-    /// Stopped by Ctrl-C before the pass was done.
-    Interrupted,
-}
-
-impl From<Status> for ExitCode {
-    fn from(s: Status) -> ExitCode {
-        ExitCode::from(match s {
-            Status::Success => 0,
-            Status::Failure => 1,
-            Status::Interrupted => 130,
-        })
-    }
-}
+pub use crate::error::Status;
 
 /// Runs the parsed command line to the end.
 pub fn run(cli: Cli) -> Status {
@@ -73,28 +84,33 @@ pub fn run(cli: Cli) -> Status {
             }
         }
         Command::Versions(args) => archive::versions(args),
-        Command::Restore(args) => archive::restore(args),
+        Command::Restore(args) => archive::restore::run(args),
         Command::Prune(args) => {
             if history::Policy::from(args.policy.clone()).is_empty() {
-                let mut cli = Cli::command();
-                let prune = cli
-                    .find_subcommand_mut("prune")
-                    .map(|c| c.clone().bin_name("backup prune"));
-                prune
-                    .unwrap_or(cli)
-                    .error(
-                        clap::error::ErrorKind::MissingRequiredArgument,
-                        "prune needs a policy: --keep-last N, --keep-within DURATION or --staggered",
-                    )
-                    .exit();
+                prune_needs_a_policy();
             }
-            archive::prune_command(args)
+            archive::prune::run(args)
         }
         command => backup(command),
     }
 }
 
-/// `once` or `watch`.
+/// A usage error, exit 2, in clap's own words and format.
+fn prune_needs_a_policy() -> ! {
+    let mut cli = Cli::command();
+    let prune = cli
+        .find_subcommand_mut("prune")
+        .map(|c| c.clone().bin_name("backup prune"));
+    prune
+        .unwrap_or(cli)
+        .error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "prune needs a policy: --keep-last N, --keep-within DURATION or --staggered",
+        )
+        .exit()
+}
+
+/// `once`, `watch` or `verify`.
 fn backup(command: Command) -> Status {
     let config = match Config::from_cli(command) {
         Ok(c) => c,
@@ -104,21 +120,23 @@ fn backup(command: Command) -> Status {
         }
     };
     let mut reporter = Reporter::stdio(config.style);
-    let dest = match Dest::open(&config.dst, config.style.dry_run) {
-        Ok(d) => d,
+    let opened = if config.dry_run {
+        Local::open_read_only(&config.dst, false)
+    } else {
+        Local::open(&config.dst)
+    };
+    let dest: Arc<dyn Destination> = match opened {
+        Ok(d) => Arc::new(d),
         Err(e) => {
-            let why = match e {
-                OpenError::Create(e) => format!("cannot be created: {}", reason(&e)),
-                OpenError::Open(e) => reason(&e),
-                OpenError::NotWritable(e) => format!("cannot be written: {}", reason(&e)),
-                OpenError::Locked => {
-                    "another backup is already writing into this destination".to_string()
-                }
-            };
-            reporter.error(&format!("destination {}: {why}", display(&config.dst)));
+            reporter.error(&format!("destination {}: {e}", display(&config.dst)));
             return Status::Failure;
         }
     };
+    reporter.detail(&format!(
+        "Destination {}: {}",
+        display(dest.path()),
+        dest.capabilities().describe()
+    ));
     let (stop, wake) = match signals() {
         Ok(s) => s,
         Err(e) => {
@@ -126,132 +144,26 @@ fn backup(command: Command) -> Status {
             return Status::Failure;
         }
     };
-    let policy = config.policy;
-    let copier = Copier {
+    let tree = Tree {
         src: config.src.clone(),
-        dest,
-        checksum: config.checksum,
-        limits: config.limits,
         skip: config.dst_inside_src.then(|| config.dst.clone()),
         exclude: config.exclude.clone(),
-        dry_run: config.style.dry_run,
-        each_unchanged: config.style.verbose,
-        stop,
+        walk_open: config.limits.walk_open,
     };
-    if config.style.verify {
-        return verify(&copier, &mut reporter);
+    let settings = Settings {
+        checksum: config.checksum,
+        limits: config.limits,
+        dry_run: config.dry_run,
+        each_unchanged: config.style.verbose,
+    };
+    let engine = Engine::new(tree, dest, settings, stop);
+    if config.verify {
+        return verify::run(&engine, &mut reporter);
     }
     match &config.watch {
-        None => once(&copier, &policy, &mut reporter),
-        Some(w) => live::run(&copier, w, &policy, &mut reporter, &wake),
+        None => once::run(&engine, &config.policy, &mut reporter),
+        Some(w) => watch::run(&engine, w, &config.policy, &mut reporter, &wake),
     }
-}
-
-/// `verify`: a dry run whose would-be copies are the findings.
-fn verify(copier: &Copier, reporter: &mut Reporter) -> Status {
-    let mut counts = Counts::default();
-    with_progress(copier, reporter, |reporter| {
-        copier.pass(Path::new(""), &mut |ev| {
-            reporter.event(&ev);
-            counts.add(&ev.outcome);
-        })
-    });
-    match (reporter.verify_summary(&counts), copier.stopped()) {
-        (_, true) => Status::Interrupted,
-        (true, false) => Status::Success,
-        (false, false) => Status::Failure,
-    }
-}
-
-/// Prunes old versions by `policy` in the DST folders `rels` (all of them when `None`), after a
-/// pass or batch; returns whether anything failed.
-pub(crate) fn prune_after(
-    copier: &Copier,
-    policy: &history::Policy,
-    rels: Option<Vec<std::path::PathBuf>>,
-    reporter: &mut Reporter,
-) -> bool {
-    if policy.is_empty() {
-        return false;
-    }
-    let archive = match archive::Archive::of(&copier.dest) {
-        Ok(a) => a,
-        Err(e) => {
-            reporter.error(&format!("cannot prune: {}", reason(&e)));
-            return true;
-        }
-    };
-    let rels = rels.unwrap_or_else(|| archive.folders(Path::new("")));
-    let tally = archive::prune(
-        &archive,
-        &rels,
-        Some(&copier.src),
-        policy,
-        copier.dry_run,
-        reporter,
-    );
-    if tally.pruned > 0 || tally.failed > 0 {
-        archive::prune_summary(reporter, &tally, copier.dry_run);
-    }
-    tally.failed > 0
-}
-
-/// One pass, the summary, pruning if asked, and the exit status.
-fn once(copier: &Copier, policy: &history::Policy, reporter: &mut Reporter) -> Status {
-    let mut counts = Counts::default();
-    with_progress(copier, reporter, |reporter| {
-        copier.pass(Path::new(""), &mut |ev| {
-            reporter.event(&ev);
-            counts.add(&ev.outcome);
-        })
-    });
-    let mut status = if counts.failed > 0 {
-        Status::Failure
-    } else {
-        Status::Success
-    };
-    if let Err(e) = copier.dest.still_there() {
-        reporter.error(&format!(
-            "destination {}: {}",
-            display(copier.dest.path()),
-            reason(&e)
-        ));
-        status = Status::Failure;
-    }
-    reporter.summary(&counts);
-    if copier.stopped() {
-        return Status::Interrupted;
-    }
-    if prune_after(copier, policy, None, reporter) {
-        status = Status::Failure;
-    }
-    status
-}
-
-/// Runs a first pass with the progress bar going (it is hidden unless stderr is a terminal),
-/// while another thread counts the tree to give the bar its totals.
-pub(crate) fn with_progress<R>(
-    copier: &Copier,
-    reporter: &mut Reporter,
-    pass: impl FnOnce(&mut Reporter) -> R,
-) -> R {
-    reporter.progress_start();
-    let progress = reporter.progress_handle();
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        if progress.visible() {
-            s.spawn(|| {
-                if let Some((files, bytes)) = scan::count(copier, &done) {
-                    progress.total(files, bytes);
-                }
-            });
-        }
-        let result = pass(reporter);
-        done.store(true, Ordering::Relaxed);
-        result
-    });
-    reporter.progress_end();
-    result
 }
 
 /// The first Ctrl-C or SIGTERM sets the returned flag (finish what is in flight, then stop) and

@@ -7,7 +7,7 @@ use rustix::fs::{FileType, Mode, OFlags, Stat};
 
 /// The kind of an entry, as far as a backup cares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     File,
     Dir,
     Symlink,
@@ -20,7 +20,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn from_file_type(t: FileType) -> Kind {
+    pub(crate) fn from_file_type(t: FileType) -> Kind {
         match t {
             FileType::RegularFile => Kind::File,
             FileType::Directory => Kind::Dir,
@@ -33,7 +33,7 @@ impl Kind {
         }
     }
 
-    pub fn from_std(t: std::fs::FileType) -> Kind {
+    pub(crate) fn from_std(t: std::fs::FileType) -> Kind {
         use std::os::unix::fs::FileTypeExt;
         if t.is_file() {
             Kind::File
@@ -55,7 +55,7 @@ impl Kind {
     }
 
     /// The word used in `Skipped: <path> (<word>)`.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Kind::File => "file",
             Kind::Dir => "folder",
@@ -71,29 +71,29 @@ impl Kind {
 
 /// A point in time as the kernel stores it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Time {
-    pub sec: i64,
-    pub nsec: u32,
+pub(crate) struct Time {
+    pub(crate) sec: i64,
+    pub(crate) nsec: u32,
 }
 
 /// The metadata of one entry: what decides "unchanged" and what a copy carries over.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Meta {
-    pub kind: Kind,
-    pub size: u64,
+pub(crate) struct Meta {
+    pub(crate) kind: Kind,
+    pub(crate) size: u64,
     /// Permission bits, including setuid, setgid and sticky.
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub atime: Time,
-    pub mtime: Time,
-    pub ctime: Time,
-    pub dev: u64,
-    pub ino: u64,
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) atime: Time,
+    pub(crate) mtime: Time,
+    pub(crate) ctime: Time,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Meta {
-    pub fn from_stat(st: &Stat) -> Meta {
+    pub(crate) fn from_stat(st: &Stat) -> Meta {
         Meta {
             kind: Kind::from_file_type(FileType::from_raw_mode(st.st_mode)),
             size: st.st_size as u64,
@@ -117,7 +117,7 @@ impl Meta {
         }
     }
 
-    pub fn from_std(m: &std::fs::Metadata) -> Meta {
+    pub(crate) fn from_std(m: &std::fs::Metadata) -> Meta {
         use std::os::unix::fs::MetadataExt;
         Meta {
             kind: Kind::from_std(m.file_type()),
@@ -145,7 +145,7 @@ impl Meta {
 
 /// The entries of an open folder, with their types as the listing gives them (`Unknown` where
 /// the filesystem does not say). Reads through a fresh handle, so that `dir` stays usable.
-pub fn read_folder(dir: impl AsFd) -> io::Result<Vec<(Vec<u8>, Kind)>> {
+pub(crate) fn read_folder(dir: impl AsFd) -> io::Result<Vec<(Vec<u8>, Kind)>> {
     let fd = rustix::fs::openat(
         dir,
         ".",

@@ -8,23 +8,23 @@
 use std::collections::{HashMap, HashSet};
 
 /// The longest file name that Linux filesystems accept.
-pub const NAME_MAX: usize = 255;
+pub(crate) const NAME_MAX: usize = 255;
 
 /// A version's place in its family: the capture time written in its name, then the same-second
 /// counter. The plain `NAME` has no key and sorts before every version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VersionKey {
+pub(crate) struct VersionKey {
     /// `YYYYMMDDHHMMSS` as a number, so that numeric order is time order.
-    pub stamp: u64,
+    pub(crate) stamp: u64,
     /// `_N` suffix; 0 when absent.
-    pub counter: u32,
+    pub(crate) counter: u32,
 }
 
 impl VersionKey {
     /// The key a new version takes when copied at `now`, given the family's latest version.
     /// Names only ever increase: when the clock stands still or went back, the latest's stamp is
     /// reused with the next counter.
-    pub fn next(latest: Option<VersionKey>, now: u64) -> VersionKey {
+    pub(crate) fn next(latest: Option<VersionKey>, now: u64) -> VersionKey {
         match latest {
             Some(l) if now <= l.stamp => VersionKey {
                 stamp: l.stamp,
@@ -38,7 +38,7 @@ impl VersionKey {
     }
 
     /// The key after this one within the same second.
-    pub fn bump(self) -> VersionKey {
+    pub(crate) fn bump(self) -> VersionKey {
         VersionKey {
             stamp: self.stamp,
             counter: self.counter + 1,
@@ -58,7 +58,7 @@ impl VersionKey {
 }
 
 /// The stamp of a local date and time.
-pub fn stamp_of(t: &chrono::NaiveDateTime) -> u64 {
+pub(crate) fn stamp_of(t: &chrono::NaiveDateTime) -> u64 {
     use chrono::{Datelike, Timelike};
     stamp(
         t.year(),
@@ -71,7 +71,7 @@ pub fn stamp_of(t: &chrono::NaiveDateTime) -> u64 {
 }
 
 /// The local date and time a stamp stands for (`None` for an impossible date).
-pub fn naive_of(stamp: u64) -> Option<chrono::NaiveDateTime> {
+pub(crate) fn naive_of(stamp: u64) -> Option<chrono::NaiveDateTime> {
     let (date, time) = (stamp / 1_000_000, stamp % 1_000_000);
     let d = chrono::NaiveDate::from_ymd_opt(
         (date / 10_000) as i32,
@@ -86,7 +86,7 @@ pub fn naive_of(stamp: u64) -> Option<chrono::NaiveDateTime> {
 }
 
 /// Builds a stamp from calendar fields; used for the local time of a copy.
-pub fn stamp(year: i32, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> u64 {
+pub(crate) fn stamp(year: i32, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> u64 {
     let year = year.clamp(0, 9999) as u64;
     ((year * 100 + u64::from(month)) * 100 + u64::from(day)) * 1_000_000
         + (u64::from(hour) * 100 + u64::from(min)) * 100
@@ -95,7 +95,7 @@ pub fn stamp(year: i32, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> 
 
 /// Splits a file name the way `Path::file_stem` / `Path::extension` do: at the last dot, unless
 /// that dot is the first byte (`.bashrc` has no extension).
-pub fn split(name: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub(crate) fn split(name: &[u8]) -> (&[u8], Option<&[u8]>) {
     if name == b".." {
         return (name, None);
     }
@@ -146,7 +146,7 @@ fn cut_at_char(bytes: &[u8], max: usize) -> &[u8] {
 
 /// The name of version `key` of `name`, shortened to fit `NAME_MAX` by cutting the stem.
 /// `None` when not even one character of the stem fits (an extension of ~230 bytes).
-pub fn version_name(name: &[u8], key: VersionKey) -> Option<Vec<u8>> {
+pub(crate) fn version_name(name: &[u8], key: VersionKey) -> Option<Vec<u8>> {
     let (stem, ext) = split(name);
     let suffix = key.suffix();
     let fixed = suffix.len() + ext.map_or(0, |e| e.len() + 1);
@@ -232,7 +232,7 @@ fn looks_stamped(stem: &[u8]) -> bool {
 ///
 /// Exact: the stem before the stamp must be the stem of `name`, or, for names that had to be
 /// shortened, precisely the cut that `version_name` would make for that suffix.
-pub fn version_of(name: &[u8], candidate: &[u8]) -> Option<VersionKey> {
+pub(crate) fn version_of(name: &[u8], candidate: &[u8]) -> Option<VersionKey> {
     let (cstem, cext) = split(candidate);
     let (stem, ext) = split(name);
     if cext != ext {
@@ -252,7 +252,7 @@ pub fn version_of(name: &[u8], candidate: &[u8]) -> Option<VersionKey> {
 }
 
 /// What a version-shaped destination name would be the version of, if it was not shortened.
-pub fn original_name(candidate: &[u8]) -> Option<(Vec<u8>, VersionKey)> {
+pub(crate) fn original_name(candidate: &[u8]) -> Option<(Vec<u8>, VersionKey)> {
     let (cstem, cext) = split(candidate);
     let (base, key) = parse_suffix(cstem)?;
     Some((join(base, b"", cext), key))
@@ -260,7 +260,7 @@ pub fn original_name(candidate: &[u8]) -> Option<(Vec<u8>, VersionKey)> {
 
 /// The names in one destination folder, indexed by the family they belong to.
 #[derive(Debug, Default)]
-pub struct FolderIndex {
+pub(crate) struct FolderIndex {
     names: HashSet<Vec<u8>>,
     /// Reconstructed original name → its versions.
     versions: HashMap<Vec<u8>, Vec<(VersionKey, Vec<u8>)>>,
@@ -270,16 +270,16 @@ pub struct FolderIndex {
 
 /// One member of a family, as found in the destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub name: Vec<u8>,
+pub(crate) struct Member {
+    pub(crate) name: Vec<u8>,
     /// `None` for the plain `NAME`.
-    pub key: Option<VersionKey>,
+    pub(crate) key: Option<VersionKey>,
 }
 
 impl FolderIndex {
     /// Indexes a folder listing. Names listed in `source_names` are copies of source files of
     /// that very name, so they never count as versions of some other file.
-    pub fn new<I>(listing: I, source_names: &HashSet<Vec<u8>>) -> FolderIndex
+    pub(crate) fn new<I>(listing: I, source_names: &HashSet<Vec<u8>>) -> FolderIndex
     where
         I: IntoIterator<Item = Vec<u8>>,
     {
@@ -302,18 +302,13 @@ impl FolderIndex {
         index
     }
 
-    /// Whether any entry of that name exists.
-    pub fn contains(&self, name: &[u8]) -> bool {
-        self.names.contains(name)
-    }
-
     /// Records a name that this pass has just published.
-    pub fn insert(&mut self, name: Vec<u8>) {
+    pub(crate) fn insert(&mut self, name: Vec<u8>) {
         self.names.insert(name);
     }
 
     /// Every member of `name`'s family, oldest first.
-    pub fn family(&self, name: &[u8]) -> Vec<Member> {
+    pub(crate) fn family(&self, name: &[u8]) -> Vec<Member> {
         let mut out: Vec<Member> = Vec::new();
         if self.names.contains(name) {
             out.push(Member {
@@ -348,13 +343,13 @@ impl FolderIndex {
     }
 
     /// The newest member of `name`'s family.
-    pub fn latest(&self, name: &[u8]) -> Option<Member> {
+    pub(crate) fn latest(&self, name: &[u8]) -> Option<Member> {
         self.family(name).pop()
     }
 
     /// The name a new copy of `name` takes when made at `now`: the plain name when the family is
     /// empty, else the next version name not taken by any entry.
-    pub fn target(&self, name: &[u8], now: u64) -> Option<Vec<u8>> {
+    pub(crate) fn target(&self, name: &[u8], now: u64) -> Option<Vec<u8>> {
         let family = self.family(name);
         if family.is_empty() && !self.names.contains(name) {
             return Some(name.to_vec());

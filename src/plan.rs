@@ -1,15 +1,141 @@
-//! Pure decisions about one entry: is its copy current, did it change while it was read, how
-//! long to wait before trying again.
+//! Decide, before doing: what a pass does with one source entry, from what is known of it and of
+//! its family in the destination. Pure; the engine gathers the facts and carries out the
+//! decision, and `--dry-run` prints the decisions and carries out none.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use crate::error::Failure;
 use crate::meta::{Kind, Meta, Time};
+use crate::naming::FolderIndex;
+use crate::outcome::Change;
+use crate::settle::unsettled_for;
 
-/// Whether the destination's modification time `dst` records the source's `src`, to the
-/// precision that the destination filesystem keeps: exact on ext4, XFS, Btrfs and tmpfs; whole
-/// microseconds, milliseconds or seconds elsewhere; FAT's two seconds, rounded up.
-pub fn same_mtime(src: Time, dst: Time) -> bool {
+/// What is known of one source entry and its newest copy when the decision is made.
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    /// The source entry, from `lstat`.
+    pub src: Meta,
+    /// The newest member of its family in DST, if there is one.
+    pub latest: Option<Meta>,
+    /// For a symlink: its target, and the newest copy's target when that is a symlink too.
+    pub link: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    /// With `--checksum`, once compared: whether the newest copy holds the same bytes.
+    pub same_contents: Option<bool>,
+}
+
+/// How decisions are made in this run.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Rules {
+    /// Compare contents, not size and time.
+    pub checksum: bool,
+    /// The destination's time resolution in nanoseconds, where it was probed.
+    pub precision: Option<u64>,
+    /// In `watch`, a file modified less than this long ago is left to settle.
+    pub defer: Option<Duration>,
+}
+
+/// When the decision is made: the clock, and the same moment as a local version stamp.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Now {
+    pub time: SystemTime,
+    pub stamp: u64,
+}
+
+/// What to do with one entry.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Its newest copy is current.
+    Unchanged,
+    /// Copy it under `to`, the next free name of its family.
+    Copy {
+        to: Vec<u8>,
+        change: Change,
+    },
+    /// Same size, `--checksum`: compare the contents, then decide again.
+    CompareContents,
+    /// Modified this long ago, too recently: copy it once it has settled.
+    Defer(Duration),
+    /// Never opened: FIFOs block on open, devices and sockets have no contents to back up.
+    Skip(&'static str),
+    /// A folder: the walk handles it.
+    Walk,
+    Fail(Failure),
+}
+
+/// Decides what to do with the entry `name`, given the facts, the family names in `index`, the
+/// run's rules and the time.
+pub(crate) fn decide(
+    name: &[u8],
+    facts: &Facts,
+    index: &FolderIndex,
+    rules: &Rules,
+    now: Now,
+) -> Decision {
+    let change = match facts.src.kind {
+        Kind::Dir => return Decision::Walk,
+        Kind::Symlink => match (&facts.link, &facts.latest) {
+            (Some((target, Some(copy))), Some(latest))
+                if latest.kind == Kind::Symlink && target == copy =>
+            {
+                return Decision::Unchanged;
+            }
+            (_, Some(_)) => Change::Changed,
+            (_, None) => Change::New,
+        },
+        Kind::File => {
+            if let Some(age) = rules
+                .defer
+                .and_then(|w| unsettled_for(facts.src.mtime, now.time, w))
+            {
+                return Decision::Defer(age);
+            }
+            match compare(facts, rules) {
+                Ok(change) => change,
+                Err(decision) => return decision,
+            }
+        }
+        other => return Decision::Skip(other.describe()),
+    };
+    match index.target(name, now.stamp) {
+        Some(to) => Decision::Copy { to, change },
+        None => Decision::Fail(Failure::NameTooLong),
+    }
+}
+
+/// A regular file against its newest copy: why it must be copied, or the decision that it need
+/// not be (or cannot be told yet).
+fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {
+    let Some(latest) = &facts.latest else {
+        return Ok(Change::New);
+    };
+    let same_meta = unchanged(&facts.src, latest, rules.precision);
+    if !rules.checksum {
+        return if same_meta {
+            Err(Decision::Unchanged)
+        } else {
+            Ok(Change::Changed)
+        };
+    }
+    if latest.kind != Kind::File || latest.size != facts.src.size {
+        return Ok(Change::Changed);
+    }
+    match facts.same_contents {
+        None => Err(Decision::CompareContents),
+        Some(true) => Err(Decision::Unchanged),
+        Some(false) if same_meta => Ok(Change::Contents),
+        Some(false) => Ok(Change::Changed),
+    }
+}
+
+/// Whether the destination's modification time `dst` records the source's `src`: to the
+/// resolution the destination was found to keep (`precision`, in nanoseconds), and in any case
+/// where `dst` is `src` cut to whole microseconds, milliseconds or seconds, or FAT's two seconds
+/// rounded up (destinations written by other tools, or not probed).
+pub(crate) fn same_mtime(src: Time, dst: Time, precision: Option<u64>) -> bool {
     if src == dst {
+        return true;
+    }
+    if precision.is_some_and(|p| kept_at(src, dst, p)) {
         return true;
     }
     let truncated = |unit: u32| {
@@ -21,15 +147,25 @@ pub fn same_mtime(src: Time, dst: Time) -> bool {
     dst.nsec == 0 && dst.sec % 2 == 0 && src.sec == dst.sec - 1
 }
 
+/// Whether `got` is `set` as a filesystem keeping times at `precision` nanoseconds stores it:
+/// cut down to a multiple of it, or, at FAT's two seconds, also rounded up.
+pub(crate) fn kept_at(set: Time, got: Time, precision: u64) -> bool {
+    const FAT: u64 = 2_000_000_000;
+    let as_ns = |t: Time| i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec);
+    let (set, got, p) = (as_ns(set), as_ns(got), i128::from(precision.max(1)));
+    let down = set.div_euclid(p) * p;
+    got == down || (precision == FAT && got == down + p)
+}
+
 /// Whether `dst` (the newest copy) is a current copy of the regular file `src`: same size and
 /// modification time.
-pub fn unchanged(src: &Meta, dst: &Meta) -> bool {
-    dst.kind == Kind::File && src.size == dst.size && same_mtime(src.mtime, dst.mtime)
+pub(crate) fn unchanged(src: &Meta, dst: &Meta, precision: Option<u64>) -> bool {
+    dst.kind == Kind::File && src.size == dst.size && same_mtime(src.mtime, dst.mtime, precision)
 }
 
 /// Whether the source changed between the `fstat` before and after reading it, or did not
 /// yield the bytes it claimed: then the copy may mix two states and must not be published.
-pub fn changed_while_read(before: &Meta, after: &Meta, copied: u64) -> bool {
+pub(crate) fn changed_while_read(before: &Meta, after: &Meta, copied: u64) -> bool {
     before.size != after.size
         || before.mtime != after.mtime
         || before.ctime != after.ctime
@@ -40,35 +176,16 @@ pub fn changed_while_read(before: &Meta, after: &Meta, copied: u64) -> bool {
 
 /// Waits between attempts to copy a file that changed while it was read; its length is the
 /// number of retries.
-pub const RETRY_BACKOFF: [Duration; 3] = [
+pub(crate) const RETRY_BACKOFF: [Duration; 3] = [
     Duration::from_millis(20),
     Duration::from_millis(100),
     Duration::from_millis(400),
 ];
 
-/// What a pass does with an entry of this kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    CopyFile,
-    CopySymlink,
-    /// Folders are handled by the walk, not per entry.
-    Walk,
-    /// Never opened: FIFOs block on open, devices and sockets have no contents to back up.
-    Skip(&'static str),
-}
-
-pub fn action(kind: Kind) -> Action {
-    match kind {
-        Kind::File => Action::CopyFile,
-        Kind::Symlink => Action::CopySymlink,
-        Kind::Dir => Action::Walk,
-        other => Action::Skip(other.describe()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn t(sec: i64, nsec: u32) -> Time {
         Time { sec, nsec }
@@ -89,32 +206,61 @@ mod tests {
         }
     }
 
+    const STAMP: u64 = 20261126153045;
+
+    fn now() -> Now {
+        Now {
+            time: std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000),
+            stamp: STAMP,
+        }
+    }
+
+    fn index(names: &[&str]) -> FolderIndex {
+        FolderIndex::new(names.iter().map(|n| n.as_bytes().to_vec()), &HashSet::new())
+    }
+
+    fn decide_file(facts: &Facts, rules: &Rules) -> Decision {
+        decide(b"a.txt", facts, &index(&["a.txt"]), rules, now())
+    }
+
     #[test]
     fn mtime_precision() {
         let src = t(1000, 123_456_789);
-        assert!(same_mtime(src, src));
-        assert!(same_mtime(src, t(1000, 123_456_000)), "microseconds");
-        assert!(same_mtime(src, t(1000, 123_000_000)), "milliseconds");
-        assert!(same_mtime(src, t(1000, 0)), "seconds");
+        assert!(same_mtime(src, src, None));
+        assert!(same_mtime(src, t(1000, 123_456_000), None), "microseconds");
+        assert!(same_mtime(src, t(1000, 123_000_000), None), "milliseconds");
+        assert!(same_mtime(src, t(1000, 0), None), "seconds");
+        assert!(same_mtime(t(999, 5), t(1000, 0), None), "FAT rounds up");
+        assert!(!same_mtime(src, t(1000, 123_456_788), None));
+        assert!(!same_mtime(src, t(1001, 123_456_789), None));
         assert!(
-            same_mtime(t(999, 5), t(1000, 0)),
-            "FAT rounds up to even seconds"
+            !same_mtime(src, t(1000, 123_457_000), None),
+            "not a truncation"
         );
-        assert!(!same_mtime(src, t(1000, 123_456_788)));
-        assert!(!same_mtime(src, t(1001, 123_456_789)));
-        assert!(!same_mtime(src, t(1000, 123_457_000)), "not a truncation");
-        assert!(!same_mtime(t(1000, 5), t(1000, 6)));
+        assert!(!same_mtime(t(1000, 5), t(1000, 6), None));
+        // NTFS keeps 100 ns steps: only the probed precision explains this one.
+        assert!(!same_mtime(src, t(1000, 123_456_700), None));
+        assert!(same_mtime(src, t(1000, 123_456_700), Some(100)));
+        assert!(
+            !same_mtime(src, t(1000, 123_456_800), Some(100)),
+            "only FAT rounds up"
+        );
+        assert!(!same_mtime(src, t(1000, 123_456_600), Some(100)));
+        assert!(
+            same_mtime(src, t(1000, 120_000_000), Some(10_000_000)),
+            "exFAT"
+        );
     }
 
     #[test]
     fn unchanged_needs_a_regular_file_of_same_size_and_time() {
         let src = file(10, t(5, 5));
-        assert!(unchanged(&src, &src));
-        assert!(!unchanged(&src, &file(11, t(5, 5))));
-        assert!(!unchanged(&src, &file(10, t(5, 6))));
+        assert!(unchanged(&src, &src, None));
+        assert!(!unchanged(&src, &file(11, t(5, 5)), None));
+        assert!(!unchanged(&src, &file(10, t(5, 6)), None));
         let mut link = src;
         link.kind = Kind::Symlink;
-        assert!(!unchanged(&src, &link));
+        assert!(!unchanged(&src, &link, None));
     }
 
     #[test]
@@ -136,11 +282,155 @@ mod tests {
     }
 
     #[test]
-    fn special_files_are_skipped_not_opened() {
-        assert_eq!(action(Kind::Fifo), Action::Skip("fifo"));
-        assert_eq!(action(Kind::Socket), Action::Skip("socket"));
-        assert_eq!(action(Kind::CharDevice), Action::Skip("character device"));
-        assert_eq!(action(Kind::File), Action::CopyFile);
-        assert_eq!(action(Kind::Symlink), Action::CopySymlink);
+    fn special_files_are_skipped_and_folders_walked() {
+        let mut facts = Facts::default();
+        for (kind, word) in [
+            (Kind::Fifo, "fifo"),
+            (Kind::Socket, "socket"),
+            (Kind::CharDevice, "character device"),
+        ] {
+            facts.src.kind = kind;
+            assert!(
+                matches!(decide_file(&facts, &Rules::default()), Decision::Skip(w) if w == word)
+            );
+        }
+        facts.src.kind = Kind::Dir;
+        assert!(matches!(
+            decide_file(&facts, &Rules::default()),
+            Decision::Walk
+        ));
+    }
+
+    #[test]
+    fn a_new_file_takes_its_plain_name_and_a_changed_one_the_next_version() {
+        let facts = Facts {
+            src: file(3, t(5, 5)),
+            ..Facts::default()
+        };
+        match decide(b"a.txt", &facts, &index(&[]), &Rules::default(), now()) {
+            Decision::Copy { to, change } => {
+                assert_eq!(to, b"a.txt");
+                assert_eq!(change, Change::New);
+            }
+            d => panic!("{d:?}"),
+        }
+        let facts = Facts {
+            src: file(3, t(5, 5)),
+            latest: Some(file(4, t(5, 5))),
+            ..Facts::default()
+        };
+        match decide_file(&facts, &Rules::default()) {
+            Decision::Copy { to, change } => {
+                assert_eq!(to, b"a_20261126_153045.txt");
+                assert_eq!(change, Change::Changed);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_file_stays_and_checksum_asks_for_contents() {
+        let same = Facts {
+            src: file(3, t(5, 5)),
+            latest: Some(file(3, t(5, 5))),
+            ..Facts::default()
+        };
+        assert!(matches!(
+            decide_file(&same, &Rules::default()),
+            Decision::Unchanged
+        ));
+        let checksum = Rules {
+            checksum: true,
+            ..Rules::default()
+        };
+        assert!(matches!(
+            decide_file(&same, &checksum),
+            Decision::CompareContents
+        ));
+        let compared = Facts {
+            same_contents: Some(false),
+            ..same
+        };
+        assert!(matches!(
+            decide_file(&compared, &checksum),
+            Decision::Copy {
+                change: Change::Contents,
+                ..
+            }
+        ));
+        let equal = Facts {
+            src: file(3, t(5, 5)),
+            latest: Some(file(3, t(9, 9))),
+            same_contents: Some(true),
+            ..Facts::default()
+        };
+        assert!(matches!(
+            decide_file(&equal, &checksum),
+            Decision::Unchanged
+        ));
+    }
+
+    #[test]
+    fn a_file_still_being_written_is_deferred() {
+        let fresh = now().time - Duration::from_millis(300);
+        let since = fresh
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after epoch");
+        let facts = Facts {
+            src: file(3, t(since.as_secs() as i64, since.subsec_nanos())),
+            ..Facts::default()
+        };
+        let rules = Rules {
+            defer: Some(Duration::from_secs(1)),
+            ..Rules::default()
+        };
+        assert!(
+            matches!(decide_file(&facts, &rules), Decision::Defer(d) if d == Duration::from_millis(300))
+        );
+        assert!(matches!(
+            decide_file(&facts, &Rules::default()),
+            Decision::Copy { .. }
+        ));
+    }
+
+    #[test]
+    fn a_symlink_is_unchanged_only_when_its_copy_points_the_same_way() {
+        let mut link = file(1, t(5, 5));
+        link.kind = Kind::Symlink;
+        let facts = |copy: Option<&str>| Facts {
+            src: link,
+            latest: Some(link),
+            link: Some((b"target".to_vec(), copy.map(|c| c.as_bytes().to_vec()))),
+            ..Facts::default()
+        };
+        assert!(matches!(
+            decide_file(&facts(Some("target")), &Rules::default()),
+            Decision::Unchanged
+        ));
+        assert!(matches!(
+            decide_file(&facts(Some("elsewhere")), &Rules::default()),
+            Decision::Copy {
+                change: Change::Changed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_name_with_no_room_for_a_stamp_fails() {
+        let long = format!("{}.txt", "n".repeat(251));
+        let facts = Facts {
+            src: file(3, t(5, 5)),
+            latest: Some(file(4, t(5, 5))),
+            ..Facts::default()
+        };
+        let idx = index(&[long.as_str()]);
+        let d = decide(long.as_bytes(), &facts, &idx, &Rules::default(), now());
+        // A long name is shortened to fit; only a name that is all extension cannot be.
+        assert!(matches!(d, Decision::Copy { .. }), "{d:?}");
+        let ext = format!("a.{}", "e".repeat(252));
+        let idx = index(&[ext.as_str()]);
+        let d = decide(ext.as_bytes(), &facts, &idx, &Rules::default(), now());
+        assert!(matches!(d, Decision::Fail(Failure::NameTooLong)), "{d:?}");
     }
 }

@@ -1,5 +1,6 @@
-//! The only module that prints. Workers send `Event`s; one reporter turns them into lines (for
-//! people, or JSON Lines for programs), keeps the progress bar, and counts.
+//! The only module that prints. One reporter turns outcomes into lines (for people, or JSON
+//! Lines for programs, whose schema is the `Json` enum below), keeps the progress bar, and
+//! decides nothing: what is counted, found or failed is decided by its callers.
 
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -8,123 +9,14 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{Value, json};
+use serde::Serialize;
 
-/// What became of one source entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Copied to this destination path.
-    Copied(PathBuf),
-    /// With `--dry-run` (and for `verify`): would have been copied to this path, and why.
-    WouldCopy(PathBuf, Change),
-    Unchanged,
-    /// This many entries of the folder `Event::src` were unchanged: one message for a folder
-    /// instead of one per file, since nothing is printed for them unless `--verbose`.
-    UnchangedIn(u64),
-    /// Not a kind of entry that is copied (FIFO, socket, device); the word says which.
-    Skipped(&'static str),
-    /// Gone before or while it was read.
-    Vanished,
-    /// The reason, ready to print.
-    Failed(String),
-    /// Kept changing while it was read, every attempt; nothing was published. A failure for
-    /// `once`; `watch` tries again once the file settles.
-    Busy(String),
-    /// Changed too recently to copy (found by a walk in `watch`): changed this long ago. Not
-    /// printed or counted; `watch` copies it once it has settled.
-    Deferred(Duration),
-}
-
-/// Why a file would be copied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// No copy of it yet.
-    New,
-    /// Its newest copy has another size, time or type.
-    Changed,
-    /// Its newest copy has its size and time but other contents (found with `--checksum`).
-    Contents,
-}
-
-/// One source entry and what became of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub src: PathBuf,
-    pub outcome: Outcome,
-    /// Bytes of the entries the event covers, for the progress bar.
-    pub bytes: u64,
-}
-
-impl Event {
-    pub fn new(src: PathBuf, outcome: Outcome) -> Event {
-        Event {
-            src,
-            outcome,
-            bytes: 0,
-        }
-    }
-
-    pub fn with_bytes(self, bytes: u64) -> Event {
-        Event { bytes, ..self }
-    }
-}
-
-/// How many entries ended which way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Copied, or with `--dry-run` to be copied.
-    pub copied: u64,
-    pub unchanged: u64,
-    /// Skipped and vanished entries: neither copied nor failed.
-    pub skipped: u64,
-    pub failed: u64,
-}
-
-impl Counts {
-    pub fn add(&mut self, outcome: &Outcome) {
-        match outcome {
-            Outcome::Copied(_) | Outcome::WouldCopy(..) => self.copied += 1,
-            Outcome::Unchanged => self.unchanged += 1,
-            Outcome::UnchangedIn(n) => self.unchanged += n,
-            Outcome::Skipped(_) | Outcome::Vanished => self.skipped += 1,
-            Outcome::Failed(_) | Outcome::Busy(_) => self.failed += 1,
-            Outcome::Deferred(_) => {}
-        }
-    }
-
-    pub fn merge(&mut self, other: Counts) {
-        self.copied += other.copied;
-        self.unchanged += other.unchanged;
-        self.skipped += other.skipped;
-        self.failed += other.failed;
-    }
-
-    pub fn total(&self) -> u64 {
-        self.copied + self.unchanged + self.skipped + self.failed
-    }
-
-    /// `copied 3, unchanged 0, skipped 0, failed 0`
-    fn brief(&self) -> String {
-        format!(
-            "copied {}, unchanged {}, skipped {}, failed {}",
-            self.copied, self.unchanged, self.skipped, self.failed
-        )
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "files": self.total(),
-            "copied": self.copied,
-            "unchanged": self.unchanged,
-            "skipped": self.skipped,
-            "failed": self.failed,
-        })
-    }
-}
+use crate::escape::escape_into;
+use crate::outcome::{Change, Counts, Event, Outcome};
 
 /// How the run talks, decided once from the command line and the terminal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Style {
+pub(crate) struct Style {
     /// JSON Lines on stdout instead of lines for people.
     pub json: bool,
     /// Only failures and the summary.
@@ -133,32 +25,173 @@ pub struct Style {
     pub verbose: bool,
     /// A progress bar on stderr during a first pass (only when stderr is a terminal).
     pub progress: bool,
+    /// Titles say that nothing was written.
     pub dry_run: bool,
-    /// `verify`: what would be copied is a finding (missing, stale, differing), not a plan.
-    pub verify: bool,
+}
+
+/// Every JSON line the program prints: `"type"` first, then the fields in this order.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Json<'a> {
+    Copied {
+        src: JsonPath<'a>,
+        dst: JsonPath<'a>,
+        bytes: u64,
+    },
+    WouldCopy {
+        src: JsonPath<'a>,
+        dst: JsonPath<'a>,
+        bytes: u64,
+    },
+    Unchanged {
+        src: JsonPath<'a>,
+    },
+    Skipped {
+        src: JsonPath<'a>,
+        kind: &'a str,
+    },
+    Vanished {
+        src: JsonPath<'a>,
+    },
+    Failed {
+        src: JsonPath<'a>,
+        error: String,
+    },
+    Missing {
+        src: JsonPath<'a>,
+    },
+    Stale {
+        src: JsonPath<'a>,
+    },
+    Differs {
+        src: JsonPath<'a>,
+    },
+    Event {
+        path: JsonPath<'a>,
+        event: &'a str,
+        decision: &'a str,
+    },
+    Batch {
+        time: String,
+        batch: JsonCounts,
+        total: JsonCounts,
+    },
+    Summary {
+        #[serde(flatten)]
+        counts: JsonCounts,
+        dry_run: bool,
+    },
+    VerifySummary {
+        files: u64,
+        up_to_date: u64,
+        missing: u64,
+        stale: u64,
+        differs: u64,
+        skipped: u64,
+        failed: u64,
+    },
+    Version {
+        file: JsonPath<'a>,
+        path: JsonPath<'a>,
+        captured: String,
+        size: u64,
+        latest: bool,
+    },
+    Restored {
+        from: JsonPath<'a>,
+        to: JsonPath<'a>,
+    },
+    RestoreSummary {
+        restored: u64,
+        left_out: u64,
+        failed: u64,
+    },
+    Pruned {
+        path: JsonPath<'a>,
+    },
+    WouldPrune {
+        path: JsonPath<'a>,
+    },
+    PruneSummary {
+        files: u64,
+        versions_kept: u64,
+        versions_pruned: u64,
+        failed: u64,
+    },
+}
+
+#[derive(Serialize)]
+struct JsonCounts {
+    files: u64,
+    copied: u64,
+    unchanged: u64,
+    skipped: u64,
+    failed: u64,
+}
+
+impl From<&Counts> for JsonCounts {
+    fn from(c: &Counts) -> JsonCounts {
+        JsonCounts {
+            files: c.total(),
+            copied: c.copied,
+            unchanged: c.unchanged,
+            skipped: c.skipped,
+            failed: c.failed,
+        }
+    }
+}
+
+/// A path in JSON: the string itself when it is UTF-8, else `base64:` and the standard base64 of
+/// its bytes. Paths in the output are absolute, so a real path never starts with `base64:`.
+struct JsonPath<'a>(&'a Path);
+
+impl Serialize for JsonPath<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.to_str() {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&format!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(self.0.as_os_str().as_bytes())
+            )),
+        }
+    }
+}
+
+/// What `verify` found, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Findings {
+    pub missing: u64,
+    pub stale: u64,
+    pub differs: u64,
+}
+
+/// One version of a file, as `versions` lists it.
+pub(crate) struct Listed<'a> {
+    pub path: PathBuf,
+    pub captured: String,
+    pub size: u64,
+    pub name: &'a Path,
 }
 
 /// Writes lines for events and summaries. Write errors on the output (a closed pipe) are
 /// ignored: the backup goes on even when nobody reads its log.
-pub struct Reporter<O: Write = io::BufWriter<io::Stdout>, E: Write = io::Stderr> {
+pub(crate) struct Reporter<O: Write = io::BufWriter<io::Stdout>, E: Write = io::Stderr> {
     out: O,
     err: E,
     style: Style,
     /// Hidden unless `style.progress`: every write goes through it either way.
     bar: Progress,
     done: Counts,
-    /// `verify`: how many files were missing, stale, differing.
-    findings: [u64; 3],
 }
 
 impl Reporter {
-    pub fn stdio(style: Style) -> Self {
+    pub(crate) fn stdio(style: Style) -> Self {
         Reporter::new(io::BufWriter::new(io::stdout()), io::stderr(), style)
     }
 }
 
 impl<O: Write, E: Write> Reporter<O, E> {
-    pub fn new(out: O, err: E, style: Style) -> Self {
+    pub(crate) fn new(out: O, err: E, style: Style) -> Self {
         let bar = if style.progress {
             ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
         } else {
@@ -170,13 +203,12 @@ impl<O: Write, E: Write> Reporter<O, E> {
             style,
             bar: Progress(bar),
             done: Counts::default(),
-            findings: [0; 3],
         }
     }
 
-    /// Starts showing progress for a pass; `total` (files, bytes) is filled in later by
-    /// `progress_total` when a count runs alongside.
-    pub fn progress_start(&mut self) {
+    /// Starts showing progress for a pass; the totals are filled in later through
+    /// `progress_handle` when a count runs alongside.
+    pub(crate) fn progress_start(&mut self) {
         self.done = Counts::default();
         self.bar.0.reset();
         self.bar.0.set_style(
@@ -190,38 +222,29 @@ impl<O: Write, E: Write> Reporter<O, E> {
     }
 
     /// A handle for the thread that counts the tree, to set the totals when it is done.
-    pub fn progress_handle(&self) -> Progress {
+    pub(crate) fn progress_handle(&self) -> Progress {
         self.bar.clone()
     }
 
     /// Clears the progress bar at the end of a pass.
-    pub fn progress_end(&mut self) {
+    pub(crate) fn progress_end(&mut self) {
         self.bar.0.finish_and_clear();
     }
 
-    /// Prints the line for one event and counts it.
-    pub fn event(&mut self, ev: &Event) {
+    /// Prints the line for one event.
+    pub(crate) fn event(&mut self, ev: &Event) {
         self.done.add(&ev.outcome);
         self.bar.advance(self.done.total(), ev.bytes);
-        if let (true, Outcome::WouldCopy(_, change)) = (self.style.verify, &ev.outcome) {
-            return self.finding(&ev.src, *change);
-        }
-        let line = if self.style.json {
-            self.event_json(ev)
-                .map(|v| (v.to_string().into_bytes(), false))
-        } else {
-            self.event_text(ev)
-        };
-        if let Some((mut line, to_stderr)) = line {
-            line.push(b'\n');
-            let (bar, out, err) = (&self.bar.0, &mut self.out, &mut self.err);
-            bar.suspend(|| {
-                let _ = if to_stderr {
-                    out.flush().and_then(|()| err.write_all(&line))
-                } else {
-                    out.write_all(&line)
-                };
-            });
+        if self.style.json {
+            if let Some(line) = self.event_json(ev) {
+                self.json(&line);
+            }
+        } else if let Some((line, to_stderr)) = self.event_text(ev) {
+            if to_stderr {
+                self.stderr_bytes(line);
+            } else {
+                self.stdout_line(line);
+            }
         }
     }
 
@@ -258,9 +281,10 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 put("Vanished: ", &ev.src);
                 true
             }
-            Outcome::Failed(reason) | Outcome::Busy(reason) => {
+            Outcome::Failed(failure) => {
                 put("Failed: ", &ev.src);
-                put(": ", Path::new(reason));
+                line.extend_from_slice(b": ");
+                line.extend_from_slice(failure.to_string().as_bytes());
                 true
             }
             _ => return None,
@@ -268,90 +292,95 @@ impl<O: Write, E: Write> Reporter<O, E> {
         Some((line, to_stderr))
     }
 
-    fn event_json(&self, ev: &Event) -> Option<Value> {
-        let src = json_path(&ev.src);
+    fn event_json<'a>(&self, ev: &'a Event) -> Option<Json<'a>> {
+        let src = JsonPath(&ev.src);
         Some(match &ev.outcome {
-            Outcome::Copied(dst) => {
-                json!({"type": "copied", "src": src, "dst": json_path(dst), "bytes": ev.bytes})
-            }
-            Outcome::WouldCopy(dst, _) => {
-                json!({"type": "would_copy", "src": src, "dst": json_path(dst), "bytes": ev.bytes})
-            }
-            Outcome::Unchanged if self.style.verbose => json!({"type": "unchanged", "src": src}),
-            Outcome::Skipped(why) => json!({"type": "skipped", "src": src, "kind": why}),
-            Outcome::Vanished => json!({"type": "vanished", "src": src}),
-            Outcome::Failed(e) | Outcome::Busy(e) => {
-                json!({"type": "failed", "src": src, "error": e})
-            }
+            Outcome::Copied(dst) => Json::Copied {
+                src,
+                dst: JsonPath(dst),
+                bytes: ev.bytes,
+            },
+            Outcome::WouldCopy(dst, _) => Json::WouldCopy {
+                src,
+                dst: JsonPath(dst),
+                bytes: ev.bytes,
+            },
+            Outcome::Unchanged if self.style.verbose => Json::Unchanged { src },
+            Outcome::Skipped(why) => Json::Skipped { src, kind: why },
+            Outcome::Vanished => Json::Vanished { src },
+            Outcome::Failed(failure) => Json::Failed {
+                src,
+                error: failure.to_string(),
+            },
             _ => return None,
         })
     }
 
     /// `verify`: a file whose newest copy is not its current content.
-    fn finding(&mut self, src: &Path, change: Change) {
-        let (label, kind, slot) = match change {
-            Change::New => ("Missing: ", "missing", 0),
-            Change::Changed => ("Stale: ", "stale", 1),
-            Change::Contents => ("Differs: ", "differs", 2),
+    pub(crate) fn finding(&mut self, src: &Path, change: Change) {
+        let src_json = JsonPath(src);
+        let (label, json) = match change {
+            Change::New => ("Missing: ", Json::Missing { src: src_json }),
+            Change::Changed => ("Stale: ", Json::Stale { src: src_json }),
+            Change::Contents => ("Differs: ", Json::Differs { src: src_json }),
         };
-        self.findings[slot] += 1;
-        let line = if self.style.json {
-            json!({"type": kind, "src": json_path(src)})
-                .to_string()
-                .into_bytes()
-        } else {
-            let mut line = label.as_bytes().to_vec();
-            escape_into(&mut line, src);
-            line
-        };
+        if self.style.json {
+            return self.json(&json);
+        }
+        let mut line = label.as_bytes().to_vec();
+        escape_into(&mut line, src);
         self.stdout_line(line);
     }
 
-    /// The end of `verify`; returns whether everything held.
-    pub fn verify_summary(&mut self, c: &Counts) -> bool {
-        let [missing, stale, differs] = self.findings;
-        let text = if self.style.json {
-            json!({"type": "verify_summary", "files": c.total(), "up_to_date": c.unchanged,
-                "missing": missing, "stale": stale, "differs": differs, "skipped": c.skipped,
-                "failed": c.failed})
-            .to_string()
+    /// The end of `verify`.
+    pub(crate) fn verify_summary(&mut self, c: &Counts, f: &Findings) {
+        if self.style.json {
+            self.json(&Json::VerifySummary {
+                files: c.total(),
+                up_to_date: c.unchanged,
+                missing: f.missing,
+                stale: f.stale,
+                differs: f.differs,
+                skipped: c.skipped,
+                failed: c.failed,
+            });
         } else {
-            format!(
-                "\nVerify Summary:\nFiles checked: {}\nUp to date: {}\nMissing: {missing}\nStale: {stale}\nDiffering: {differs}\nSkipped: {}\nUnreadable: {}",
+            let text = format!(
+                "\nVerify Summary:\nFiles checked: {}\nUp to date: {}\nMissing: {}\nStale: {}\nDiffering: {}\nSkipped: {}\nUnreadable: {}",
                 c.total(),
                 c.unchanged,
+                f.missing,
+                f.stale,
+                f.differs,
                 c.skipped,
                 c.failed
-            )
-        };
-        self.stdout_line(text.into_bytes());
-        let _ = self.out.flush();
-        missing + stale + differs + c.failed == 0
+            );
+            self.stdout_line(text.into_bytes());
+        }
+        self.flush();
     }
 
     /// `versions`: the history of one file, oldest first.
-    pub fn history(&mut self, file: &Path, versions: &[(PathBuf, &crate::history::Version)]) {
-        let when = |stamp: u64| {
-            crate::naming::naive_of(stamp)
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_default()
-        };
+    pub(crate) fn history(&mut self, file: &Path, versions: &[Listed<'_>]) {
         if self.style.json {
-            for (i, (path, v)) in versions.iter().enumerate() {
-                let line = json!({"type": "version", "file": json_path(file), "path": json_path(path),
-                    "captured": when(v.captured).replace(' ', "T"), "size": v.size,
-                    "latest": i + 1 == versions.len()});
-                self.stdout_line(line.to_string().into_bytes());
+            for (i, v) in versions.iter().enumerate() {
+                self.json(&Json::Version {
+                    file: JsonPath(file),
+                    path: JsonPath(&v.path),
+                    captured: v.captured.replace(' ', "T"),
+                    size: v.size,
+                    latest: i + 1 == versions.len(),
+                });
             }
             return;
         }
         let mut block = Vec::new();
         escape_into(&mut block, file);
-        for (i, (path, v)) in versions.iter().enumerate() {
+        for (i, v) in versions.iter().enumerate() {
             block.extend_from_slice(
-                format!("\n  {}  {:>12}  ", when(v.captured), human_size(v.size)).as_bytes(),
+                format!("\n  {}  {:>12}  ", v.captured, human_size(v.size)).as_bytes(),
             );
-            escape_into(&mut block, Path::new(path.file_name().unwrap_or_default()));
+            escape_into(&mut block, v.name);
             if i + 1 == versions.len() {
                 block.extend_from_slice(b"  (latest)");
             }
@@ -360,149 +389,185 @@ impl<O: Write, E: Write> Reporter<O, E> {
     }
 
     /// `restore`: one file written back.
-    pub fn restored(&mut self, from: &Path, to: &Path) {
-        let line = if self.style.json {
-            json!({"type": "restored", "from": json_path(from), "to": json_path(to)})
-                .to_string()
-                .into_bytes()
-        } else if self.style.quiet {
+    pub(crate) fn restored(&mut self, from: &Path, to: &Path) {
+        if self.style.json {
+            return self.json(&Json::Restored {
+                from: JsonPath(from),
+                to: JsonPath(to),
+            });
+        }
+        if self.style.quiet {
             return;
-        } else {
-            let mut line = b"Restored: ".to_vec();
-            escape_into(&mut line, from);
-            line.extend_from_slice(b" -> ");
-            escape_into(&mut line, to);
-            line
-        };
+        }
+        let mut line = b"Restored: ".to_vec();
+        escape_into(&mut line, from);
+        line.extend_from_slice(b" -> ");
+        escape_into(&mut line, to);
         self.stdout_line(line);
+    }
+
+    /// The end of `restore`.
+    pub(crate) fn restore_summary(&mut self, at: &str, restored: u64, left_out: u64, failed: u64) {
+        if self.style.json {
+            self.json(&Json::RestoreSummary {
+                restored,
+                left_out,
+                failed,
+            });
+        } else {
+            let text = format!(
+                "\nRestore Summary (as of {at}):\nRestored: {restored}\nLeft out: {left_out}\nFailed: {failed}"
+            );
+            self.stdout_line(text.into_bytes());
+        }
+        self.flush();
     }
 
     /// `prune`: one version deleted (or, with `--dry-run`, to be deleted).
-    pub fn pruned(&mut self, path: &Path) {
+    pub(crate) fn pruned(&mut self, path: &Path) {
         let dry = self.style.dry_run;
-        let line = if self.style.json {
-            json!({"type": if dry { "would_prune" } else { "pruned" }, "path": json_path(path)})
-                .to_string()
-                .into_bytes()
-        } else if self.style.quiet {
-            return;
-        } else {
-            let mut line = if dry {
-                b"Would prune: ".to_vec()
+        if self.style.json {
+            let path = JsonPath(path);
+            return self.json(&if dry {
+                Json::WouldPrune { path }
             } else {
-                b"Pruned: ".to_vec()
-            };
-            escape_into(&mut line, path);
-            line
+                Json::Pruned { path }
+            });
+        }
+        if self.style.quiet {
+            return;
+        }
+        let mut line = if dry {
+            b"Would prune: ".to_vec()
+        } else {
+            b"Pruned: ".to_vec()
         };
+        escape_into(&mut line, path);
         self.stdout_line(line);
     }
 
-    /// A summary block of `restore` or `prune`: a title and labelled counts.
-    pub fn tally(&mut self, kind: &str, title: &str, rows: &[(&str, u64)]) {
-        let text = if self.style.json {
-            let mut v = json!({"type": kind});
-            for (label, n) in rows {
-                v[label.to_lowercase().replace(' ', "_")] = (*n).into();
-            }
-            v.to_string()
+    /// The end of a pruning run: files looked at, versions kept, pruned, failed.
+    pub(crate) fn prune_summary(&mut self, files: u64, kept: u64, pruned: u64, failed: u64) {
+        if self.style.json {
+            self.json(&Json::PruneSummary {
+                files,
+                versions_kept: kept,
+                versions_pruned: pruned,
+                failed,
+            });
         } else {
-            let mut t = format!("\n{title}");
-            for (label, n) in rows {
-                t.push_str(&format!("\n{label}: {n}"));
-            }
-            t
-        };
-        self.stdout_line(text.into_bytes());
-        let _ = self.out.flush();
+            let title = if self.style.dry_run {
+                "Prune Summary (dry run: nothing was deleted):"
+            } else {
+                "Prune Summary:"
+            };
+            let text = format!(
+                "\n{title}\nFiles: {files}\nVersions kept: {kept}\nVersions pruned: {pruned}\nFailed: {failed}"
+            );
+            self.stdout_line(text.into_bytes());
+        }
+        self.flush();
     }
 
     /// In `watch --verbose`: what one event led to.
-    pub fn decision(&mut self, path: &Path, what: &str, decision: &str) {
+    pub(crate) fn decision(&mut self, path: &Path, what: &str, decision: &str) {
         if !self.style.verbose {
             return;
         }
-        let line = if self.style.json {
-            json!({"type": "event", "path": json_path(path), "event": what, "decision": decision})
-                .to_string()
-                .into_bytes()
+        if self.style.json {
+            self.json(&Json::Event {
+                path: JsonPath(path),
+                event: what,
+                decision,
+            });
         } else {
             let mut line = b"Event: ".to_vec();
             escape_into(&mut line, path);
             line.extend_from_slice(format!(" ({what}): {decision}").as_bytes());
-            line
-        };
-        self.stdout_line(line);
-        let _ = self.out.flush();
+            self.stdout_line(line);
+        }
+        self.flush();
     }
 
     /// After each batch of `watch`: the time, what the batch did, and the totals since start.
-    pub fn rolling(&mut self, batch: &Counts, totals: &Counts) {
+    pub(crate) fn rolling(&mut self, batch: &Counts, totals: &Counts) {
         let now = chrono::Local::now();
-        let line = if self.style.json {
-            json!({"type": "batch", "time": now.to_rfc3339(), "batch": batch.json(), "total": totals.json()})
-                .to_string()
-        } else if self.style.quiet {
-            return;
-        } else {
-            format!(
+        if self.style.json {
+            self.json(&Json::Batch {
+                time: now.to_rfc3339(),
+                batch: batch.into(),
+                total: totals.into(),
+            });
+        } else if !self.style.quiet {
+            let line = format!(
                 "{} batch: {} | since start: {}",
                 now.format("%H:%M:%S"),
-                batch.brief(),
-                totals.brief()
-            )
-        };
-        self.stdout_line(line.into_bytes());
-        let _ = self.out.flush();
+                brief(batch),
+                brief(totals)
+            );
+            self.stdout_line(line.into_bytes());
+        }
+        self.flush();
     }
 
     /// The block printed at the end of `once`, and when `watch` stops.
-    pub fn summary(&mut self, c: &Counts) {
-        let text = if self.style.json {
-            let mut v = json!({"type": "summary"});
-            if let (Some(v), Value::Object(counts)) = (v.as_object_mut(), c.json()) {
-                v.extend(counts);
-            }
-            v["dry_run"] = self.style.dry_run.into();
-            v.to_string()
+    pub(crate) fn summary(&mut self, c: &Counts) {
+        if self.style.json {
+            self.json(&Json::Summary {
+                counts: c.into(),
+                dry_run: self.style.dry_run,
+            });
         } else {
             let title = if self.style.dry_run {
                 "Backup Summary (dry run: nothing was written):"
             } else {
                 "Backup Summary:"
             };
-            format!(
+            let text = format!(
                 "\n{title}\nTotal files processed: {}\nSuccessfully copied: {}\nUnchanged: {}\nSkipped: {}\nFailed copies: {}",
                 c.total(),
                 c.copied,
                 c.unchanged,
                 c.skipped,
                 c.failed
-            )
-        };
-        self.stdout_line(text.into_bytes());
-        let _ = self.out.flush();
+            );
+            self.stdout_line(text.into_bytes());
+        }
+        self.flush();
     }
 
     /// A plain line on stderr about what the run is doing (not with `--quiet`).
-    pub fn info(&mut self, message: &str) {
+    pub(crate) fn info(&mut self, message: &str) {
         if !self.style.quiet {
             self.stderr_line(message);
         }
     }
 
+    /// A plain line on stderr with `--verbose` only.
+    pub(crate) fn detail(&mut self, message: &str) {
+        if self.style.verbose {
+            self.stderr_line(message);
+        }
+    }
+
     /// `warning: <message>` on stderr, for a problem the run works around.
-    pub fn warning(&mut self, message: &str) {
+    pub(crate) fn warning(&mut self, message: &str) {
         self.stderr_line(&format!("warning: {message}"));
     }
 
     /// `error: <message>` on stderr, for a problem that stops the run.
-    pub fn error(&mut self, message: &str) {
+    pub(crate) fn error(&mut self, message: &str) {
         self.stderr_line(&format!("error: {message}"));
     }
 
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         let _ = self.out.flush();
+    }
+
+    fn json(&mut self, line: &Json<'_>) {
+        if let Ok(text) = serde_json::to_string(line) {
+            self.stdout_line(text.into_bytes());
+        }
     }
 
     fn stdout_line(&mut self, mut line: Vec<u8>) {
@@ -513,14 +578,27 @@ impl<O: Write, E: Write> Reporter<O, E> {
         });
     }
 
-    /// Keeps stdout and stderr lines in the order they happened when both go to one terminal.
     fn stderr_line(&mut self, text: &str) {
+        self.stderr_bytes(text.as_bytes().to_vec());
+    }
+
+    /// Keeps stdout and stderr lines in the order they happened when both go to one terminal.
+    fn stderr_bytes(&mut self, mut line: Vec<u8>) {
+        line.push(b'\n');
         let (bar, out, err) = (&self.bar.0, &mut self.out, &mut self.err);
         bar.suspend(|| {
             let _ = out.flush();
-            let _ = err.write_all(format!("{text}\n").as_bytes());
+            let _ = err.write_all(&line);
         });
     }
+}
+
+/// `copied 3, unchanged 0, skipped 0, failed 0`
+fn brief(c: &Counts) -> String {
+    format!(
+        "copied {}, unchanged {}, skipped {}, failed {}",
+        c.copied, c.unchanged, c.skipped, c.failed
+    )
 }
 
 /// `1.5 KiB`, `12 B`: sizes for people.
@@ -541,7 +619,7 @@ fn human_size(n: u64) -> String {
 
 /// The handle through which the counting thread sets the progress bar's totals.
 #[derive(Clone)]
-pub struct Progress(ProgressBar);
+pub(crate) struct Progress(ProgressBar);
 
 impl Progress {
     /// Counts `bytes` more done, `files` in all; free when the bar is hidden.
@@ -553,11 +631,11 @@ impl Progress {
     }
 
     /// Whether the bar is drawn at all (else counting the tree is wasted work).
-    pub fn visible(&self) -> bool {
+    pub(crate) fn visible(&self) -> bool {
         !self.0.is_hidden()
     }
 
-    pub fn total(&self, files: u64, bytes: u64) {
+    pub(crate) fn total(&self, files: u64, bytes: u64) {
         self.0.set_length(bytes);
         self.0.set_style(
             ProgressStyle::with_template(&format!(
@@ -569,64 +647,16 @@ impl Progress {
 }
 
 /// Printed when the first Ctrl-C or SIGTERM arrives, from the thread that receives signals.
-pub fn stopping() {
+pub(crate) fn stopping() {
     let _ = io::stderr()
         .write_all(b"Stopping after the copies in flight (Ctrl-C again to stop at once)\n");
-}
-
-/// A path for JSON: the string itself when it is UTF-8, else `base64:` and the standard base64
-/// of its bytes. Paths in the output are absolute, so a real path never starts with `base64:`.
-pub fn json_path(p: &Path) -> Value {
-    match p.to_str() {
-        Some(s) => Value::String(s.to_string()),
-        None => Value::String(format!(
-            "base64:{}",
-            base64::engine::general_purpose::STANDARD.encode(p.as_os_str().as_bytes())
-        )),
-    }
-}
-
-/// Appends `path` with control characters escaped, so that one entry is always one line.
-/// Everything else, including bytes that are not UTF-8, is written as it is.
-pub fn escape_into(out: &mut Vec<u8>, path: &Path) {
-    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                c if c.is_control() => {
-                    out.extend_from_slice(format!("\\u{{{:x}}}", c as u32).as_bytes())
-                }
-                c => {
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-            }
-        }
-        out.extend_from_slice(chunk.invalid());
-    }
-}
-
-/// An OS error as a user reads it: `Permission denied`, without Rust's `(os error 13)`.
-pub fn reason(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(i) if text.ends_with(')') => text[..i].to_string(),
-        _ => text,
-    }
-}
-
-/// `path` escaped as in the output, as a (lossy) string for messages built elsewhere.
-pub fn display(path: &Path) -> String {
-    let mut out = Vec::new();
-    escape_into(&mut out, path);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Failure, Op};
+    use serde_json::Value;
     use std::ffi::OsStr;
 
     fn ev(src: &str, outcome: Outcome) -> Event {
@@ -646,7 +676,7 @@ mod tests {
             ev("/s/v", Outcome::Vanished),
             ev(
                 "/s/x",
-                Outcome::Failed("cannot open: Permission denied".into()),
+                Outcome::Failed(Failure::io(Op::Open, io::Error::from_raw_os_error(13))),
             ),
         ]
     }
@@ -705,7 +735,7 @@ mod tests {
     }
 
     #[test]
-    fn json_lines_each_have_a_type() {
+    fn json_lines_each_have_a_type_first() {
         let json = Style {
             json: true,
             ..Style::default()
@@ -715,6 +745,7 @@ mod tests {
         let types: Vec<String> = out
             .lines()
             .map(|l| {
+                assert!(l.starts_with("{\"type\":"), "{l}");
                 let v: Value = serde_json::from_str(l).expect("valid JSON");
                 v["type"].as_str().expect("a type").to_string()
             })
@@ -726,28 +757,22 @@ mod tests {
         let last: Value = serde_json::from_str(out.lines().last().expect("line")).expect("json");
         assert_eq!(last["files"], 7);
         assert_eq!(last["dry_run"], false);
+        let failed: Value = serde_json::from_str(out.lines().nth(3).expect("line")).expect("json");
+        assert_eq!(failed["error"], "cannot open: Permission denied");
     }
 
     #[test]
     fn non_utf8_paths_are_lossless_in_json() {
         let p = Path::new(OsStr::from_bytes(b"/s/caf\xe9"));
-        let v = json_path(p);
+        let v = serde_json::to_value(JsonPath(p)).expect("json");
         let s = v.as_str().expect("string");
         let raw = base64::engine::general_purpose::STANDARD
             .decode(s.strip_prefix("base64:").expect("prefix"))
             .expect("base64");
         assert_eq!(raw, b"/s/caf\xe9");
-        assert_eq!(json_path(Path::new("/s/é")), Value::String("/s/é".into()));
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
         assert_eq!(
-            display(Path::new("a\nb\tc\u{1b}[31m\u{85}é")),
-            "a\\nb\\tc\\u{1b}[31m\\u{85}é"
+            serde_json::to_value(JsonPath(Path::new("/s/é"))).expect("json"),
+            Value::String("/s/é".into())
         );
-        let mut out = Vec::new();
-        escape_into(&mut out, Path::new(OsStr::from_bytes(b"x\xffy\n")));
-        assert_eq!(out, b"x\xffy\\n");
     }
 }

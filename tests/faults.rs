@@ -513,7 +513,8 @@ fn a_copy_is_written_synced_published_without_replacing_then_its_folder_synced()
             .and_then(|v| v.trim().parse::<i32>().ok())
     };
     let created = find(0, &|l| {
-        l.contains(".backup-tmp.") && l.contains("O_CREAT|O_EXCL")
+        // The copy's own temporary file, not the destination probe's.
+        l.contains(".backup-tmp.") && l.contains(".one.txt\"") && l.contains("O_CREAT|O_EXCL")
     })
     .expect("temporary file created");
     let temp_fd = fd_of(lines[created]).expect("temp fd");

@@ -1,16 +1,14 @@
-//! Pure decisions of `watch`: which filesystem events mean work, and when a changed file has
-//! settled enough to copy. No I/O here; the loop in `live` feeds events and the clock in.
+//! Pure decisions of `watch` about filesystem events: which ones mean work, and what work. No
+//! I/O here; the loop in `watch` feeds events in.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use notify::EventKind;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 
 /// What one event asks for. Paths are relative to SRC.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Work {
+pub(crate) enum Work {
     /// Contents or metadata of this path changed: copy it once it has settled (a folder: refresh
     /// its own metadata).
     Changed(PathBuf),
@@ -23,7 +21,7 @@ pub enum Work {
 
 /// The work an event asks for. `skip` is DST when it lies inside SRC: its events are our own
 /// copies and must not feed back.
-pub fn classify(event: &notify::Event, src: &Path, skip: Option<&Path>) -> Vec<Work> {
+pub(crate) fn classify(event: &notify::Event, src: &Path, skip: Option<&Path>) -> Vec<Work> {
     if event.need_rescan() {
         return vec![Work::Rescan];
     }
@@ -57,7 +55,7 @@ pub fn classify(event: &notify::Event, src: &Path, skip: Option<&Path>) -> Vec<W
 
 /// Whether an event of this kind can mean new contents, metadata or names in SRC. Opens, reads
 /// and closes without writing cannot.
-pub fn can_change(kind: &EventKind) -> bool {
+pub(crate) fn can_change(kind: &EventKind) -> bool {
     !matches!(
         kind,
         EventKind::Access(
@@ -71,7 +69,7 @@ pub fn can_change(kind: &EventKind) -> bool {
 }
 
 /// A word for an event's kind, for `--verbose`.
-pub fn describe(kind: &EventKind) -> &'static str {
+pub(crate) fn describe(kind: &EventKind) -> &'static str {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => "closed after writing",
         EventKind::Access(_) => "read",
@@ -85,82 +83,9 @@ pub fn describe(kind: &EventKind) -> &'static str {
     }
 }
 
-/// Files waiting to settle: each is copied once quiet for `debounce`, or, if it never goes
-/// quiet, once `max_delay` has passed since its first unsettled change.
-#[derive(Debug)]
-pub struct Settle {
-    debounce: Duration,
-    max_delay: Duration,
-    pending: HashMap<PathBuf, Pending>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    first: Instant,
-    last: Instant,
-}
-
-impl Settle {
-    pub fn new(debounce: Duration, max_delay: Duration) -> Settle {
-        Settle {
-            debounce,
-            max_delay: max_delay.max(debounce),
-            pending: HashMap::new(),
-        }
-    }
-
-    /// Records a change of `path` seen at `at`.
-    pub fn touch(&mut self, path: PathBuf, at: Instant) {
-        self.pending
-            .entry(path)
-            .and_modify(|p| {
-                p.last = p.last.max(at);
-                p.first = p.first.min(at);
-            })
-            .or_insert(Pending {
-                first: at,
-                last: at,
-            });
-    }
-
-    /// Removes and returns the paths due at `now`, in path order.
-    pub fn due(&mut self, now: Instant) -> Vec<PathBuf> {
-        let (debounce, max_delay) = (self.debounce, self.max_delay);
-        let mut out: Vec<PathBuf> = Vec::new();
-        self.pending.retain(|path, p| {
-            let quiet = now.saturating_duration_since(p.last) >= debounce;
-            let overdue = now.saturating_duration_since(p.first) >= max_delay;
-            if quiet || overdue {
-                out.push(path.clone());
-                false
-            } else {
-                true
-            }
-        });
-        out.sort();
-        out
-    }
-
-    /// When the next path becomes due, if any is waiting.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.pending
-            .values()
-            .map(|p| (p.last + self.debounce).min(p.first + self.max_delay))
-            .min()
-    }
-
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-}
-
 /// Drops every path that lies inside another one of the set: walking the outer folder covers
 /// it.
-pub fn outermost(mut dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+pub(crate) fn outermost(mut dirs: Vec<PathBuf>) -> Vec<PathBuf> {
     dirs.sort();
     dirs.dedup();
     let mut out: Vec<PathBuf> = Vec::new();
@@ -311,53 +236,6 @@ mod tests {
                 "{event:?}"
             );
         }
-    }
-
-    #[test]
-    fn a_burst_settles_once_after_it_goes_quiet() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut s = Settle::new(Duration::from_millis(1000), Duration::from_secs(60));
-        for i in 0..50 {
-            s.touch(p("a"), ms(i * 10));
-        }
-        assert_eq!(s.next_due(), Some(ms(490 + 1000)));
-        assert!(s.due(ms(1489)).is_empty());
-        assert_eq!(s.due(ms(1490)), vec![p("a")]);
-        assert!(s.is_empty());
-        assert_eq!(s.next_due(), None);
-    }
-
-    #[test]
-    fn a_file_that_never_goes_quiet_is_copied_every_max_delay() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut s = Settle::new(Duration::from_millis(1000), Duration::from_millis(2000));
-        let mut copies = Vec::new();
-        // Appended every 100 ms for 6 s, checked every 10 ms.
-        for now in (0..8000).step_by(10) {
-            if now < 6000 && now % 100 == 0 {
-                s.touch(p("log"), ms(now));
-            }
-            if !s.due(ms(now)).is_empty() {
-                copies.push(now);
-            }
-        }
-        // Forced every max-delay while appends go on; the third, after they stopped, has them all.
-        assert_eq!(copies, vec![2000, 4100, 6200]);
-    }
-
-    #[test]
-    fn out_of_order_times_keep_first_and_last() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut s = Settle::new(Duration::from_millis(100), Duration::from_millis(1000));
-        s.touch(p("a"), ms(50));
-        s.touch(p("a"), ms(10));
-        assert_eq!(s.next_due(), Some(ms(150)));
-        s.touch(p("b"), ms(0));
-        assert_eq!(s.due(ms(120)), vec![p("b")]);
-        assert_eq!(s.len(), 1);
     }
 
     #[test]

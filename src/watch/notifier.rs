@@ -5,7 +5,11 @@
 //!
 //! Folders are watched one by one, not with notify's recursive mode, so that folders left out of
 //! the backup (excluded, or DST inside SRC) cost no watch and send no events. Settling and
-//! de-duplication are done by `queue`, so no debouncer sits in between.
+//! de-duplication are done by `settle` and the loop, so no debouncer sits in between.
+//! notify-debouncer-full was tried first and dropped for a measured reason: with one
+//! non-recursive watch per folder it keeps the watched roots in a list that it scans on every
+//! `watch()` call and, with its default file-id cache off on Linux, on every event, which made
+//! starting and running quadratic in the number of folders on big trees.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,24 +20,24 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use notify::{ErrorKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 /// Polling interval when the OS limit on watches forces polling and `--poll` was not given.
-pub const FALLBACK_POLL: Duration = Duration::from_secs(2);
+pub(crate) const FALLBACK_POLL: Duration = Duration::from_secs(2);
 
 /// What the watcher sends.
-pub enum Msg {
+pub(crate) enum Msg {
     /// An event that can mean a change, and when it arrived.
     Event(notify::Event, Instant),
     Error(notify::Error),
 }
 
 /// The channel from the watcher to the loop, and the flag for a channel that overflowed.
-pub struct Feed {
-    pub rx: Receiver<Msg>,
+pub(crate) struct Feed {
+    pub(crate) rx: Receiver<Msg>,
     tx: Sender<Msg>,
-    pub overflow: Arc<AtomicBool>,
+    pub(crate) overflow: Arc<AtomicBool>,
 }
 
 impl Feed {
-    pub fn new() -> Feed {
+    pub(crate) fn new() -> Feed {
         let (tx, rx) = bounded(1 << 16);
         Feed {
             rx,
@@ -48,7 +52,7 @@ impl Feed {
             let msg = match res {
                 // Our own reads of SRC make an open event per file; dropping them here keeps a
                 // long first pass from piling them up in the channel.
-                Ok(e) if !crate::queue::can_change(&e.kind) => return,
+                Ok(e) if !super::changes::can_change(&e.kind) => return,
                 Ok(e) => Msg::Event(e, Instant::now()),
                 Err(e) => Msg::Error(e),
             };
@@ -66,11 +70,11 @@ impl Default for Feed {
 }
 
 /// A running watcher; dropping it stops it.
-pub enum Watcher {
+pub(crate) enum Watcher {
     /// inotify; folders are added with `add`.
     Native(RecommendedWatcher),
-    /// Looks at the whole of SRC every interval.
-    Poll(PollWatcher),
+    /// Looks at the whole of SRC every interval; held only to keep it running.
+    Poll(#[allow(dead_code)] PollWatcher),
 }
 
 fn config() -> notify::Config {
@@ -81,7 +85,7 @@ fn config() -> notify::Config {
 
 impl Watcher {
     /// An inotify watcher with no folders yet.
-    pub fn native(feed: &Feed) -> notify::Result<Watcher> {
+    pub(crate) fn native(feed: &Feed) -> notify::Result<Watcher> {
         Ok(Watcher::Native(RecommendedWatcher::new(
             feed.handler(),
             config(),
@@ -89,19 +93,19 @@ impl Watcher {
     }
 
     /// A poller over all of `src`.
-    pub fn poll(src: &Path, interval: Duration, feed: &Feed) -> notify::Result<Watcher> {
+    pub(crate) fn poll(src: &Path, interval: Duration, feed: &Feed) -> notify::Result<Watcher> {
         let mut w = PollWatcher::new(feed.handler(), config().with_poll_interval(interval))?;
         w.watch(src, RecursiveMode::Recursive)?;
         Ok(Watcher::Poll(w))
     }
 
-    pub fn is_polling(&self) -> bool {
+    pub(crate) fn is_polling(&self) -> bool {
         matches!(self, Watcher::Poll(_))
     }
 
     /// Starts watching the entries of one folder (not its subfolders). A folder that vanished
     /// meanwhile is no error: there is nothing left to watch.
-    pub fn add(&mut self, dir: &Path) -> notify::Result<()> {
+    pub(crate) fn add(&mut self, dir: &Path) -> notify::Result<()> {
         let Watcher::Native(w) = self else {
             return Ok(());
         };
@@ -125,7 +129,7 @@ fn vanished(e: &notify::Error) -> bool {
 
 /// For an error caused by an OS limit on inotify, the line that tells the user which limit and
 /// how to raise it.
-pub fn limit_message(e: &notify::Error) -> Option<String> {
+pub(crate) fn limit_message(e: &notify::Error) -> Option<String> {
     let (name, now) = match &e.kind {
         ErrorKind::MaxFilesWatch => ("max_user_watches", read_limit("max_user_watches")),
         ErrorKind::Io(io) if io.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) => {

@@ -1,0 +1,256 @@
+//! The destination read as an archive of versions: `versions`, `restore` and `prune`, and the
+//! pruning that `once` and `watch` do after a pass. Everything is read back from the names and
+//! metadata in DST (`history` decides); nothing else is kept anywhere.
+
+pub(crate) mod prune;
+pub(crate) mod restore;
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::TimeZone;
+
+use crate::cli::VersionsArgs;
+use crate::dest::local::Local;
+use crate::dest::{Destination, Folder, is_temp_name};
+use crate::error::{Status, reason};
+use crate::escape::display;
+use crate::history::{self, Entry, History};
+use crate::meta::{Kind, Time};
+use crate::naming;
+use crate::report::{Listed, Reporter, Style};
+
+/// What a PATH argument names in DST.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A folder, relative to DST.
+    Folder(PathBuf),
+    /// A file: its folder, relative to DST, and its name.
+    File(PathBuf, Vec<u8>),
+}
+
+/// DST, opened to read its history (and, for pruning, to delete from it).
+pub(crate) struct Archive {
+    dest: Arc<dyn Destination>,
+}
+
+/// The local stamp of a point in time.
+fn stamp_at(t: Time) -> u64 {
+    chrono::Local
+        .timestamp_opt(t.sec, t.nsec)
+        .earliest()
+        .map_or(0, |d| naming::stamp_of(&d.naive_local()))
+}
+
+/// The local time of a stamp, as `versions` and `restore` print it.
+pub(crate) fn when(stamp: u64) -> String {
+    naming::naive_of(stamp)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+impl Archive {
+    /// Opens DST, which must be an existing folder. Read-only unless `write` (then it is
+    /// locked like a backup locks it, so that a prune never runs into a running backup).
+    pub(crate) fn open(dst: &Path, write: bool) -> Result<Archive, String> {
+        let named = |why: String| format!("destination {}: {why}", display(dst));
+        let md = std::fs::metadata(dst).map_err(|e| named(reason(&e)))?;
+        if !md.is_dir() {
+            return Err(named("not a directory".into()));
+        }
+        let root = std::fs::canonicalize(dst).map_err(|e| named(reason(&e)))?;
+        let dest = if write {
+            Local::open(&root)
+        } else {
+            Local::open_read_only(&root, false)
+        }
+        .map_err(|e| named(e.to_string()))?;
+        Ok(Archive {
+            dest: Arc::new(dest),
+        })
+    }
+
+    /// The archive view of a destination a backup already holds open.
+    pub(crate) fn of(dest: &Arc<dyn Destination>) -> Archive {
+        Archive {
+            dest: Arc::clone(dest),
+        }
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        self.dest.path()
+    }
+
+    /// The folder `rel` of DST.
+    pub(crate) fn folder(&self, rel: &Path) -> io::Result<Arc<dyn Folder>> {
+        self.dest
+            .folder(rel)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    /// What PATH names: a path inside DST, or one relative to the backed-up tree.
+    pub(crate) fn resolve(&self, path: &Path) -> Result<Target, String> {
+        let rel = if path.is_absolute() {
+            let parent = path.parent().unwrap_or(path);
+            let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+            let full = match path.file_name() {
+                Some(name) => parent.join(name),
+                None => parent,
+            };
+            full.strip_prefix(self.root())
+                .map(Path::to_path_buf)
+                .map_err(|_| {
+                    format!(
+                        "{} is not inside the destination {}",
+                        display(path),
+                        display(self.root())
+                    )
+                })?
+        } else {
+            path.components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect()
+        };
+        if self.root().join(&rel).is_dir() {
+            return Ok(Target::Folder(rel));
+        }
+        match (rel.parent(), rel.file_name()) {
+            (Some(dir), Some(name)) => {
+                Ok(Target::File(dir.to_path_buf(), name.as_bytes().to_vec()))
+            }
+            _ => Ok(Target::Folder(rel)),
+        }
+    }
+
+    /// The file histories in the folder `rel`.
+    pub(crate) fn histories(
+        &self,
+        rel: &Path,
+        sources: Option<&HashSet<Vec<u8>>>,
+    ) -> io::Result<(Arc<dyn Folder>, Vec<History>)> {
+        let dir = self.folder(rel)?;
+        let mut entries = Vec::new();
+        for name in dir.list()? {
+            if is_temp_name(&name) {
+                continue;
+            }
+            let (meta, born) = match dir.entry(&name) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.kind == Kind::Dir {
+                continue;
+            }
+            entries.push(Entry {
+                name,
+                modified: stamp_at(meta.mtime),
+                written: stamp_at(born.unwrap_or(meta.ctime)),
+                size: meta.size,
+            });
+        }
+        Ok((dir, history::histories(&entries, sources)))
+    }
+
+    /// Every folder of DST from `rel` down, relative to DST, parents first; symlinks are not
+    /// followed.
+    pub(crate) fn folders(&self, rel: &Path) -> Vec<PathBuf> {
+        let root = self.root().to_path_buf();
+        walkdir::WalkDir::new(root.join(rel))
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| e.file_type().is_dir())
+            .filter_map(Result::ok)
+            .filter_map(|e| e.path().strip_prefix(&root).ok().map(Path::to_path_buf))
+            .collect()
+    }
+}
+
+/// The history of the file `name` in `histories`: the one of that name, or the one that holds a
+/// version of that name.
+fn find<'a>(histories: &'a [History], name: &[u8]) -> Option<&'a History> {
+    histories.iter().find(|h| h.name == name).or_else(|| {
+        histories
+            .iter()
+            .find(|h| h.versions.iter().any(|v| v.name == name))
+    })
+}
+
+fn reporter(json: bool, quiet: bool, dry_run: bool) -> Reporter {
+    Reporter::stdio(Style {
+        json,
+        quiet,
+        dry_run,
+        ..Style::default()
+    })
+}
+
+/// `backup versions DST [PATH]`
+pub(crate) fn versions(args: VersionsArgs) -> Status {
+    let mut out = reporter(args.json, false, false);
+    let archive = match Archive::open(&args.dst, false) {
+        Ok(a) => a,
+        Err(e) => {
+            out.error(&e);
+            return Status::Failure;
+        }
+    };
+    let target = match args.path.as_deref().map(|p| archive.resolve(p)) {
+        None => Target::Folder(PathBuf::new()),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            out.error(&e);
+            return Status::Failure;
+        }
+    };
+    let (folders, only) = match &target {
+        Target::Folder(rel) => (archive.folders(rel), None),
+        Target::File(dir, name) => (vec![dir.clone()], Some(name.as_slice())),
+    };
+    let mut shown = 0;
+    let mut status = Status::Success;
+    for rel in folders {
+        let (dir, histories) = match archive.histories(&rel, None) {
+            Ok(h) => h,
+            Err(e) => {
+                let at = archive.root().join(&rel);
+                out.error(&format!("{}: {}", display(&at), reason(&e)));
+                status = Status::Failure;
+                continue;
+            }
+        };
+        let chosen: Vec<&History> = match only {
+            Some(name) => find(&histories, name).into_iter().collect(),
+            None => histories.iter().collect(),
+        };
+        for h in chosen {
+            let file = dir.path().join(OsStr::from_bytes(&h.name));
+            let list: Vec<Listed<'_>> = h
+                .versions
+                .iter()
+                .map(|v| Listed {
+                    path: dir.path().join(OsStr::from_bytes(&v.name)),
+                    captured: when(v.captured),
+                    size: v.size,
+                    name: Path::new(OsStr::from_bytes(&v.name)),
+                })
+                .collect();
+            out.history(&file, &list);
+            shown += 1;
+        }
+    }
+    out.flush();
+    if let (0, Target::File(dir, name)) = (shown, &target) {
+        out.error(&format!(
+            "no versions of {} in {}",
+            display(&dir.join(OsStr::from_bytes(name))),
+            display(archive.root())
+        ));
+        return Status::Failure;
+    }
+    status
+}

@@ -1,0 +1,278 @@
+//! `backup restore DST PATH --to TARGET [--at TIME]`: a file or a folder written back as it was
+//! at a point in time, through the same staging and no-replace publishing as a backup.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Archive, Target, find, reporter};
+use crate::cli::RestoreArgs;
+use crate::dest::local::Local;
+use crate::dest::{self, Destination, Folder};
+use crate::error::{Failure, Op, Status, reason};
+use crate::escape::display;
+use crate::history;
+use crate::meta::Kind;
+use crate::naming;
+use crate::outcome::Event;
+use crate::report::Reporter;
+
+/// One file to write back: where its version lives in DST, and where it goes under TARGET.
+struct Pick {
+    from_dir: PathBuf,
+    version: Vec<u8>,
+    to_dir: PathBuf,
+    to_name: Vec<u8>,
+}
+
+/// What a restore will write: TARGET's root folder, the files below it, how many files had no
+/// version yet, and whether a whole folder is restored.
+struct Plan {
+    root: PathBuf,
+    picks: Vec<Pick>,
+    left_out: u64,
+    folder: bool,
+}
+
+pub(crate) fn run(args: RestoreArgs) -> Status {
+    let mut out = reporter(args.json, args.quiet, false);
+    match restore(&args, &mut out) {
+        Ok(status) => status,
+        Err(e) => {
+            out.error(&e);
+            Status::Failure
+        }
+    }
+}
+
+fn restore(args: &RestoreArgs, out: &mut Reporter) -> Result<Status, String> {
+    let archive = Archive::open(&args.dst, false)?;
+    let at = history::parse_when(&args.at, chrono::Local::now())?;
+    let target = archive.resolve(&args.path)?;
+    let plan = plan(&archive, &target, naming::stamp_of(&at), args)?;
+    let root = std::path::absolute(&plan.root).map_err(|e| reason(&e))?;
+    check_targets(&archive, &root, &plan.picks, &args.to)?;
+    if plan.picks.is_empty() && !plan.folder {
+        return Ok(Status::Success);
+    }
+    let dest = Local::open(&root).map_err(|e| format!("--to {}: {e}", display(&args.to)))?;
+    let (restored, failed) = write_all(&archive, &dest, &root, &plan.picks, out);
+    out.restore_summary(
+        &at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        restored,
+        plan.left_out,
+        failed,
+    );
+    Ok(Status::failed_if(failed > 0))
+}
+
+/// Which version of which file goes where.
+fn plan(archive: &Archive, target: &Target, at: u64, args: &RestoreArgs) -> Result<Plan, String> {
+    let unreadable = |rel: &Path, e: io::Error| {
+        format!("{}: {}", display(&archive.root().join(rel)), reason(&e))
+    };
+    match target {
+        Target::File(dir, name) => {
+            let (_, histories) = archive
+                .histories(dir, None)
+                .map_err(|e| unreadable(dir, e))?;
+            let shown = display(&dir.join(OsStr::from_bytes(name)));
+            let h = find(&histories, name)
+                .ok_or_else(|| format!("no versions of {shown} in {}", display(archive.root())))?;
+            let v = h
+                .at(at)
+                .ok_or_else(|| format!("{shown} had no version yet at {}", super::when(at)))?;
+            let (root, to_name) = if args.to.is_dir() {
+                (args.to.clone(), h.name.clone())
+            } else {
+                let name = args
+                    .to
+                    .file_name()
+                    .ok_or_else(|| format!("--to {}: not a file name", display(&args.to)))?;
+                let parent = args.to.parent().filter(|p| !p.as_os_str().is_empty());
+                (
+                    parent.unwrap_or(Path::new(".")).to_path_buf(),
+                    name.as_bytes().to_vec(),
+                )
+            };
+            let pick = Pick {
+                from_dir: dir.clone(),
+                version: v.name.clone(),
+                to_dir: PathBuf::new(),
+                to_name,
+            };
+            Ok(Plan {
+                root,
+                picks: vec![pick],
+                left_out: 0,
+                folder: false,
+            })
+        }
+        Target::Folder(rel) => {
+            let (mut picks, mut left_out) = (Vec::new(), 0);
+            for sub in archive.folders(rel) {
+                let (_, histories) = archive
+                    .histories(&sub, None)
+                    .map_err(|e| unreadable(&sub, e))?;
+                let to_dir = sub.strip_prefix(rel).unwrap_or(&sub).to_path_buf();
+                for h in &histories {
+                    match h.at(at) {
+                        Some(v) => picks.push(Pick {
+                            from_dir: sub.clone(),
+                            version: v.name.clone(),
+                            to_dir: to_dir.clone(),
+                            to_name: h.name.clone(),
+                        }),
+                        None => left_out += 1,
+                    }
+                }
+            }
+            Ok(Plan {
+                root: args.to.clone(),
+                picks,
+                left_out,
+                folder: true,
+            })
+        }
+    }
+}
+
+/// Never into the backup itself, and never over anything: every target is checked before any
+/// is written.
+fn check_targets(archive: &Archive, root: &Path, picks: &[Pick], to: &Path) -> Result<(), String> {
+    let mut probe = root.to_path_buf();
+    while !probe.exists() && probe.pop() {}
+    if let Ok(existing) = std::fs::canonicalize(&probe)
+        && existing.starts_with(archive.root())
+    {
+        return Err(format!(
+            "--to {}: inside the destination {}; restore somewhere else",
+            display(to),
+            display(archive.root())
+        ));
+    }
+    for p in picks {
+        let path = root.join(&p.to_dir).join(OsStr::from_bytes(&p.to_name));
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Err(format!(
+                "{} already exists; restore never overwrites (choose another --to)",
+                display(&path)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes every pick, then gives the folders it made their metadata and makes the new names
+/// durable. Returns (restored, failed).
+fn write_all(
+    archive: &Archive,
+    dest: &Local,
+    root: &Path,
+    picks: &[Pick],
+    out: &mut Reporter,
+) -> (u64, u64) {
+    let (mut restored, mut failed) = (0u64, 0u64);
+    let mut made_dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for p in picks {
+        let from = archive
+            .root()
+            .join(&p.from_dir)
+            .join(OsStr::from_bytes(&p.version));
+        match restore_one(archive, dest, p, &mut made_dirs) {
+            Ok(to) => {
+                restored += 1;
+                out.restored(&from, &to);
+            }
+            Err(why) => {
+                failed += 1;
+                out.event(&Event::failed(from, why));
+            }
+        }
+    }
+    // Folders made for the restore get the mode and times of their folder in DST, deepest
+    // first (writing into a folder changes its time).
+    for (to_rel, from_rel) in made_dirs.iter().rev() {
+        let meta = archive.folder(from_rel).and_then(|d| d.meta());
+        if let (Ok(meta), Ok(Some(d))) = (meta, dest.folder(to_rel)) {
+            let _ = d.set_meta(&meta);
+        }
+    }
+    // Then new names are durable once their folders are synced: once per folder, at the end.
+    // A folder made for the restore is a new name in its parent too.
+    let parents = made_dirs
+        .iter()
+        .map(|(to, _)| to.parent().unwrap_or(Path::new("")));
+    let mut written: Vec<&Path> = picks
+        .iter()
+        .map(|p| p.to_dir.as_path())
+        .chain(parents)
+        .collect();
+    written.sort();
+    written.dedup();
+    for rel in written {
+        let synced = dest
+            .folder(rel)
+            .and_then(|d| d.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+            .and_then(|d| d.sync());
+        if let Err(e) = synced {
+            failed += 1;
+            out.event(&Event::failed(
+                root.join(rel),
+                Failure::io(Op::SyncFolder, e),
+            ));
+        }
+    }
+    (restored, failed)
+}
+
+/// Writes one version back through the same staging and no-replace publishing as a backup.
+fn restore_one(
+    archive: &Archive,
+    dest: &Local,
+    p: &Pick,
+    made_dirs: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<PathBuf, Failure> {
+    let from_dir = archive
+        .folder(&p.from_dir)
+        .map_err(|e| Failure::io(Op::Read, e))?;
+    let opened = dest::open_path(dest, &p.to_dir, true)
+        .and_then(|o| o.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+        .map_err(|e| Failure::io(Op::CreateFolder, e))?;
+    if opened.created {
+        made_dirs.push((p.to_dir.clone(), p.from_dir.clone()));
+    }
+    let to_dir: Arc<dyn Folder> = opened.folder;
+    let (meta, _) = from_dir
+        .entry(&p.version)
+        .map_err(|e| Failure::io(Op::Read, e))?;
+    if meta.kind == Kind::Symlink {
+        let target = from_dir
+            .read_link(&p.version)
+            .map_err(|e| Failure::io(Op::ReadLink, e))?;
+        to_dir
+            .symlink(&target, &p.to_name, &meta)
+            .map_err(|e| Failure::io(Op::Write, e))?;
+    } else {
+        let src = from_dir
+            .open_read(&p.version)
+            .map_err(|e| Failure::io(Op::Open, e))?;
+        let mut staged = to_dir
+            .stage(&p.to_name)
+            .map_err(|e| Failure::io(Op::Write, e))?;
+        staged
+            .copy_from(&src, meta.size)
+            .map_err(|e| Failure::io(Op::Copy, e))?;
+        staged
+            .set_meta(&meta, &src)
+            .map_err(|e| Failure::io(Op::SetMetadata, e))?;
+        staged.close().map_err(|e| Failure::io(Op::Write, e))?;
+        staged.sync().map_err(|e| Failure::io(Op::Sync, e))?;
+        staged
+            .publish(&p.to_name)
+            .map_err(|e| Failure::io(Op::Publish, e))?;
+    }
+    Ok(to_dir.path().join(OsStr::from_bytes(&p.to_name)))
+}

@@ -1,0 +1,801 @@
+//! The local filesystem as a destination: any mounted folder.
+//!
+//! All operations are relative to folder handles opened without following symlinks, so that
+//! nothing planted in the destination (a symlink where a folder was) can redirect a write outside
+//! it, and a destination that is unmounted mid-run keeps receiving writes on the filesystem that
+//! was checked, never on the bare mount point. Files are written under a temporary name that the
+//! naming rule never matches, made durable, given their metadata, and only then published under
+//! their final name with a call that fails rather than replaces.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{
+    AtFlags, FlockOperation, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps, Uid,
+};
+use rustix::io::Errno;
+
+use super::{Capabilities, Destination, Folder, OpenError, Opened, Publish, Staged};
+use crate::meta::{Kind, Meta, Time};
+
+/// A local destination folder, held open (and locked, when writing) for the whole run.
+pub(crate) struct Local {
+    /// `None` only when opened read-only and the folder does not exist.
+    root: Option<OwnedFd>,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    caps: Capabilities,
+    ctx: Arc<Ctx>,
+}
+
+/// What every folder handle of one destination shares.
+#[derive(Debug)]
+struct Ctx {
+    as_root: bool,
+    /// Set once `RENAME_NOREPLACE` was refused: from then on, publish by hard link.
+    no_rename_noreplace: AtomicBool,
+}
+
+impl Local {
+    /// Opens `path` to write into: creates it with its parents when missing, takes an exclusive
+    /// lock so that two runs never write into one destination at once (each would take the
+    /// other's temporary files for a crash's leftovers), and probes what it can hold.
+    pub(crate) fn open(path: &Path) -> Result<Local, OpenError> {
+        if !path.exists() {
+            std::fs::create_dir_all(path).map_err(OpenError::Create)?;
+        }
+        let root = open_root(path).map_err(OpenError::Open)?;
+        rustix::fs::access(
+            path,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .map_err(|e| OpenError::NotWritable(e.into()))?;
+        match rustix::fs::flock(&root, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Err(OpenError::Locked),
+            // Filesystems without flock (some network ones) still get a backup.
+            Err(_) => {}
+        }
+        let as_root = rustix::process::geteuid().is_root();
+        let caps = probe(&root, as_root);
+        Local::with(Some(root), path, caps, as_root).map_err(OpenError::Open)
+    }
+
+    /// Opens `path` to read only: nothing is created, locked, probed or written; a missing folder
+    /// reads as empty. With `exclusive`, the open still fails while a backup is writing into it.
+    pub(crate) fn open_read_only(path: &Path, exclusive: bool) -> Result<Local, OpenError> {
+        let root = match open_root(path) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(OpenError::Open(e)),
+        };
+        if let (true, Some(fd)) = (exclusive, &root)
+            && rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive)
+                == Err(Errno::WOULDBLOCK)
+        {
+            return Err(OpenError::Locked);
+        }
+        let kind = root.as_ref().map_or_else(String::new, fs_kind);
+        let as_root = rustix::process::geteuid().is_root();
+        Local::with(root, path, Capabilities::assumed(kind), as_root).map_err(OpenError::Open)
+    }
+
+    fn with(
+        root: Option<OwnedFd>,
+        path: &Path,
+        caps: Capabilities,
+        as_root: bool,
+    ) -> io::Result<Local> {
+        let (dev, ino) = match &root {
+            Some(fd) => {
+                let st = rustix::fs::fstat(fd)?;
+                (st.st_dev, st.st_ino)
+            }
+            None => (0, 0),
+        };
+        let publish_by_link = caps.publish == Publish::HardLink;
+        Ok(Local {
+            root,
+            path: path.to_path_buf(),
+            dev,
+            ino,
+            caps,
+            ctx: Arc::new(Ctx {
+                as_root,
+                no_rename_noreplace: AtomicBool::new(publish_by_link),
+            }),
+        })
+    }
+
+    fn folder_at(&self, fd: OwnedFd, rel: &Path) -> Arc<dyn Folder> {
+        Arc::new(LocalFolder(Arc::new(Inner {
+            fd,
+            path: self.path.join(rel),
+            ctx: Arc::clone(&self.ctx),
+        })))
+    }
+}
+
+fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+impl Destination for Local {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn folder(&self, rel: &Path) -> io::Result<Option<Arc<dyn Folder>>> {
+        let Some(root) = &self.root else {
+            return Ok(None);
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let target = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let fd = match rustix::fs::openat2(
+            root,
+            target,
+            flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        ) {
+            Err(Errno::NOSYS) => {
+                // Kernels before 5.6: one component at a time, each without following.
+                let mut fd = root.try_clone()?;
+                for c in rel.components() {
+                    let Component::Normal(name) = c else {
+                        return Err(Errno::INVAL.into());
+                    };
+                    match rustix::fs::openat(&fd, name, flags, Mode::empty()) {
+                        Ok(next) => fd = next,
+                        Err(Errno::NOENT) => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                fd
+            }
+            Err(Errno::NOENT) => return Ok(None),
+            other => other?,
+        };
+        Ok(Some(self.folder_at(fd, rel)))
+    }
+
+    fn still_there(&self) -> io::Result<()> {
+        if self.root.is_none() {
+            return Ok(());
+        }
+        let st = rustix::fs::stat(&self.path).map_err(io::Error::from)?;
+        if st.st_dev == self.dev && st.st_ino == self.ino {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "it is no longer the folder that this run started with (unmounted or replaced)",
+            ))
+        }
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        let root = self
+            .root
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        rustix::fs::syncfs(root)?;
+        Ok(())
+    }
+}
+
+/// One open folder in the destination; cheap to share with the copies staged in it.
+#[derive(Clone)]
+struct LocalFolder(Arc<Inner>);
+
+struct Inner {
+    fd: OwnedFd,
+    path: PathBuf,
+    ctx: Arc<Ctx>,
+}
+
+impl LocalFolder {
+    fn fd(&self) -> &OwnedFd {
+        &self.0.fd
+    }
+}
+
+impl Folder for LocalFolder {
+    fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    fn child(&self, name: &OsStr, create: bool) -> io::Result<Option<Opened>> {
+        // Owner-writable until the pass ends, so that its contents can be written even when the
+        // source folder is read-only; the source's mode is applied in `set_meta`.
+        let created = create
+            && match rustix::fs::mkdirat(self.fd(), name, Mode::from_raw_mode(0o700)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(e.into()),
+            };
+        let opened = rustix::fs::openat(
+            self.fd(),
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        );
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if !create => return Ok(None),
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                let what = match self.stat(name.as_bytes()) {
+                    Ok(m) if m.kind == Kind::Symlink => "a symlink",
+                    _ => "a file",
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{what} is in the way of a folder"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = Meta::from_stat(&rustix::fs::fstat(&fd)?);
+        let folder = Arc::new(LocalFolder(Arc::new(Inner {
+            fd,
+            path: self.0.path.join(name),
+            ctx: Arc::clone(&self.0.ctx),
+        })));
+        Ok(Some(Opened {
+            folder,
+            created,
+            meta,
+        }))
+    }
+
+    fn meta(&self) -> io::Result<Meta> {
+        Ok(Meta::from_stat(&rustix::fs::fstat(self.fd())?))
+    }
+
+    fn list(&self) -> io::Result<Vec<Vec<u8>>> {
+        Ok(crate::meta::read_folder(self.fd())?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    fn stat(&self, name: &[u8]) -> io::Result<Meta> {
+        let st = rustix::fs::statat(
+            self.fd(),
+            OsStr::from_bytes(name),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(Meta::from_stat(&st))
+    }
+
+    fn entry(&self, name: &[u8]) -> io::Result<(Meta, Option<Time>)> {
+        use rustix::fs::StatxFlags;
+        let x = rustix::fs::statx(
+            self.fd(),
+            OsStr::from_bytes(name),
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        )?;
+        let t = |ts: rustix::fs::StatxTimestamp| Time {
+            sec: ts.tv_sec,
+            nsec: ts.tv_nsec,
+        };
+        let meta = Meta {
+            kind: Kind::from_file_type(rustix::fs::FileType::from_raw_mode(u32::from(x.stx_mode))),
+            size: x.stx_size,
+            mode: u32::from(x.stx_mode) & 0o7777,
+            uid: x.stx_uid,
+            gid: x.stx_gid,
+            atime: t(x.stx_atime),
+            mtime: t(x.stx_mtime),
+            ctime: t(x.stx_ctime),
+            dev: u64::from(x.stx_dev_major) << 32 | u64::from(x.stx_dev_minor),
+            ino: x.stx_ino,
+        };
+        let born = (x.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| t(x.stx_btime));
+        Ok((meta, born))
+    }
+
+    fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>> {
+        Ok(rustix::fs::readlinkat(self.fd(), OsStr::from_bytes(name), Vec::new())?.into_bytes())
+    }
+
+    fn open_read(&self, name: &[u8]) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            self.fd(),
+            OsStr::from_bytes(name),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    fn remove(&self, name: &[u8]) -> io::Result<()> {
+        rustix::fs::unlinkat(self.fd(), OsStr::from_bytes(name), AtFlags::empty())?;
+        Ok(())
+    }
+
+    fn remove_leftover(&self, name: &[u8]) -> io::Result<()> {
+        debug_assert!(super::is_temp_name(name));
+        match self.stat(name) {
+            Ok(m) if m.kind == Kind::File => self.remove(name),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stage(&self, name: &[u8]) -> io::Result<Box<dyn Staged>> {
+        loop {
+            let temp = super::temp_name(name);
+            match rustix::fs::openat(
+                self.fd(),
+                OsStr::from_bytes(&temp),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => {
+                    return Ok(Box::new(LocalStaged {
+                        dir: self.clone(),
+                        temp,
+                        file: Some(File::from(fd)),
+                        published: false,
+                    }));
+                }
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn symlink(&self, target: &[u8], name: &[u8], meta: &Meta) -> io::Result<()> {
+        let name = OsStr::from_bytes(name);
+        rustix::fs::symlinkat(OsStr::from_bytes(target), self.fd(), name)?;
+        let done = (|| -> io::Result<()> {
+            if self.0.ctx.as_root {
+                rustix::fs::chownat(
+                    self.fd(),
+                    name,
+                    Some(Uid::from_raw(meta.uid)),
+                    Some(Gid::from_raw(meta.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            rustix::fs::utimensat(
+                self.fd(),
+                name,
+                &timestamps(meta),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            Ok(())
+        })();
+        if let Err(e) = done {
+            // A symlink without its metadata would be taken as unchanged forever; remove it so
+            // that the next pass tries again.
+            let _ = rustix::fs::unlinkat(self.fd(), name, AtFlags::empty());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn set_meta(&self, meta: &Meta) -> io::Result<()> {
+        if self.0.ctx.as_root {
+            rustix::fs::fchown(
+                self.fd(),
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )?;
+        }
+        rustix::fs::fchmod(self.fd(), Mode::from_raw_mode(meta.mode))?;
+        rustix::fs::futimens(self.fd(), &timestamps(meta))?;
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        rustix::fs::fsync(self.fd())?;
+        Ok(())
+    }
+}
+
+/// A copy in progress under a temporary name. Dropped before `publish`, it removes itself.
+struct LocalStaged {
+    dir: LocalFolder,
+    temp: Vec<u8>,
+    file: Option<File>,
+    published: bool,
+}
+
+impl LocalStaged {
+    fn file(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("temporary file already closed"))
+    }
+}
+
+impl Staged for LocalStaged {
+    /// Uses the kernel's copy (which may share blocks on filesystems that can), and plain reads
+    /// and writes where the kernel cannot copy between these two files.
+    fn copy_from(&mut self, src: &File, size: u64) -> io::Result<u64> {
+        let out = self.file()?;
+        let mut total: u64 = 0;
+        while total < size {
+            let want = usize::try_from(size - total).unwrap_or(CHUNK).min(CHUNK);
+            match rustix::fs::copy_file_range(src, None, out, None, want) {
+                Ok(0) => break,
+                Ok(n) => {
+                    start_writeback(out, total, n);
+                    total += n as u64;
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::BADF) => {
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if total == size {
+            return Ok(total);
+        }
+        // Plain reads and writes finish the job where the kernel cannot copy between these two
+        // files, or where it reported the end early (procfs, some FUSE filesystems).
+        copy_by_reading(src, out, total)
+    }
+
+    fn set_meta(&mut self, meta: &Meta, src: &File) -> io::Result<()> {
+        let out = self.file()?;
+        if self.dir.0.ctx.as_root {
+            rustix::fs::fchown(
+                out,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )?;
+        }
+        rustix::fs::fchmod(out, Mode::from_raw_mode(meta.mode))?;
+        copy_xattrs(src, out)?;
+        // Times last, since every other change would touch them.
+        rustix::fs::futimens(out, &timestamps(meta))?;
+        Ok(())
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            let raw = file.into_raw_fd();
+            // SAFETY: `raw` was just released from the `File` that owned it and is closed once.
+            unsafe { rustix::io::try_close(raw) }?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        match &self.file {
+            Some(f) => rustix::fs::fsync(f)?,
+            None => {
+                let f = rustix::fs::openat(
+                    self.dir.fd(),
+                    OsStr::from_bytes(&self.temp),
+                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )?;
+                rustix::fs::fsync(&f)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, name: &[u8]) -> io::Result<()> {
+        let (from, to) = (OsStr::from_bytes(&self.temp), OsStr::from_bytes(name));
+        let fd = self.dir.fd();
+        let ctx = &self.dir.0.ctx;
+        if !ctx.no_rename_noreplace.load(Ordering::Relaxed) {
+            match rustix::fs::renameat_with(fd, from, fd, to, RenameFlags::NOREPLACE) {
+                Ok(()) => {
+                    self.published = true;
+                    return Ok(());
+                }
+                Err(Errno::INVAL | Errno::NOSYS) => {
+                    ctx.no_rename_noreplace.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Filesystems without RENAME_NOREPLACE: a hard link fails on an existing name too.
+        rustix::fs::linkat(fd, from, fd, to, AtFlags::empty())?;
+        self.published = true;
+        let _ = rustix::fs::unlinkat(fd, from, AtFlags::empty());
+        Ok(())
+    }
+}
+
+impl Drop for LocalStaged {
+    fn drop(&mut self) {
+        if !self.published {
+            self.file = None;
+            let _ = rustix::fs::unlinkat(
+                self.dir.fd(),
+                OsStr::from_bytes(&self.temp),
+                AtFlags::empty(),
+            );
+        }
+    }
+}
+
+/// Copies the rest of `src` into `out` with plain reads and writes; `total` bytes are already
+/// there. Returns the new total.
+fn copy_by_reading(mut reader: &File, mut writer: &File, mut total: u64) -> io::Result<u64> {
+    // Usually at the end already: probe with a small buffer before allocating a big one.
+    let mut probe = [0u8; 512];
+    let n = loop {
+        match reader.read(&mut probe) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if n == 0 {
+        return Ok(total);
+    }
+    writer.write_all(&probe[..n])?;
+    total += n as u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        writer.write_all(&buf[..n])?;
+        start_writeback(writer, total, n);
+        total += n as u64;
+    }
+}
+
+/// Bytes copied per `copy_file_range` call; between calls, the disk starts writing what was
+/// copied.
+const CHUNK: usize = 32 << 20;
+
+/// Asks the kernel to start writing `len` bytes at `offset` to disk now, without waiting, so
+/// that a big file's data is mostly on disk by the time the batch is synced, instead of all of
+/// it being written during that one wait. Small files are left to the batch's sync.
+fn start_writeback(out: &File, offset: u64, len: usize) {
+    if offset + len as u64 >= 4 << 20 {
+        // SAFETY: a plain syscall on a valid descriptor; its result is only a hint.
+        unsafe {
+            libc::sync_file_range(
+                out.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+}
+
+fn timestamps(meta: &Meta) -> Timestamps {
+    let ts = |t: Time| rustix::fs::Timespec {
+        tv_sec: t.sec,
+        tv_nsec: t.nsec.into(),
+    };
+    Timestamps {
+        last_access: ts(meta.atime),
+        last_modification: ts(meta.mtime),
+    }
+}
+
+/// Copies extended attributes where the destination accepts them; attributes the destination
+/// does not support, or that only a more privileged user may set, are left out.
+fn copy_xattrs(src: &File, out: &File) -> io::Result<()> {
+    let mut names = Vec::with_capacity(256);
+    loop {
+        names.clear();
+        match rustix::fs::flistxattr(src, rustix::buffer::spare_capacity(&mut names)) {
+            Ok(_) => break,
+            Err(Errno::RANGE) => {
+                let need = rustix::fs::flistxattr_query(src)?;
+                names.reserve(need.max(names.capacity() * 2));
+            }
+            Err(Errno::OPNOTSUPP) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut value = Vec::with_capacity(256);
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        loop {
+            value.clear();
+            match rustix::fs::fgetxattr(src, name, rustix::buffer::spare_capacity(&mut value)) {
+                Ok(_) => break,
+                Err(Errno::RANGE) => {
+                    let need = rustix::fs::fgetxattr_query(src, name)?;
+                    value.reserve(need.max(value.capacity() * 2));
+                }
+                Err(Errno::NODATA) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match rustix::fs::fsetxattr(out, name, &value, rustix::fs::XattrFlags::empty()) {
+            Ok(()) | Err(Errno::OPNOTSUPP | Errno::PERM | Errno::ACCESS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The filesystem's name from its magic number, for messages; `fuse` and friends say which
+/// driver only through mountinfo, which messages do not need.
+fn fs_kind(fd: &OwnedFd) -> String {
+    let Ok(st) = rustix::fs::fstatfs(fd) else {
+        return "unknown".into();
+    };
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as u64;
+    match magic {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x6573_5546 => "fuse",
+        0x4d44 => "vfat",
+        0x2011_BAB0 => "exfat",
+        0x5346_544e | 0x7366_746e => "ntfs",
+        0xFF53_4D42 | 0xFE53_4D42 => "cifs",
+        0x6969 => "nfs",
+        0x794c_7630 => "overlay",
+        _ => "unknown",
+    }
+    .into()
+}
+
+/// Finds out what the filesystem under `root` can hold by trying it on a temporary file that is
+/// removed again: how finely it keeps times, whether a name can be published without replacing,
+/// and whether it takes symlinks, permission bits, owners, extended attributes, and names that
+/// differ only in case. Nothing of the probe stays behind.
+fn probe(root: &OwnedFd, as_root: bool) -> Capabilities {
+    let mut caps = Capabilities::assumed(fs_kind(root));
+    let name = super::temp_name(b"probe");
+    let other = super::temp_name(b"probe");
+    let Ok(fd) = rustix::fs::openat(
+        root,
+        OsStr::from_bytes(&name),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) else {
+        return caps;
+    };
+    let set = Time {
+        sec: 1_700_000_001,
+        nsec: 123_456_789,
+    };
+    let times = Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: set.sec,
+            tv_nsec: set.nsec.into(),
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: set.sec,
+            tv_nsec: set.nsec.into(),
+        },
+    };
+    let stat = |n: &[u8]| rustix::fs::statat(root, OsStr::from_bytes(n), AtFlags::SYMLINK_NOFOLLOW);
+    if rustix::fs::futimens(&fd, &times).is_ok()
+        && let Ok(st) = rustix::fs::fstat(&fd)
+    {
+        caps.precision = super::precision_of(set, Meta::from_stat(&st).mtime);
+    }
+    caps.permissions = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o640)).is_ok()
+        && rustix::fs::fstat(&fd).is_ok_and(|st| st.st_mode & 0o777 == 0o640);
+    caps.owners = as_root
+        && rustix::fs::fstat(&fd).is_ok_and(|st| {
+            rustix::fs::fchown(
+                &fd,
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+            )
+            .is_ok()
+        });
+    caps.xattrs = rustix::fs::fsetxattr(
+        &fd,
+        "user.backup-probe",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok();
+    drop(fd);
+    let flipped: Vec<u8> = name.iter().map(u8::to_ascii_uppercase).collect();
+    caps.case_sensitive = stat(&flipped).is_err();
+    let (first, second) = (OsStr::from_bytes(&name), OsStr::from_bytes(&other));
+    // Whatever happens, the probe file ends under `left` and is removed from there.
+    let mut left = first;
+    caps.publish =
+        match rustix::fs::renameat_with(root, first, root, second, RenameFlags::NOREPLACE) {
+            Ok(()) => {
+                left = second;
+                Publish::RenameNoReplace
+            }
+            Err(_) if rustix::fs::linkat(root, first, root, second, AtFlags::empty()).is_ok() => {
+                let _ = rustix::fs::unlinkat(root, second, AtFlags::empty());
+                Publish::HardLink
+            }
+            Err(_) => Publish::Unknown,
+        };
+    let spare = if left == first { second } else { first };
+    caps.symlinks = rustix::fs::symlinkat("probe", root, spare).is_ok()
+        && rustix::fs::unlinkat(root, spare, AtFlags::empty()).is_ok();
+    let _ = rustix::fs::unlinkat(root, left, AtFlags::empty());
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_folder_answers_from_its_probe_and_keeps_nothing_of_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dest = Local::open(tmp.path()).expect("open");
+        let caps = dest.capabilities();
+        // The test folder is on ext4, XFS, Btrfs or tmpfs: nanosecond times, every feature.
+        assert_eq!(caps.precision, Some(1), "{caps:?}");
+        assert_eq!(caps.publish, Publish::RenameNoReplace, "{caps:?}");
+        assert!(
+            caps.symlinks && caps.permissions && caps.case_sensitive,
+            "{caps:?}"
+        );
+        assert_eq!(caps.owners, rustix::process::geteuid().is_root());
+        assert!(!caps.kind.is_empty());
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).expect("list").collect();
+        assert!(left.is_empty(), "the probe left {left:?}");
+    }
+
+    #[test]
+    fn a_read_only_open_writes_nothing_and_assumes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let missing = tmp.path().join("not-yet");
+        let dest = Local::open_read_only(&missing, false).expect("open");
+        assert!(!missing.exists());
+        assert_eq!(dest.capabilities().precision, None);
+        assert!(dest.folder(Path::new("")).expect("folder").is_none());
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let _first = Local::open(tmp.path()).expect("open");
+        assert!(matches!(Local::open(tmp.path()), Err(OpenError::Locked)));
+    }
+
+    #[test]
+    fn a_name_is_never_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dest = Local::open(tmp.path()).expect("open");
+        std::fs::write(tmp.path().join("a"), b"old").expect("write");
+        let root = dest.folder(Path::new("")).expect("open").expect("root");
+        let mut staged = root.stage(b"a").expect("stage");
+        let src = File::open(tmp.path().join("a")).expect("open a");
+        assert_eq!(staged.copy_from(&src, 3).expect("copy"), 3);
+        staged.close().expect("close");
+        let e = staged.publish(b"a").expect_err("taken");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        staged.publish(b"a_1").expect("free");
+        assert_eq!(std::fs::read(tmp.path().join("a")).expect("read"), b"old");
+    }
+}

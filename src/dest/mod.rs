@@ -1,0 +1,381 @@
+//! The destination seam: everything a run needs from DST, and nothing about how a kind of
+//! destination does it.
+//!
+//! A `Destination` opens folders; a `Folder` lists, reads and removes entries and stages new
+//! files; a `Staged` file is written, given its metadata, made durable and then published under
+//! a name that must not exist yet (`AlreadyExists` when it does: nothing is ever replaced).
+//! `capabilities()` says what the destination can hold, found out once per run, so that the
+//! engine branches on a value instead of on which backend it talks to. The local filesystem
+//! (`local`) is the one implementation; a store without folders or rename implements `stage`
+//! as a local spool and `publish` as one create-only upload.
+
+pub(crate) mod local;
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::reason;
+use crate::meta::{Meta, Time};
+
+/// A destination, opened for one run.
+pub(crate) trait Destination: Send + Sync {
+    /// Where it is, for messages.
+    fn path(&self) -> &Path;
+
+    /// What it can hold, as found at open.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// The folder at `rel` (empty for the root), without creating anything; `None` when it does
+    /// not exist.
+    fn folder(&self, rel: &Path) -> io::Result<Option<Arc<dyn Folder>>>;
+
+    /// Whether it is still the destination the run opened (not unmounted, not replaced).
+    fn still_there(&self) -> io::Result<()>;
+
+    /// Makes everything written so far durable, for a whole batch of staged copies at once.
+    fn sync_all(&self) -> io::Result<()>;
+}
+
+/// A folder in the destination.
+pub(crate) trait Folder: Send + Sync {
+    /// Where it is, for messages.
+    fn path(&self) -> &Path;
+
+    /// The child folder `name`, created when missing if `create`; `None` when missing and not
+    /// created. Something else under that name (a file, a symlink) is an error, never followed.
+    fn child(&self, name: &OsStr, create: bool) -> io::Result<Option<Opened>>;
+
+    /// The folder's own metadata.
+    fn meta(&self) -> io::Result<Meta>;
+
+    /// Every name in the folder.
+    fn list(&self) -> io::Result<Vec<Vec<u8>>>;
+
+    /// The metadata of the entry `name`, without following a symlink.
+    fn stat(&self, name: &[u8]) -> io::Result<Meta>;
+
+    /// `stat`, with the entry's birth time where the destination keeps one.
+    fn entry(&self, name: &[u8]) -> io::Result<(Meta, Option<Time>)>;
+
+    fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>>;
+
+    /// Opens a regular file for reading (to compare or restore contents).
+    fn open_read(&self, name: &[u8]) -> io::Result<File>;
+
+    /// Deletes the file or symlink `name` (an old version being pruned); never a folder.
+    fn remove(&self, name: &[u8]) -> io::Result<()>;
+
+    /// Removes a temporary file that an interrupted run left (a regular file only).
+    fn remove_leftover(&self, name: &[u8]) -> io::Result<()>;
+
+    /// Starts a new copy that will join `name`'s family.
+    fn stage(&self, name: &[u8]) -> io::Result<Box<dyn Staged>>;
+
+    /// Creates the symlink `name` → `target` with `meta`'s times (and owner, as root), whole or
+    /// not at all; `AlreadyExists` when the name is taken.
+    fn symlink(&self, target: &[u8], name: &[u8], meta: &Meta) -> io::Result<()>;
+
+    /// Gives the folder `meta`'s owner (as root), mode and times.
+    fn set_meta(&self, meta: &Meta) -> io::Result<()>;
+
+    /// Makes the folder's new names durable.
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// A child folder as opened, whether this call created it, and its metadata as found.
+pub(crate) struct Opened {
+    pub folder: Arc<dyn Folder>,
+    pub created: bool,
+    pub meta: Meta,
+}
+
+/// A copy being written, not yet visible under a final name. Dropped unpublished, it is
+/// removed.
+pub(crate) trait Staged: Send {
+    /// Copies `size` bytes of `src` from its current offset (to its end if it has grown);
+    /// returns the number of bytes copied.
+    fn copy_from(&mut self, src: &File, size: u64) -> io::Result<u64>;
+
+    /// Gives the copy `meta`'s owner (as root), mode, `src`'s extended attributes, and times.
+    fn set_meta(&mut self, meta: &Meta, src: &File) -> io::Result<()>;
+
+    /// Ends writing, checking the result: a copy that fails here is never published.
+    fn close(&mut self) -> io::Result<()>;
+
+    /// Makes this one copy's data durable (where a batch has only one).
+    fn sync(&self) -> io::Result<()>;
+
+    /// Publishes the copy under `name`, never replacing: `AlreadyExists` when taken, and the
+    /// copy stays staged for another name.
+    fn publish(&mut self, name: &[u8]) -> io::Result<()>;
+}
+
+/// Opens the folder `rel` below the root one component at a time, never following a symlink,
+/// creating what is missing if `create`. `None` when missing and not created.
+pub(crate) fn open_path(
+    dest: &dyn Destination,
+    rel: &Path,
+    create: bool,
+) -> io::Result<Option<Opened>> {
+    let Some(root) = dest.folder(Path::new(""))? else {
+        return Ok(None);
+    };
+    let mut opened = Opened {
+        meta: root.meta()?,
+        folder: root,
+        created: false,
+    };
+    for name in rel.iter() {
+        match opened.folder.child(name, create)? {
+            Some(child) => opened = child,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(opened))
+}
+
+/// Why a destination could not be used at all.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Create(io::Error),
+    Open(io::Error),
+    NotWritable(io::Error),
+    /// Another run holds the destination's lock.
+    Locked,
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Create(e) => write!(f, "cannot be created: {}", reason(e)),
+            OpenError::Open(e) => f.write_str(&reason(e)),
+            OpenError::NotWritable(e) => write!(f, "cannot be written: {}", reason(e)),
+            OpenError::Locked => {
+                f.write_str("another backup is already writing into this destination")
+            }
+        }
+    }
+}
+
+/// How a copy gets its final name without replacing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// `renameat2(RENAME_NOREPLACE)`: one call, fails with `EEXIST`.
+    RenameNoReplace,
+    /// `link` to the final name (fails with `EEXIST`), then `unlink` of the temporary name.
+    HardLink,
+    /// Not probed (a read-only run): try the first, fall back to the second.
+    Unknown,
+}
+
+/// What a destination can hold, found out once per run by a probe in DST itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Capabilities {
+    /// The filesystem's name (`ext4`, `fuseblk`), for messages only: behaviour follows from the
+    /// other fields.
+    pub kind: String,
+    /// The modification time resolution it keeps, in nanoseconds; `None` when not probed.
+    pub precision: Option<u64>,
+    pub publish: Publish,
+    pub symlinks: bool,
+    pub permissions: bool,
+    /// Whether copies can be given their source's owner (only root can, on a filesystem that
+    /// keeps owners).
+    pub owners: bool,
+    pub xattrs: bool,
+    pub case_sensitive: bool,
+}
+
+impl Capabilities {
+    /// What is assumed of a destination that was not probed (a read-only run writes nothing, not
+    /// even a probe): everything, at an unknown precision.
+    pub(crate) fn assumed(kind: String) -> Capabilities {
+        Capabilities {
+            kind,
+            precision: None,
+            publish: Publish::Unknown,
+            symlinks: true,
+            permissions: true,
+            owners: false,
+            xattrs: true,
+            case_sensitive: true,
+        }
+    }
+
+    /// One line for `--verbose`: what was found.
+    pub(crate) fn describe(&self) -> String {
+        let precision = match self.precision {
+            None => "not probed".to_string(),
+            Some(ns) => precision_words(ns),
+        };
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "{}: times kept to {precision}; publish by {}; symlinks {}, permissions {}, owners {}, \
+             xattrs {}, case-sensitive {}",
+            self.kind,
+            match self.publish {
+                Publish::RenameNoReplace => "rename without replacing",
+                Publish::HardLink => "hard link",
+                Publish::Unknown => "rename, else hard link",
+            },
+            yes_no(self.symlinks),
+            yes_no(self.permissions),
+            yes_no(self.owners),
+            yes_no(self.xattrs),
+            yes_no(self.case_sensitive),
+        )
+    }
+}
+
+fn precision_words(ns: u64) -> String {
+    match ns {
+        1 => "1 ns".into(),
+        n if n % 1_000_000_000 == 0 => format!("{} s", n / 1_000_000_000),
+        n if n % 1_000_000 == 0 => format!("{} ms", n / 1_000_000),
+        n if n % 1_000 == 0 => format!("{} µs", n / 1_000),
+        n => format!("{n} ns"),
+    }
+}
+
+/// The resolutions a filesystem may keep modification times at, finest first: nanoseconds
+/// (ext4, XFS, Btrfs, tmpfs), 100 ns (NTFS), microseconds (some network filesystems), 10 ms
+/// (exFAT), milliseconds, seconds, and FAT's two seconds.
+const PRECISIONS: [u64; 7] = [
+    1,
+    100,
+    1_000,
+    1_000_000,
+    10_000_000,
+    1_000_000_000,
+    2_000_000_000,
+];
+
+/// The resolution at which a filesystem that was given the time `set` and gave back `got` keeps
+/// times: the finest one at which `set` truncates to `got`, or FAT's two seconds rounded up.
+/// `None` when no resolution explains it (the filesystem keeps no times of its own).
+pub(crate) fn precision_of(set: Time, got: Time) -> Option<u64> {
+    PRECISIONS
+        .into_iter()
+        .find(|&p| crate::plan::kept_at(set, got, p))
+}
+
+/// Prefix of the temporary files that copies are written under: `.backup-tmp.<12 hex>.<name>`.
+/// The naming rule never takes such a name for a version.
+pub(crate) const TEMP_PREFIX: &[u8] = b".backup-tmp.";
+const TEMP_RANDOM_LEN: usize = 12;
+
+/// Whether `name` has the shape of one of our temporary files.
+pub(crate) fn is_temp_name(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+        return false;
+    };
+    rest.len() > TEMP_RANDOM_LEN
+        && rest[..TEMP_RANDOM_LEN]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        && rest[TEMP_RANDOM_LEN] == b'.'
+}
+
+/// A fresh temporary name for a copy of `name`, cut to fit `NAME_MAX`.
+pub(crate) fn temp_name(name: &[u8]) -> Vec<u8> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+        u64::from_le_bytes(b) ^ rustix::process::getpid().as_raw_nonzero().get() as u64
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // A multiplicative hash spreads consecutive counters over the whole range.
+    let r = (seed ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    let mut out = Vec::with_capacity(crate::naming::NAME_MAX);
+    out.extend_from_slice(TEMP_PREFIX);
+    out.extend_from_slice(format!("{r:012x}").as_bytes());
+    out.push(b'.');
+    let room = crate::naming::NAME_MAX - out.len();
+    out.extend_from_slice(&name[..name.len().min(room)]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(sec: i64, nsec: u32) -> Time {
+        Time { sec, nsec }
+    }
+
+    #[test]
+    fn precision_from_what_came_back() {
+        let set = t(1_700_000_001, 123_456_789);
+        assert_eq!(precision_of(set, set), Some(1), "ext4, XFS, Btrfs, tmpfs");
+        assert_eq!(
+            precision_of(set, t(1_700_000_001, 123_456_700)),
+            Some(100),
+            "NTFS"
+        );
+        assert_eq!(
+            precision_of(set, t(1_700_000_001, 123_456_000)),
+            Some(1_000)
+        );
+        assert_eq!(
+            precision_of(set, t(1_700_000_001, 123_000_000)),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            precision_of(set, t(1_700_000_001, 120_000_000)),
+            Some(10_000_000),
+            "exFAT"
+        );
+        assert_eq!(precision_of(set, t(1_700_000_001, 0)), Some(1_000_000_000));
+        assert_eq!(
+            precision_of(set, t(1_700_000_002, 0)),
+            Some(2_000_000_000),
+            "FAT rounds up"
+        );
+        assert_eq!(
+            precision_of(set, t(1_700_000_000, 0)),
+            Some(2_000_000_000),
+            "or down"
+        );
+        assert_eq!(precision_of(set, t(5, 0)), None, "no times of its own");
+    }
+
+    #[test]
+    fn capabilities_read_as_one_line() {
+        let mut c = Capabilities::assumed("ext4".into());
+        c.precision = Some(100);
+        c.publish = Publish::HardLink;
+        let line = c.describe();
+        assert!(
+            line.starts_with("ext4: times kept to 100 ns; publish by hard link"),
+            "{line}"
+        );
+        assert_eq!(precision_words(2_000_000_000), "2 s");
+        assert_eq!(precision_words(10_000_000), "10 ms");
+    }
+
+    #[test]
+    fn temp_names_are_recognised_and_never_versions() {
+        let t = temp_name(b"report.txt");
+        assert!(is_temp_name(&t), "{}", String::from_utf8_lossy(&t));
+        assert!(t.ends_with(b".report.txt"));
+        assert_eq!(crate::naming::version_of(b"report.txt", &t), None);
+        assert_ne!(temp_name(b"a"), temp_name(b"a"));
+        assert!(!is_temp_name(b".backup-tmp.zz.report.txt"));
+        assert!(!is_temp_name(b"report.txt"));
+    }
+
+    #[test]
+    fn temp_names_fit_name_max() {
+        let long = vec![b'x'; 255];
+        let t = temp_name(&long);
+        assert_eq!(t.len(), crate::naming::NAME_MAX);
+        assert!(is_temp_name(&t));
+    }
+}

@@ -1,0 +1,896 @@
+//! The engine: carries out a pass with a pool of workers.
+//!
+//! A producer walks SRC (or takes the folders and files `watch` names), opens each folder in DST
+//! in walk order, creating it where missing, and sends one job per folder. A worker takes one
+//! job at a time: it lists the source and the destination folder once, removes temporary files
+//! left by a crash, gathers the facts about each entry, lets `plan` decide, and carries the
+//! decision out. Copies are staged and published in batches (group commit: one sync for a batch,
+//! then each name), and at the end each folder gets its own metadata and an fsync of its new
+//! names, so that when a pass reports its summary everything it reported as copied is durable.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
+
+use crate::config::Limits;
+use crate::dest::{self, Destination, Folder, Staged, is_temp_name};
+use crate::error::{Failure, Op};
+use crate::meta::{Kind, Meta};
+use crate::naming::FolderIndex;
+use crate::outcome::{Event, Note, Outcome};
+use crate::plan::{self, Decision, Facts, Now, RETRY_BACKOFF, Rules};
+use crate::scan::{Tree, Visit};
+use crate::source;
+
+/// How the engine works, decided once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub checksum: bool,
+    pub limits: Limits,
+    /// Decide and report, but carry nothing out.
+    pub dry_run: bool,
+    /// Report each unchanged file (for `--verbose`), not just a count per folder.
+    pub each_unchanged: bool,
+}
+
+/// What one run of the engine covers.
+#[derive(Debug, Default)]
+pub(crate) struct Scope {
+    /// The whole tree; the rest is then ignored.
+    pub full: bool,
+    /// Folders to walk, relative to SRC, none inside another.
+    pub walks: Vec<PathBuf>,
+    /// Paths to copy, relative to SRC, none inside a folder of `walks` (a folder among them has
+    /// only its own metadata refreshed).
+    pub files: Vec<PathBuf>,
+}
+
+impl Scope {
+    pub(crate) fn full() -> Scope {
+        Scope {
+            full: true,
+            ..Scope::default()
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.full && self.walks.is_empty() && self.files.is_empty()
+    }
+}
+
+/// SRC, DST and how to copy from one into the other.
+pub(crate) struct Engine {
+    pub tree: Tree,
+    pub dest: Arc<dyn Destination>,
+    settings: Settings,
+    /// Set on Ctrl-C / SIGTERM: finish what is in flight, start nothing new.
+    stop: Arc<AtomicBool>,
+}
+
+/// The work for one source folder: decide on its entries (all of them, or only the named ones).
+struct FolderJob {
+    /// Relative to SRC.
+    rel: PathBuf,
+    /// `None` only in a dry run, for a folder that does not exist in DST yet.
+    dest: Option<Arc<dyn Folder>>,
+    /// Created by this run, so known to be empty: no need to list it.
+    fresh: bool,
+    /// `None`: every entry; `Some`: only these names (changes that `watch` saw).
+    only: Option<HashSet<Vec<u8>>>,
+    /// Set when the job published anything into the folder.
+    touched: Arc<AtomicBool>,
+    /// In `watch`, files found by a walk that changed less than this long ago are left to
+    /// settle instead of copied mid-write.
+    defer: Option<Duration>,
+}
+
+/// A folder that a run visited, and what it needs once its contents are done: the source's
+/// mode and times (set last, since every entry published into it changes its mtime), and an
+/// fsync to make new names durable.
+struct FolderRecord {
+    rel: PathBuf,
+    src: Meta,
+    dest: Meta,
+    created: bool,
+    touched: Arc<AtomicBool>,
+}
+
+impl FolderRecord {
+    fn changed_entries(&self) -> bool {
+        self.created || self.touched.load(Ordering::Relaxed)
+    }
+
+    fn needs_meta(&self, owners: bool, precision: Option<u64>) -> bool {
+        self.changed_entries()
+            || self.src.mode != self.dest.mode
+            || !plan::same_mtime(self.src.mtime, self.dest.mtime, precision)
+            || (owners && (self.src.uid, self.src.gid) != (self.dest.uid, self.dest.gid))
+    }
+}
+
+/// A destination folder on the walk's current path (`None` in a dry run where it does not exist
+/// yet), and the flag its jobs set when they publish into it.
+type Parent = (Option<Arc<dyn Folder>>, Arc<AtomicBool>);
+
+/// What became of one entry in a worker.
+enum Step {
+    Done(Outcome),
+    Busy(Failure),
+    Unsettled(Duration),
+    /// Copied and waiting in a batch to be published under the name reserved for it.
+    Staged(Box<dyn Staged>, Vec<u8>),
+}
+
+/// A staged copy waiting for its batch to be made durable.
+struct Ready {
+    staged: Box<dyn Staged>,
+    folder: Arc<dyn Folder>,
+    /// The source file's name, whose family the copy joins.
+    name: Vec<u8>,
+    target: Vec<u8>,
+    src: PathBuf,
+    size: u64,
+    touched: Arc<AtomicBool>,
+}
+
+/// The copies one worker has staged and not yet published.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Ready>,
+    bytes: u64,
+    /// Folders the items span: each holds a folder handle open until published.
+    folders: usize,
+}
+
+/// A batch is published once it holds this many files or bytes, or when its worker runs out of
+/// queued work, whichever comes first.
+const BATCH_FILES: usize = 1024;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Up to this many folders gaining names are synced one by one; beyond, one `syncfs` is cheaper.
+const FSYNC_FOLDERS_MAX: usize = 8;
+
+impl Engine {
+    pub(crate) fn new(
+        tree: Tree,
+        dest: Arc<dyn Destination>,
+        settings: Settings,
+        stop: Arc<AtomicBool>,
+    ) -> Engine {
+        Engine {
+            tree,
+            dest,
+            settings,
+            stop,
+        }
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn dry_run(&self) -> bool {
+        self.settings.dry_run
+    }
+
+    fn rules(&self, defer: Option<Duration>) -> Rules {
+        Rules {
+            checksum: self.settings.checksum,
+            precision: self.dest.capabilities().precision,
+            defer,
+        }
+    }
+
+    /// A full pass over the tree.
+    pub(crate) fn pass(&self, on_note: &mut dyn FnMut(Note)) {
+        self.run(&Scope::full(), None, on_note);
+    }
+
+    /// Carries out `scope`, handing every note to `on_note` on the calling thread; files found
+    /// by a walk that changed less than `defer` ago are left to settle. Returns the folders
+    /// (relative to SRC) that gained names.
+    pub(crate) fn run(
+        &self,
+        scope: &Scope,
+        defer: Option<Duration>,
+        on_note: &mut dyn FnMut(Note),
+    ) -> Vec<PathBuf> {
+        let records = self.pool(
+            |jobs, notes| self.produce(scope, defer, jobs, notes),
+            on_note,
+        );
+        self.finish_folders(&records, on_note);
+        records
+            .iter()
+            .filter(|r| r.changed_entries())
+            .map(|r| r.rel.clone())
+            .collect()
+    }
+
+    /// Runs `produce` (which sends jobs) alongside the worker pool, handing every note to
+    /// `on_note` on the calling thread. Returns what `produce` returned.
+    fn pool<R: Send>(
+        &self,
+        produce: impl FnOnce(&Sender<FolderJob>, &Sender<Note>) -> R + Send,
+        on_note: &mut dyn FnMut(Note),
+    ) -> R {
+        let jobs = self.settings.limits.jobs;
+        let (job_tx, job_rx) = bounded::<FolderJob>(2 * jobs);
+        let (note_tx, note_rx) = bounded::<Note>(4096);
+        std::thread::scope(|s| {
+            let producer = {
+                let note_tx = note_tx.clone();
+                s.spawn(move || produce(&job_tx, &note_tx))
+            };
+            for _ in 0..jobs {
+                let (rx, tx) = (job_rx.clone(), note_tx.clone());
+                s.spawn(move || self.work(&rx, &tx));
+            }
+            drop((note_tx, job_rx));
+            for note in note_rx {
+                on_note(note);
+            }
+            producer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn produce(
+        &self,
+        scope: &Scope,
+        defer: Option<Duration>,
+        jobs: &Sender<FolderJob>,
+        notes: &Sender<Note>,
+    ) -> Vec<FolderRecord> {
+        if scope.full {
+            return self.walk_jobs(Path::new(""), defer, jobs, notes);
+        }
+        let mut records = Vec::new();
+        for w in &scope.walks {
+            records.extend(self.walk_jobs(w, defer, jobs, notes));
+        }
+        records.extend(self.file_jobs(&scope.files, jobs, notes));
+        records
+    }
+
+    /// Walks the folder `start` (relative to SRC) and everything below it, opening (and, unless
+    /// this is a dry run, creating) each folder in DST in walk order, one component at a time.
+    fn walk_jobs(
+        &self,
+        start: &Path,
+        defer: Option<Duration>,
+        jobs: &Sender<FolderJob>,
+        notes: &Sender<Note>,
+    ) -> Vec<FolderRecord> {
+        let create = !self.settings.dry_run;
+        let mut walk = self.tree.walk(start);
+        let mut records = Vec::new();
+        // The destination folders on the path to the current one, by depth.
+        let mut stack: Vec<Parent> = Vec::new();
+        while let Some(visit) = walk.next() {
+            if self.stopped() {
+                break;
+            }
+            let (rel, depth, meta) = match visit {
+                Visit::Folder { rel, depth, meta } => (rel, depth, meta),
+                Visit::Failed(path, failure) => {
+                    let _ = notes.send(Note::Done(Event::failed(path, failure)));
+                    continue;
+                }
+            };
+            let opened = match (depth, rel.file_name()) {
+                (0, _) | (_, None) => dest::open_path(&*self.dest, &rel, create),
+                (_, Some(name)) => match &stack[depth - 1].0 {
+                    Some(parent) => parent.child(name, create),
+                    None => Ok(None),
+                },
+            };
+            let opened = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    let at = self.dest.path().join(&rel);
+                    let failure = Failure::at(Op::CreateFolder, &at, e);
+                    let _ =
+                        notes.send(Note::Done(Event::failed(self.tree.src.join(&rel), failure)));
+                    walk.skip_current();
+                    continue;
+                }
+            };
+            let created = opened.as_ref().is_some_and(|o| o.created);
+            if created && depth > 0 {
+                stack[depth - 1].1.store(true, Ordering::Relaxed);
+            }
+            let touched = Arc::new(AtomicBool::new(false));
+            records.push(FolderRecord {
+                rel: rel.clone(),
+                src: meta,
+                dest: opened.as_ref().map(|o| o.meta).unwrap_or_default(),
+                created,
+                touched: Arc::clone(&touched),
+            });
+            let folder = opened.map(|o| o.folder);
+            stack.truncate(depth);
+            stack.push((folder.clone(), Arc::clone(&touched)));
+            let job = FolderJob {
+                rel,
+                dest: folder,
+                fresh: created,
+                only: None,
+                touched,
+                defer,
+            };
+            if jobs.send(job).is_err() {
+                break;
+            }
+        }
+        records
+    }
+
+    /// Groups settled paths by folder into jobs that decide on just those entries. A folder
+    /// among them only has its own metadata refreshed.
+    fn file_jobs(
+        &self,
+        paths: &[PathBuf],
+        jobs: &Sender<FolderJob>,
+        notes: &Sender<Note>,
+    ) -> Vec<FolderRecord> {
+        let mut by_folder: BTreeMap<PathBuf, Vec<Vec<u8>>> = BTreeMap::new();
+        for p in paths {
+            match std::fs::symlink_metadata(self.tree.src.join(p)) {
+                Ok(m) if m.is_dir() => {
+                    by_folder.entry(p.clone()).or_default();
+                }
+                Ok(_) => {
+                    let parent = p.parent().unwrap_or(Path::new("")).to_path_buf();
+                    let name = p.file_name().map(|n| n.as_bytes().to_vec());
+                    by_folder.entry(parent).or_default().extend(name);
+                }
+                // Gone again before it settled: nothing to copy, nothing to delete.
+                Err(_) => {}
+            }
+        }
+        let mut records = Vec::new();
+        for (rel, names) in by_folder {
+            let src = self.tree.src.join(&rel);
+            let opened = std::fs::symlink_metadata(&src).and_then(|m| {
+                Ok((
+                    m,
+                    dest::open_path(&*self.dest, &rel, !self.settings.dry_run)?,
+                ))
+            });
+            let (src_meta, opened) = match opened {
+                Ok(v) => v,
+                Err(e) => {
+                    let at = self.dest.path().join(&rel);
+                    let failure = Failure::at(Op::CreateFolder, &at, e);
+                    let _ = notes.send(Note::Done(Event::failed(src, failure)));
+                    continue;
+                }
+            };
+            let touched = Arc::new(AtomicBool::new(false));
+            let created = opened.as_ref().is_some_and(|o| o.created);
+            records.push(FolderRecord {
+                rel: rel.clone(),
+                src: Meta::from_std(&src_meta),
+                dest: opened.as_ref().map(|o| o.meta).unwrap_or_default(),
+                created,
+                touched: Arc::clone(&touched),
+            });
+            if names.is_empty() {
+                continue;
+            }
+            let job = FolderJob {
+                rel,
+                dest: opened.map(|o| o.folder),
+                fresh: created,
+                only: Some(names.into_iter().collect()),
+                touched,
+                defer: None,
+            };
+            if jobs.send(job).is_err() {
+                break;
+            }
+        }
+        records
+    }
+
+    /// Gives each folder its source's mode and times once its contents are done, deepest first,
+    /// then makes every new name durable: an `fsync` of each folder that gained one, or one
+    /// `syncfs` when there are many.
+    fn finish_folders(&self, records: &[FolderRecord], on_note: &mut dyn FnMut(Note)) {
+        if self.settings.dry_run {
+            return;
+        }
+        let caps = self.dest.capabilities();
+        let mut fail = |r: &FolderRecord, op: Op, e: io::Error| {
+            let failure = Failure::at(op, &self.dest.path().join(&r.rel), e);
+            on_note(Note::Done(Event::failed(
+                self.tree.src.join(&r.rel),
+                failure,
+            )));
+        };
+        let reopen = |rel: &Path| -> io::Result<Arc<dyn Folder>> {
+            self.dest
+                .folder(rel)?
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        };
+        for r in records
+            .iter()
+            .rev()
+            .filter(|r| r.needs_meta(caps.owners, caps.precision))
+        {
+            if let Err(e) = reopen(&r.rel).and_then(|d| d.set_meta(&r.src)) {
+                fail(r, Op::FinishFolder, e);
+            }
+        }
+        let changed: Vec<&FolderRecord> = records.iter().filter(|r| r.changed_entries()).collect();
+        if changed.len() > FSYNC_FOLDERS_MAX {
+            if let Err(e) = self.dest.sync_all() {
+                fail(changed[0], Op::SyncFolder, e);
+            }
+            return;
+        }
+        for r in changed {
+            if let Err(e) = reopen(&r.rel).and_then(|d| d.sync()) {
+                fail(r, Op::SyncFolder, e);
+            }
+        }
+    }
+
+    /// One worker: takes folder after folder, publishing its copies in batches.
+    fn work(&self, jobs: &Receiver<FolderJob>, notes: &Sender<Note>) {
+        let mut batch = Batch::default();
+        loop {
+            let job = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued right now: publish what is staged rather than let it wait.
+                    self.commit(&mut batch, notes);
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            self.folder(&job, notes, &mut batch);
+        }
+        self.commit(&mut batch, notes);
+    }
+
+    /// Publishes a batch of staged copies: one sync makes all their data durable (a `syncfs`,
+    /// or an `fsync` for a batch of one), then each gets its final name. A failed sync throws
+    /// the whole batch away: which file lost data cannot be known, and a second sync may lie.
+    fn commit(&self, batch: &mut Batch, notes: &Sender<Note>) {
+        if batch.items.is_empty() {
+            return;
+        }
+        let synced = match batch.items.as_slice() {
+            [one] => one.staged.sync(),
+            _ => self.dest.sync_all(),
+        };
+        for mut ready in batch.items.drain(..) {
+            let outcome = match &synced {
+                Ok(()) => {
+                    let target = std::mem::take(&mut ready.target);
+                    let staged = &mut ready.staged;
+                    publish_free(&*ready.folder, &ready.name, target, |to| staged.publish(to))
+                }
+                Err(e) => Outcome::Failed(Failure::io(Op::Sync, clone_error(e))),
+            };
+            if matches!(outcome, Outcome::Copied(_)) {
+                ready.touched.store(true, Ordering::Relaxed);
+            }
+            let event = Event::new(ready.src, outcome).with_bytes(ready.size);
+            let _ = notes.send(Note::Done(event));
+        }
+        batch.bytes = 0;
+        batch.folders = 0;
+    }
+
+    /// Decides on the entries of one source folder and carries the decisions out; regular files
+    /// are staged into `batch`.
+    fn folder(&self, job: &FolderJob, notes: &Sender<Note>, batch: &mut Batch) {
+        let src_path = self.tree.src.join(&job.rel);
+        let send = |src: PathBuf, step: Step, bytes: u64| {
+            let note = match step {
+                Step::Done(outcome) => Note::Done(Event::new(src, outcome).with_bytes(bytes)),
+                Step::Busy(failure) => Note::Busy(Event::failed(src, failure)),
+                Step::Unsettled(age) => Note::Unsettled(src, age),
+                Step::Staged(..) => return,
+            };
+            let _ = notes.send(note);
+        };
+        let failed = |op: Op, e: io::Error| Step::Done(Outcome::Failed(Failure::io(op, e)));
+        let src_dir = match source::open_folder(&src_path) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => return send(src_path, failed(Op::Read, e), 0),
+        };
+        let listing = match source::list(&src_dir) {
+            Ok(l) => l,
+            Err(e) => return send(src_path, failed(Op::Read, e), 0),
+        };
+        let mut index = match self.index(job, &listing) {
+            Ok(index) => index,
+            Err(failure) => return send(src_path, Step::Done(Outcome::Failed(failure)), 0),
+        };
+        let (mut unchanged, mut unchanged_bytes) = (0, 0);
+        for (name, kind) in &listing {
+            if self.stopped() {
+                break;
+            }
+            if *kind == Kind::Dir
+                || job.only.as_ref().is_some_and(|only| !only.contains(name))
+                || (!self.tree.exclude.is_empty()
+                    && self
+                        .tree
+                        .exclude
+                        .excludes(&job.rel.join(OsStr::from_bytes(name)), false))
+            {
+                continue;
+            }
+            let Some((step, size)) = self.entry(&src_dir, name, job, &mut index) else {
+                continue;
+            };
+            match step {
+                Step::Done(Outcome::Unchanged) if !self.settings.each_unchanged => {
+                    unchanged += 1;
+                    unchanged_bytes += size;
+                }
+                Step::Done(outcome) => {
+                    if matches!(outcome, Outcome::Copied(_)) {
+                        job.touched.store(true, Ordering::Relaxed);
+                    }
+                    send(
+                        src_path.join(OsStr::from_bytes(name)),
+                        Step::Done(outcome),
+                        size,
+                    );
+                }
+                Step::Staged(staged, target) => {
+                    let src = src_path.join(OsStr::from_bytes(name));
+                    self.stage_into(batch, job, staged, name, target, src, size, notes);
+                }
+                other => send(src_path.join(OsStr::from_bytes(name)), other, size),
+            }
+        }
+        if unchanged > 0 {
+            send(
+                src_path,
+                Step::Done(Outcome::UnchangedIn(unchanged)),
+                unchanged_bytes,
+            );
+        }
+    }
+
+    /// The names in the job's destination folder, by family, once temporary files that a killed
+    /// run left have been removed (a source file of that very name is a real file's copy and
+    /// stays).
+    fn index(&self, job: &FolderJob, listing: &[(Vec<u8>, Kind)]) -> Result<FolderIndex, Failure> {
+        let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
+        let Some(folder) = job.dest.as_ref().filter(|_| !job.fresh) else {
+            return Ok(FolderIndex::new(Vec::new(), &src_names));
+        };
+        let names = folder
+            .list()
+            .map_err(|e| Failure::at(Op::ReadFolder, folder.path(), e))?;
+        let dry_run = self.settings.dry_run;
+        let kept = names.into_iter().filter(|n| {
+            let leftover = is_temp_name(n) && !src_names.contains(n) && !dry_run;
+            !(leftover && folder.remove_leftover(n).is_ok())
+        });
+        Ok(FolderIndex::new(kept, &src_names))
+    }
+
+    /// Adds a staged copy to the worker's batch, publishing the batch when it is full.
+    #[allow(clippy::too_many_arguments)]
+    fn stage_into(
+        &self,
+        batch: &mut Batch,
+        job: &FolderJob,
+        staged: Box<dyn Staged>,
+        name: &[u8],
+        target: Vec<u8>,
+        src: PathBuf,
+        size: u64,
+        notes: &Sender<Note>,
+    ) {
+        let Some(folder) = job.dest.clone() else {
+            return;
+        };
+        if batch
+            .items
+            .last()
+            .is_none_or(|last| !Arc::ptr_eq(&last.touched, &job.touched))
+        {
+            batch.folders += 1;
+        }
+        batch.items.push(Ready {
+            staged,
+            folder,
+            name: name.to_vec(),
+            target,
+            src,
+            size,
+            touched: Arc::clone(&job.touched),
+        });
+        batch.bytes += size;
+        if batch.items.len() >= BATCH_FILES
+            || batch.bytes >= BATCH_BYTES
+            || batch.folders >= self.settings.limits.batch_dirs
+        {
+            self.commit(batch, notes);
+        }
+    }
+
+    /// Gathers the facts about one entry, decides, and carries the decision out. `None` for a
+    /// folder (the walk handles those); else what became of it and its size.
+    fn entry(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        job: &FolderJob,
+        index: &mut FolderIndex,
+    ) -> Option<(Step, u64)> {
+        let src = match source::stat(src_dir, name) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Some((Step::Done(Outcome::Vanished), 0));
+            }
+            Err(e) => return Some((Step::Done(Outcome::Failed(Failure::io(Op::Read, e))), 0)),
+        };
+        let size = src.size;
+        let mut facts = match self.facts(src_dir, name, src, job.dest.as_deref(), index) {
+            Ok(f) => f,
+            Err(outcome) => return Some((Step::Done(outcome), size)),
+        };
+        let rules = self.rules(job.defer);
+        let now = Now {
+            time: SystemTime::now(),
+            stamp: now_stamp(),
+        };
+        let mut decision = plan::decide(name, &facts, index, &rules, now);
+        if let (Decision::CompareContents, Some(folder)) = (&decision, &job.dest) {
+            facts.same_contents = Some(self.same_contents(src_dir, name, &**folder, index));
+            decision = plan::decide(name, &facts, index, &rules, now);
+        }
+        let step = match decision {
+            Decision::Walk => return None,
+            Decision::Unchanged | Decision::CompareContents => Step::Done(Outcome::Unchanged),
+            Decision::Skip(why) => Step::Done(Outcome::Skipped(why)),
+            Decision::Defer(age) => Step::Unsettled(age),
+            Decision::Fail(failure) => Step::Done(Outcome::Failed(failure)),
+            Decision::Copy { to, change } => {
+                index.insert(to.clone());
+                match &job.dest {
+                    Some(folder) if !self.settings.dry_run => {
+                        self.carry_out(src_dir, name, &facts, &**folder, to, index)
+                    }
+                    _ => {
+                        let base = job.dest.as_ref().map_or_else(
+                            || self.dest.path().join(&job.rel),
+                            |f| f.path().to_path_buf(),
+                        );
+                        Step::Done(Outcome::WouldCopy(
+                            base.join(OsStr::from_bytes(&to)),
+                            change,
+                        ))
+                    }
+                }
+            }
+        };
+        Some((step, size))
+    }
+
+    /// What `plan` needs to know about an entry besides its own metadata: its newest copy and,
+    /// for a symlink, both targets. An entry that cannot be looked at ends here.
+    fn facts(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        src: Meta,
+        folder: Option<&dyn Folder>,
+        index: &FolderIndex,
+    ) -> Result<Facts, Outcome> {
+        let latest = match (folder, index.latest(name)) {
+            (Some(folder), Some(member)) => match folder.stat(&member.name) {
+                Ok(meta) => Some((meta, member.name)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    let at = folder.path().join(OsStr::from_bytes(&member.name));
+                    return Err(Outcome::Failed(Failure::at(Op::Read, &at, e)));
+                }
+            },
+            _ => None,
+        };
+        let link = if src.kind == Kind::Symlink {
+            let target = match source::read_link(src_dir, name) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Outcome::Vanished),
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    return Err(Outcome::Skipped("no longer a symlink"));
+                }
+                Err(e) => return Err(Outcome::Failed(Failure::io(Op::ReadLink, e))),
+            };
+            let copy = match (&latest, folder) {
+                (Some((meta, n)), Some(folder)) if meta.kind == Kind::Symlink => {
+                    folder.read_link(n).ok()
+                }
+                _ => None,
+            };
+            Some((target, copy))
+        } else {
+            None
+        };
+        Ok(Facts {
+            src,
+            latest: latest.map(|(meta, _)| meta),
+            link,
+            same_contents: None,
+        })
+    }
+
+    /// Whether the source file and its newest copy hold the same bytes (`false` when either
+    /// cannot be read: then a copy is made).
+    fn same_contents(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        folder: &dyn Folder,
+        index: &FolderIndex,
+    ) -> bool {
+        let Some(latest) = index.latest(name) else {
+            return false;
+        };
+        let compared = source::open_file(src_dir, name)
+            .and_then(|a| Ok((a, folder.open_read(&latest.name)?)))
+            .and_then(|(a, b)| source::same_bytes(a, b));
+        compared.unwrap_or(false)
+    }
+
+    /// Carries out a copy decision: a symlink is published at once, a regular file is staged.
+    fn carry_out(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        facts: &Facts,
+        folder: &dyn Folder,
+        to: Vec<u8>,
+        index: &mut FolderIndex,
+    ) -> Step {
+        let Some((target, _)) = &facts.link else {
+            return self.stage_file(src_dir, name, folder, to);
+        };
+        let outcome = publish_free(folder, name, to, |n| folder.symlink(target, n, &facts.src));
+        if let Outcome::Copied(path) = &outcome
+            && let Some(n) = path.file_name()
+        {
+            index.insert(n.as_bytes().to_vec());
+        }
+        Step::Done(outcome)
+    }
+
+    /// Copies a regular file into a staged copy, retrying with back-off while it changes under
+    /// the read; a copy that may mix two states is thrown away, never published.
+    fn stage_file(&self, src_dir: &OwnedFd, name: &[u8], folder: &dyn Folder, to: Vec<u8>) -> Step {
+        let failed = |f: Failure| Step::Done(Outcome::Failed(f));
+        for wait in std::iter::once(None).chain(RETRY_BACKOFF.iter().map(Some)) {
+            if let Some(wait) = wait {
+                std::thread::sleep(*wait);
+            }
+            let src = match source::open_file(src_dir, name) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Step::Done(Outcome::Vanished);
+                }
+                Err(e) if source::is_symlink_now(&e) => {
+                    return Step::Done(Outcome::Skipped("no longer a regular file"));
+                }
+                Err(e) => return failed(Failure::io(Op::Open, e)),
+            };
+            let before = match source::fstat(&src) {
+                Ok(m) => m,
+                Err(e) => return failed(Failure::io(Op::Read, e)),
+            };
+            if before.kind != Kind::File {
+                return Step::Done(Outcome::Skipped("no longer a regular file"));
+            }
+            let mut staged = match folder.stage(name) {
+                Ok(s) => s,
+                Err(e) => return failed(Failure::at(Op::WriteInto, folder.path(), e)),
+            };
+            let copied = match staged.copy_from(&src, before.size) {
+                Ok(n) => n,
+                Err(e) => return failed(Failure::io(Op::Copy, e)),
+            };
+            let after = match source::fstat(&src) {
+                Ok(m) => m,
+                Err(e) => return failed(Failure::io(Op::Read, e)),
+            };
+            if plan::changed_while_read(&before, &after, copied) {
+                continue;
+            }
+            if let Err(e) = staged.set_meta(&before, &src) {
+                return failed(Failure::io(Op::SetMetadata, e));
+            }
+            if let Err(e) = staged.close() {
+                return failed(Failure::io(Op::Write, e));
+            }
+            return Step::Staged(staged, to);
+        }
+        Step::Busy(Failure::KeptChanging {
+            attempts: RETRY_BACKOFF.len() + 1,
+        })
+    }
+}
+
+/// Publishes under `first`, the name reserved for a copy of `name`, never replacing: if
+/// something took that name since the folder was listed, the folder is listed again for the next
+/// free version name.
+fn publish_free(
+    folder: &dyn Folder,
+    name: &[u8],
+    first: Vec<u8>,
+    mut publish_as: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Outcome {
+    let mut target = first;
+    for _ in 0..100 {
+        match publish_as(&target) {
+            Ok(()) => return Outcome::Copied(folder.path().join(OsStr::from_bytes(&target))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let listing = match folder.list() {
+                    Ok(l) => l,
+                    Err(e) => return Outcome::Failed(Failure::io(Op::Publish, e)),
+                };
+                match FolderIndex::new(listing, &HashSet::new()).target(name, now_stamp()) {
+                    Some(t) => target = t,
+                    None => return Outcome::Failed(Failure::NameTooLong),
+                }
+            }
+            Err(e) => return Outcome::Failed(Failure::io(Op::Publish, e)),
+        }
+    }
+    Outcome::Failed(Failure::NoFreeName)
+}
+
+/// The same error again, for each copy of a batch whose one sync failed.
+fn clone_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// The local time now, as a version stamp.
+pub(crate) fn now_stamp() -> u64 {
+    use chrono::TimeZone;
+    use std::cell::Cell;
+    // Converting to local time reads the zone file's status each call; once a second will do.
+    thread_local! {
+        static LAST: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    let secs = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|last| match last.get() {
+        (s, stamp) if s == secs && stamp != 0 => stamp,
+        _ => {
+            let stamp = chrono::Local
+                .timestamp_opt(i64::try_from(secs).unwrap_or(i64::MAX), 0)
+                .earliest()
+                .map_or(0, |t| crate::naming::stamp_of(&t.naive_local()));
+            last.set((secs, stamp));
+            stamp
+        }
+    })
+}

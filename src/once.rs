@@ -1,0 +1,66 @@
+//! `backup once`: one pass, the summary, pruning if asked, and the exit status.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::archive::prune;
+use crate::engine::Engine;
+use crate::error::{Status, reason};
+use crate::escape::display;
+use crate::history::Policy;
+use crate::outcome::{Counts, Note};
+use crate::report::Reporter;
+
+pub(crate) fn run(engine: &Engine, policy: &Policy, reporter: &mut Reporter) -> Status {
+    let mut counts = Counts::default();
+    with_progress(engine, reporter, |reporter| {
+        engine.pass(&mut |note: Note| {
+            if let Some(ev) = note.into_event() {
+                reporter.event(&ev);
+                counts.add(&ev.outcome);
+            }
+        })
+    });
+    let mut status = Status::failed_if(counts.failed > 0);
+    if let Err(e) = engine.dest.still_there() {
+        reporter.error(&format!(
+            "destination {}: {}",
+            display(engine.dest.path()),
+            reason(&e)
+        ));
+        status = Status::Failure;
+    }
+    reporter.summary(&counts);
+    if engine.stopped() {
+        return Status::Interrupted;
+    }
+    if prune::after_pass(engine, policy, None, reporter) {
+        status = Status::Failure;
+    }
+    status
+}
+
+/// Runs a first pass with the progress bar going (it is hidden unless stderr is a terminal),
+/// while another thread counts the tree to give the bar its totals.
+pub(crate) fn with_progress<R>(
+    engine: &Engine,
+    reporter: &mut Reporter,
+    pass: impl FnOnce(&mut Reporter) -> R,
+) -> R {
+    reporter.progress_start();
+    let progress = reporter.progress_handle();
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        if progress.visible() {
+            s.spawn(|| {
+                if let Some((files, bytes)) = engine.tree.count(&done) {
+                    progress.total(files, bytes);
+                }
+            });
+        }
+        let result = pass(reporter);
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    reporter.progress_end();
+    result
+}

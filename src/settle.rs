@@ -1,0 +1,164 @@
+//! When a changed file has settled enough to copy: the one rule, in its two forms. `watch` sees
+//! changes as events (`Settle`: quiet for `--debounce`, or `--max-delay` since the first change);
+//! a walk sees them as modification times (`unsettled_for`). No I/O here; the clock is passed in.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::meta::Time;
+
+/// How long ago a file was modified, if less than `window` ago: then it may still be being
+/// written and is left to settle. A time in the future counts as settled, so that a wrong clock
+/// cannot hold a file back forever.
+pub(crate) fn unsettled_for(mtime: Time, now: SystemTime, window: Duration) -> Option<Duration> {
+    let mtime = std::time::UNIX_EPOCH
+        .checked_add(Duration::new(u64::try_from(mtime.sec).ok()?, mtime.nsec))?;
+    let age = now.duration_since(mtime).ok()?;
+    (age < window).then_some(age)
+}
+
+/// Files waiting to settle: each is copied once quiet for `debounce`, or, if it never goes
+/// quiet, once `max_delay` has passed since its first unsettled change.
+#[derive(Debug)]
+pub(crate) struct Settle {
+    debounce: Duration,
+    max_delay: Duration,
+    pending: HashMap<PathBuf, Pending>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    first: Instant,
+    last: Instant,
+}
+
+impl Settle {
+    pub(crate) fn new(debounce: Duration, max_delay: Duration) -> Settle {
+        Settle {
+            debounce,
+            max_delay: max_delay.max(debounce),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Records a change of `path` seen at `at`.
+    pub(crate) fn touch(&mut self, path: PathBuf, at: Instant) {
+        self.pending
+            .entry(path)
+            .and_modify(|p| {
+                p.last = p.last.max(at);
+                p.first = p.first.min(at);
+            })
+            .or_insert(Pending {
+                first: at,
+                last: at,
+            });
+    }
+
+    /// Removes and returns the paths due at `now`, in path order.
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<PathBuf> {
+        let (debounce, max_delay) = (self.debounce, self.max_delay);
+        let mut out: Vec<PathBuf> = Vec::new();
+        self.pending.retain(|path, p| {
+            let quiet = now.saturating_duration_since(p.last) >= debounce;
+            let overdue = now.saturating_duration_since(p.first) >= max_delay;
+            if quiet || overdue {
+                out.push(path.clone());
+                false
+            } else {
+                true
+            }
+        });
+        out.sort();
+        out
+    }
+
+    /// When the next path becomes due, if any is waiting.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.pending
+            .values()
+            .map(|p| (p.last + self.debounce).min(p.first + self.max_delay))
+            .min()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn a_recent_mtime_is_unsettled_and_a_future_one_is_not() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1000);
+        let t = |sec, nsec| Time { sec, nsec };
+        let w = Duration::from_secs(1);
+        assert_eq!(
+            unsettled_for(t(999, 500_000_000), now, w),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(unsettled_for(t(998, 0), now, w), None);
+        assert_eq!(unsettled_for(t(1001, 0), now, w), None, "in the future");
+        assert_eq!(unsettled_for(t(-5, 0), now, w), None);
+    }
+
+    #[test]
+    fn a_burst_settles_once_after_it_goes_quiet() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = Settle::new(Duration::from_millis(1000), Duration::from_secs(60));
+        for i in 0..50 {
+            s.touch(p("a"), ms(i * 10));
+        }
+        assert_eq!(s.next_due(), Some(ms(490 + 1000)));
+        assert!(s.due(ms(1489)).is_empty());
+        assert_eq!(s.due(ms(1490)), vec![p("a")]);
+        assert!(s.is_empty());
+        assert_eq!(s.next_due(), None);
+    }
+
+    #[test]
+    fn a_file_that_never_goes_quiet_is_copied_every_max_delay() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = Settle::new(Duration::from_millis(1000), Duration::from_millis(2000));
+        let mut copies = Vec::new();
+        // Appended every 100 ms for 6 s, checked every 10 ms.
+        for now in (0..8000).step_by(10) {
+            if now < 6000 && now % 100 == 0 {
+                s.touch(p("log"), ms(now));
+            }
+            if !s.due(ms(now)).is_empty() {
+                copies.push(now);
+            }
+        }
+        // Forced every max-delay while appends go on; the third, after they stopped, has them all.
+        assert_eq!(copies, vec![2000, 4100, 6200]);
+    }
+
+    #[test]
+    fn out_of_order_times_keep_first_and_last() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = Settle::new(Duration::from_millis(100), Duration::from_millis(1000));
+        s.touch(p("a"), ms(50));
+        s.touch(p("a"), ms(10));
+        assert_eq!(s.next_due(), Some(ms(150)));
+        s.touch(p("b"), ms(0));
+        assert_eq!(s.due(ms(120)), vec![p("b")]);
+        assert_eq!(s.len(), 1);
+    }
+}

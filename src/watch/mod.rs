@@ -1,0 +1,360 @@
+//! `backup watch`: the loop that turns filesystem events into work for the engine.
+//!
+//! The watcher (`notifier`) starts before the first pass, so a change made during the pass is
+//! never missed. Events become work (`changes::classify`); changed files wait until they settle
+//! (`settle::Settle`); new folders are walked; a lost event queue or the periodic safety net runs
+//! a full pass. Each batch goes through the same engine as `once`, and ends with one rolling
+//! summary line.
+
+mod changes;
+mod notifier;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+
+use self::changes::{Work, classify, describe, outermost};
+use self::notifier::{Feed, Msg, Watcher};
+use crate::archive::prune;
+use crate::config::WatchConfig;
+use crate::engine::{Engine, Scope};
+use crate::error::{Status, reason};
+use crate::escape::display;
+use crate::history::Policy;
+use crate::once::with_progress;
+use crate::outcome::{Counts, Note};
+use crate::report::Reporter;
+use crate::settle::Settle;
+
+/// How often an idle loop checks that SRC and DST are still the folders it started with.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Work gathered from events, not yet handed to the engine.
+#[derive(Debug, Default)]
+struct Pending {
+    /// A full pass over SRC.
+    full: bool,
+    /// Folders to walk (new or moved in).
+    walks: Vec<PathBuf>,
+}
+
+/// Everything the loop keeps between batches.
+struct Loop<'a> {
+    engine: &'a Engine,
+    cfg: &'a WatchConfig,
+    policy: &'a Policy,
+    feed: Feed,
+    watcher: Watcher,
+    settle: Settle,
+    pending: Pending,
+    totals: Counts,
+    prune_failed: bool,
+    next_rescan: Option<Instant>,
+}
+
+/// Runs `watch` until a signal sets the engine's stop flag, or SRC or DST goes away.
+pub(crate) fn run(
+    engine: &Engine,
+    cfg: &WatchConfig,
+    policy: &Policy,
+    reporter: &mut Reporter,
+    wake: &Receiver<()>,
+) -> Status {
+    let src_id = match std::fs::metadata(&engine.tree.src) {
+        Ok(m) => (m.dev(), m.ino()),
+        Err(e) => {
+            let src = display(&engine.tree.src);
+            reporter.error(&format!("source {src}: {}", reason(&e)));
+            return Status::Failure;
+        }
+    };
+    let feed = Feed::new();
+    let Some(watcher) = start(engine, cfg, &feed, reporter) else {
+        return Status::Failure;
+    };
+    let method = if watcher.is_polling() {
+        "polling"
+    } else {
+        "inotify"
+    };
+    reporter.info(&format!(
+        "Watching {} for changes ({method}; Ctrl-C to stop)",
+        display(&engine.tree.src)
+    ));
+    let mut l = Loop {
+        engine,
+        cfg,
+        policy,
+        feed,
+        watcher,
+        settle: Settle::new(cfg.debounce, cfg.max_delay),
+        pending: Pending::default(),
+        totals: Counts::default(),
+        prune_failed: false,
+        next_rescan: cfg.rescan_every.map(|d| Instant::now() + d),
+    };
+    with_progress(engine, reporter, |reporter| {
+        l.batch(Scope::full(), true, reporter);
+    });
+    let mut status = Status::Success;
+    while !engine.stopped() {
+        if let Err(message) = still_there(engine, src_id) {
+            reporter.error(&message);
+            status = Status::Failure;
+            break;
+        }
+        l.step(reporter, wake);
+    }
+    drop(l.watcher);
+    reporter.summary(&l.totals);
+    if l.totals.failed > 0 || l.prune_failed {
+        status = Status::Failure;
+    }
+    status
+}
+
+impl Loop<'_> {
+    /// Runs what is due, or else waits for events, a wake-up, or the next deadline.
+    fn step(&mut self, reporter: &mut Reporter, wake: &Receiver<()>) {
+        let scope = self.due();
+        if !scope.is_empty() {
+            self.batch(scope, false, reporter);
+            return;
+        }
+        let now = Instant::now();
+        let deadline = [
+            self.settle.next_due(),
+            self.next_rescan,
+            Some(now + CHECK_EVERY),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + CHECK_EVERY);
+        select! {
+            recv(self.feed.rx) -> msg => {
+                let more: Vec<Msg> = std::iter::from_fn(|| self.feed.rx.try_recv().ok()).collect();
+                for msg in msg.into_iter().chain(more) {
+                    self.take(msg, reporter);
+                }
+            }
+            recv(wake) -> _ => {}
+            default(deadline.saturating_duration_since(now)) => {}
+        }
+        if self.feed.overflow.swap(false, Ordering::Relaxed) {
+            self.pending.full = true;
+        }
+        if let (Some(at), Some(every)) = (self.next_rescan, self.cfg.rescan_every)
+            && Instant::now() >= at
+        {
+            self.pending.full = true;
+            self.next_rescan = Some(Instant::now() + every);
+        }
+    }
+
+    /// The work that is due now: a full pass, or the folders to walk and the files that have
+    /// settled (those inside a folder being walked are covered by the walk).
+    fn due(&mut self) -> Scope {
+        let files = self.settle.due(Instant::now());
+        let pending = std::mem::take(&mut self.pending);
+        if pending.full {
+            return Scope::full();
+        }
+        let walks = outermost(pending.walks);
+        let files = files
+            .into_iter()
+            .filter(|f| !walks.iter().any(|w| f.starts_with(w)))
+            .collect();
+        Scope {
+            full: false,
+            walks,
+            files,
+        }
+    }
+
+    /// Runs one batch through the engine, prints its rolling line (for the first pass always,
+    /// later only when the batch did something), and prunes what it touched. Files still being
+    /// written go back to settle.
+    fn batch(&mut self, scope: Scope, first: bool, reporter: &mut Reporter) {
+        let mut counts = Counts::default();
+        let src = &self.engine.tree.src;
+        let settle = &mut self.settle;
+        let rel = |p: &Path| p.strip_prefix(src).unwrap_or(p).to_path_buf();
+        let changed = self
+            .engine
+            .run(&scope, Some(self.cfg.debounce), &mut |note| {
+                let now = Instant::now();
+                match note {
+                    Note::Unsettled(path, age) => {
+                        settle.touch(rel(&path), now.checked_sub(age).unwrap_or(now));
+                    }
+                    // Still being written: it will settle later.
+                    Note::Busy(ev) => settle.touch(rel(&ev.src), now),
+                    Note::Done(ev) => {
+                        reporter.event(&ev);
+                        counts.add(&ev.outcome);
+                    }
+                }
+            });
+        if first || counts.total() > 0 {
+            self.totals.merge(counts);
+            reporter.rolling(&counts, &self.totals);
+        }
+        // New versions can push old ones out; a full pass may find any folder aged.
+        let folders = (!scope.full).then_some(changed);
+        self.prune_failed |= prune::after_pass(self.engine, self.policy, folders, reporter);
+    }
+
+    /// Takes one message from the watcher into the pending work.
+    fn take(&mut self, msg: Msg, reporter: &mut Reporter) {
+        let (event, at) = match msg {
+            Msg::Event(event, at) => (event, at),
+            // A watch that could not be added for a new folder: from now on, poll.
+            Msg::Error(e) => {
+                if self.fall_back_to_polling(&e, reporter) {
+                    self.pending.full = true;
+                }
+                return;
+            }
+        };
+        let tree = &self.engine.tree;
+        let what = describe(&event.kind);
+        let works = classify(&event, &tree.src, tree.skip.as_deref());
+        if works.is_empty()
+            && let Some(p) = event.paths.last()
+        {
+            reporter.decision(p, what, "nothing to do");
+        }
+        for work in works {
+            let (path, decision) = match work {
+                Work::Rescan => {
+                    self.pending.full = true;
+                    reporter.decision(&tree.src, what, "full pass: events were lost");
+                    continue;
+                }
+                Work::Changed(p) | Work::Arrived(p) if tree.exclude.excludes(&p, false) => {
+                    (p, "excluded")
+                }
+                Work::Changed(p) => {
+                    self.settle.touch(p.clone(), at);
+                    (p, "copy once settled")
+                }
+                Work::Arrived(p) => {
+                    let decision = self.arrived(&p, at, reporter);
+                    (p, decision)
+                }
+            };
+            reporter.decision(&tree.src.join(&path), what, decision);
+        }
+    }
+
+    /// Something appeared at `p`: a folder is watched, then walked; anything else settles.
+    fn arrived(&mut self, p: &Path, at: Instant, reporter: &mut Reporter) -> &'static str {
+        let tree = &self.engine.tree;
+        match std::fs::symlink_metadata(tree.src.join(p)) {
+            Ok(m) if m.is_dir() && tree.exclude.excludes(p, true) => "excluded",
+            Ok(m) if m.is_dir() => {
+                if let Err(e) = watch_tree(self.engine, &mut self.watcher, p)
+                    && self.fall_back_to_polling(&e, reporter)
+                {
+                    self.pending.full = true;
+                }
+                self.pending.walks.push(p.to_path_buf());
+                "new folder: watch and walk it"
+            }
+            Ok(_) => {
+                self.settle.touch(p.to_path_buf(), at);
+                "copy once settled"
+            }
+            Err(_) => "gone again",
+        }
+    }
+
+    /// Replaces the inotify watcher with polling after an OS limit was hit, saying so once.
+    fn fall_back_to_polling(&mut self, e: &notify::Error, reporter: &mut Reporter) -> bool {
+        let Some(line) = notifier::limit_message(e) else {
+            return false;
+        };
+        if self.watcher.is_polling() {
+            return true;
+        }
+        reporter.warning(&line);
+        match Watcher::poll(&self.engine.tree.src, notifier::FALLBACK_POLL, &self.feed) {
+            Ok(w) => self.watcher = w,
+            Err(e) => reporter.warning(&format!("cannot poll for changes: {e}")),
+        }
+        true
+    }
+}
+
+/// Starts the watcher the user asked for: polling with `--poll`, else inotify on every folder
+/// of SRC, falling back to polling (with one line saying which limit to raise) when an OS limit
+/// stands in the way.
+fn start(
+    engine: &Engine,
+    cfg: &WatchConfig,
+    feed: &Feed,
+    reporter: &mut Reporter,
+) -> Option<Watcher> {
+    let src = &engine.tree.src;
+    let started = match cfg.poll {
+        Some(interval) => Watcher::poll(src, interval, feed),
+        None => Watcher::native(feed).and_then(|mut w| {
+            watch_tree(engine, &mut w, Path::new(""))?;
+            Ok(w)
+        }),
+    };
+    let started = match started {
+        Err(e) if notifier::limit_message(&e).is_some() => {
+            reporter.warning(&notifier::limit_message(&e).unwrap_or_default());
+            Watcher::poll(src, notifier::FALLBACK_POLL, feed)
+        }
+        other => other,
+    };
+    match started {
+        Ok(w) => Some(w),
+        Err(e) => {
+            reporter.error(&format!(
+                "source {}: cannot watch for changes: {e}",
+                display(src)
+            ));
+            None
+        }
+    }
+}
+
+/// Watches every folder of the tree at `rel` that the backup covers. Called before that tree is
+/// walked, so that a file made after the walk passed its folder still raises an event.
+fn watch_tree(engine: &Engine, watcher: &mut Watcher, rel: &Path) -> notify::Result<()> {
+    if watcher.is_polling() {
+        return Ok(());
+    }
+    for dir in engine.tree.folders(rel) {
+        watcher.add(&dir)?;
+    }
+    Ok(())
+}
+
+/// SRC and DST must stay the folders the run started with: an unmounted DST must not be filled
+/// on its bare mount point, and a deleted SRC has nothing left to mirror.
+fn still_there(engine: &Engine, src_id: (u64, u64)) -> Result<(), String> {
+    engine.dest.still_there().map_err(|e| {
+        format!(
+            "destination {}: {}",
+            display(engine.dest.path()),
+            reason(&e)
+        )
+    })?;
+    let src = &engine.tree.src;
+    match std::fs::metadata(src) {
+        Ok(m) if (m.dev(), m.ino()) == src_id => Ok(()),
+        Ok(_) => Err(format!(
+            "source {}: it is no longer the folder that this run started with",
+            display(src)
+        )),
+        Err(e) => Err(format!("source {}: {}", display(src), reason(&e))),
+    }
+}
