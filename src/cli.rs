@@ -166,7 +166,8 @@ pub struct PassArgs {
     #[arg(short = 'q', long, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Also print unchanged files, and in `watch` what each change event led to.
+    /// Also print unchanged files, what the destination can hold, and in `watch` what each
+    /// change event led to.
     #[arg(short = 'v', long)]
     pub verbose: bool,
 

@@ -155,6 +155,9 @@ struct Batch {
 const BATCH_FILES: usize = 1024;
 const BATCH_BYTES: u64 = 256 << 20;
 
+/// Entries decided between two readings of the clock, when nothing is copied.
+const CLOCK_EVERY: usize = 64;
+
 /// Up to this many folders gaining names are synced one by one; beyond, one `syncfs` is cheaper.
 const FSYNC_FOLDERS_MAX: usize = 8;
 
@@ -525,7 +528,8 @@ impl Engine {
             Err(failure) => return send(src_path, Step::Done(Outcome::Failed(failure)), 0),
         };
         let (mut unchanged, mut unchanged_bytes) = (0, 0);
-        for (name, kind) in &listing {
+        let mut now = Now::read();
+        for (i, (name, kind)) in listing.iter().enumerate() {
             if self.stopped() {
                 break;
             }
@@ -539,9 +543,17 @@ impl Engine {
             {
                 continue;
             }
-            let Some((step, size)) = self.entry(&src_dir, name, job, &mut index) else {
+            // The clock is read again after every copy (its name carries the time) and every
+            // so many entries, not for each one: a no-change pass reads it hardly at all.
+            if i % CLOCK_EVERY == 0 {
+                now = Now::read();
+            }
+            let Some((step, size)) = self.entry(&src_dir, name, job, &mut index, now) else {
                 continue;
             };
+            if matches!(step, Step::Staged(..) | Step::Done(Outcome::Copied(_))) {
+                now = Now::read();
+            }
             match step {
                 Step::Done(Outcome::Unchanged) if !self.settings.each_unchanged => {
                     unchanged += 1;
@@ -641,6 +653,7 @@ impl Engine {
         name: &[u8],
         job: &FolderJob,
         index: &mut FolderIndex,
+        now: Now,
     ) -> Option<(Step, u64)> {
         let src = match source::stat(src_dir, name) {
             Ok(m) => m,
@@ -655,10 +668,6 @@ impl Engine {
             Err(outcome) => return Some((Step::Done(outcome), size)),
         };
         let rules = self.rules(job.defer);
-        let now = Now {
-            time: SystemTime::now(),
-            stamp: now_stamp(),
-        };
         let mut decision = plan::decide(name, &facts, index, &rules, now);
         if let (Decision::CompareContents, Some(folder)) = (&decision, &job.dest) {
             facts.same_contents = Some(self.same_contents(src_dir, name, &**folder, index));
@@ -868,6 +877,15 @@ fn clone_error(e: &io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
         None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Now {
+    fn read() -> Now {
+        Now {
+            time: SystemTime::now(),
+            stamp: now_stamp(),
+        }
     }
 }
 
