@@ -8,7 +8,7 @@
 //! then each name), and at the end each folder gets its own metadata and an fsync of its new
 //! names, so that when a pass reports its summary everything it reported as copied is durable.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 
 use crate::config::Limits;
-use crate::dest::{self, Destination, Folder, Staged, is_temp_name};
+use crate::dest::{self, Capabilities, Destination, Folder, Staged, is_temp_name};
 use crate::error::{Failure, Op};
 use crate::meta::{Kind, Meta};
 use crate::naming::FolderIndex;
@@ -108,11 +108,18 @@ impl FolderRecord {
         self.created || self.touched.load(Ordering::Relaxed)
     }
 
-    fn needs_meta(&self, owners: bool, precision: Option<u64>) -> bool {
+    /// Whether the folder's own metadata must be set: its entries changed (which moved its
+    /// time), or what the destination keeps of it differs from the source's.
+    fn needs_meta(&self, caps: &Capabilities) -> bool {
         self.changed_entries()
-            || self.src.mode != self.dest.mode
-            || !plan::same_mtime(self.src.mtime, self.dest.mtime, precision)
-            || (owners && (self.src.uid, self.src.gid) != (self.dest.uid, self.dest.gid))
+            || (caps.permissions && self.src.mode != self.dest.mode)
+            || !plan::same_time(
+                self.src.mtime,
+                self.dest.mtime,
+                caps.precision,
+                caps.local_time,
+            )
+            || (caps.owners && (self.src.uid, self.src.gid) != (self.dest.uid, self.dest.gid))
     }
 }
 
@@ -184,11 +191,11 @@ impl Engine {
         self.settings.dry_run
     }
 
-    fn rules(&self, defer: Option<Duration>) -> Rules {
+    fn rules(&self, defer: Option<Duration>) -> Rules<'_> {
         Rules {
             checksum: self.settings.checksum,
-            precision: self.dest.capabilities().precision,
             defer,
+            dest: self.dest.capabilities(),
         }
     }
 
@@ -406,9 +413,10 @@ impl Engine {
         records
     }
 
-    /// Gives each folder its source's mode and times once its contents are done, deepest first,
-    /// then makes every new name durable: an `fsync` of each folder that gained one, or one
-    /// `syncfs` when there are many.
+    /// Makes every new name durable and gives each folder its source's mode and times once its
+    /// contents are done, deepest first: an `fsync` of each folder that gained a name (or one
+    /// `syncfs` when there are many), before its mode is set, since a mode without owner access
+    /// would keep a user who is not root from opening it again.
     fn finish_folders(&self, records: &[FolderRecord], on_note: &mut dyn FnMut(Note)) {
         if self.settings.dry_run {
             return;
@@ -421,31 +429,35 @@ impl Engine {
                 failure,
             )));
         };
-        let reopen = |rel: &Path| -> io::Result<Arc<dyn Folder>> {
-            self.dest
-                .folder(rel)?
-                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
-        };
-        for r in records
-            .iter()
-            .rev()
-            .filter(|r| r.needs_meta(caps.owners, caps.precision))
-        {
-            if let Err(e) = reopen(&r.rel).and_then(|d| d.set_meta(&r.src)) {
+        let changed = records.iter().filter(|r| r.changed_entries()).count();
+        let one_by_one = changed <= FSYNC_FOLDERS_MAX;
+        for r in records.iter().rev() {
+            let sync = one_by_one && r.changed_entries();
+            if !sync && !r.needs_meta(caps) {
+                continue;
+            }
+            let folder = match self.dest.folder(&r.rel) {
+                Ok(Some(folder)) => folder,
+                Ok(None) => continue,
+                Err(e) => {
+                    fail(r, Op::FinishFolder, e);
+                    continue;
+                }
+            };
+            if sync && let Err(e) = folder.sync() {
+                fail(r, Op::SyncFolder, e);
+            }
+            if r.needs_meta(caps)
+                && let Err(e) = folder.set_meta(&r.src)
+            {
                 fail(r, Op::FinishFolder, e);
             }
         }
-        let changed: Vec<&FolderRecord> = records.iter().filter(|r| r.changed_entries()).collect();
-        if changed.len() > FSYNC_FOLDERS_MAX {
-            if let Err(e) = self.dest.sync_all() {
-                fail(changed[0], Op::SyncFolder, e);
-            }
-            return;
-        }
-        for r in changed {
-            if let Err(e) = reopen(&r.rel).and_then(|d| d.sync()) {
-                fail(r, Op::SyncFolder, e);
-            }
+        if !one_by_one
+            && let Err(e) = self.dest.sync_all()
+            && let Some(first) = records.iter().find(|r| r.changed_entries())
+        {
+            fail(first, Op::SyncFolder, e);
         }
     }
 
@@ -486,7 +498,10 @@ impl Engine {
                 Ok(()) => {
                     let target = std::mem::take(&mut ready.target);
                     let staged = &mut ready.staged;
-                    publish_free(&*ready.folder, &ready.name, target, |to| staged.publish(to))
+                    let case_sensitive = self.dest.capabilities().case_sensitive;
+                    publish_free(&*ready.folder, case_sensitive, &ready.name, target, |to| {
+                        staged.publish(to)
+                    })
                 }
                 Err(e) => Outcome::Failed(Failure::io(Op::Sync, clone_error(e))),
             };
@@ -527,6 +542,11 @@ impl Engine {
             Ok(index) => index,
             Err(failure) => return send(src_path, Step::Done(Outcome::Failed(failure)), 0),
         };
+        let clashes = if self.dest.capabilities().case_sensitive {
+            HashMap::new()
+        } else {
+            plan::case_clashes(listing.iter().map(|(n, _)| n.as_slice()))
+        };
         let (mut unchanged, mut unchanged_bytes) = (0, 0);
         let mut now = Now::read();
         for (i, (name, kind)) in listing.iter().enumerate() {
@@ -548,7 +568,8 @@ impl Engine {
             if i % CLOCK_EVERY == 0 {
                 now = Now::read();
             }
-            let Some((step, size)) = self.entry(&src_dir, name, job, &mut index, now) else {
+            let clash = clashes.get(name).cloned();
+            let Some((step, size)) = self.entry(&src_dir, name, job, &mut index, now, clash) else {
                 continue;
             };
             if matches!(step, Step::Staged(..) | Step::Done(Outcome::Copied(_))) {
@@ -590,8 +611,13 @@ impl Engine {
     /// stays).
     fn index(&self, job: &FolderJob, listing: &[(Vec<u8>, Kind)]) -> Result<FolderIndex, Failure> {
         let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
+        let case_sensitive = self.dest.capabilities().case_sensitive;
         let Some(folder) = job.dest.as_ref().filter(|_| !job.fresh) else {
-            return Ok(FolderIndex::new(Vec::new(), &src_names));
+            return Ok(FolderIndex::with_case(
+                Vec::new(),
+                &src_names,
+                case_sensitive,
+            ));
         };
         let names = folder
             .list()
@@ -601,7 +627,7 @@ impl Engine {
             let leftover = is_temp_name(n) && !src_names.contains(n) && !dry_run;
             !(leftover && folder.remove_leftover(n).is_ok())
         });
-        Ok(FolderIndex::new(kept, &src_names))
+        Ok(FolderIndex::with_case(kept, &src_names, case_sensitive))
     }
 
     /// Adds a staged copy to the worker's batch, publishing the batch when it is full.
@@ -654,6 +680,7 @@ impl Engine {
         job: &FolderJob,
         index: &mut FolderIndex,
         now: Now,
+        clash: Option<Vec<u8>>,
     ) -> Option<(Step, u64)> {
         let src = match source::stat(src_dir, name) {
             Ok(m) => m,
@@ -667,6 +694,7 @@ impl Engine {
             Ok(f) => f,
             Err(outcome) => return Some((Step::Done(outcome), size)),
         };
+        facts.clash = clash;
         let rules = self.rules(job.defer);
         let mut decision = plan::decide(name, &facts, index, &rules, now);
         if let (Decision::CompareContents, Some(folder)) = (&decision, &job.dest) {
@@ -746,6 +774,7 @@ impl Engine {
             latest: latest.map(|(meta, _)| meta),
             link,
             same_contents: None,
+            clash: None,
         })
     }
 
@@ -780,7 +809,10 @@ impl Engine {
         let Some((target, _)) = &facts.link else {
             return self.stage_file(src_dir, name, folder, to);
         };
-        let outcome = publish_free(folder, name, to, |n| folder.symlink(target, n, &facts.src));
+        let case_sensitive = self.dest.capabilities().case_sensitive;
+        let outcome = publish_free(folder, case_sensitive, name, to, |n| {
+            folder.symlink(target, n, &facts.src)
+        });
         if let Outcome::Copied(path) = &outcome
             && let Some(n) = path.file_name()
         {
@@ -848,6 +880,7 @@ impl Engine {
 /// free version name.
 fn publish_free(
     folder: &dyn Folder,
+    case_sensitive: bool,
     name: &[u8],
     first: Vec<u8>,
     mut publish_as: impl FnMut(&[u8]) -> io::Result<()>,
@@ -861,7 +894,8 @@ fn publish_free(
                     Ok(l) => l,
                     Err(e) => return Outcome::Failed(Failure::io(Op::Publish, e)),
                 };
-                match FolderIndex::new(listing, &HashSet::new()).target(name, now_stamp()) {
+                let index = FolderIndex::with_case(listing, &HashSet::new(), case_sensitive);
+                match index.target(name, now_stamp()) {
                     Some(t) => target = t,
                     None => return Outcome::Failed(Failure::NameTooLong),
                 }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -64,6 +65,16 @@ pub(crate) enum Failure {
     KeptChanging { attempts: usize },
     /// Every version name tried was taken by the time it was published.
     NoFreeName,
+    /// The destination (of the named filesystem) cannot hold this name.
+    NameRefused {
+        fs: String,
+        why: crate::dest::Refusal,
+    },
+    /// On a destination that does not tell case apart, another source name in the same folder
+    /// differs from this one only in case, and is backed up under it.
+    CaseClash { fs: String, other: Vec<u8> },
+    /// The file is larger than the destination can hold.
+    TooLarge { fs: String, size: u64, limit: u64 },
 }
 
 impl Failure {
@@ -104,6 +115,20 @@ impl fmt::Display for Failure {
                 "changed while being read, {attempts} times in a row; nothing was published"
             ),
             Failure::NoFreeName => f.write_str("cannot publish: no free version name"),
+            Failure::NameRefused { fs, why } => {
+                write!(f, "the destination ({fs}) cannot hold this name ({why})")
+            }
+            Failure::CaseClash { fs, other } => write!(
+                f,
+                "the destination ({fs}) does not tell upper and lower case apart, and {} is \
+                 backed up under the same name",
+                display(Path::new(std::ffi::OsStr::from_bytes(other)))
+            ),
+            Failure::TooLarge { fs, size, limit } => write!(
+                f,
+                "{size} bytes is larger than the destination ({fs}) can hold (at most {limit} \
+                 bytes in one file)"
+            ),
         }
     }
 }

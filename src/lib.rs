@@ -132,11 +132,22 @@ fn backup(command: Command) -> Status {
             return Status::Failure;
         }
     };
+    let caps = dest.capabilities();
     reporter.detail(&format!(
         "Destination {}: {}",
         display(dest.path()),
-        dest.capabilities().describe()
+        caps.describe()
     ));
+    let as_root = rustix::process::geteuid().is_root();
+    for loss in caps.losses(as_root) {
+        reporter.warning(&format!(
+            "destination {} ({}) {loss}",
+            display(dest.path()),
+            caps.kind
+        ));
+    }
+    // Without times that stick, size and time cannot tell a changed file from an unchanged one.
+    let checksum = config.checksum || (caps.probed && caps.precision.is_none());
     let (stop, wake) = match signals() {
         Ok(s) => s,
         Err(e) => {
@@ -151,7 +162,7 @@ fn backup(command: Command) -> Status {
         walk_open: config.limits.walk_open,
     };
     let settings = Settings {
-        checksum: config.checksum,
+        checksum,
         limits: config.limits,
         dry_run: config.dry_run,
         each_unchanged: config.style.verbose,

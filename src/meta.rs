@@ -76,6 +76,16 @@ pub(crate) struct Time {
     pub(crate) nsec: u32,
 }
 
+/// Whether `got` is `set` as a filesystem keeping times at `precision` nanoseconds stores it:
+/// cut down to a multiple of it, or, at FAT's two seconds, also rounded up.
+pub(crate) fn kept_at(set: Time, got: Time, precision: u64) -> bool {
+    const FAT: u64 = 2_000_000_000;
+    let as_ns = |t: Time| i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec);
+    let (set, got, p) = (as_ns(set), as_ns(got), i128::from(precision.max(1)));
+    let down = set.div_euclid(p) * p;
+    got == down || (precision == FAT && got == down + p)
+}
+
 /// The metadata of one entry: what decides "unchanged" and what a copy carries over.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Meta {

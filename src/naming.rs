@@ -5,6 +5,7 @@
 //! from these names, so the functions that write them and the ones that parse them live together
 //! and are tested against each other.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// The longest file name that Linux filesystems accept.
@@ -261,8 +262,13 @@ pub(crate) fn original_name(candidate: &[u8]) -> Option<(Vec<u8>, VersionKey)> {
 /// The names in one destination folder, indexed by the family they belong to.
 #[derive(Debug, Default)]
 pub(crate) struct FolderIndex {
+    /// Compare names as a destination that does not tell case apart does (`fold_case`).
+    fold: bool,
+    /// Every name, as a key (folded when `fold`).
     names: HashSet<Vec<u8>>,
-    /// Reconstructed original name → its versions.
+    /// With `fold`: each key and the name as the folder holds it.
+    stored: HashMap<Vec<u8>, Vec<u8>>,
+    /// Reconstructed original name, as a key → its versions.
     versions: HashMap<Vec<u8>, Vec<(VersionKey, Vec<u8>)>>,
     /// Version-shaped names long enough that they may be shortened versions of a longer name.
     long: Vec<Vec<u8>>,
@@ -276,14 +282,51 @@ pub(crate) struct Member {
     pub(crate) key: Option<VersionKey>,
 }
 
+/// `name` as a destination that does not tell upper and lower case apart compares it: each
+/// character that has a one-character upper case replaced by it (as the upcase tables of NTFS
+/// and exFAT do), bytes that are not UTF-8 as they are.
+pub(crate) fn fold_case(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let mut upper = c.to_uppercase();
+            let u = match (upper.next(), upper.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            };
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(u.encode_utf8(&mut buf).as_bytes());
+        }
+        out.extend_from_slice(chunk.invalid());
+    }
+    out
+}
+
 impl FolderIndex {
-    /// Indexes a folder listing. Names listed in `source_names` are copies of source files of
-    /// that very name, so they never count as versions of some other file.
+    /// `with_case` for a destination that tells case apart.
+    #[cfg(test)]
     pub(crate) fn new<I>(listing: I, source_names: &HashSet<Vec<u8>>) -> FolderIndex
     where
         I: IntoIterator<Item = Vec<u8>>,
     {
-        let mut index = FolderIndex::default();
+        FolderIndex::with_case(listing, source_names, true)
+    }
+
+    /// Indexes a folder listing of a destination that tells case apart (`case_sensitive`) or
+    /// not. Names listed in `source_names` are copies of source files of that very name, so they
+    /// never count as versions of some other file.
+    pub(crate) fn with_case<I>(
+        listing: I,
+        source_names: &HashSet<Vec<u8>>,
+        case_sensitive: bool,
+    ) -> FolderIndex
+    where
+        I: IntoIterator<Item = Vec<u8>>,
+    {
+        let mut index = FolderIndex {
+            fold: !case_sensitive,
+            ..FolderIndex::default()
+        };
         for name in listing {
             if !source_names.contains(&name)
                 && let Some((orig, key)) = original_name(&name)
@@ -291,49 +334,71 @@ impl FolderIndex {
                 if name.len() + 4 > NAME_MAX {
                     index.long.push(name.clone());
                 }
+                let orig = index.key(&orig).into_owned();
                 index
                     .versions
                     .entry(orig)
                     .or_default()
                     .push((key, name.clone()));
             }
-            index.names.insert(name);
+            index.insert(name);
         }
         index
     }
 
+    fn key<'a>(&self, name: &'a [u8]) -> Cow<'a, [u8]> {
+        if self.fold {
+            Cow::Owned(fold_case(name))
+        } else {
+            Cow::Borrowed(name)
+        }
+    }
+
+    /// Whether a name is taken, whatever its case where case is not told apart.
+    fn taken(&self, name: &[u8]) -> bool {
+        self.names.contains(self.key(name).as_ref())
+    }
+
     /// Records a name that this pass has just published.
     pub(crate) fn insert(&mut self, name: Vec<u8>) {
-        self.names.insert(name);
+        if self.fold {
+            let key = fold_case(&name);
+            self.names.insert(key.clone());
+            self.stored.insert(key, name);
+        } else {
+            self.names.insert(name);
+        }
     }
 
     /// Every member of `name`'s family, oldest first.
     pub(crate) fn family(&self, name: &[u8]) -> Vec<Member> {
+        let key = self.key(name);
         let mut out: Vec<Member> = Vec::new();
-        if self.names.contains(name) {
+        if self.names.contains(key.as_ref()) {
+            let stored = self.stored.get(key.as_ref()).map_or(name, Vec::as_slice);
             out.push(Member {
-                name: name.to_vec(),
+                name: stored.to_vec(),
                 key: None,
             });
         }
-        if let Some(vs) = self.versions.get(name) {
+        if let Some(vs) = self.versions.get(key.as_ref()) {
             out.extend(
                 vs.iter()
-                    .filter(|(key, n)| version_of(name, n) == Some(*key))
-                    .map(|(key, n)| Member {
+                    .filter(|(k, n)| version_of(&key, &self.key(n)) == Some(*k))
+                    .map(|(k, n)| Member {
                         name: n.clone(),
-                        key: Some(*key),
+                        key: Some(*k),
                     }),
             );
         }
         if !self.long.is_empty() && name.len() + 26 > NAME_MAX {
             for n in &self.long {
-                if let Some(key) = version_of(name, n)
+                if let Some(k) = version_of(&key, &self.key(n))
                     && !out.iter().any(|m| &m.name == n)
                 {
                     out.push(Member {
                         name: n.clone(),
-                        key: Some(key),
+                        key: Some(k),
                     });
                 }
             }
@@ -351,14 +416,14 @@ impl FolderIndex {
     /// empty, else the next version name not taken by any entry.
     pub(crate) fn target(&self, name: &[u8], now: u64) -> Option<Vec<u8>> {
         let family = self.family(name);
-        if family.is_empty() && !self.names.contains(name) {
+        if family.is_empty() && !self.taken(name) {
             return Some(name.to_vec());
         }
         let latest = family.last().and_then(|m| m.key);
         let mut key = VersionKey::next(latest, now);
         loop {
             let candidate = version_name(name, key)?;
-            if !self.names.contains(&candidate) {
+            if !self.taken(&candidate) {
                 return Some(candidate);
             }
             key = key.bump();
@@ -369,6 +434,38 @@ impl FolderIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_destination_blind_to_case_finds_a_family_in_any_case() {
+        let listing =
+            ["README.md", "README_20231124_153045.md", "other.txt"].map(|n| n.as_bytes().to_vec());
+        let index = FolderIndex::with_case(listing.clone(), &HashSet::new(), false);
+        let fam: Vec<Vec<u8>> = index
+            .family(b"readme.md")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            fam,
+            [b"README.md".to_vec(), b"README_20231124_153045.md".to_vec()]
+        );
+        assert_eq!(
+            index.target(b"readme.md", 20231124153045).as_deref(),
+            Some(&b"readme_20231124_153045_1.md"[..]),
+            "the next name is free in any case"
+        );
+        assert_eq!(
+            index.target(b"OTHER.TXT", 20231124153045).as_deref(),
+            Some(&b"OTHER_20231124_153045.TXT"[..])
+        );
+        let exact = FolderIndex::new(listing, &HashSet::new());
+        assert!(exact.family(b"readme.md").is_empty());
+        assert_eq!(
+            fold_case("Straße.txt".as_bytes()),
+            "STRASSE.TXT".replace("SS", "ß").as_bytes()
+        );
+        assert_eq!(fold_case(b"a\xffb"), b"A\xffB");
+    }
 
     const T: u64 = 20231124153045;
 

@@ -2,11 +2,14 @@
 //! its family in the destination. Pure; the engine gathers the facts and carries out the
 //! decision, and `--dry-run` prints the decisions and carries out none.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, SystemTime};
 
+use crate::dest::Capabilities;
 use crate::error::Failure;
 use crate::meta::{Kind, Meta, Time};
-use crate::naming::FolderIndex;
+use crate::naming::{FolderIndex, fold_case};
 use crate::outcome::Change;
 use crate::settle::unsettled_for;
 
@@ -21,17 +24,20 @@ pub(crate) struct Facts {
     pub link: Option<(Vec<u8>, Option<Vec<u8>>)>,
     /// With `--checksum`, once compared: whether the newest copy holds the same bytes.
     pub same_contents: Option<bool>,
+    /// On a destination that does not tell case apart: the other source name that takes this
+    /// one's place there (`case_clashes`).
+    pub clash: Option<Vec<u8>>,
 }
 
 /// How decisions are made in this run.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Rules {
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rules<'a> {
     /// Compare contents, not size and time.
     pub checksum: bool,
-    /// The destination's time resolution in nanoseconds, where it was probed.
-    pub precision: Option<u64>,
     /// In `watch`, a file modified less than this long ago is left to settle.
     pub defer: Option<Duration>,
+    /// What the destination can hold.
+    pub dest: &'a Capabilities,
 }
 
 /// When the decision is made: the clock, and the same moment as a local version stamp.
@@ -71,6 +77,9 @@ pub(crate) fn decide(
     rules: &Rules,
     now: Now,
 ) -> Decision {
+    if let Some(decision) = cannot_hold(name, facts, rules.dest) {
+        return decision;
+    }
     let change = match facts.src.kind {
         Kind::Dir => return Decision::Walk,
         Kind::Symlink => match (&facts.link, &facts.latest) {
@@ -102,13 +111,76 @@ pub(crate) fn decide(
     }
 }
 
+/// What the destination cannot hold at all: a folder is walked, a special file skipped, a
+/// symlink skipped where it has none, and a name it refuses, a name it would merge with another,
+/// or a file over its size limit fails before anything is written.
+fn cannot_hold(name: &[u8], facts: &Facts, dest: &Capabilities) -> Option<Decision> {
+    let kind = facts.src.kind;
+    match kind {
+        Kind::Dir => return Some(Decision::Walk),
+        Kind::File | Kind::Symlink => {}
+        other => return Some(Decision::Skip(other.describe())),
+    }
+    if kind == Kind::Symlink && !dest.symlinks {
+        return Some(Decision::Skip(
+            "symlink: the destination cannot hold symlinks",
+        ));
+    }
+    let fail = |f| Some(Decision::Fail(f));
+    let fs = || dest.kind.clone();
+    if let Some(why) = dest.refuses.iter().find(|r| r.matches(name)) {
+        return fail(Failure::NameRefused {
+            fs: fs(),
+            why: *why,
+        });
+    }
+    if let Some(other) = &facts.clash {
+        return fail(Failure::CaseClash {
+            fs: fs(),
+            other: other.clone(),
+        });
+    }
+    match dest.max_file_size {
+        Some(limit) if kind == Kind::File && facts.src.size > limit => fail(Failure::TooLarge {
+            fs: fs(),
+            size: facts.src.size,
+            limit,
+        }),
+        _ => None,
+    }
+}
+
+/// On a destination that does not tell case apart: each name among `names` (one folder's
+/// entries) whose place there another name takes, the first of them in byte order, with that
+/// name. That first one is backed up; the others fail, every run, and are never mixed into its
+/// family.
+pub(crate) fn case_clashes<'a>(
+    names: impl IntoIterator<Item = &'a [u8]>,
+) -> HashMap<Vec<u8>, Vec<u8>> {
+    let mut sorted: Vec<&[u8]> = names.into_iter().collect();
+    sorted.sort_unstable();
+    let mut first: HashMap<Vec<u8>, &[u8]> = HashMap::new();
+    let mut out = HashMap::new();
+    for name in sorted {
+        match first.entry(fold_case(name)) {
+            Entry::Occupied(e) => {
+                out.insert(name.to_vec(), e.get().to_vec());
+            }
+            Entry::Vacant(e) => {
+                e.insert(name);
+            }
+        }
+    }
+    out
+}
+
 /// A regular file against its newest copy: why it must be copied, or the decision that it need
 /// not be (or cannot be told yet).
 fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {
     let Some(latest) = &facts.latest else {
         return Ok(Change::New);
     };
-    let same_meta = unchanged(&facts.src, latest, rules.precision);
+    let same_meta = unchanged(&facts.src, latest, rules.dest);
     if !rules.checksum {
         return if same_meta {
             Err(Decision::Unchanged)
@@ -127,15 +199,31 @@ fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {
     }
 }
 
+/// Whether the destination's modification time `dst` records the source's `src` on a
+/// destination that keeps times to `precision` nanoseconds (where probed), in local time
+/// (`local_time`: FAT and exFAT, whose times all move by an hour when daylight saving starts or
+/// ends) or not.
+pub(crate) fn same_time(src: Time, dst: Time, precision: Option<u64>, local_time: bool) -> bool {
+    const HOUR: i64 = 3600;
+    let shifted = |by: i64| Time {
+        sec: src.sec + by,
+        nsec: src.nsec,
+    };
+    same_mtime(src, dst, precision)
+        || (local_time
+            && (same_mtime(shifted(HOUR), dst, precision)
+                || same_mtime(shifted(-HOUR), dst, precision)))
+}
+
 /// Whether the destination's modification time `dst` records the source's `src`: to the
 /// resolution the destination was found to keep (`precision`, in nanoseconds), and in any case
 /// where `dst` is `src` cut to whole microseconds, milliseconds or seconds, or FAT's two seconds
 /// rounded up (destinations written by other tools, or not probed).
-pub(crate) fn same_mtime(src: Time, dst: Time, precision: Option<u64>) -> bool {
+fn same_mtime(src: Time, dst: Time, precision: Option<u64>) -> bool {
     if src == dst {
         return true;
     }
-    if precision.is_some_and(|p| kept_at(src, dst, p)) {
+    if precision.is_some_and(|p| crate::meta::kept_at(src, dst, p)) {
         return true;
     }
     let truncated = |unit: u32| {
@@ -147,20 +235,12 @@ pub(crate) fn same_mtime(src: Time, dst: Time, precision: Option<u64>) -> bool {
     dst.nsec == 0 && dst.sec % 2 == 0 && src.sec == dst.sec - 1
 }
 
-/// Whether `got` is `set` as a filesystem keeping times at `precision` nanoseconds stores it:
-/// cut down to a multiple of it, or, at FAT's two seconds, also rounded up.
-pub(crate) fn kept_at(set: Time, got: Time, precision: u64) -> bool {
-    const FAT: u64 = 2_000_000_000;
-    let as_ns = |t: Time| i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec);
-    let (set, got, p) = (as_ns(set), as_ns(got), i128::from(precision.max(1)));
-    let down = set.div_euclid(p) * p;
-    got == down || (precision == FAT && got == down + p)
-}
-
-/// Whether `dst` (the newest copy) is a current copy of the regular file `src`: same size and
-/// modification time.
-pub(crate) fn unchanged(src: &Meta, dst: &Meta, precision: Option<u64>) -> bool {
-    dst.kind == Kind::File && src.size == dst.size && same_mtime(src.mtime, dst.mtime, precision)
+/// Whether `dst` (the newest copy) is a current copy of the regular file `src` on the
+/// destination `dest`: same size and modification time.
+pub(crate) fn unchanged(src: &Meta, dst: &Meta, dest: &Capabilities) -> bool {
+    dst.kind == Kind::File
+        && src.size == dst.size
+        && same_time(src.mtime, dst.mtime, dest.precision, dest.local_time)
 }
 
 /// Whether the source changed between the `fstat` before and after reading it, or did not
@@ -185,7 +265,25 @@ pub(crate) const RETRY_BACKOFF: [Duration; 3] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dest::Refusal;
     use std::collections::HashSet;
+    use std::sync::LazyLock;
+
+    /// A destination like ext4: everything kept, to the nanosecond.
+    static CAPS: LazyLock<Capabilities> = LazyLock::new(|| {
+        let mut c = Capabilities::assumed("ext4".into());
+        c.probed = true;
+        c.precision = Some(1);
+        c
+    });
+
+    fn rules() -> Rules<'static> {
+        Rules {
+            checksum: false,
+            defer: None,
+            dest: &CAPS,
+        }
+    }
 
     fn t(sec: i64, nsec: u32) -> Time {
         Time { sec, nsec }
@@ -255,12 +353,12 @@ mod tests {
     #[test]
     fn unchanged_needs_a_regular_file_of_same_size_and_time() {
         let src = file(10, t(5, 5));
-        assert!(unchanged(&src, &src, None));
-        assert!(!unchanged(&src, &file(11, t(5, 5)), None));
-        assert!(!unchanged(&src, &file(10, t(5, 6)), None));
+        assert!(unchanged(&src, &src, &CAPS));
+        assert!(!unchanged(&src, &file(11, t(5, 5)), &CAPS));
+        assert!(!unchanged(&src, &file(10, t(5, 6)), &CAPS));
         let mut link = src;
         link.kind = Kind::Symlink;
-        assert!(!unchanged(&src, &link, None));
+        assert!(!unchanged(&src, &link, &CAPS));
     }
 
     #[test]
@@ -290,15 +388,10 @@ mod tests {
             (Kind::CharDevice, "character device"),
         ] {
             facts.src.kind = kind;
-            assert!(
-                matches!(decide_file(&facts, &Rules::default()), Decision::Skip(w) if w == word)
-            );
+            assert!(matches!(decide_file(&facts, &rules()), Decision::Skip(w) if w == word));
         }
         facts.src.kind = Kind::Dir;
-        assert!(matches!(
-            decide_file(&facts, &Rules::default()),
-            Decision::Walk
-        ));
+        assert!(matches!(decide_file(&facts, &rules()), Decision::Walk));
     }
 
     #[test]
@@ -307,7 +400,7 @@ mod tests {
             src: file(3, t(5, 5)),
             ..Facts::default()
         };
-        match decide(b"a.txt", &facts, &index(&[]), &Rules::default(), now()) {
+        match decide(b"a.txt", &facts, &index(&[]), &rules(), now()) {
             Decision::Copy { to, change } => {
                 assert_eq!(to, b"a.txt");
                 assert_eq!(change, Change::New);
@@ -319,7 +412,7 @@ mod tests {
             latest: Some(file(4, t(5, 5))),
             ..Facts::default()
         };
-        match decide_file(&facts, &Rules::default()) {
+        match decide_file(&facts, &rules()) {
             Decision::Copy { to, change } => {
                 assert_eq!(to, b"a_20261126_153045.txt");
                 assert_eq!(change, Change::Changed);
@@ -335,13 +428,10 @@ mod tests {
             latest: Some(file(3, t(5, 5))),
             ..Facts::default()
         };
-        assert!(matches!(
-            decide_file(&same, &Rules::default()),
-            Decision::Unchanged
-        ));
+        assert!(matches!(decide_file(&same, &rules()), Decision::Unchanged));
         let checksum = Rules {
             checksum: true,
-            ..Rules::default()
+            ..rules()
         };
         assert!(matches!(
             decide_file(&same, &checksum),
@@ -380,15 +470,15 @@ mod tests {
             src: file(3, t(since.as_secs() as i64, since.subsec_nanos())),
             ..Facts::default()
         };
-        let rules = Rules {
+        let deferring = Rules {
             defer: Some(Duration::from_secs(1)),
-            ..Rules::default()
+            ..rules()
         };
         assert!(
-            matches!(decide_file(&facts, &rules), Decision::Defer(d) if d == Duration::from_millis(300))
+            matches!(decide_file(&facts, &deferring), Decision::Defer(d) if d == Duration::from_millis(300))
         );
         assert!(matches!(
-            decide_file(&facts, &Rules::default()),
+            decide_file(&facts, &rules()),
             Decision::Copy { .. }
         ));
     }
@@ -404,11 +494,11 @@ mod tests {
             ..Facts::default()
         };
         assert!(matches!(
-            decide_file(&facts(Some("target")), &Rules::default()),
+            decide_file(&facts(Some("target")), &rules()),
             Decision::Unchanged
         ));
         assert!(matches!(
-            decide_file(&facts(Some("elsewhere")), &Rules::default()),
+            decide_file(&facts(Some("elsewhere")), &rules()),
             Decision::Copy {
                 change: Change::Changed,
                 ..
@@ -425,12 +515,92 @@ mod tests {
             ..Facts::default()
         };
         let idx = index(&[long.as_str()]);
-        let d = decide(long.as_bytes(), &facts, &idx, &Rules::default(), now());
+        let d = decide(long.as_bytes(), &facts, &idx, &rules(), now());
         // A long name is shortened to fit; only a name that is all extension cannot be.
         assert!(matches!(d, Decision::Copy { .. }), "{d:?}");
         let ext = format!("a.{}", "e".repeat(252));
         let idx = index(&[ext.as_str()]);
-        let d = decide(ext.as_bytes(), &facts, &idx, &Rules::default(), now());
+        let d = decide(ext.as_bytes(), &facts, &idx, &rules(), now());
         assert!(matches!(d, Decision::Fail(Failure::NameTooLong)), "{d:?}");
+    }
+
+    #[test]
+    fn fat_times_an_hour_off_are_unchanged_elsewhere_not() {
+        let src = t(1_700_000_001, 500_000_000);
+        let an_hour_later = t(1_700_003_600, 0);
+        assert!(same_time(src, an_hour_later, Some(2_000_000_000), true));
+        assert!(same_time(
+            src,
+            t(1_699_996_400, 0),
+            Some(2_000_000_000),
+            true
+        ));
+        assert!(!same_time(src, an_hour_later, Some(2_000_000_000), false));
+        assert!(!same_time(
+            src,
+            t(1_700_003_604, 0),
+            Some(2_000_000_000),
+            true
+        ));
+    }
+
+    #[test]
+    fn what_the_destination_cannot_hold_is_decided_before_anything_is_written() {
+        let mut fat = Capabilities::assumed("vfat".into());
+        fat.symlinks = false;
+        fat.refuses = vec![Refusal::Char(':'), Refusal::NonAscii];
+        fat.max_file_size = Some(crate::dest::FAT_MAX_FILE);
+        let on_fat = Rules {
+            dest: &fat,
+            ..rules()
+        };
+        let mut link = file(1, t(5, 5));
+        link.kind = Kind::Symlink;
+        let facts = Facts {
+            src: link,
+            ..Facts::default()
+        };
+        assert!(matches!(
+            decide(b"l", &facts, &index(&[]), &on_fat, now()),
+            Decision::Skip("symlink: the destination cannot hold symlinks")
+        ));
+        let small = Facts {
+            src: file(3, t(5, 5)),
+            ..Facts::default()
+        };
+        let d = decide(b"a:b.txt", &small, &index(&[]), &on_fat, now());
+        assert_eq!(
+            match d {
+                Decision::Fail(f) => f.to_string(),
+                d => format!("{d:?}"),
+            },
+            "the destination (vfat) cannot hold this name (':' not allowed)"
+        );
+        let big = Facts {
+            src: file(4_500 << 20, t(5, 5)),
+            ..Facts::default()
+        };
+        assert!(matches!(
+            decide(b"disk.img", &big, &index(&[]), &on_fat, now()),
+            Decision::Fail(Failure::TooLarge { .. })
+        ));
+        let clash = Facts {
+            clash: Some(b"README.md".to_vec()),
+            ..small
+        };
+        let d = decide(b"Readme.md", &clash, &index(&[]), &on_fat, now());
+        assert!(
+            matches!(&d, Decision::Fail(Failure::CaseClash { other, .. }) if other == b"README.md"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn the_first_name_in_byte_order_keeps_its_place() {
+        let names: [&[u8]; 4] = [b"Readme.md", b"README.md", b"readme.MD", b"other"];
+        let clashes = case_clashes(names);
+        assert_eq!(clashes.len(), 2);
+        assert_eq!(clashes[&b"Readme.md".to_vec()], b"README.md");
+        assert_eq!(clashes[&b"readme.MD".to_vec()], b"README.md");
     }
 }

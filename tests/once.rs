@@ -4,6 +4,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Env, ino, mtime_ns, os, set_mtime, wait_until};
@@ -500,4 +501,73 @@ fn versions_keep_owner_and_mode_of_the_source() {
         assert_eq!(md.mode() & 0o7777, 0o700, "{n}");
         assert_eq!((md.uid(), md.gid()), (1234, 5678), "{n}");
     }
+}
+
+/// Runs `backup once SRC DST` as `nobody`, with DST owned by `nobody`.
+fn once_as_nobody(env: &Env) -> common::Run {
+    let out = common::as_nobody("once", &env.src, &env.dst)
+        .output()
+        .expect("run");
+    common::Run::of(out, env)
+}
+
+#[test]
+fn as_another_user_an_unreadable_folder_is_one_failure_every_run() {
+    let env = Env::new();
+    if !common::can_drop_root() {
+        return;
+    }
+    env.write("ok.txt", "fine");
+    env.write("locked/inside.txt", "hidden");
+    fs::set_permissions(env.src.join("locked"), fs::Permissions::from_mode(0o000)).expect("chmod");
+    fs::create_dir(&env.dst).expect("mkdir");
+    std::os::unix::fs::chown(&env.dst, Some(65534), Some(65534)).expect("chown");
+    common::open_up(&env);
+    for _ in 0..2 {
+        let run = once_as_nobody(&env);
+        run.code(1);
+        let failed: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("Failed: "))
+            .collect();
+        assert_eq!(failed.len(), 1, "{}", run.context());
+        assert!(
+            failed[0].contains("locked: cannot read: Permission denied"),
+            "{}",
+            run.context()
+        );
+        assert_eq!(run.summary("Failed copies"), 1);
+        let mode = fs::metadata(env.dst.join("locked"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o000,
+            "the mirrored folder keeps the source's mode"
+        );
+    }
+}
+
+#[test]
+fn as_another_user_a_read_only_folder_still_takes_new_versions() {
+    let env = Env::new();
+    if !common::can_drop_root() {
+        return;
+    }
+    let a = env.write("ro/a.txt", "one");
+    fs::set_permissions(env.src.join("ro"), fs::Permissions::from_mode(0o555)).expect("chmod");
+    fs::create_dir(&env.dst).expect("mkdir");
+    std::os::unix::fs::chown(&env.dst, Some(65534), Some(65534)).expect("chown");
+    common::open_up(&env);
+    once_as_nobody(&env).code(0);
+    let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&env.dst.join("ro")), 0o555);
+    fs::write(&a, "two, longer").expect("write");
+    let run = once_as_nobody(&env);
+    run.code(0);
+    assert_eq!(run.summary("Successfully copied"), 1, "{}", run.context());
+    assert_eq!(common::family(&env.dst.join("ro"), "a.txt").len(), 2);
+    assert_eq!(mode(&env.dst.join("ro")), 0o555, "the mode is put back");
 }

@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::fs::{
     AtFlags, FlockOperation, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps, Uid,
@@ -39,8 +39,28 @@ pub(crate) struct Local {
 #[derive(Debug)]
 struct Ctx {
     as_root: bool,
-    /// Set once `RENAME_NOREPLACE` was refused: from then on, publish by hard link.
-    no_rename_noreplace: AtomicBool,
+    caps: Capabilities,
+    /// The publishing method in use (`Publish` as a number): the probe's answer, moved on to
+    /// the next method when a call says the filesystem lacks this one.
+    method: AtomicU8,
+}
+
+impl Ctx {
+    fn method(&self) -> Publish {
+        match self.method.load(Ordering::Relaxed) {
+            0 => Publish::RenameNoReplace,
+            1 => Publish::HardLink,
+            _ => Publish::CheckThenRename,
+        }
+    }
+
+    fn fall_back(&self, from: Publish) {
+        let next = match from {
+            Publish::RenameNoReplace | Publish::Unknown => 1,
+            Publish::HardLink | Publish::CheckThenRename => 2,
+        };
+        self.method.fetch_max(next, Ordering::Relaxed);
+    }
 }
 
 impl Local {
@@ -64,7 +84,7 @@ impl Local {
             Err(_) => {}
         }
         let as_root = rustix::process::geteuid().is_root();
-        let caps = probe(&root, as_root);
+        let caps = super::probe::probe(&root, as_root);
         Local::with(Some(root), path, caps, as_root).map_err(OpenError::Open)
     }
 
@@ -82,9 +102,13 @@ impl Local {
         {
             return Err(OpenError::Locked);
         }
-        let kind = root.as_ref().map_or_else(String::new, fs_kind);
+        let kind = root
+            .as_ref()
+            .map_or_else(String::new, super::probe::fs_name);
+        let mut caps = Capabilities::assumed(kind);
+        caps.precision = root.as_ref().and_then(super::probe::observed_precision);
         let as_root = rustix::process::geteuid().is_root();
-        Local::with(root, path, Capabilities::assumed(kind), as_root).map_err(OpenError::Open)
+        Local::with(root, path, caps, as_root).map_err(OpenError::Open)
     }
 
     fn with(
@@ -100,16 +124,21 @@ impl Local {
             }
             None => (0, 0),
         };
-        let publish_by_link = caps.publish == Publish::HardLink;
+        let method = match caps.publish {
+            Publish::RenameNoReplace | Publish::Unknown => 0,
+            Publish::HardLink => 1,
+            Publish::CheckThenRename => 2,
+        };
         Ok(Local {
             root,
             path: path.to_path_buf(),
             dev,
             ino,
-            caps,
+            caps: caps.clone(),
             ctx: Arc::new(Ctx {
                 as_root,
-                no_rename_noreplace: AtomicBool::new(publish_by_link),
+                caps,
+                method: AtomicU8::new(method),
             }),
         })
     }
@@ -232,12 +261,21 @@ impl Folder for LocalFolder {
                 Err(Errno::EXIST) => false,
                 Err(e) => return Err(e.into()),
             };
-        let opened = rustix::fs::openat(
-            self.fd(),
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        );
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let mut opened = rustix::fs::openat(self.fd(), name, flags, Mode::empty());
+        let as_owner = create && !self.0.ctx.as_root;
+        if as_owner && matches!(opened, Err(Errno::ACCESS)) {
+            // A folder mirrored from an unreadable source folder: its owner opens it up for
+            // the time of the pass; its mode is put back when the pass finishes it.
+            let mode = self.stat(name.as_bytes())?.mode;
+            rustix::fs::chmodat(
+                self.fd(),
+                name,
+                Mode::from_raw_mode(mode | 0o700),
+                AtFlags::empty(),
+            )?;
+            opened = rustix::fs::openat(self.fd(), name, flags, Mode::empty());
+        }
         let fd = match opened {
             Ok(fd) => fd,
             Err(Errno::NOENT) if !create => return Ok(None),
@@ -253,7 +291,13 @@ impl Folder for LocalFolder {
             }
             Err(e) => return Err(e.into()),
         };
-        let meta = Meta::from_stat(&rustix::fs::fstat(&fd)?);
+        let mut meta = Meta::from_stat(&rustix::fs::fstat(&fd)?);
+        if as_owner && meta.mode & 0o700 != 0o700 {
+            // A read-only mirrored folder still takes new versions, as rsync does it: owner
+            // access for the time of the pass, the mode put back when the pass finishes it.
+            meta.mode |= 0o700;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode))?;
+        }
         let folder = Arc::new(LocalFolder(Arc::new(Inner {
             fd,
             path: self.0.path.join(name),
@@ -357,6 +401,7 @@ impl Folder for LocalFolder {
                         dir: self.clone(),
                         temp,
                         file: Some(File::from(fd)),
+                        times: None,
                         published: false,
                     }));
                 }
@@ -369,8 +414,14 @@ impl Folder for LocalFolder {
     fn symlink(&self, target: &[u8], name: &[u8], meta: &Meta) -> io::Result<()> {
         let name = OsStr::from_bytes(name);
         rustix::fs::symlinkat(OsStr::from_bytes(target), self.fd(), name)?;
+        let caps = &self.0.ctx.caps;
+        if !caps.symlink_meta {
+            // Setting them would follow the link (SFTP has no call for the link itself): the
+            // link keeps its target, and nothing outside it is touched.
+            return Ok(());
+        }
         let done = (|| -> io::Result<()> {
-            if self.0.ctx.as_root {
+            if caps.owners {
                 rustix::fs::chownat(
                     self.fd(),
                     name,
@@ -397,14 +448,17 @@ impl Folder for LocalFolder {
     }
 
     fn set_meta(&self, meta: &Meta) -> io::Result<()> {
-        if self.0.ctx.as_root {
+        let caps = &self.0.ctx.caps;
+        if caps.owners {
             rustix::fs::fchown(
                 self.fd(),
                 Some(Uid::from_raw(meta.uid)),
                 Some(Gid::from_raw(meta.gid)),
             )?;
         }
-        rustix::fs::fchmod(self.fd(), Mode::from_raw_mode(meta.mode))?;
+        if caps.permissions {
+            rustix::fs::fchmod(self.fd(), Mode::from_raw_mode(meta.mode))?;
+        }
         rustix::fs::futimens(self.fd(), &timestamps(meta))?;
         Ok(())
     }
@@ -420,6 +474,8 @@ struct LocalStaged {
     dir: LocalFolder,
     temp: Vec<u8>,
     file: Option<File>,
+    /// The times given in `set_meta`, to give again after publishing where that loses them.
+    times: Option<Timestamps>,
     published: bool,
 }
 
@@ -462,17 +518,24 @@ impl Staged for LocalStaged {
 
     fn set_meta(&mut self, meta: &Meta, src: &File) -> io::Result<()> {
         let out = self.file()?;
-        if self.dir.0.ctx.as_root {
+        let caps = &self.dir.0.ctx.caps;
+        if caps.owners {
             rustix::fs::fchown(
                 out,
                 Some(Uid::from_raw(meta.uid)),
                 Some(Gid::from_raw(meta.gid)),
             )?;
         }
-        rustix::fs::fchmod(out, Mode::from_raw_mode(meta.mode))?;
-        copy_xattrs(src, out)?;
+        if caps.permissions {
+            rustix::fs::fchmod(out, Mode::from_raw_mode(meta.mode))?;
+        }
+        if caps.xattrs {
+            copy_xattrs(src, out)?;
+        }
         // Times last, since every other change would touch them.
-        rustix::fs::futimens(out, &timestamps(meta))?;
+        let times = timestamps(meta);
+        rustix::fs::futimens(out, &times)?;
+        self.times = Some(times);
         Ok(())
     }
 
@@ -505,22 +568,43 @@ impl Staged for LocalStaged {
         let (from, to) = (OsStr::from_bytes(&self.temp), OsStr::from_bytes(name));
         let fd = self.dir.fd();
         let ctx = &self.dir.0.ctx;
-        if !ctx.no_rename_noreplace.load(Ordering::Relaxed) {
-            match rustix::fs::renameat_with(fd, from, fd, to, RenameFlags::NOREPLACE) {
-                Ok(()) => {
-                    self.published = true;
-                    return Ok(());
+        loop {
+            let method = ctx.method();
+            let done = match method {
+                Publish::RenameNoReplace | Publish::Unknown => {
+                    rustix::fs::renameat_with(fd, from, fd, to, RenameFlags::NOREPLACE)
                 }
-                Err(Errno::INVAL | Errno::NOSYS) => {
-                    ctx.no_rename_noreplace.store(true, Ordering::Relaxed);
+                // A hard link fails on an existing name too; then the temporary name goes.
+                Publish::HardLink => {
+                    rustix::fs::linkat(fd, from, fd, to, AtFlags::empty()).map(|()| {
+                        let _ = rustix::fs::unlinkat(fd, from, AtFlags::empty());
+                    })
+                }
+                Publish::CheckThenRename => {
+                    match rustix::fs::statat(fd, to, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(_) => Err(Errno::EXIST),
+                        Err(Errno::NOENT) => rustix::fs::renameat(fd, from, fd, to),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match done {
+                Err(Errno::INVAL | Errno::NOSYS) if method == Publish::RenameNoReplace => {
+                    ctx.fall_back(method);
+                }
+                Err(Errno::PERM | Errno::OPNOTSUPP | Errno::MLINK)
+                    if method == Publish::HardLink =>
+                {
+                    ctx.fall_back(method);
                 }
                 Err(e) => return Err(e.into()),
+                Ok(()) => break,
             }
         }
-        // Filesystems without RENAME_NOREPLACE: a hard link fails on an existing name too.
-        rustix::fs::linkat(fd, from, fd, to, AtFlags::empty())?;
         self.published = true;
-        let _ = rustix::fs::unlinkat(fd, from, AtFlags::empty());
+        if let (false, Some(times)) = (ctx.caps.publish_keeps_times, &self.times) {
+            rustix::fs::utimensat(fd, to, times, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
         Ok(())
     }
 }
@@ -638,110 +722,6 @@ fn copy_xattrs(src: &File, out: &File) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The filesystem's name from its magic number, for messages; `fuse` and friends say which
-/// driver only through mountinfo, which messages do not need.
-fn fs_kind(fd: &OwnedFd) -> String {
-    let Ok(st) = rustix::fs::fstatfs(fd) else {
-        return "unknown".into();
-    };
-    #[allow(clippy::unnecessary_cast)]
-    let magic = st.f_type as u64;
-    match magic {
-        0xEF53 => "ext4",
-        0x5846_5342 => "xfs",
-        0x9123_683E => "btrfs",
-        0x0102_1994 => "tmpfs",
-        0x6573_5546 => "fuse",
-        0x4d44 => "vfat",
-        0x2011_BAB0 => "exfat",
-        0x5346_544e | 0x7366_746e => "ntfs",
-        0xFF53_4D42 | 0xFE53_4D42 => "cifs",
-        0x6969 => "nfs",
-        0x794c_7630 => "overlay",
-        _ => "unknown",
-    }
-    .into()
-}
-
-/// Finds out what the filesystem under `root` can hold by trying it on a temporary file that is
-/// removed again: how finely it keeps times, whether a name can be published without replacing,
-/// and whether it takes symlinks, permission bits, owners, extended attributes, and names that
-/// differ only in case. Nothing of the probe stays behind.
-fn probe(root: &OwnedFd, as_root: bool) -> Capabilities {
-    let mut caps = Capabilities::assumed(fs_kind(root));
-    let name = super::temp_name(b"probe");
-    let other = super::temp_name(b"probe");
-    let Ok(fd) = rustix::fs::openat(
-        root,
-        OsStr::from_bytes(&name),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    ) else {
-        return caps;
-    };
-    let set = Time {
-        sec: 1_700_000_001,
-        nsec: 123_456_789,
-    };
-    let times = Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: set.sec,
-            tv_nsec: set.nsec.into(),
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: set.sec,
-            tv_nsec: set.nsec.into(),
-        },
-    };
-    let stat = |n: &[u8]| rustix::fs::statat(root, OsStr::from_bytes(n), AtFlags::SYMLINK_NOFOLLOW);
-    if rustix::fs::futimens(&fd, &times).is_ok()
-        && let Ok(st) = rustix::fs::fstat(&fd)
-    {
-        caps.precision = super::precision_of(set, Meta::from_stat(&st).mtime);
-    }
-    caps.permissions = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o640)).is_ok()
-        && rustix::fs::fstat(&fd).is_ok_and(|st| st.st_mode & 0o777 == 0o640);
-    caps.owners = as_root
-        && rustix::fs::fstat(&fd).is_ok_and(|st| {
-            rustix::fs::fchown(
-                &fd,
-                Some(Uid::from_raw(st.st_uid)),
-                Some(Gid::from_raw(st.st_gid)),
-            )
-            .is_ok()
-        });
-    caps.xattrs = rustix::fs::fsetxattr(
-        &fd,
-        "user.backup-probe",
-        b"1",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .is_ok();
-    drop(fd);
-    let flipped: Vec<u8> = name.iter().map(u8::to_ascii_uppercase).collect();
-    caps.case_sensitive = stat(&flipped).is_err();
-    let (first, second) = (OsStr::from_bytes(&name), OsStr::from_bytes(&other));
-    // Whatever happens, the probe file ends under `left` and is removed from there.
-    let mut left = first;
-    caps.publish =
-        match rustix::fs::renameat_with(root, first, root, second, RenameFlags::NOREPLACE) {
-            Ok(()) => {
-                left = second;
-                Publish::RenameNoReplace
-            }
-            Err(_) if rustix::fs::linkat(root, first, root, second, AtFlags::empty()).is_ok() => {
-                let _ = rustix::fs::unlinkat(root, second, AtFlags::empty());
-                Publish::HardLink
-            }
-            Err(_) => Publish::Unknown,
-        };
-    let spare = if left == first { second } else { first };
-    caps.symlinks = rustix::fs::symlinkat("probe", root, spare).is_ok()
-        && rustix::fs::unlinkat(root, spare, AtFlags::empty()).is_ok();
-    let _ = rustix::fs::unlinkat(root, left, AtFlags::empty());
-    caps
 }
 
 #[cfg(test)]

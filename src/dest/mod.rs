@@ -10,6 +10,7 @@
 //! as a local spool and `publish` as one create-only upload.
 
 pub(crate) mod local;
+mod probe;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -168,8 +169,64 @@ pub(crate) enum Publish {
     RenameNoReplace,
     /// `link` to the final name (fails with `EEXIST`), then `unlink` of the temporary name.
     HardLink,
-    /// Not probed (a read-only run): try the first, fall back to the second.
+    /// For filesystems with neither (exFAT, FAT through FUSE): look the final name up, and rename
+    /// only when it is free. Safe against other runs of `backup` (they are kept out by the
+    /// destination's lock); a program outside that creates the very same name between the look
+    /// and the rename would have its file replaced.
+    CheckThenRename,
+    /// Not probed (a read-only run): try each of the above in turn.
     Unknown,
+}
+
+/// A kind of name a destination refuses, or does not keep as given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Char(char),
+    NonAscii,
+    Control,
+    TrailingDot,
+    TrailingSpace,
+}
+
+impl Refusal {
+    /// Every kind the probe tries, with the name it tries it on.
+    pub(crate) const PROBED: [(Refusal, &'static str); 12] = [
+        (Refusal::Char(':'), "n:"),
+        (Refusal::Char('*'), "n*"),
+        (Refusal::Char('?'), "n?"),
+        (Refusal::Char('"'), "n\""),
+        (Refusal::Char('<'), "n<"),
+        (Refusal::Char('>'), "n>"),
+        (Refusal::Char('|'), "n|"),
+        (Refusal::Char('\\'), "n\\"),
+        (Refusal::NonAscii, "n\u{e9}"),
+        (Refusal::Control, "n\u{1}"),
+        (Refusal::TrailingDot, "n."),
+        (Refusal::TrailingSpace, "n "),
+    ];
+
+    /// Whether `name` is of this kind.
+    pub(crate) fn matches(self, name: &[u8]) -> bool {
+        match self {
+            Refusal::Char(c) => name.contains(&(c as u8)),
+            Refusal::NonAscii => !name.is_ascii(),
+            Refusal::Control => name.iter().any(u8::is_ascii_control),
+            Refusal::TrailingDot => name.ends_with(b"."),
+            Refusal::TrailingSpace => name.ends_with(b" "),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Char(c) => write!(f, "'{c}' not allowed"),
+            Refusal::NonAscii => f.write_str("characters outside ASCII not allowed"),
+            Refusal::Control => f.write_str("control characters not allowed"),
+            Refusal::TrailingDot => f.write_str("a dot at the end is not kept"),
+            Refusal::TrailingSpace => f.write_str("a space at the end is not kept"),
+        }
+    }
 }
 
 /// What a destination can hold, found out once per run by a probe in DST itself.
@@ -178,16 +235,32 @@ pub(crate) struct Capabilities {
     /// The filesystem's name (`ext4`, `fuseblk`), for messages only: behaviour follows from the
     /// other fields.
     pub kind: String,
-    /// The modification time resolution it keeps, in nanoseconds; `None` when not probed.
+    /// Whether the probe ran (a run that writes); else the rest is assumed.
+    pub probed: bool,
+    /// The modification time resolution it keeps, in nanoseconds; `None` when not probed, or
+    /// when it keeps no times that were set.
     pub precision: Option<u64>,
+    /// FAT and exFAT store local time: at a daylight-saving change every time moves by an hour.
+    /// Known from the filesystem's name, the one thing that is.
+    pub local_time: bool,
     pub publish: Publish,
+    /// Whether a file keeps its times when it is published (fusefat sets a renamed file's time
+    /// to the time of the rename).
+    pub publish_keeps_times: bool,
     pub symlinks: bool,
+    /// Whether a symlink's own owner and times can be set (through SFTP they cannot: the call
+    /// follows the link).
+    pub symlink_meta: bool,
     pub permissions: bool,
     /// Whether copies can be given their source's owner (only root can, on a filesystem that
     /// keeps owners).
     pub owners: bool,
     pub xattrs: bool,
     pub case_sensitive: bool,
+    /// Names it refuses, or does not keep as given.
+    pub refuses: Vec<Refusal>,
+    /// The largest file it can hold, in bytes, where that is less than any real file.
+    pub max_file_size: Option<u64>,
 }
 
 impl Capabilities {
@@ -195,31 +268,84 @@ impl Capabilities {
     /// even a probe): everything, at an unknown precision.
     pub(crate) fn assumed(kind: String) -> Capabilities {
         Capabilities {
+            local_time: is_fat_family(&kind),
             kind,
+            probed: false,
             precision: None,
             publish: Publish::Unknown,
+            publish_keeps_times: true,
             symlinks: true,
+            symlink_meta: true,
             permissions: true,
             owners: false,
             xattrs: true,
             case_sensitive: true,
+            refuses: Vec::new(),
+            max_file_size: None,
         }
+    }
+
+    /// What copies into this destination lose, one line per kind, for the warnings at the start
+    /// of a run. Owners are only kept as root, so they are only missed then.
+    pub(crate) fn losses(&self, as_root: bool) -> Vec<&'static str> {
+        if !self.probed {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if self.precision.is_none() {
+            out.push(
+                "cannot keep modification times; files are compared by their contents instead \
+                 (as with --checksum)",
+            );
+        }
+        let mut lose = |lost: bool, what: &'static str| {
+            if lost {
+                out.push(what);
+            }
+        };
+        lose(
+            !self.permissions,
+            "cannot keep permissions; copies keep contents and modification times",
+        );
+        lose(
+            as_root && !self.owners,
+            "cannot keep owners; copies keep contents and modification times",
+        );
+        lose(
+            !self.xattrs,
+            "cannot keep extended attributes; copies keep contents and modification times",
+        );
+        lose(
+            self.symlinks && !self.symlink_meta,
+            "cannot set the owner and times of symlinks; symlinks keep their targets",
+        );
+        out
     }
 
     /// One line for `--verbose`: what was found.
     pub(crate) fn describe(&self) -> String {
-        let precision = match self.precision {
-            None => "not probed".to_string(),
-            Some(ns) => precision_words(ns),
+        let precision = match (self.precision, self.probed) {
+            (Some(ns), true) => precision_words(ns),
+            (Some(ns), false) => {
+                format!("{} as its entries show (not probed)", precision_words(ns))
+            }
+            (None, true) => "nothing: times set are not kept".to_string(),
+            (None, false) => "an unknown step (not probed)".to_string(),
         };
         let yes_no = |b: bool| if b { "yes" } else { "no" };
-        format!(
-            "{}: times kept to {precision}; publish by {}; symlinks {}, permissions {}, owners {}, \
-             xattrs {}, case-sensitive {}",
+        let mut line = format!(
+            "{}: times kept to {precision}{}; publish by {}; symlinks {}, permissions {}, \
+             owners {}, xattrs {}, case-sensitive {}",
             self.kind,
+            if self.local_time {
+                " in local time"
+            } else {
+                ""
+            },
             match self.publish {
                 Publish::RenameNoReplace => "rename without replacing",
                 Publish::HardLink => "hard link",
+                Publish::CheckThenRename => "rename after checking the name is free",
                 Publish::Unknown => "rename, else hard link",
             },
             yes_no(self.symlinks),
@@ -227,9 +353,25 @@ impl Capabilities {
             yes_no(self.owners),
             yes_no(self.xattrs),
             yes_no(self.case_sensitive),
-        )
+        );
+        if !self.refuses.is_empty() {
+            let refused: Vec<String> = self.refuses.iter().map(ToString::to_string).collect();
+            line.push_str(&format!("; names: {}", refused.join(", ")));
+        }
+        if let Some(max) = self.max_file_size {
+            line.push_str(&format!("; largest file {max} bytes"));
+        }
+        line
     }
 }
+
+/// Whether a filesystem of this name stores FAT's local-time timestamps.
+pub(crate) fn is_fat_family(kind: &str) -> bool {
+    matches!(kind, "vfat" | "msdos" | "fat" | "fusefat" | "exfat")
+}
+
+/// FAT32's largest file: 4 GiB less one byte.
+pub(crate) const FAT_MAX_FILE: u64 = (4 << 30) - 1;
 
 fn precision_words(ns: u64) -> String {
     match ns {
@@ -244,7 +386,7 @@ fn precision_words(ns: u64) -> String {
 /// The resolutions a filesystem may keep modification times at, finest first: nanoseconds
 /// (ext4, XFS, Btrfs, tmpfs), 100 ns (NTFS), microseconds (some network filesystems), 10 ms
 /// (exFAT), milliseconds, seconds, and FAT's two seconds.
-const PRECISIONS: [u64; 7] = [
+pub(crate) const PRECISIONS: [u64; 7] = [
     1,
     100,
     1_000,
@@ -260,7 +402,7 @@ const PRECISIONS: [u64; 7] = [
 pub(crate) fn precision_of(set: Time, got: Time) -> Option<u64> {
     PRECISIONS
         .into_iter()
-        .find(|&p| crate::plan::kept_at(set, got, p))
+        .find(|&p| crate::meta::kept_at(set, got, p))
 }
 
 /// Prefix of the temporary files that copies are written under: `.backup-tmp.<12 hex>.<name>`.
@@ -347,8 +489,44 @@ mod tests {
     }
 
     #[test]
+    fn refusals_match_names() {
+        assert!(Refusal::Char(':').matches(b"a:b"));
+        assert!(!Refusal::Char(':').matches(b"ab"));
+        assert!(Refusal::NonAscii.matches("é".as_bytes()));
+        assert!(Refusal::Control.matches(b"a\x01"));
+        assert!(Refusal::TrailingDot.matches(b"a."));
+        assert!(!Refusal::TrailingDot.matches(b".a"));
+        assert!(Refusal::TrailingSpace.matches(b"a "));
+        assert_eq!(Refusal::Char(':').to_string(), "':' not allowed");
+        for (kind, name) in Refusal::PROBED {
+            assert!(kind.matches(name.as_bytes()), "{kind:?} {name:?}");
+        }
+    }
+
+    #[test]
+    fn what_a_destination_loses_is_said_once_per_kind() {
+        let mut c = Capabilities::assumed("exfat".into());
+        assert!(c.losses(true).is_empty(), "not probed: nothing is claimed");
+        c.probed = true;
+        c.precision = Some(1_000_000_000);
+        c.permissions = false;
+        c.owners = false;
+        c.xattrs = false;
+        c.symlinks = false;
+        let as_root = c.losses(true);
+        assert_eq!(as_root.len(), 3, "{as_root:?}");
+        assert!(as_root[0].starts_with("cannot keep permissions"));
+        assert_eq!(c.losses(false).len(), 2, "owners are only missed as root");
+        c.precision = None;
+        assert!(c.losses(false)[0].contains("compared by their contents"));
+        assert!(c.local_time, "exFAT keeps local time");
+        assert!(!Capabilities::assumed("ntfs".into()).local_time);
+    }
+
+    #[test]
     fn capabilities_read_as_one_line() {
         let mut c = Capabilities::assumed("ext4".into());
+        c.probed = true;
         c.precision = Some(100);
         c.publish = Publish::HardLink;
         let line = c.describe();

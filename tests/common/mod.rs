@@ -587,3 +587,5 @@ pub fn inotify_watches(pid: Option<u32>) -> usize {
     }
     n
 }
+
+pub mod mounts;

@@ -1,0 +1,250 @@
+//! Real filesystems for the tests: loop images formatted and mounted with the kernel's drivers
+//! (ext4, XFS, Btrfs) or Debian's FUSE drivers (ntfs-3g, exfat-fuse, fusefat), and sshfs to an
+//! sshd started on 127.0.0.1 with a throwaway key. Everything is unmounted, detached, stopped
+//! and removed when the value is dropped, on every exit path.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A filesystem to mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fs {
+    Ext4,
+    Xfs,
+    Btrfs,
+    Ntfs,
+    Exfat,
+    Fat,
+    Sshfs,
+}
+
+impl Fs {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4",
+            Fs::Xfs => "xfs",
+            Fs::Btrfs => "btrfs",
+            Fs::Ntfs => "ntfs (ntfs-3g)",
+            Fs::Exfat => "exfat (exfat-fuse)",
+            Fs::Fat => "fat32 (fusefat)",
+            Fs::Sshfs => "sshfs",
+        }
+    }
+}
+
+/// A mounted filesystem; `path` is its root.
+pub struct Mounted {
+    pub path: PathBuf,
+    /// The image, its loop device, and the folder they live in.
+    dir: tempfile::TempDir,
+    loop_dev: Option<String>,
+    sshd: Option<Child>,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        // A FUSE daemon may need a moment to let go; a lazy unmount never leaves the path busy.
+        let ok = run(
+            "umount",
+            &[self.path.as_os_str().to_str().unwrap_or_default()],
+        )
+        .is_ok();
+        if !ok {
+            let _ = run("umount", &["-l", self.path.to_str().unwrap_or_default()]);
+        }
+        if let Some(dev) = &self.loop_dev {
+            let _ = run("losetup", &["-d", dev]);
+        }
+        if let Some(mut sshd) = self.sshd.take() {
+            let _ = sshd.kill();
+            let _ = sshd.wait();
+        }
+        let _ = &self.dir;
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn have(cmd: &str) -> Result<(), String> {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(cmd).is_file()))
+        .unwrap_or(false);
+    if found {
+        Ok(())
+    } else {
+        Err(format!("{cmd} is not installed (.ci/run installs it)"))
+    }
+}
+
+/// Formats and mounts `fs` in a new temporary folder (on tmpfs where there is one, so that the
+/// images cost no disk); `Err` says why it cannot be done here.
+pub fn mount(fs: Fs) -> Result<Mounted, String> {
+    let base = if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let dir = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
+    let root = std::fs::canonicalize(dir.path()).map_err(|e| e.to_string())?;
+    let (img, mnt) = (root.join("fs.img"), root.join("mnt"));
+    std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+    let (img_s, mnt_s) = (path_str(&img), path_str(&mnt));
+    let mut mounted = Mounted {
+        path: mnt.clone(),
+        dir,
+        loop_dev: None,
+        sshd: None,
+    };
+    let image = |mib: u64| -> Result<(), String> {
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(mib << 20))
+            .map_err(|e| e.to_string())
+    };
+    match fs {
+        Fs::Ext4 | Fs::Xfs | Fs::Btrfs => {
+            let (mkfs, size, args): (&str, u64, &[&str]) = match fs {
+                Fs::Ext4 => ("mkfs.ext4", 64, &["-q", "-F"]),
+                Fs::Xfs => ("mkfs.xfs", 320, &["-q", "-f"]),
+                _ => ("mkfs.btrfs", 256, &["-q", "-f"]),
+            };
+            have(mkfs)?;
+            image(size)?;
+            run(mkfs, &[args, &[img_s.as_str()]].concat())?;
+            run("mount", &["-o", "loop", &img_s, &mnt_s])?;
+        }
+        Fs::Ntfs => {
+            have("mkntfs")?;
+            have("ntfs-3g")?;
+            image(64)?;
+            run("mkntfs", &["-F", "-Q", "-q", &img_s])?;
+            run("ntfs-3g", &[&img_s, &mnt_s])?;
+        }
+        Fs::Exfat => {
+            have("mkfs.exfat")?;
+            have("mount.exfat-fuse")?;
+            image(64)?;
+            run("mkfs.exfat", &[&img_s])?;
+            // exfat-fuse wants a block device.
+            let dev = run("losetup", &["-f", "--show", &img_s])?;
+            mounted.loop_dev = Some(dev.clone());
+            run("mount.exfat-fuse", &[&dev, &mnt_s])?;
+        }
+        Fs::Fat => {
+            have("mkfs.vfat")?;
+            have("fusefat")?;
+            image(64)?;
+            run("mkfs.vfat", &["-F", "32", &img_s])?;
+            run("fusefat", &["-o", "rw+", &img_s, &mnt_s])?;
+        }
+        Fs::Sshfs => {
+            let sshd = start_sshd(&root)?;
+            let port = sshd.1;
+            mounted.sshd = Some(sshd.0);
+            let remote = root.join("remote");
+            std::fs::create_dir(&remote).map_err(|e| e.to_string())?;
+            let key = path_str(&root.join("userkey"));
+            let opts = format!(
+                "IdentityFile={key},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes"
+            );
+            let target = format!("root@127.0.0.1:{}", path_str(&remote));
+            let mut last = String::new();
+            // sshd may take a moment to listen: a bounded number of tries.
+            for _ in 0..50 {
+                match run(
+                    "sshfs",
+                    &["-p", &port.to_string(), "-o", &opts, &target, &mnt_s],
+                ) {
+                    Ok(_) => {
+                        last.clear();
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !last.is_empty() {
+                return Err(last);
+            }
+        }
+    }
+    Ok(mounted)
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Starts sshd on a free port of 127.0.0.1 with a fresh host key, letting in a fresh user key
+/// (written to `dir/userkey`) as root; returns the process and the port.
+fn start_sshd(dir: &Path) -> Result<(Child, u16), String> {
+    have("sshd").or_else(|_| {
+        Path::new("/usr/sbin/sshd")
+            .is_file()
+            .then_some(())
+            .ok_or("sshd is not installed (.ci/run installs openssh-server)".to_string())
+    })?;
+    have("sshfs")?;
+    have("ssh-keygen")?;
+    for key in ["hostkey", "userkey"] {
+        run(
+            "ssh-keygen",
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                &path_str(&dir.join(key)),
+            ],
+        )?;
+    }
+    std::fs::copy(dir.join("userkey.pub"), dir.join("authorized_keys"))
+        .map_err(|e| e.to_string())?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile none\n\
+         Subsystem sftp internal-sftp\n",
+        host = path_str(&dir.join("hostkey")),
+        auth = path_str(&dir.join("authorized_keys")),
+    );
+    std::fs::write(dir.join("sshd_config"), config).map_err(|e| e.to_string())?;
+    // Privilege separation needs this folder to exist.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let sshd = if Path::new("/usr/sbin/sshd").is_file() {
+        "/usr/sbin/sshd"
+    } else {
+        "sshd"
+    };
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("sshd: {e}"))?;
+    Ok((child, port))
+}
