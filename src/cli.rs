@@ -132,9 +132,14 @@ pub struct CommonArgs {
     #[arg(value_name = "SRC")]
     pub src: PathBuf,
 
-    /// Folder to copy into; created with its parents when missing.
+    /// Folder to copy into; created when missing and its parent exists.
     #[arg(value_name = "DST")]
     pub dst: PathBuf,
+
+    /// Create DST with all its missing parents (by default only DST itself is created, and only
+    /// when its parent exists: a missing parent is often a drive that is not mounted).
+    #[arg(long)]
+    pub mkpath: bool,
 
     #[command(flatten)]
     pub pass: PassArgs,
@@ -296,6 +301,11 @@ pub struct WatchArgs {
     /// Run a full pass this often as a safety net for lost events (0 = never).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub rescan_every: Duration,
+
+    /// Exit with status 1 when DST goes away (unmounted, unplugged, replaced), instead of
+    /// waiting for it to come back.
+    #[arg(long)]
+    pub exit_on_lost_destination: bool,
 }
 
 /// Durations as `500ms`, `2s`, `1h 30m`; a bare number is seconds.

@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) exclude: Exclude,
     /// How the run prints.
     pub(crate) style: Style,
+    /// DST is missing, and is created (unless this is a dry run).
+    pub(crate) create_dst: Option<Create>,
     /// `--dry-run`: decide and print, write nothing.
     pub(crate) dry_run: bool,
     /// `verify`: a dry run whose would-be copies are findings.
@@ -44,6 +46,8 @@ pub(crate) struct WatchConfig {
     pub(crate) poll: Option<Duration>,
     /// `None` when periodic full passes are off.
     pub(crate) rescan_every: Option<Duration>,
+    /// Exit when DST goes away, instead of waiting for it.
+    pub(crate) exit_on_lost: bool,
 }
 
 impl Config {
@@ -58,6 +62,7 @@ impl Config {
                     max_delay: a.max_delay.max(a.debounce),
                     poll: a.poll.filter(|d| !d.is_zero()),
                     rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
+                    exit_on_lost: a.exit_on_lost_destination,
                 };
                 (a.common, Some(w), false, false)
             }
@@ -66,6 +71,7 @@ impl Config {
                 let common = CommonArgs {
                     src: a.src,
                     dst: a.dst,
+                    mkpath: false,
                     pass: a.pass,
                     policy: PolicyArgs::default(),
                 };
@@ -76,6 +82,7 @@ impl Config {
         let CommonArgs {
             src,
             dst,
+            mkpath,
             pass,
             policy,
         } = common;
@@ -89,6 +96,19 @@ impl Config {
             json,
         } = pass;
         let (src, dst) = check_paths(&src, &dst)?;
+        let create_dst = match missing_parent(&dst) {
+            _ if dst.is_dir() => None,
+            None => Some(Create::Folder),
+            Some(_) if mkpath => Some(Create::Path),
+            Some(parent) => {
+                return Err(format!(
+                    "destination {}: the folder {} does not exist (is the drive mounted?); \
+                     --mkpath creates the whole path",
+                    display(&dst),
+                    display(&parent)
+                ));
+            }
+        };
         let dst_inside_src = dst.starts_with(&src);
         let exclude = Exclude::build(&src, &exclude, &exclude_from)?;
         let jobs = jobs.map(usize::from).unwrap_or_else(|| {
@@ -110,12 +130,38 @@ impl Config {
             limits: Limits::new(jobs, open_file_budget()),
             exclude,
             style,
+            create_dst,
             dry_run,
             verify,
             policy: policy.into(),
             watch,
         })
     }
+}
+
+/// How a missing destination is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// Its parent exists: only DST itself.
+    Folder,
+    /// `--mkpath`: DST and every missing parent.
+    Path,
+}
+
+/// The topmost missing folder above `dst`, when even its parent does not exist.
+fn missing_parent(dst: &Path) -> Option<PathBuf> {
+    let parent = dst.parent()?;
+    if parent.is_dir() {
+        return None;
+    }
+    let mut missing = parent.to_path_buf();
+    while let Some(up) = missing.parent() {
+        if up.is_dir() {
+            break;
+        }
+        missing = up.to_path_buf();
+    }
+    Some(missing)
 }
 
 impl From<PolicyArgs> for Policy {

@@ -73,6 +73,9 @@ pub(crate) struct Engine {
     settings: Settings,
     /// Set on Ctrl-C / SIGTERM: finish what is in flight, start nothing new.
     stop: Arc<AtomicBool>,
+    /// Set when the destination ran out of space (or quota) in this run: nothing more is
+    /// written, and what is left is counted as not copied.
+    full: AtomicBool,
 }
 
 /// The work for one source folder: decide on its entries (all of them, or only the named ones).
@@ -180,6 +183,23 @@ impl Engine {
             dest,
             settings,
             stop,
+            full: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the last run stopped writing because the destination was full.
+    pub(crate) fn was_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// The failure to report for an OS error on the destination: a full destination stops all
+    /// writing from here on, and is said once, not per file.
+    fn dest_failure(&self, failure: Failure, e: &io::Error) -> Failure {
+        if crate::error::is_full(e) {
+            self.full.store(true, Ordering::Relaxed);
+            Failure::DestinationFull
+        } else {
+            failure
         }
     }
 
@@ -213,6 +233,7 @@ impl Engine {
         defer: Option<Duration>,
         on_note: &mut dyn FnMut(Note),
     ) -> Vec<PathBuf> {
+        self.full.store(false, Ordering::Relaxed);
         let records = self.pool(
             |jobs, notes| self.produce(scope, defer, jobs, notes),
             on_note,
@@ -306,6 +327,11 @@ impl Engine {
             };
             let opened = match opened {
                 Ok(o) => o,
+                // Full: the folder's files are walked still, to be counted as not copied.
+                Err(e) if crate::error::is_full(&e) => {
+                    self.full.store(true, Ordering::Relaxed);
+                    None
+                }
                 Err(e) => {
                     let at = self.dest.path().join(&rel);
                     let failure = Failure::at(Op::CreateFolder, &at, e);
@@ -490,6 +516,7 @@ impl Engine {
             return;
         }
         let synced = match batch.items.as_slice() {
+            _ if self.was_full() => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
             [one] => one.staged.sync(),
             _ => self.dest.sync_all(),
         };
@@ -503,7 +530,10 @@ impl Engine {
                         staged.publish(to)
                     })
                 }
-                Err(e) => Outcome::Failed(Failure::io(Op::Sync, clone_error(e))),
+                Err(e) => {
+                    let failure = Failure::io(Op::Sync, clone_error(e));
+                    Outcome::Failed(self.dest_failure(failure, e))
+                }
             };
             if matches!(outcome, Outcome::Copied(_)) {
                 ready.touched.store(true, Ordering::Relaxed);
@@ -710,8 +740,14 @@ impl Engine {
             Decision::Copy { to, change } => {
                 index.insert(to.clone());
                 match &job.dest {
+                    _ if self.was_full() && !self.settings.dry_run => {
+                        Step::Done(Outcome::Failed(Failure::DestinationFull))
+                    }
                     Some(folder) if !self.settings.dry_run => {
                         self.carry_out(src_dir, name, &facts, &**folder, to, index)
+                    }
+                    None if !self.settings.dry_run => {
+                        Step::Done(Outcome::Failed(Failure::DestinationFull))
                     }
                     _ => {
                         let base = job.dest.as_ref().map_or_else(
@@ -846,13 +882,17 @@ impl Engine {
             if before.kind != Kind::File {
                 return Step::Done(Outcome::Skipped("no longer a regular file"));
             }
+            let on_dest = |f: Failure, e: &io::Error| failed(self.dest_failure(f, e));
             let mut staged = match folder.stage(name) {
                 Ok(s) => s,
-                Err(e) => return failed(Failure::at(Op::WriteInto, folder.path(), e)),
+                Err(e) => {
+                    let failure = Failure::at(Op::WriteInto, folder.path(), clone_error(&e));
+                    return on_dest(failure, &e);
+                }
             };
             let copied = match staged.copy_from(&src, before.size) {
                 Ok(n) => n,
-                Err(e) => return failed(Failure::io(Op::Copy, e)),
+                Err(e) => return on_dest(Failure::io(Op::Copy, clone_error(&e)), &e),
             };
             let after = match source::fstat(&src) {
                 Ok(m) => m,
@@ -862,10 +902,10 @@ impl Engine {
                 continue;
             }
             if let Err(e) = staged.set_meta(&before, &src) {
-                return failed(Failure::io(Op::SetMetadata, e));
+                return on_dest(Failure::io(Op::SetMetadata, clone_error(&e)), &e);
             }
             if let Err(e) = staged.close() {
-                return failed(Failure::io(Op::Write, e));
+                return on_dest(Failure::io(Op::Write, clone_error(&e)), &e);
             }
             return Step::Staged(staged, to);
         }

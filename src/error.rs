@@ -75,6 +75,8 @@ pub(crate) enum Failure {
     CaseClash { fs: String, other: Vec<u8> },
     /// The file is larger than the destination can hold.
     TooLarge { fs: String, size: u64, limit: u64 },
+    /// Not copied: the destination is full (said once for the run, not per file).
+    DestinationFull,
 }
 
 impl Failure {
@@ -124,6 +126,7 @@ impl fmt::Display for Failure {
                  backed up under the same name",
                 display(Path::new(std::ffi::OsStr::from_bytes(other)))
             ),
+            Failure::DestinationFull => f.write_str("the destination is full"),
             Failure::TooLarge { fs, size, limit } => write!(
                 f,
                 "{size} bytes is larger than the destination ({fs}) can hold (at most {limit} \
@@ -131,6 +134,28 @@ impl fmt::Display for Failure {
             ),
         }
     }
+}
+
+impl Failure {
+    /// Whether the failure may lie with the destination rather than the source: when the
+    /// destination turns out to be gone, such a file is owed, not failed.
+    pub(crate) fn may_be_destination(&self) -> bool {
+        match self {
+            Failure::Io { op, at, .. } => {
+                !(matches!(op, Op::Open | Op::ReadLink) || (*op == Op::Read && at.is_none()))
+            }
+            Failure::DestinationFull | Failure::NoFreeName => true,
+            _ => false,
+        }
+    }
+}
+
+/// Whether an OS error says that the destination is full (no space, or over quota).
+pub(crate) fn is_full(e: &io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
+    )
 }
 
 /// An OS error as a user reads it: `Permission denied`, without Rust's `(os error 13)`.

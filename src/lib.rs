@@ -120,6 +120,18 @@ fn backup(command: Command) -> Status {
         }
     };
     let mut reporter = Reporter::stdio(config.style);
+    if let (Some(how), false) = (config.create_dst, config.dry_run) {
+        let made = match how {
+            config::Create::Folder => std::fs::create_dir(&config.dst),
+            config::Create::Path => std::fs::create_dir_all(&config.dst),
+        };
+        if let Err(e) = made {
+            let why = format!("cannot be created: {}", reason(&e));
+            reporter.error(&format!("destination {}: {why}", display(&config.dst)));
+            return Status::Failure;
+        }
+        reporter.created(&config.dst);
+    }
     let opened = if config.dry_run {
         Local::open_read_only(&config.dst, false)
     } else {

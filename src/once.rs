@@ -4,29 +4,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::archive::prune;
 use crate::engine::Engine;
-use crate::error::{Status, reason};
+use crate::error::{Failure, Status};
 use crate::escape::display;
 use crate::history::Policy;
-use crate::outcome::{Counts, Note};
+use crate::outcome::{Counts, Note, Outcome};
 use crate::report::Reporter;
 
 pub(crate) fn run(engine: &Engine, policy: &Policy, reporter: &mut Reporter) -> Status {
     let mut counts = Counts::default();
+    let mut not_copied = 0u64;
     with_progress(engine, reporter, |reporter| {
         engine.pass(&mut |note: Note| {
             if let Some(ev) = note.into_event() {
+                if let Outcome::Failed(Failure::DestinationFull) = ev.outcome {
+                    not_copied += 1;
+                }
                 reporter.event(&ev);
                 counts.add(&ev.outcome);
             }
         })
     });
     let mut status = Status::failed_if(counts.failed > 0);
-    if let Err(e) = engine.dest.still_there() {
+    let dst = display(engine.dest.path());
+    if engine.was_full() {
         reporter.error(&format!(
-            "destination {}: {}",
-            display(engine.dest.path()),
-            reason(&e)
+            "destination {dst} is full ({not_copied} files not copied)"
         ));
+    }
+    if let Err(e) = engine.dest.still_there() {
+        reporter.error(&format!("destination {dst}: {e}"));
         status = Status::Failure;
     }
     reporter.summary(&counts);

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::error::Failure;
 use crate::escape::escape_into;
 use crate::outcome::{Change, Counts, Event, Outcome};
 
@@ -33,6 +34,9 @@ pub(crate) struct Style {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Json<'a> {
+    Created {
+        dst: JsonPath<'a>,
+    },
     Copied {
         src: JsonPath<'a>,
         dst: JsonPath<'a>,
@@ -74,6 +78,11 @@ enum Json<'a> {
     Batch {
         time: String,
         batch: JsonCounts,
+        total: JsonCounts,
+    },
+    Waiting {
+        time: String,
+        remembered: usize,
         total: JsonCounts,
     },
     Summary {
@@ -281,6 +290,8 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 put("Vanished: ", &ev.src);
                 true
             }
+            // Said once for the run, with the count, by its caller.
+            Outcome::Failed(Failure::DestinationFull) => return None,
             Outcome::Failed(failure) => {
                 put("Failed: ", &ev.src);
                 line.extend_from_slice(b": ");
@@ -308,6 +319,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
             Outcome::Unchanged if self.style.verbose => Json::Unchanged { src },
             Outcome::Skipped(why) => Json::Skipped { src, kind: why },
             Outcome::Vanished => Json::Vanished { src },
+            Outcome::Failed(Failure::DestinationFull) => return None,
             Outcome::Failed(failure) => Json::Failed {
                 src,
                 error: failure.to_string(),
@@ -550,6 +562,46 @@ impl<O: Write, E: Write> Reporter<O, E> {
         }
     }
 
+    /// `Created destination DST` (on stderr; with `--json` a `created` line on stdout).
+    pub(crate) fn created(&mut self, dst: &Path) {
+        if self.style.json {
+            self.json(&Json::Created { dst: JsonPath(dst) });
+        } else {
+            let mut line = b"Created destination ".to_vec();
+            escape_into(&mut line, dst);
+            if !self.style.quiet {
+                self.stderr_bytes(line);
+            }
+        }
+    }
+
+    /// A line on stderr about the destination's state (gone, back, full) that is printed even
+    /// with `--quiet`: a backup that stopped writing must say so.
+    pub(crate) fn notice(&mut self, message: &str) {
+        self.stderr_line(message);
+    }
+
+    /// While `watch` waits for its destination: the time, how many changes wait, and the totals
+    /// since start, in place of a batch's rolling line.
+    pub(crate) fn waiting(&mut self, remembered: usize, totals: &Counts) {
+        let now = chrono::Local::now();
+        if self.style.json {
+            self.json(&Json::Waiting {
+                time: now.to_rfc3339(),
+                remembered,
+                total: totals.into(),
+            });
+        } else if !self.style.quiet {
+            let line = format!(
+                "{} waiting for destination: {remembered} changes remembered | since start: {}",
+                now.format("%H:%M:%S"),
+                brief(totals)
+            );
+            self.stdout_line(line.into_bytes());
+        }
+        self.flush();
+    }
+
     /// `warning: <message>` on stderr, for a problem the run works around.
     pub(crate) fn warning(&mut self, message: &str) {
         self.stderr_line(&format!("warning: {message}"));
@@ -655,7 +707,7 @@ pub(crate) fn stopping() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Failure, Op};
+    use crate::error::Op;
     use serde_json::Value;
     use std::ffi::OsStr;
 

@@ -82,7 +82,6 @@ impl Settle {
             .min()
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
     }

@@ -83,6 +83,7 @@ fn json_lines_all_parse_and_name_paths_losslessly() {
         "{types:?}"
     );
     assert_eq!(types.last(), Some(&"summary"));
+    assert_eq!(types.first(), Some(&"created"), "DST was created");
     assert!(
         r.stdout.lines().all(|l| l.starts_with("{\"type\":")),
         "type first"

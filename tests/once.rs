@@ -103,7 +103,13 @@ fn first_run_mirrors_everything_exactly() {
         "{}",
         run.context()
     );
-    assert_eq!(run.stderr, "", "{}", run.context());
+    // The one line on stderr says that DST was created (its parent existed).
+    assert_eq!(
+        run.stderr,
+        format!("Created destination {}\n", env.dst.display()),
+        "{}",
+        run.context()
+    );
 }
 
 #[test]

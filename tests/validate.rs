@@ -68,13 +68,42 @@ fn unreadable_source() {
 }
 
 #[test]
-fn missing_destination_is_created_with_parents() {
+fn a_missing_destination_whose_parent_exists_is_created_and_said() {
     let env = Env::new();
     env.write("a.txt", "a");
-    let dst = env.root().join("x/y/z");
-    let r = once(&env, &env.src, &dst);
+    let r = once(&env, &env.src, &env.dst);
     r.code(0);
-    assert_eq!(fs::read(dst.join("a.txt")).expect("read"), b"a");
+    r.stderr_has(&format!("Created destination {}\n", env.dst.display()));
+    assert_eq!(fs::read(env.dst.join("a.txt")).expect("read"), b"a");
+}
+
+#[test]
+fn a_missing_parent_is_an_error_unless_mkpath() {
+    // /media/usb/backup with the drive not plugged in: nothing is made on the system disk.
+    let env = Env::new();
+    env.write("a.txt", "a");
+    let dst = env.root().join("usb/backup");
+    let r = once(&env, &env.src, &dst);
+    one_error_naming(
+        &r,
+        &env.root().join("usb"),
+        "does not exist (is the drive mounted?)",
+    );
+    r.stderr_has("--mkpath creates the whole path");
+    assert!(!env.root().join("usb").exists());
+
+    let deep = env.root().join("x/y/z");
+    let r = run(
+        &env,
+        &[
+            "once".as_ref(),
+            "--mkpath".as_ref(),
+            env.src.as_os_str(),
+            deep.as_os_str(),
+        ],
+    );
+    r.code(0);
+    assert_eq!(fs::read(deep.join("a.txt")).expect("read"), b"a");
 }
 
 #[test]

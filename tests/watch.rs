@@ -293,7 +293,7 @@ fn polling_mirrors_a_new_file() {
 }
 
 #[test]
-fn an_unmounted_destination_stops_the_watch_without_writing_to_the_mount_point() {
+fn with_exit_on_lost_destination_an_unmount_ends_the_watch_without_writing_to_the_mount_point() {
     let mut env = Env::new();
     let mnt = env.root().join("mnt");
     if !common::mount_tmpfs(&mnt, "size=4m") {
@@ -302,7 +302,7 @@ fn an_unmounted_destination_stops_the_watch_without_writing_to_the_mount_point()
     let _unmount = common::Mount(mnt.clone());
     env.dst = mnt.clone();
     env.write("a.txt", "a");
-    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    let w = Watch::start(&env, &["--debounce", "100ms", "--exit-on-lost-destination"]);
     w.wait_for("the initial copy", LIMIT, |_| {
         env.dst.join("a.txt").exists()
     });

@@ -57,7 +57,10 @@ fn restore(args: &RestoreArgs, out: &mut Reporter) -> Result<Status, String> {
     if plan.picks.is_empty() && !plan.folder {
         return Ok(Status::Success);
     }
-    let dest = Local::open(&root).map_err(|e| format!("--to {}: {e}", display(&args.to)))?;
+    let named = |why: String| format!("--to {}: {why}", display(&args.to));
+    std::fs::create_dir_all(&root)
+        .map_err(|e| named(format!("cannot be created: {}", reason(&e))))?;
+    let dest = Local::open(&root).map_err(|e| named(e.to_string()))?;
     let (restored, failed) = write_all(&archive, &dest, &root, &plan.picks, out);
     out.restore_summary(
         &at.format("%Y-%m-%d %H:%M:%S").to_string(),

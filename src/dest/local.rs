@@ -13,26 +13,39 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustix::fs::{
     AtFlags, FlockOperation, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps, Uid,
 };
 use rustix::io::Errno;
 
-use super::{Capabilities, Destination, Folder, OpenError, Opened, Publish, Staged};
+use super::identity::{self, Identity};
+use super::{Capabilities, Destination, Folder, OpenError, Opened, Publish, Staged, Unavailable};
 use crate::meta::{Kind, Meta, Time};
 
-/// A local destination folder, held open (and locked, when writing) for the whole run.
+/// A local destination folder. A run that writes holds it open and locked while it writes; in
+/// `watch`, between batches, it holds nothing on it (`release`), so that it can be ejected.
 pub(crate) struct Local {
-    /// `None` only when opened read-only and the folder does not exist.
-    root: Option<OwnedFd>,
+    /// `None` when released, and when opened read-only and the folder does not exist.
+    root: RwLock<Option<OwnedFd>>,
     path: PathBuf,
-    dev: u64,
-    ino: u64,
+    /// The folder as last seen to be this destination.
+    seen: Mutex<Seen>,
+    /// What the folder is, for a run that writes; `None` for one that only reads.
+    identity: Option<Identity>,
     caps: Capabilities,
     ctx: Arc<Ctx>,
+}
+
+/// The device and inode of the destination folder when it was last checked to be the
+/// destination, and the mount table's generation then: while all three stay, it still is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    dev: u64,
+    ino: u64,
+    mounts: u64,
 }
 
 /// What every folder handle of one destination shares.
@@ -64,28 +77,21 @@ impl Ctx {
 }
 
 impl Local {
-    /// Opens `path` to write into: creates it with its parents when missing, takes an exclusive
-    /// lock so that two runs never write into one destination at once (each would take the
-    /// other's temporary files for a crash's leftovers), and probes what it can hold.
+    /// Opens the existing folder `path` to write into, takes an exclusive lock on it so that
+    /// two runs never write into one destination at once (each would take the other's temporary
+    /// files for a crash's leftovers), and probes what it can hold.
     pub(crate) fn open(path: &Path) -> Result<Local, OpenError> {
-        if !path.exists() {
-            std::fs::create_dir_all(path).map_err(OpenError::Create)?;
-        }
         let root = open_root(path).map_err(OpenError::Open)?;
         rustix::fs::access(
             path,
             rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
         )
         .map_err(|e| OpenError::NotWritable(e.into()))?;
-        match rustix::fs::flock(&root, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => return Err(OpenError::Locked),
-            // Filesystems without flock (some network ones) still get a backup.
-            Err(_) => {}
-        }
+        lock(&root).map_err(|_| OpenError::Locked)?;
+        let identity = identity::of(path).map_err(OpenError::Open)?;
         let as_root = rustix::process::geteuid().is_root();
         let caps = super::probe::probe(&root, as_root);
-        Local::with(Some(root), path, caps, as_root).map_err(OpenError::Open)
+        Local::with(Some(root), path, caps, as_root, Some(identity)).map_err(OpenError::Open)
     }
 
     /// Opens `path` to read only: nothing is created, locked, probed or written; a missing folder
@@ -97,8 +103,7 @@ impl Local {
             Err(e) => return Err(OpenError::Open(e)),
         };
         if let (true, Some(fd)) = (exclusive, &root)
-            && rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive)
-                == Err(Errno::WOULDBLOCK)
+            && lock(fd).is_err()
         {
             return Err(OpenError::Locked);
         }
@@ -108,7 +113,7 @@ impl Local {
         let mut caps = Capabilities::assumed(kind);
         caps.precision = root.as_ref().and_then(super::probe::observed_precision);
         let as_root = rustix::process::geteuid().is_root();
-        Local::with(root, path, caps, as_root).map_err(OpenError::Open)
+        Local::with(root, path, caps, as_root, None).map_err(OpenError::Open)
     }
 
     fn with(
@@ -116,13 +121,22 @@ impl Local {
         path: &Path,
         caps: Capabilities,
         as_root: bool,
+        identity: Option<Identity>,
     ) -> io::Result<Local> {
-        let (dev, ino) = match &root {
+        let seen = match &root {
             Some(fd) => {
                 let st = rustix::fs::fstat(fd)?;
-                (st.st_dev, st.st_ino)
+                Seen {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    mounts: identity::mount_generation(),
+                }
             }
-            None => (0, 0),
+            None => Seen {
+                dev: 0,
+                ino: 0,
+                mounts: 0,
+            },
         };
         let method = match caps.publish {
             Publish::RenameNoReplace | Publish::Unknown => 0,
@@ -130,10 +144,10 @@ impl Local {
             Publish::CheckThenRename => 2,
         };
         Ok(Local {
-            root,
+            root: RwLock::new(root),
             path: path.to_path_buf(),
-            dev,
-            ino,
+            seen: Mutex::new(seen),
+            identity,
             caps: caps.clone(),
             ctx: Arc::new(Ctx {
                 as_root,
@@ -150,6 +164,18 @@ impl Local {
             ctx: Arc::clone(&self.ctx),
         })))
     }
+
+    fn root(&self) -> std::sync::RwLockReadGuard<'_, Option<OwnedFd>> {
+        self.root
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 fn open_root(path: &Path) -> io::Result<OwnedFd> {
@@ -158,6 +184,19 @@ fn open_root(path: &Path) -> io::Result<OwnedFd> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// Takes the destination's lock; `Err` when another run holds it. Filesystems without `flock`
+/// (some network ones) still get a backup.
+fn lock(root: &OwnedFd) -> Result<(), ()> {
+    match rustix::fs::flock(root, FlockOperation::NonBlockingLockExclusive) {
+        Err(Errno::WOULDBLOCK) => Err(()),
+        _ => Ok(()),
+    }
+}
+
+fn released() -> io::Error {
+    io::Error::other("the destination is not open between batches")
 }
 
 impl Destination for Local {
@@ -170,7 +209,11 @@ impl Destination for Local {
     }
 
     fn folder(&self, rel: &Path) -> io::Result<Option<Arc<dyn Folder>>> {
-        let Some(root) = &self.root else {
+        let guard = self.root();
+        let Some(root) = guard.as_ref() else {
+            if self.identity.is_some() {
+                return Err(released());
+            }
             return Ok(None);
         };
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
@@ -207,25 +250,68 @@ impl Destination for Local {
         Ok(Some(self.folder_at(fd, rel)))
     }
 
-    fn still_there(&self) -> io::Result<()> {
-        if self.root.is_none() {
+    fn still_there(&self) -> Result<(), Unavailable> {
+        let Some(identity) = &self.identity else {
+            return Ok(());
+        };
+        let st = rustix::fs::stat(&self.path).map_err(|e| Unavailable::Gone(e.into()))?;
+        let now = Seen {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mounts: identity::mount_generation(),
+        };
+        if now == *self.seen() {
             return Ok(());
         }
-        let st = rustix::fs::stat(&self.path).map_err(io::Error::from)?;
-        if st.st_dev == self.dev && st.st_ino == self.ino {
-            Ok(())
-        } else {
-            Err(io::Error::other(
-                "it is no longer the folder that this run started with (unmounted or replaced)",
-            ))
+        // Mounted again, or something else mounted: only the volume's own id can tell.
+        let found = identity::of(&self.path).map_err(Unavailable::Gone)?;
+        if found != *identity {
+            return Err(Unavailable::Replaced {
+                now: found.describe(),
+                was: identity.describe(),
+            });
         }
+        *self.seen() = now;
+        Ok(())
+    }
+
+    fn release(&self) {
+        *self
+            .root
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    fn reacquire(&self) -> Result<(), Unavailable> {
+        if self.identity.is_none() || self.root().is_some() {
+            return Ok(());
+        }
+        self.still_there()?;
+        let root = open_root(&self.path).map_err(Unavailable::Gone)?;
+        lock(&root).map_err(|()| Unavailable::Locked)?;
+        // Opened by path after the check: make sure it is the folder that was checked.
+        let st = rustix::fs::fstat(&root).map_err(|e| Unavailable::Gone(e.into()))?;
+        let seen = *self.seen();
+        if (st.st_dev, st.st_ino) != (seen.dev, seen.ino) {
+            return Err(Unavailable::Gone(io::Error::other(
+                "it changed while being opened",
+            )));
+        }
+        *self
+            .root
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(root);
+        Ok(())
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.path).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        let root = self
-            .root
-            .as_ref()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let guard = self.root();
+        let root = guard.as_ref().ok_or_else(released)?;
         rustix::fs::syncfs(root)?;
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! (`local`) is the one implementation; a store without folders or rename implements `stage`
 //! as a local spool and `publish` as one create-only upload.
 
+mod identity;
 pub(crate) mod local;
 mod probe;
 
@@ -35,7 +36,19 @@ pub(crate) trait Destination: Send + Sync {
     fn folder(&self, rel: &Path) -> io::Result<Option<Arc<dyn Folder>>>;
 
     /// Whether it is still the destination the run opened (not unmounted, not replaced).
-    fn still_there(&self) -> io::Result<()>;
+    fn still_there(&self) -> Result<(), Unavailable>;
+
+    /// Lets go of every handle on it and of its lock, so that it can be unmounted between
+    /// batches; `reacquire` takes them again.
+    fn release(&self);
+
+    /// Opens it again for a batch, once it is checked to be the destination the run started
+    /// with, and takes its lock.
+    fn reacquire(&self) -> Result<(), Unavailable>;
+
+    /// Free space for this user, in bytes, where known: a full destination is tried again when
+    /// it grows.
+    fn free_space(&self) -> Option<u64>;
 
     /// Makes everything written so far durable, for a whole batch of staged copies at once.
     fn sync_all(&self) -> io::Result<()>;
@@ -142,7 +155,6 @@ pub(crate) fn open_path(
 /// Why a destination could not be used at all.
 #[derive(Debug)]
 pub(crate) enum OpenError {
-    Create(io::Error),
     Open(io::Error),
     NotWritable(io::Error),
     /// Another run holds the destination's lock.
@@ -152,12 +164,36 @@ pub(crate) enum OpenError {
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OpenError::Create(e) => write!(f, "cannot be created: {}", reason(e)),
             OpenError::Open(e) => f.write_str(&reason(e)),
             OpenError::NotWritable(e) => write!(f, "cannot be written: {}", reason(e)),
             OpenError::Locked => {
                 f.write_str("another backup is already writing into this destination")
             }
+        }
+    }
+}
+
+/// Why a destination that a run opened cannot be written into now.
+#[derive(Debug)]
+pub(crate) enum Unavailable {
+    /// The path leads nowhere, or not to a folder: unmounted, unplugged, the network gone.
+    Gone(io::Error),
+    /// The path leads to a folder of another filesystem: the bare mount point on the system
+    /// disk, or another drive mounted at the same place.
+    Replaced { now: String, was: String },
+    /// Another run holds the destination's lock.
+    Locked,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unavailable::Gone(e) => write!(f, "it is gone ({})", reason(e)),
+            Unavailable::Replaced { now, was } => write!(
+                f,
+                "the path now leads to another filesystem ({now}, not {was})"
+            ),
+            Unavailable::Locked => f.write_str("another backup is writing into it"),
         }
     }
 }

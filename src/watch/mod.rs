@@ -4,7 +4,9 @@
 //! never missed. Events become work (`changes::classify`); changed files wait until they settle
 //! (`settle::Settle`); new folders are walked; a lost event queue or the periodic safety net runs
 //! a full pass. Each batch goes through the same engine as `once`, and ends with one rolling
-//! summary line.
+//! summary line. Between batches nothing is held open on DST, so that it can be ejected; when it
+//! goes away (or fills up) the loop keeps watching SRC, remembers what changed, and runs a pass
+//! when DST is back as the same filesystem and folder (or has space again).
 
 mod changes;
 mod notifier;
@@ -20,17 +22,22 @@ use self::changes::{Work, classify, describe, outermost};
 use self::notifier::{Feed, Msg, Watcher};
 use crate::archive::prune;
 use crate::config::WatchConfig;
+use crate::dest::Unavailable;
 use crate::engine::{Engine, Scope};
-use crate::error::{Status, reason};
+use crate::error::{Failure, Status, reason};
 use crate::escape::display;
 use crate::history::Policy;
 use crate::once::with_progress;
-use crate::outcome::{Counts, Note};
+use crate::outcome::{Counts, Event, Note, Outcome};
 use crate::report::Reporter;
 use crate::settle::Settle;
 
-/// How often an idle loop checks that SRC and DST are still the folders it started with.
+/// How often an idle loop checks that SRC and DST are still the folders it started with, and a
+/// waiting one whether DST is back.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// While DST is away, a line saying how many changes wait is printed at most this often.
+const WAITING_EVERY: Duration = Duration::from_secs(10);
 
 /// Work gathered from events, not yet handed to the engine.
 #[derive(Debug, Default)]
@@ -39,6 +46,15 @@ struct Pending {
     full: bool,
     /// Folders to walk (new or moved in).
     walks: Vec<PathBuf>,
+}
+
+/// Why the loop is not writing now; changes are remembered meanwhile.
+#[derive(Debug)]
+enum Away {
+    /// Unmounted, unplugged, replaced or locked: waiting for it to be the destination again.
+    Gone,
+    /// Out of space: waiting for the free space to grow past what it was.
+    Full { free: Option<u64> },
 }
 
 /// Everything the loop keeps between batches.
@@ -53,9 +69,17 @@ struct Loop<'a> {
     totals: Counts,
     prune_failed: bool,
     next_rescan: Option<Instant>,
+    away: Option<Away>,
+    /// The last line said about an unavailable destination, so that it is said once.
+    said: String,
+    /// When the last `waiting for destination` line was printed, and for how many changes.
+    last_waiting: Option<(Instant, usize)>,
+    /// Set with `--exit-on-lost-destination` when DST went away.
+    lost_for_good: bool,
 }
 
-/// Runs `watch` until a signal sets the engine's stop flag, or SRC or DST goes away.
+/// Runs `watch` until a signal sets the engine's stop flag, or SRC goes away (or DST, with
+/// `--exit-on-lost-destination`).
 pub(crate) fn run(
     engine: &Engine,
     cfg: &WatchConfig,
@@ -95,22 +119,37 @@ pub(crate) fn run(
         totals: Counts::default(),
         prune_failed: false,
         next_rescan: cfg.rescan_every.map(|d| Instant::now() + d),
+        away: None,
+        said: String::new(),
+        last_waiting: None,
+        lost_for_good: false,
     };
     with_progress(engine, reporter, |reporter| {
         l.batch(Scope::full(), true, reporter);
     });
+    engine.dest.release();
     let mut status = Status::Success;
-    while !engine.stopped() {
-        if let Err(message) = still_there(engine, src_id) {
+    while !engine.stopped() && !l.lost_for_good {
+        if let Err(message) = source_still_there(engine, src_id) {
             reporter.error(&message);
             status = Status::Failure;
             break;
         }
-        l.step(reporter, wake);
+        if l.away.is_none()
+            && let Err(why) = engine.dest.still_there()
+        {
+            l.lost(Away::Gone, &why.to_string(), reporter);
+            continue;
+        }
+        if l.away.is_some() {
+            l.wait(reporter, wake);
+        } else {
+            l.step(reporter, wake);
+        }
     }
     drop(l.watcher);
     reporter.summary(&l.totals);
-    if l.totals.failed > 0 || l.prune_failed {
+    if l.totals.failed > 0 || l.prune_failed || l.lost_for_good {
         status = Status::Failure;
     }
     status
@@ -121,7 +160,17 @@ impl Loop<'_> {
     fn step(&mut self, reporter: &mut Reporter, wake: &Receiver<()>) {
         let scope = self.due();
         if !scope.is_empty() {
-            self.batch(scope, false, reporter);
+            match self.engine.dest.reacquire() {
+                Ok(()) => {
+                    self.batch(scope, false, reporter);
+                    self.engine.dest.release();
+                }
+                Err(why) => {
+                    // What was due is owed: a pass after the return finds it.
+                    self.pending.full = true;
+                    self.lost(Away::Gone, &why.to_string(), reporter);
+                }
+            }
             return;
         }
         let now = Instant::now();
@@ -134,6 +183,12 @@ impl Loop<'_> {
         .flatten()
         .min()
         .unwrap_or(now + CHECK_EVERY);
+        self.listen(deadline, reporter, wake);
+    }
+
+    /// Takes events until `deadline`, a wake-up, or the first batch of them.
+    fn listen(&mut self, deadline: Instant, reporter: &mut Reporter, wake: &Receiver<()>) {
+        let now = Instant::now();
         select! {
             recv(self.feed.rx) -> msg => {
                 let more: Vec<Msg> = std::iter::from_fn(|| self.feed.rx.try_recv().ok()).collect();
@@ -177,9 +232,13 @@ impl Loop<'_> {
 
     /// Runs one batch through the engine, prints its rolling line (for the first pass always,
     /// later only when the batch did something), and prunes what it touched. Files still being
-    /// written go back to settle.
+    /// written go back to settle. Failures that may lie with the destination are held back until
+    /// the batch is over: if the destination turned out to be gone, those files are owed, not
+    /// failed; a full destination's files are owed too.
     fn batch(&mut self, scope: Scope, first: bool, reporter: &mut Reporter) {
         let mut counts = Counts::default();
+        let mut held: Vec<Event> = Vec::new();
+        let mut not_copied = 0usize;
         let src = &self.engine.tree.src;
         let settle = &mut self.settle;
         let rel = |p: &Path| p.strip_prefix(src).unwrap_or(p).to_path_buf();
@@ -193,19 +252,122 @@ impl Loop<'_> {
                     }
                     // Still being written: it will settle later.
                     Note::Busy(ev) => settle.touch(rel(&ev.src), now),
-                    Note::Done(ev) => {
-                        reporter.event(&ev);
-                        counts.add(&ev.outcome);
-                    }
+                    Note::Done(ev) => match &ev.outcome {
+                        Outcome::Failed(Failure::DestinationFull) => not_copied += 1,
+                        Outcome::Failed(f) if f.may_be_destination() => held.push(ev),
+                        _ => {
+                            reporter.event(&ev);
+                            counts.add(&ev.outcome);
+                        }
+                    },
                 }
             });
+        if let Err(why) = self.engine.dest.still_there() {
+            self.pending.full = true;
+            self.lost(Away::Gone, &why.to_string(), reporter);
+        } else {
+            for ev in &held {
+                reporter.event(ev);
+                counts.add(&ev.outcome);
+            }
+            if self.engine.was_full() {
+                self.pending.full = true;
+                let free = self.engine.dest.free_space();
+                let line = format!(
+                    "Destination {} is full; waiting for space; changes are remembered \
+                     ({not_copied} files not copied yet)",
+                    display(self.engine.dest.path())
+                );
+                self.lost(Away::Full { free }, &line, reporter);
+            }
+        }
         if first || counts.total() > 0 {
             self.totals.merge(counts);
             reporter.rolling(&counts, &self.totals);
         }
         // New versions can push old ones out; a full pass may find any folder aged.
-        let folders = (!scope.full).then_some(changed);
-        self.prune_failed |= prune::after_pass(self.engine, self.policy, folders, reporter);
+        if self.away.is_none() {
+            let folders = (!scope.full).then_some(changed);
+            self.prune_failed |= prune::after_pass(self.engine, self.policy, folders, reporter);
+        }
+    }
+
+    /// The destination cannot be written into now: says so once, and waits; with
+    /// `--exit-on-lost-destination`, says it as an error and ends the loop instead.
+    fn lost(&mut self, away: Away, why: &str, reporter: &mut Reporter) {
+        let dst = display(self.engine.dest.path());
+        self.engine.dest.release();
+        if self.cfg.exit_on_lost
+            && matches!(away, Away::Gone)
+            && why != Unavailable::Locked.to_string()
+        {
+            reporter.error(&format!("destination {dst}: {why}"));
+            self.lost_for_good = true;
+            return;
+        }
+        let busy = why == Unavailable::Locked.to_string();
+        let line = match away {
+            Away::Gone if busy => format!(
+                "Destination {dst} is in use: {why}; waiting for it to finish; changes are \
+                 remembered"
+            ),
+            Away::Gone => format!(
+                "Destination {dst} is gone (unmounted?): {why}; waiting for it to come back; \
+                 changes are remembered"
+            ),
+            Away::Full { .. } => why.to_string(),
+        };
+        if line != self.said {
+            reporter.notice(&line);
+            self.said = line;
+        }
+        self.away = Some(away);
+    }
+
+    /// While the destination is away: takes events (so that changes are remembered), says now
+    /// and then how many wait, and checks once a second whether it is back (the same filesystem
+    /// and folder, or with more free space than when it filled up).
+    fn wait(&mut self, reporter: &mut Reporter, wake: &Receiver<()>) {
+        self.listen(Instant::now() + CHECK_EVERY, reporter, wake);
+        let remembered = self.settle.len() + self.pending.walks.len();
+        let last = self.last_waiting.map(|(at, n)| (at.elapsed(), n));
+        if remembered > 0 && last.is_none_or(|(since, n)| n != remembered && since >= WAITING_EVERY)
+        {
+            reporter.waiting(remembered, &self.totals);
+            self.last_waiting = Some((Instant::now(), remembered));
+        }
+        let dest = &self.engine.dest;
+        let back = match &self.away {
+            Some(Away::Full { free }) => {
+                let now = dest.free_space();
+                now.is_none() || free.is_none_or(|f| now.is_some_and(|n| n > f))
+            }
+            // Back means usable: the same filesystem and folder, and its lock free.
+            _ => match dest.reacquire() {
+                Ok(()) => {
+                    dest.release();
+                    true
+                }
+                Err(why) => {
+                    self.lost(Away::Gone, &why.to_string(), reporter);
+                    false
+                }
+            },
+        };
+        if back {
+            let what = match self.away {
+                Some(Away::Full { .. }) => "has space again",
+                _ => "is back",
+            };
+            reporter.notice(&format!(
+                "Destination {} {what}; copying what changed meanwhile",
+                display(dest.path())
+            ));
+            self.away = None;
+            self.said.clear();
+            self.last_waiting = None;
+            self.pending.full = true;
+        }
     }
 
     /// Takes one message from the watcher into the pending work.
@@ -338,16 +500,8 @@ fn watch_tree(engine: &Engine, watcher: &mut Watcher, rel: &Path) -> notify::Res
     Ok(())
 }
 
-/// SRC and DST must stay the folders the run started with: an unmounted DST must not be filled
-/// on its bare mount point, and a deleted SRC has nothing left to mirror.
-fn still_there(engine: &Engine, src_id: (u64, u64)) -> Result<(), String> {
-    engine.dest.still_there().map_err(|e| {
-        format!(
-            "destination {}: {}",
-            display(engine.dest.path()),
-            reason(&e)
-        )
-    })?;
+/// SRC must stay the folder the run started with: a deleted SRC has nothing left to mirror.
+fn source_still_there(engine: &Engine, src_id: (u64, u64)) -> Result<(), String> {
     let src = &engine.tree.src;
     match std::fs::metadata(src) {
         Ok(m) if (m.dev(), m.ino()) == src_id => Ok(()),

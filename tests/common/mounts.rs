@@ -37,6 +37,8 @@ impl Fs {
 /// A mounted filesystem; `path` is its root.
 pub struct Mounted {
     pub path: PathBuf,
+    fs: Fs,
+    image: PathBuf,
     /// The image, its loop device, and the folder they live in.
     dir: tempfile::TempDir,
     loop_dev: Option<String>,
@@ -105,54 +107,18 @@ pub fn mount(fs: Fs) -> Result<Mounted, String> {
     let root = std::fs::canonicalize(dir.path()).map_err(|e| e.to_string())?;
     let (img, mnt) = (root.join("fs.img"), root.join("mnt"));
     std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-    let (img_s, mnt_s) = (path_str(&img), path_str(&mnt));
+    let mnt_s = path_str(&mnt);
     let mut mounted = Mounted {
         path: mnt.clone(),
+        fs,
+        image: img.clone(),
         dir,
         loop_dev: None,
         sshd: None,
     };
-    let image = |mib: u64| -> Result<(), String> {
-        std::fs::File::create(&img)
-            .and_then(|f| f.set_len(mib << 20))
-            .map_err(|e| e.to_string())
-    };
+    format(fs, &img)?;
     match fs {
-        Fs::Ext4 | Fs::Xfs | Fs::Btrfs => {
-            let (mkfs, size, args): (&str, u64, &[&str]) = match fs {
-                Fs::Ext4 => ("mkfs.ext4", 64, &["-q", "-F"]),
-                Fs::Xfs => ("mkfs.xfs", 320, &["-q", "-f"]),
-                _ => ("mkfs.btrfs", 256, &["-q", "-f"]),
-            };
-            have(mkfs)?;
-            image(size)?;
-            run(mkfs, &[args, &[img_s.as_str()]].concat())?;
-            run("mount", &["-o", "loop", &img_s, &mnt_s])?;
-        }
-        Fs::Ntfs => {
-            have("mkntfs")?;
-            have("ntfs-3g")?;
-            image(64)?;
-            run("mkntfs", &["-F", "-Q", "-q", &img_s])?;
-            run("ntfs-3g", &[&img_s, &mnt_s])?;
-        }
-        Fs::Exfat => {
-            have("mkfs.exfat")?;
-            have("mount.exfat-fuse")?;
-            image(64)?;
-            run("mkfs.exfat", &[&img_s])?;
-            // exfat-fuse wants a block device.
-            let dev = run("losetup", &["-f", "--show", &img_s])?;
-            mounted.loop_dev = Some(dev.clone());
-            run("mount.exfat-fuse", &[&dev, &mnt_s])?;
-        }
-        Fs::Fat => {
-            have("mkfs.vfat")?;
-            have("fusefat")?;
-            image(64)?;
-            run("mkfs.vfat", &["-F", "32", &img_s])?;
-            run("fusefat", &["-o", "rw+", &img_s, &mnt_s])?;
-        }
+        Fs::Ext4 | Fs::Xfs | Fs::Btrfs | Fs::Ntfs | Fs::Exfat | Fs::Fat => mounted.attach(&img)?,
         Fs::Sshfs => {
             let sshd = start_sshd(&root)?;
             let port = sshd.1;
@@ -185,6 +151,87 @@ pub fn mount(fs: Fs) -> Result<Mounted, String> {
         }
     }
     Ok(mounted)
+}
+
+/// Makes an image file and formats it as `fs` (nothing for sshfs).
+fn format(fs: Fs, img: &Path) -> Result<(), String> {
+    let img_s = path_str(img);
+    let (mkfs, mib, args): (&str, u64, &[&str]) = match fs {
+        Fs::Ext4 => ("mkfs.ext4", 64, &["-q", "-F"]),
+        Fs::Xfs => ("mkfs.xfs", 320, &["-q", "-f"]),
+        Fs::Btrfs => ("mkfs.btrfs", 256, &["-q", "-f"]),
+        Fs::Ntfs => ("mkntfs", 64, &["-F", "-Q", "-q"]),
+        Fs::Exfat => ("mkfs.exfat", 64, &[]),
+        Fs::Fat => ("mkfs.vfat", 64, &["-F", "32"]),
+        Fs::Sshfs => return Ok(()),
+    };
+    have(mkfs)?;
+    std::fs::File::create(img)
+        .and_then(|f| f.set_len(mib << 20))
+        .map_err(|e| e.to_string())?;
+    run(mkfs, &[args, &[img_s.as_str()]].concat()).map(|_| ())
+}
+
+impl Mounted {
+    /// Mounts the image `img` at `path` with this filesystem's driver.
+    fn attach(&mut self, img: &Path) -> Result<(), String> {
+        let (img_s, mnt_s) = (path_str(img), path_str(&self.path));
+        match self.fs {
+            Fs::Ext4 | Fs::Xfs | Fs::Btrfs => run("mount", &["-o", "loop", &img_s, &mnt_s]),
+            Fs::Ntfs => {
+                have("ntfs-3g")?;
+                run("ntfs-3g", &[&img_s, &mnt_s])
+            }
+            Fs::Exfat => {
+                have("mount.exfat-fuse")?;
+                // exfat-fuse wants a block device.
+                let dev = run("losetup", &["-f", "--show", &img_s])?;
+                self.loop_dev = Some(dev.clone());
+                run("mount.exfat-fuse", &[&dev, &mnt_s])
+            }
+            Fs::Fat => {
+                have("fusefat")?;
+                run("fusefat", &["-o", "rw+", &img_s, &mnt_s])
+            }
+            Fs::Sshfs => Err("sshfs is not an image".into()),
+        }
+        .map(|_| ())
+    }
+
+    /// `umount` (with `lazy`, `umount -l`); a FUSE daemon may take a moment to finish, so a
+    /// refusal other than "busy" is tried again a few times.
+    pub fn unmount(&mut self, lazy: bool) -> Result<(), String> {
+        let mnt = path_str(&self.path);
+        let args: Vec<&str> = if lazy { vec!["-l", &mnt] } else { vec![&mnt] };
+        let mut last = String::new();
+        for _ in 0..20 {
+            match run("umount", &args) {
+                Ok(_) => {
+                    if let Some(dev) = self.loop_dev.take() {
+                        let _ = run("losetup", &["-d", &dev]);
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.contains("busy") => return Err(e),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last)
+    }
+
+    /// Mounts the same image again at the same path.
+    pub fn mount_again(&mut self) -> Result<(), String> {
+        let img = self.image.clone();
+        self.attach(&img)
+    }
+
+    /// Mounts a new, empty filesystem of the same kind at the same path.
+    pub fn mount_another(&mut self) -> Result<(), String> {
+        let other = self.image.with_file_name("other.img");
+        format(self.fs, &other)?;
+        self.attach(&other)
+    }
 }
 
 fn path_str(p: &Path) -> String {

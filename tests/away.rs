@@ -1,0 +1,273 @@
+//! A destination that comes and goes: `watch` over a drive that is unmounted (normally, or
+//! lazily), replaced by another filesystem at the same path, mounted again, or filled up. Real
+//! loop images, real unmounts, bounded waits, real signals.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::mounts::{Fs, Mounted, mount};
+use common::{Env, Watch, family, tree};
+use rustix::process::Signal;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn read(p: &Path) -> Vec<u8> {
+    fs::read(p).unwrap_or_default()
+}
+
+/// Mounts `fs`, with DST at `sub` below its root (empty: the mount point itself).
+fn setup(fs: Fs, sub: &str) -> Option<(Mounted, Env)> {
+    let m = match mount(fs) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: {}: {why}", fs.name());
+            return None;
+        }
+    };
+    let mut env = Env::on_tmpfs();
+    env.dst = if sub.is_empty() {
+        m.path.clone()
+    } else {
+        m.path.join(sub)
+    };
+    Some((m, env))
+}
+
+/// Lets `span` pass while checking that `still` holds all along.
+fn holds_for(span: Duration, mut still: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + span;
+    !common::wait_until(span + Duration::from_secs(1), || {
+        !still() || Instant::now() >= end
+    }) || still()
+}
+
+/// Unmounted, changed meanwhile, mounted again: every change arrives once, nothing twice.
+fn unmounted_and_back(fs: Fs, lazy: bool) {
+    let Some((mut m, env)) = setup(fs, "backup") else {
+        return;
+    };
+    env.write("keep.txt", "kept");
+    let change = env.write("change.txt", "v1");
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    w.wait_for("the first pass", LIMIT, |_| {
+        read(&env.dst.join("change.txt")) == b"v1"
+    });
+    fs::write(&change, "v2, longer").expect("write");
+    // Between batches: the second version's batch has printed its line.
+    w.wait_for("the second version", LIMIT, |w| {
+        family(&env.dst, "change.txt").len() == 2 && w.batches() >= 2
+    });
+    // Between batches nothing is held open on DST: a plain umount succeeds.
+    m.unmount(lazy).expect("umount while watch runs");
+    w.wait_for("the gone line", LIMIT, |w| {
+        w.stderr().contains(&format!(
+            "Destination {} is gone (unmounted?)",
+            env.dst.display()
+        ))
+    });
+    fs::write(&change, "v3, longer still").expect("write");
+    env.write("new.txt", "new");
+    env.write("newdir/inner.txt", "inner");
+    w.wait_for("the waiting line", LIMIT, |w| {
+        w.stdout().contains(" waiting for destination: ")
+    });
+    assert!(
+        tree(&m.path).is_empty(),
+        "wrote into the bare mount point\n{}",
+        w.context()
+    );
+    m.mount_again().expect("mount again");
+    w.wait_for("the changes on the destination", LIMIT, |_| {
+        family(&env.dst, "change.txt").len() == 3
+            && read(&env.dst.join("newdir/inner.txt")) == b"inner"
+            && read(&env.dst.join("new.txt")) == b"new"
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
+    assert!(
+        err.contains("is back; copying what changed meanwhile"),
+        "{err}"
+    );
+    let fam = family(&env.dst, "change.txt");
+    assert_eq!(read(&env.dst.join(&fam[2])), b"v3, longer still");
+    assert_eq!(
+        family(&env.dst, "keep.txt").len(),
+        1,
+        "an unchanged file copied again"
+    );
+    // keep, change v1, v2, v3, new, inner.
+    assert!(out.contains("Successfully copied: 6\n"), "{out}");
+    assert!(out.contains("Failed copies: 0\n"), "{out}");
+    let temps = tree(&env.dst)
+        .keys()
+        .filter(|p| p.to_string_lossy().contains(".backup-tmp."))
+        .count();
+    assert_eq!(temps, 0);
+}
+
+#[test]
+fn ext4_unmounted_and_mounted_again() {
+    unmounted_and_back(Fs::Ext4, false);
+}
+
+#[test]
+fn ext4_unmounted_lazily_and_mounted_again() {
+    unmounted_and_back(Fs::Ext4, true);
+}
+
+#[test]
+fn exfat_unmounted_and_mounted_again() {
+    unmounted_and_back(Fs::Exfat, false);
+}
+
+#[test]
+fn another_filesystem_at_the_same_path_is_never_written_into() {
+    // DST is the mount point itself, as with /media/usb: after the unmount the path leads to the
+    // bare mount point, and then to a fresh drive; neither is the destination.
+    let Some((mut m, env)) = setup(Fs::Ext4, "") else {
+        return;
+    };
+    env.write("a.txt", "one");
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    // Between batches: the batch that copied it has printed its line.
+    w.wait_for("the first copy", LIMIT, |w| {
+        env.dst.join("a.txt").exists() && w.stdout().contains(" batch: copied 1,")
+    });
+    m.unmount(false).expect("umount");
+    w.wait_for("the gone line", LIMIT, |w| {
+        w.stderr()
+            .contains("the path now leads to another filesystem")
+    });
+    fs::write(env.src.join("a.txt"), "two, while away").expect("write");
+    let bare = || tree(&m.path).is_empty();
+    assert!(
+        holds_for(Duration::from_secs(2), bare),
+        "wrote into the bare mount point"
+    );
+    m.mount_another().expect("mount a fresh filesystem");
+    let fresh = tree(&m.path);
+    w.wait_for("a line about the fresh filesystem", LIMIT, |w| {
+        w.stderr()
+            .matches("the path now leads to another filesystem")
+            .count()
+            >= 2
+    });
+    assert!(
+        holds_for(Duration::from_secs(2), || tree(&m.path) == fresh),
+        "wrote into another filesystem\n{}",
+        w.context()
+    );
+    m.unmount(false).expect("umount the fresh one");
+    m.mount_again().expect("mount the destination again");
+    w.wait_for("the change on the destination", LIMIT, |_| {
+        family(&env.dst, "a.txt").len() == 2
+    });
+    let (code, _, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_full_destination_waits_for_space_and_then_copies_what_is_owed() {
+    let mut env = Env::new();
+    let mnt = env.root().join("small");
+    if !common::mount_tmpfs(&mnt, "size=1m") {
+        return;
+    }
+    let _unmount = common::Mount(mnt.clone());
+    env.dst = mnt.join("dst");
+    env.write("first.txt", "first");
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    w.wait_for("the first pass", LIMIT, |_| {
+        env.dst.join("first.txt").exists()
+    });
+    for i in 0..8 {
+        env.write(format!("big{i}.bin"), vec![b'b'; 256 << 10]);
+    }
+    w.wait_for("the full line", LIMIT, |w| {
+        w.stderr().contains(&format!(
+            "Destination {} is full; waiting for space",
+            env.dst.display()
+        ))
+    });
+    assert_eq!(
+        w.stderr().matches(" is full").count(),
+        1,
+        "said once\n{}",
+        w.context()
+    );
+    assert!(!w.stderr().contains("Failed: "), "{}", w.context());
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=8m"])
+        .arg(&mnt)
+        .status()
+        .expect("remount")
+        .success();
+    assert!(grown, "remount");
+    w.wait_for("every owed copy", LIMIT, |_| {
+        (0..8).all(|i| read(&env.dst.join(format!("big{i}.bin"))).len() == 256 << 10)
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
+    assert!(err.contains("has space again"), "{err}");
+}
+
+#[test]
+fn a_copy_cut_off_by_a_lazy_unmount_leaves_nothing_half_written() {
+    let Some((mut m, env)) = setup(Fs::Ext4, "backup") else {
+        return;
+    };
+    env.write("small.txt", "small");
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    w.wait_for("the first copy", LIMIT, |w| {
+        env.dst.join("small.txt").exists() && w.stdout().contains(" batch: copied 1,")
+    });
+    // 40 MiB of data (not a sparse file: its copy must take a while and fill blocks).
+    fs::write(env.src.join("big.bin"), vec![7u8; 40 << 20]).expect("write");
+    w.wait_for("the copy to start", LIMIT, |_| env.copying());
+    m.unmount(true).expect("umount -l during the copy");
+    w.wait_for("the gone line", LIMIT, |w| {
+        w.stderr().contains(" is gone (unmounted?)")
+    });
+    // The batch is over and its handles closed: the detached filesystem is let go.
+    m.mount_again().expect("mount again");
+    w.wait_for("the big file, whole", LIMIT, |_| {
+        fs::metadata(env.dst.join("big.bin")).is_ok_and(|md| md.len() == 40 << 20) && !env.copying()
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
+    assert_eq!(
+        family(&env.dst, "big.bin").len(),
+        1,
+        "{:?}",
+        tree(&env.dst).keys()
+    );
+    assert!(read(&env.dst.join("big.bin")).iter().all(|&b| b == 7));
+}
+
+#[test]
+fn a_batch_that_finds_another_backup_writing_waits_for_it() {
+    let env = Env::new();
+    env.write("a.txt", "a");
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    w.wait_for("the first copy", LIMIT, |w| {
+        env.dst.join("a.txt").exists() && w.stdout().contains(" batch: copied 1,")
+    });
+    // Another run's lock, as `backup once` takes it, held until told to let go.
+    let dst = fs::File::open(&env.dst).expect("open DST");
+    rustix::fs::flock(&dst, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    env.write("b.txt", "b");
+    w.wait_for("the busy line", LIMIT, |w| {
+        w.stderr()
+            .contains("is in use: another backup is writing into it")
+    });
+    assert!(!env.dst.join("b.txt").exists());
+    drop(dst);
+    w.wait_for("b.txt once the lock is free", LIMIT, |_| {
+        read(&env.dst.join("b.txt")) == b"b"
+    });
+    let (code, _, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{err}");
+}
