@@ -149,6 +149,8 @@ struct Ready {
     src: PathBuf,
     size: u64,
     touched: Arc<AtomicBool>,
+    /// An empty record that the file is gone, not a copy.
+    deletion: bool,
 }
 
 /// The copies one worker has staged and not yet published.
@@ -385,13 +387,13 @@ impl Engine {
                 Ok(m) if m.is_dir() => {
                     by_folder.entry(p.clone()).or_default();
                 }
-                Ok(_) => {
+                // A file, or a name that is gone: its folder's job copies it, or records its
+                // deletion if DST holds something of it.
+                _ => {
                     let parent = p.parent().unwrap_or(Path::new("")).to_path_buf();
                     let name = p.file_name().map(|n| n.as_bytes().to_vec());
                     by_folder.entry(parent).or_default().extend(name);
                 }
-                // Gone again before it settled: nothing to copy, nothing to delete.
-                Err(_) => {}
             }
         }
         let mut records = Vec::new();
@@ -405,6 +407,8 @@ impl Engine {
             });
             let (src_meta, opened) = match opened {
                 Ok(v) => v,
+                // The folder itself is gone: its own removal is recorded in its parent.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     let at = self.dest.path().join(&rel);
                     let failure = Failure::at(Op::CreateFolder, &at, e);
@@ -525,10 +529,18 @@ impl Engine {
                 Ok(()) => {
                     let target = std::mem::take(&mut ready.target);
                     let staged = &mut ready.staged;
-                    let case_sensitive = self.dest.capabilities().case_sensitive;
-                    publish_free(&*ready.folder, case_sensitive, &ready.name, target, |to| {
-                        staged.publish(to)
-                    })
+                    let naming = Naming {
+                        case_sensitive: self.dest.capabilities().case_sensitive,
+                        deletion: ready.deletion,
+                    };
+                    let published =
+                        publish_free(&*ready.folder, naming, &ready.name, target, |to| {
+                            staged.publish(to)
+                        });
+                    match published {
+                        Outcome::Copied(path) if ready.deletion => Outcome::Deleted(path),
+                        other => other,
+                    }
                 }
                 Err(e) => {
                     let failure = Failure::io(Op::Sync, clone_error(e));
@@ -568,7 +580,8 @@ impl Engine {
             Ok(l) => l,
             Err(e) => return send(src_path, failed(Op::Read, e), 0),
         };
-        let mut index = match self.index(job, &listing) {
+        let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
+        let mut index = match self.index(job, &src_names) {
             Ok(index) => index,
             Err(failure) => return send(src_path, Step::Done(Outcome::Failed(failure)), 0),
         };
@@ -622,10 +635,14 @@ impl Engine {
                 }
                 Step::Staged(staged, target) => {
                     let src = src_path.join(OsStr::from_bytes(name));
-                    self.stage_into(batch, job, staged, name, target, src, size, notes);
+                    let ready = self.ready(job, staged, name, target, src, size);
+                    self.stage_into(batch, ready, notes);
                 }
                 other => send(src_path.join(OsStr::from_bytes(name)), other, size),
             }
+        }
+        if !self.stopped() {
+            self.record_deletions(job, &src_names, &mut index, batch, notes);
         }
         if unchanged > 0 {
             send(
@@ -639,13 +656,12 @@ impl Engine {
     /// The names in the job's destination folder, by family, once temporary files that a killed
     /// run left have been removed (a source file of that very name is a real file's copy and
     /// stays).
-    fn index(&self, job: &FolderJob, listing: &[(Vec<u8>, Kind)]) -> Result<FolderIndex, Failure> {
-        let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
+    fn index(&self, job: &FolderJob, src_names: &HashSet<Vec<u8>>) -> Result<FolderIndex, Failure> {
         let case_sensitive = self.dest.capabilities().case_sensitive;
         let Some(folder) = job.dest.as_ref().filter(|_| !job.fresh) else {
             return Ok(FolderIndex::with_case(
                 Vec::new(),
-                &src_names,
+                src_names,
                 case_sensitive,
             ));
         };
@@ -657,47 +673,101 @@ impl Engine {
             let leftover = is_temp_name(n) && !src_names.contains(n) && !dry_run;
             !(leftover && folder.remove_leftover(n).is_ok())
         });
-        Ok(FolderIndex::with_case(kept, &src_names, case_sensitive))
+        Ok(FolderIndex::with_case(kept, src_names, case_sensitive))
     }
 
-    /// Adds a staged copy to the worker's batch, publishing the batch when it is full.
-    #[allow(clippy::too_many_arguments)]
-    fn stage_into(
+    /// A staged copy of the entry `name` of the job's folder, to be published as `target`.
+    fn ready(
         &self,
-        batch: &mut Batch,
         job: &FolderJob,
         staged: Box<dyn Staged>,
         name: &[u8],
         target: Vec<u8>,
         src: PathBuf,
         size: u64,
-        notes: &Sender<Note>,
-    ) {
-        let Some(folder) = job.dest.clone() else {
-            return;
-        };
-        if batch
-            .items
-            .last()
-            .is_none_or(|last| !Arc::ptr_eq(&last.touched, &job.touched))
-        {
-            batch.folders += 1;
-        }
-        batch.items.push(Ready {
+    ) -> Option<Ready> {
+        Some(Ready {
             staged,
-            folder,
+            folder: job.dest.clone()?,
             name: name.to_vec(),
             target,
             src,
             size,
             touched: Arc::clone(&job.touched),
-        });
-        batch.bytes += size;
+            deletion: false,
+        })
+    }
+
+    /// Adds a staged copy to the worker's batch, publishing the batch when it is full.
+    fn stage_into(&self, batch: &mut Batch, ready: Option<Ready>, notes: &Sender<Note>) {
+        let Some(ready) = ready else {
+            return;
+        };
+        if batch
+            .items
+            .last()
+            .is_none_or(|last| !Arc::ptr_eq(&last.touched, &ready.touched))
+        {
+            batch.folders += 1;
+        }
+        batch.bytes += ready.size;
+        batch.items.push(ready);
         if batch.items.len() >= BATCH_FILES
             || batch.bytes >= BATCH_BYTES
             || batch.folders >= self.settings.limits.batch_dirs
         {
             self.commit(batch, notes);
+        }
+    }
+
+    /// Records, as an empty `NAME_<time>_deleted` in its family, each file or folder of the job's
+    /// folder that is gone from SRC: what lets a restore give back the tree as it was. Staged
+    /// and published with the batch, like a copy.
+    fn record_deletions(
+        &self,
+        job: &FolderJob,
+        src_names: &HashSet<Vec<u8>>,
+        index: &mut FolderIndex,
+        batch: &mut Batch,
+        notes: &Sender<Note>,
+    ) {
+        let Some(folder) = job.dest.as_ref().filter(|_| !job.fresh) else {
+            return;
+        };
+        let case_sensitive = self.dest.capabilities().case_sensitive;
+        let gone = plan::gone(index, src_names, job.only.as_ref(), case_sensitive);
+        let src_path = self.tree.src.join(&job.rel);
+        for name in gone {
+            let src = src_path.join(OsStr::from_bytes(&name));
+            let Some(target) = index.marker(&name, now_stamp()) else {
+                continue;
+            };
+            index.record(&name, target.clone());
+            if self.settings.dry_run {
+                let at = folder.path().join(OsStr::from_bytes(&target));
+                let _ = notes.send(Note::Done(Event::new(src, Outcome::WouldDelete(at))));
+                continue;
+            }
+            if self.was_full() {
+                continue;
+            }
+            let staged = folder.stage(&name).and_then(|mut s| s.close().map(|()| s));
+            match staged {
+                Ok(staged) => {
+                    let ready = self
+                        .ready(job, staged, &name, target, src, 0)
+                        .map(|r| Ready {
+                            deletion: true,
+                            ..r
+                        });
+                    self.stage_into(batch, ready, notes);
+                }
+                Err(e) => {
+                    let failure = Failure::at(Op::WriteInto, folder.path(), clone_error(&e));
+                    let failure = self.dest_failure(failure, &e);
+                    let _ = notes.send(Note::Done(Event::failed(src, failure)));
+                }
+            }
         }
     }
 
@@ -738,7 +808,7 @@ impl Engine {
             Decision::Defer(age) => Step::Unsettled(age),
             Decision::Fail(failure) => Step::Done(Outcome::Failed(failure)),
             Decision::Copy { to, change } => {
-                index.insert(to.clone());
+                index.record(name, to.clone());
                 match &job.dest {
                     _ if self.was_full() && !self.settings.dry_run => {
                         Step::Done(Outcome::Failed(Failure::DestinationFull))
@@ -775,7 +845,11 @@ impl Engine {
         folder: Option<&dyn Folder>,
         index: &FolderIndex,
     ) -> Result<Facts, Outcome> {
-        let latest = match (folder, index.latest(name)) {
+        // After a recorded deletion the file has no copy: it is new again.
+        let member = index
+            .latest(name)
+            .filter(|m| !m.key.is_some_and(|k| k.deleted));
+        let latest = match (folder, member) {
             (Some(folder), Some(member)) => match folder.stat(&member.name) {
                 Ok(meta) => Some((meta, member.name)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -845,14 +919,17 @@ impl Engine {
         let Some((target, _)) = &facts.link else {
             return self.stage_file(src_dir, name, folder, to);
         };
-        let case_sensitive = self.dest.capabilities().case_sensitive;
-        let outcome = publish_free(folder, case_sensitive, name, to, |n| {
+        let naming = Naming {
+            case_sensitive: self.dest.capabilities().case_sensitive,
+            deletion: false,
+        };
+        let outcome = publish_free(folder, naming, name, to, |n| {
             folder.symlink(target, n, &facts.src)
         });
         if let Outcome::Copied(path) = &outcome
             && let Some(n) = path.file_name()
         {
-            index.insert(n.as_bytes().to_vec());
+            index.record(name, n.as_bytes().to_vec());
         }
         Step::Done(outcome)
     }
@@ -915,12 +992,20 @@ impl Engine {
     }
 }
 
+/// How the next free name in a family is found when the reserved one was taken.
+#[derive(Clone, Copy)]
+struct Naming {
+    case_sensitive: bool,
+    /// A record of a deletion, not a copy.
+    deletion: bool,
+}
+
 /// Publishes under `first`, the name reserved for a copy of `name`, never replacing: if
 /// something took that name since the folder was listed, the folder is listed again for the next
 /// free version name.
 fn publish_free(
     folder: &dyn Folder,
-    case_sensitive: bool,
+    naming: Naming,
     name: &[u8],
     first: Vec<u8>,
     mut publish_as: impl FnMut(&[u8]) -> io::Result<()>,
@@ -934,8 +1019,13 @@ fn publish_free(
                     Ok(l) => l,
                     Err(e) => return Outcome::Failed(Failure::io(Op::Publish, e)),
                 };
-                let index = FolderIndex::with_case(listing, &HashSet::new(), case_sensitive);
-                match index.target(name, now_stamp()) {
+                let index = FolderIndex::with_case(listing, &HashSet::new(), naming.case_sensitive);
+                let next = if naming.deletion {
+                    index.marker(name, now_stamp())
+                } else {
+                    index.target(name, now_stamp())
+                };
+                match next {
                     Some(t) => target = t,
                     None => return Outcome::Failed(Failure::NameTooLong),
                 }

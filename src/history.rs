@@ -41,10 +41,39 @@ pub(crate) struct History {
     pub(crate) versions: Vec<Version>,
 }
 
+impl Version {
+    /// Whether this is the record of a deletion (`_deleted`), not a copy.
+    pub(crate) fn is_deletion(&self) -> bool {
+        self.key.is_some_and(|k| k.deleted)
+    }
+}
+
 impl History {
-    /// The version that was the newest at `at` (a local stamp), if the file had one yet.
+    /// The member that was the newest at `at` (a local stamp), if the file had one yet: a
+    /// version, or the record of its deletion.
     pub(crate) fn at(&self, at: u64) -> Option<&Version> {
         self.versions.iter().rev().find(|v| v.captured <= at)
+    }
+
+    /// The version a restore at `at` gives back: the newest one by then, unless the newest
+    /// thing by then is the record that the file was deleted.
+    pub(crate) fn restorable_at(&self, at: u64) -> Option<&Version> {
+        self.at(at).filter(|v| !v.is_deletion())
+    }
+
+    /// When the newest deletion recorded at or before `at` happened: for a folder, everything
+    /// in it that was captured before then was gone at `at`.
+    pub(crate) fn deleted_by(&self, at: u64) -> Option<u64> {
+        self.versions
+            .iter()
+            .rev()
+            .find(|v| v.captured <= at && v.is_deletion())
+            .map(|v| v.captured)
+    }
+
+    /// Whether anything of the file was ever copied (not only deletions recorded).
+    pub(crate) fn has_copies(&self) -> bool {
+        self.versions.iter().any(|v| !v.is_deletion())
     }
 }
 
@@ -140,7 +169,9 @@ const BANDS: [(i64, i64); 3] = [(3600, 30), (86_400, 3600), (30 * 86_400, 86_400
 const WEEK: i64 = 7 * 86_400;
 
 /// Which versions (indices into `versions`, oldest first) a policy lets go at `now` (a local
-/// stamp). A version is kept when any rule keeps it; the newest is always kept.
+/// stamp). A version is kept when any rule keeps it; the newest is always kept, and so is every
+/// record of a deletion (empty files, and what keeps a restore from bringing back a file that
+/// was gone at the time).
 pub(crate) fn to_prune(versions: &[Version], policy: &Policy, now: u64) -> Vec<usize> {
     let n = versions.len();
     if n < 2 || policy.is_empty() {
@@ -181,7 +212,9 @@ pub(crate) fn to_prune(versions: &[Version], policy: &Policy, now: u64) -> Vec<u
             }
         }
     }
-    (0..n).filter(|&i| !keep[i]).collect()
+    (0..n)
+        .filter(|&i| !keep[i] && !versions[i].is_deletion())
+        .collect()
 }
 
 /// Parses a point in time for `--at`: RFC 3339; `YYYY-MM-DD[ HH:MM[:SS]]` in local time (`T`
@@ -319,6 +352,7 @@ mod tests {
             VersionKey {
                 stamp: T,
                 counter: 0,
+                deleted: false,
             },
         )
         .expect("fits");
@@ -331,6 +365,37 @@ mod tests {
         );
         assert_eq!(hs.len(), 1, "{hs:?}");
         assert_eq!(hs[0].versions.len(), 2);
+    }
+
+    #[test]
+    fn a_deletion_ends_what_a_restore_gives_back_until_the_file_returns() {
+        let hs = histories(
+            &[
+                entry("a.txt", 20231124100000, 20231124100000),
+                entry("a_20231124_120000_deleted.txt", 20231124120000, 0),
+                entry("a_20231124_140000.txt", 20231124140000, 0),
+            ],
+            None,
+        );
+        let h = &hs[0];
+        let name = |t| {
+            h.restorable_at(t)
+                .map(|v| String::from_utf8_lossy(&v.name).into_owned())
+        };
+        assert_eq!(name(20231124110000).as_deref(), Some("a.txt"));
+        assert_eq!(name(20231124130000), None, "deleted by then");
+        assert_eq!(
+            name(20231124150000).as_deref(),
+            Some("a_20231124_140000.txt")
+        );
+        assert_eq!(h.deleted_by(20231124130000), Some(20231124120000));
+        assert_eq!(h.deleted_by(20231124110000), None);
+        // Pruning never takes a deletion record.
+        let policy = Policy {
+            keep_last: Some(1),
+            ..Policy::default()
+        };
+        assert_eq!(to_prune(&h.versions, &policy, 20231125000000), vec![0]);
     }
 
     #[test]
@@ -362,6 +427,7 @@ mod tests {
                 key: Some(VersionKey {
                     stamp: s,
                     counter: 0,
+                    deleted: false,
                 }),
                 captured: s,
                 size: 0,

@@ -19,6 +19,9 @@ pub(crate) struct VersionKey {
     pub(crate) stamp: u64,
     /// `_N` suffix; 0 when absent.
     pub(crate) counter: u32,
+    /// `_deleted` suffix: not a copy but the record that the file (or folder) was deleted or
+    /// renamed away in SRC at this time; an empty file.
+    pub(crate) deleted: bool,
 }
 
 impl VersionKey {
@@ -30,10 +33,12 @@ impl VersionKey {
             Some(l) if now <= l.stamp => VersionKey {
                 stamp: l.stamp,
                 counter: l.counter + 1,
+                deleted: false,
             },
             _ => VersionKey {
                 stamp: now,
                 counter: 0,
+                deleted: false,
             },
         }
     }
@@ -43,18 +48,31 @@ impl VersionKey {
         VersionKey {
             stamp: self.stamp,
             counter: self.counter + 1,
+            deleted: self.deleted,
         }
     }
 
-    /// `YYYYMMDD_HHMMSS[_N]`, the part of a version name between stem and extension.
+    /// The same place, as a deletion record.
+    pub(crate) fn as_deleted(self) -> VersionKey {
+        VersionKey {
+            deleted: true,
+            ..self
+        }
+    }
+
+    /// `_YYYYMMDD_HHMMSS[_N][_deleted]`, the part of a version name between stem and extension.
     fn suffix(self) -> String {
         let date = self.stamp / 1_000_000;
         let time = self.stamp % 1_000_000;
-        if self.counter == 0 {
+        let mut out = if self.counter == 0 {
             format!("_{date:08}_{time:06}")
         } else {
             format!("_{date:08}_{time:06}_{}", self.counter)
+        };
+        if self.deleted {
+            out.push_str(DELETED);
         }
+        out
     }
 }
 
@@ -159,8 +177,19 @@ pub(crate) fn version_name(name: &[u8], key: VersionKey) -> Option<Vec<u8>> {
     Some(join(stem, suffix.as_bytes(), ext))
 }
 
-/// Reads `_YYYYMMDD_HHMMSS[_N]` off the end of a stem: the stem's own part and the key.
+/// The suffix that marks a deletion record: `report_20261129_153045_deleted.txt`.
+const DELETED: &str = "_deleted";
+
+/// Reads `_YYYYMMDD_HHMMSS[_N][_deleted]` off the end of a stem: the stem's own part and the key.
 fn parse_suffix(stem: &[u8]) -> Option<(&[u8], VersionKey)> {
+    match stem.strip_suffix(DELETED.as_bytes()) {
+        Some(rest) => parse_stamp(rest).map(|(base, key)| (base, key.as_deleted())),
+        None => parse_stamp(stem),
+    }
+}
+
+/// Reads `_YYYYMMDD_HHMMSS[_N]` off the end of a stem.
+fn parse_stamp(stem: &[u8]) -> Option<(&[u8], VersionKey)> {
     fn digits(b: &[u8]) -> Option<u64> {
         if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
             return None;
@@ -188,6 +217,7 @@ fn parse_suffix(stem: &[u8]) -> Option<(&[u8], VersionKey)> {
         VersionKey {
             stamp: date * 1_000_000 + time,
             counter,
+            deleted: false,
         },
     ))
 }
@@ -361,6 +391,28 @@ impl FolderIndex {
 
     /// Records a name that this pass has just published.
     pub(crate) fn insert(&mut self, name: Vec<u8>) {
+        self.take(name);
+    }
+
+    /// Records `member`, just published into the family of `name`: the plain name, or one of
+    /// its versions (or deletion records), so that the family knows it.
+    pub(crate) fn record(&mut self, name: &[u8], member: Vec<u8>) {
+        if member != name
+            && let Some(key) = version_of(name, &member)
+        {
+            if member.len() + 4 > NAME_MAX {
+                self.long.push(member.clone());
+            }
+            let family = self.key(name).into_owned();
+            self.versions
+                .entry(family)
+                .or_default()
+                .push((key, member.clone()));
+        }
+        self.take(member);
+    }
+
+    fn take(&mut self, name: Vec<u8>) {
         if self.fold {
             let key = fold_case(&name);
             self.names.insert(key.clone());
@@ -407,6 +459,51 @@ impl FolderIndex {
         out
     }
 
+    /// Every family the folder holds something of, by its file's name: as the folder holds
+    /// the plain name, else as its versions spell it.
+    pub(crate) fn families(&self) -> Vec<Vec<u8>> {
+        let versions: HashSet<&[u8]> = self
+            .versions
+            .values()
+            .flatten()
+            .map(|(_, n)| n.as_slice())
+            .collect();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut out = Vec::new();
+        let plain = self.names.iter().filter_map(|key| {
+            let stored = self.stored.get(key).unwrap_or(key);
+            (!versions.contains(stored.as_slice())).then(|| stored.clone())
+        });
+        // A family known only from versions whose names may have been shortened cannot be told
+        // by name: it is left out rather than guessed.
+        let versioned = self
+            .versions
+            .values()
+            .filter_map(|vs| vs.first())
+            .filter(|(_, n)| n.len() + 4 <= NAME_MAX)
+            .filter_map(|(_, n)| original_name(n).map(|(orig, _)| orig));
+        for name in plain.chain(versioned) {
+            if seen.insert(self.key(&name).into_owned()) {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    /// The name of a record that `name` was deleted at `now`: the next free place in its
+    /// family, with `_deleted`.
+    pub(crate) fn marker(&self, name: &[u8], now: u64) -> Option<Vec<u8>> {
+        let latest = self.family(name).last().and_then(|m| m.key);
+        let mut key = VersionKey::next(latest, now).as_deleted();
+        loop {
+            let candidate = version_name(name, key)?;
+            if !self.taken(&candidate) {
+                return Some(candidate);
+            }
+            key = key.bump();
+        }
+    }
+
     /// The newest member of `name`'s family.
     pub(crate) fn latest(&self, name: &[u8]) -> Option<Member> {
         self.family(name).pop()
@@ -434,6 +531,46 @@ impl FolderIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deletions_are_recorded_in_the_family_and_read_back() {
+        let k = VersionKey {
+            stamp: T,
+            counter: 0,
+            deleted: true,
+        };
+        let m = version_name(b"report.txt", k).expect("fits");
+        assert_eq!(m, b"report_20231124_153045_deleted.txt");
+        assert_eq!(version_of(b"report.txt", &m), Some(k));
+        assert_eq!(
+            original_name(&m).map(|(o, _)| o),
+            Some(b"report.txt".to_vec())
+        );
+        let folder = version_name(b"photos", k).expect("fits");
+        assert_eq!(folder, b"photos_20231124_153045_deleted");
+        let index = FolderIndex::new(
+            [
+                b"report.txt".to_vec(),
+                m.clone(),
+                b"gone_20231124_153045.txt".to_vec(),
+            ],
+            &HashSet::new(),
+        );
+        let latest = index.latest(b"report.txt").expect("latest");
+        assert!(latest.key.is_some_and(|k| k.deleted));
+        // A file that comes back gets a version after its deletion.
+        assert_eq!(
+            index.target(b"report.txt", T).as_deref(),
+            Some(&b"report_20231124_153045_1.txt"[..])
+        );
+        assert_eq!(
+            index.marker(b"other.txt", T).as_deref(),
+            Some(&b"other_20231124_153045_deleted.txt"[..])
+        );
+        let mut fams = index.families();
+        fams.sort();
+        assert_eq!(fams, [b"gone.txt".to_vec(), b"report.txt".to_vec()]);
+    }
 
     #[test]
     fn a_destination_blind_to_case_finds_a_family_in_any_case() {
@@ -470,7 +607,11 @@ mod tests {
     const T: u64 = 20231124153045;
 
     fn key(stamp: u64, counter: u32) -> VersionKey {
-        VersionKey { stamp, counter }
+        VersionKey {
+            stamp,
+            counter,
+            deleted: false,
+        }
     }
 
     fn index(names: &[&str], sources: &[&str]) -> FolderIndex {

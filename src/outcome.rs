@@ -17,6 +17,10 @@ pub(crate) enum Outcome {
     /// This many entries of the folder `Event::src` were unchanged: one message for a folder
     /// instead of one per file, since nothing is printed for them unless `--verbose`.
     UnchangedIn(u64),
+    /// Gone from SRC: its deletion is recorded in DST under this name (an empty file).
+    Deleted(PathBuf),
+    /// With `--dry-run`: its deletion would be recorded under this name.
+    WouldDelete(PathBuf),
     /// Not a kind of entry that is copied (FIFO, socket, device); the word says which.
     Skipped(&'static str),
     /// Gone before or while it was read.
@@ -104,6 +108,8 @@ impl Counts {
             Outcome::UnchangedIn(n) => self.unchanged += n,
             Outcome::Skipped(_) | Outcome::Vanished => self.skipped += 1,
             Outcome::Failed(_) => self.failed += 1,
+            // Not a file processed: a record that one is gone.
+            Outcome::Deleted(_) | Outcome::WouldDelete(_) => {}
         }
     }
 

@@ -174,6 +174,55 @@ pub(crate) fn case_clashes<'a>(
     out
 }
 
+/// Entries that drives and operating systems put on a destination by themselves: never taken
+/// for files deleted from SRC.
+const LITTER: [&[u8]; 5] = [
+    b"lost+found",
+    b"System Volume Information",
+    b"$RECYCLE.BIN",
+    b".Spotlight-V100",
+    b".fseventsd",
+];
+
+/// The families in a destination folder whose file (or folder) is no longer in SRC, and whose
+/// deletion is not recorded yet: each gets a record of its deletion. `only` limits this to the
+/// names that `watch` saw change; `src` are the folder's names in SRC.
+pub(crate) fn gone(
+    index: &FolderIndex,
+    src: &std::collections::HashSet<Vec<u8>>,
+    only: Option<&std::collections::HashSet<Vec<u8>>>,
+    case_sensitive: bool,
+) -> Vec<Vec<u8>> {
+    let folded: std::collections::HashSet<Vec<u8>> = if case_sensitive {
+        Default::default()
+    } else {
+        src.iter().map(|n| fold_case(n)).collect()
+    };
+    let in_src = |name: &[u8]| {
+        if case_sensitive {
+            src.contains(name)
+        } else {
+            folded.contains(&fold_case(name))
+        }
+    };
+    let candidates: Vec<Vec<u8>> = match only {
+        Some(names) => names.iter().cloned().collect(),
+        None => index.families(),
+    };
+    candidates
+        .into_iter()
+        .filter(|name| {
+            !in_src(name)
+                && !crate::dest::is_temp_name(name)
+                && !name.starts_with(b".Trash-")
+                && !LITTER.contains(&name.as_slice())
+                && index
+                    .latest(name)
+                    .is_some_and(|m| !m.key.is_some_and(|k| k.deleted))
+        })
+        .collect()
+}
+
 /// A regular file against its newest copy: why it must be copied, or the decision that it need
 /// not be (or cannot be told yet).
 fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {

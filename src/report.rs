@@ -50,6 +50,14 @@ enum Json<'a> {
     Unchanged {
         src: JsonPath<'a>,
     },
+    Deleted {
+        src: JsonPath<'a>,
+        dst: JsonPath<'a>,
+    },
+    WouldDelete {
+        src: JsonPath<'a>,
+        dst: JsonPath<'a>,
+    },
     Skipped {
         src: JsonPath<'a>,
         kind: &'a str,
@@ -105,6 +113,7 @@ enum Json<'a> {
         captured: String,
         size: u64,
         latest: bool,
+        deleted: bool,
     },
     Restored {
         from: JsonPath<'a>,
@@ -180,6 +189,8 @@ pub(crate) struct Listed<'a> {
     pub captured: String,
     pub size: u64,
     pub name: &'a Path,
+    /// The record of a deletion, not a copy.
+    pub deleted: bool,
 }
 
 /// Writes lines for events and summaries. Write errors on the output (a closed pipe) are
@@ -276,6 +287,16 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 put(" -> ", dst);
                 false
             }
+            Outcome::Deleted(dst) | Outcome::WouldDelete(dst) if !s.quiet => {
+                let label = if matches!(ev.outcome, Outcome::Deleted(_)) {
+                    "Deleted: "
+                } else {
+                    "Would record deleted: "
+                };
+                put(label, &ev.src);
+                put(" -> ", dst);
+                false
+            }
             // Not "Unchanged:", which a reader of the summary block would take for its line.
             Outcome::Unchanged if s.verbose => {
                 put("Up to date: ", &ev.src);
@@ -315,6 +336,14 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 src,
                 dst: JsonPath(dst),
                 bytes: ev.bytes,
+            },
+            Outcome::Deleted(dst) => Json::Deleted {
+                src,
+                dst: JsonPath(dst),
+            },
+            Outcome::WouldDelete(dst) => Json::WouldDelete {
+                src,
+                dst: JsonPath(dst),
             },
             Outcome::Unchanged if self.style.verbose => Json::Unchanged { src },
             Outcome::Skipped(why) => Json::Skipped { src, kind: why },
@@ -382,6 +411,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
                     captured: v.captured.replace(' ', "T"),
                     size: v.size,
                     latest: i + 1 == versions.len(),
+                    deleted: v.deleted,
                 });
             }
             return;
@@ -389,9 +419,12 @@ impl<O: Write, E: Write> Reporter<O, E> {
         let mut block = Vec::new();
         escape_into(&mut block, file);
         for (i, v) in versions.iter().enumerate() {
-            block.extend_from_slice(
-                format!("\n  {}  {:>12}  ", v.captured, human_size(v.size)).as_bytes(),
-            );
+            let size = if v.deleted {
+                "deleted".to_string()
+            } else {
+                human_size(v.size)
+            };
+            block.extend_from_slice(format!("\n  {}  {size:>12}  ", v.captured).as_bytes());
             escape_into(&mut block, v.name);
             if i + 1 == versions.len() {
                 block.extend_from_slice(b"  (latest)");

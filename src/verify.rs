@@ -17,6 +17,8 @@ pub(crate) fn run(engine: &Engine, reporter: &mut Reporter) -> Status {
             };
             counts.add(&ev.outcome);
             match &ev.outcome {
+                // A check records nothing, deletions neither.
+                Outcome::WouldDelete(_) => {}
                 Outcome::WouldCopy(_, change) => {
                     record(&mut findings, *change);
                     reporter.finding(&ev.src, *change);

@@ -156,6 +156,17 @@ impl Archive {
         Ok((dir, history::histories(&entries, sources)))
     }
 
+    /// The names of the folders right in the folder `rel` of DST.
+    pub(crate) fn subfolders(&self, rel: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(self.root().join(rel))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name())
+            .collect()
+    }
+
     /// Every folder of DST from `rel` down, relative to DST, parents first; symlinks are not
     /// followed.
     pub(crate) fn folders(&self, rel: &Path) -> Vec<PathBuf> {
@@ -237,6 +248,7 @@ pub(crate) fn versions(args: VersionsArgs) -> Status {
                     captured: when(v.captured),
                     size: v.size,
                     name: Path::new(OsStr::from_bytes(&v.name)),
+                    deleted: v.is_deletion(),
                 })
                 .collect();
             out.history(&file, &list);

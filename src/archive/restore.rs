@@ -1,6 +1,7 @@
 //! `backup restore DST PATH --to TARGET [--at TIME]`: a file or a folder written back as it was
 //! at a point in time, through the same staging and no-replace publishing as a backup.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -87,6 +88,12 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &RestoreArgs) -> Resu
             let v = h
                 .at(at)
                 .ok_or_else(|| format!("{shown} had no version yet at {}", super::when(at)))?;
+            if v.is_deletion() {
+                return Err(format!(
+                    "{shown} was deleted at {}; choose an earlier --at",
+                    super::when(v.captured)
+                ));
+            }
             let (root, to_name) = if args.to.is_dir() {
                 (args.to.clone(), h.name.clone())
             } else {
@@ -114,24 +121,7 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &RestoreArgs) -> Resu
             })
         }
         Target::Folder(rel) => {
-            let (mut picks, mut left_out) = (Vec::new(), 0);
-            for sub in archive.folders(rel) {
-                let (_, histories) = archive
-                    .histories(&sub, None)
-                    .map_err(|e| unreadable(&sub, e))?;
-                let to_dir = sub.strip_prefix(rel).unwrap_or(&sub).to_path_buf();
-                for h in &histories {
-                    match h.at(at) {
-                        Some(v) => picks.push(Pick {
-                            from_dir: sub.clone(),
-                            version: v.name.clone(),
-                            to_dir: to_dir.clone(),
-                            to_name: h.name.clone(),
-                        }),
-                        None => left_out += 1,
-                    }
-                }
-            }
+            let (picks, left_out) = folder_picks(archive, rel, at)?;
             Ok(Plan {
                 root: args.to.clone(),
                 picks,
@@ -140,6 +130,53 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &RestoreArgs) -> Resu
             })
         }
     }
+}
+
+/// Every file under the folder `rel` as it was at `at`: the newest version of each by then,
+/// unless the newest thing by then records its deletion, or the deletion of a folder it is in
+/// (a folder deleted at M holds nothing captured before M). Returns the picks and how many files
+/// were left out (no version yet, or deleted by then).
+fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<(Vec<Pick>, u64), String> {
+    let unreadable = |rel: &Path, e: io::Error| {
+        format!("{}: {}", display(&archive.root().join(rel)), reason(&e))
+    };
+    // The restored folder's own deletion is recorded in its parent.
+    let own = match (rel.parent(), rel.file_name()) {
+        (Some(parent), Some(name)) => archive
+            .histories(parent, None)
+            .ok()
+            .and_then(|(_, hs)| find(&hs, name.as_bytes()).and_then(|h| h.deleted_by(at))),
+        _ => None,
+    };
+    // For each folder: the newest deletion, at or before `at`, of it or of a folder above it.
+    let mut cuts: HashMap<PathBuf, Option<u64>> = HashMap::from([(rel.to_path_buf(), own)]);
+    let (mut picks, mut left_out) = (Vec::new(), 0);
+    for sub in archive.folders(rel) {
+        let (_, histories) = archive
+            .histories(&sub, None)
+            .map_err(|e| unreadable(&sub, e))?;
+        let cut = cuts.get(&sub).copied().flatten();
+        let to_dir = sub.strip_prefix(rel).unwrap_or(&sub).to_path_buf();
+        for h in &histories {
+            let child = sub.join(OsStr::from_bytes(&h.name));
+            cuts.insert(child, cut.max(h.deleted_by(at)));
+            match h.restorable_at(at) {
+                Some(v) if cut.is_none_or(|c| v.captured > c) => picks.push(Pick {
+                    from_dir: sub.clone(),
+                    version: v.name.clone(),
+                    to_dir: to_dir.clone(),
+                    to_name: h.name.clone(),
+                }),
+                _ if h.has_copies() => left_out += 1,
+                _ => {}
+            }
+        }
+        // Folders with no record of their own inherit this one's.
+        for name in archive.subfolders(&sub) {
+            cuts.entry(sub.join(name)).or_insert(cut);
+        }
+    }
+    Ok((picks, left_out))
 }
 
 /// Never into the backup itself, and never over anything: every target is checked before any

@@ -32,6 +32,16 @@ pub(crate) fn classify(event: &notify::Event, src: &Path, skip: Option<&Path>) -
         p.strip_prefix(src).ok().map(Path::to_path_buf)
     };
     let first = event.paths.first().and_then(|p| rel(p));
+    if let EventKind::Modify(ModifyKind::Name(RenameMode::Both)) = event.kind {
+        // Moved within SRC: the old name is gone (its deletion is recorded once it settles),
+        // the new one arrived.
+        let to = event.paths.get(1).and_then(|p| rel(p));
+        return first
+            .map(Work::Changed)
+            .into_iter()
+            .chain(to.map(Work::Arrived))
+            .collect();
+    }
     let work = match event.kind {
         // The tool's own reads of SRC produce opens and closes; only a close after writing
         // means new contents.
@@ -39,16 +49,14 @@ pub(crate) fn classify(event: &notify::Event, src: &Path, skip: Option<&Path>) -
         EventKind::Access(_) => first.map(Work::Changed),
         EventKind::Create(CreateKind::File) => first.map(Work::Changed),
         EventKind::Create(_) => first.map(Work::Arrived),
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-            event.paths.get(1).and_then(|p| rel(p)).map(Work::Arrived)
-        }
         EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any)) => {
             first.map(Work::Arrived)
         }
-        // Moved away: deleting in SRC deletes nothing in DST.
-        EventKind::Modify(ModifyKind::Name(_)) => None,
+        // Moved away or removed: once it settles, its deletion is recorded in DST (deleting in
+        // SRC deletes nothing there).
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => first.map(Work::Changed),
         EventKind::Modify(_) | EventKind::Any => first.map(Work::Changed),
-        EventKind::Remove(_) | EventKind::Other => None,
+        EventKind::Other => None,
     };
     work.into_iter().collect()
 }
@@ -183,17 +191,23 @@ mod tests {
                     EventKind::Modify(ModifyKind::Name(RenameMode::From)),
                     &["/s/old"],
                 ),
-                vec![],
+                vec![Changed(p("old"))],
             ),
             (
                 ev(
                     EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
                     &["/s/.a.swp", "/s/a"],
                 ),
-                vec![Arrived(p("a"))],
+                vec![Changed(p(".a.swp")), Arrived(p("a"))],
             ),
-            (ev(EventKind::Remove(RemoveKind::File), &["/s/a"]), vec![]),
-            (ev(EventKind::Remove(RemoveKind::Folder), &["/s/d"]), vec![]),
+            (
+                ev(EventKind::Remove(RemoveKind::File), &["/s/a"]),
+                vec![Changed(p("a"))],
+            ),
+            (
+                ev(EventKind::Remove(RemoveKind::Folder), &["/s/d"]),
+                vec![Changed(p("d"))],
+            ),
             (ev(EventKind::Other, &["/s/a"]), vec![]),
             (
                 ev(EventKind::Other, &[]).set_flag(Flag::Rescan),
@@ -216,7 +230,8 @@ mod tests {
                     EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
                     &["/s/x", "/s/backup/x"],
                 ),
-                vec![],
+                // Moved out of what is backed up: gone.
+                vec![Changed(p("x"))],
             ),
             // A sibling whose name merely starts like DST is not inside it.
             (
