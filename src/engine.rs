@@ -149,8 +149,6 @@ struct Ready {
     src: PathBuf,
     size: u64,
     touched: Arc<AtomicBool>,
-    /// An empty record that the file is gone, not a copy.
-    deletion: bool,
 }
 
 /// The copies one worker has staged and not yet published.
@@ -320,13 +318,11 @@ impl Engine {
                     continue;
                 }
             };
-            let opened = match (depth, rel.file_name()) {
-                (0, _) | (_, None) => dest::open_path(&*self.dest, &rel, create),
-                (_, Some(name)) => match &stack[depth - 1].0 {
-                    Some(parent) => parent.child(name, create),
-                    None => Ok(None),
-                },
+            let parent = match depth {
+                0 => None,
+                _ => Some(stack[depth - 1].0.as_ref()),
             };
+            let opened = self.open_folder(parent, &rel, create);
             let opened = match opened {
                 Ok(o) => o,
                 // Full: the folder's files are walked still, to be counted as not copied.
@@ -373,6 +369,55 @@ impl Engine {
         records
     }
 
+    /// Opens (and, with `create`, makes) the destination folder for `rel`: from its parent's
+    /// folder where the walk has it open (`Some(None)`: the parent does not exist in a dry run),
+    /// else one component at a time from the root. A file or symlink in the way, where SRC now
+    /// has a folder, is moved aside into its own family first.
+    fn open_folder(
+        &self,
+        parent: Option<Option<&Arc<dyn Folder>>>,
+        rel: &Path,
+        create: bool,
+    ) -> io::Result<Option<dest::Opened>> {
+        let Some(name) = rel.file_name() else {
+            return dest::open_path(&*self.dest, rel, create);
+        };
+        let parent = match parent {
+            Some(Some(parent)) => Arc::clone(parent),
+            Some(None) => return Ok(None),
+            None => {
+                let up = rel.parent().unwrap_or(Path::new(""));
+                match dest::open_path(&*self.dest, up, create)? {
+                    Some(opened) => opened.folder,
+                    None => return Ok(None),
+                }
+            }
+        };
+        match parent.child(name, create) {
+            Err(e) if create && e.kind() == io::ErrorKind::NotADirectory => {
+                self.make_way(&*parent, name.as_bytes())?;
+                parent.child(name, create)
+            }
+            other => other,
+        }
+    }
+
+    /// A file or symlink in DST where SRC now has a folder: moved aside into its own family as
+    /// a version, never replacing, with a record that it was deleted now. Then the folder can be
+    /// made, and a restore gives back either shape as it was at its time.
+    fn make_way(&self, parent: &dyn Folder, name: &[u8]) -> io::Result<()> {
+        let case_sensitive = self.dest.capabilities().case_sensitive;
+        let mut index = FolderIndex::with_case(parent.list()?, &HashSet::new(), case_sensitive);
+        let entry = parent.stat(name)?;
+        let too_long = || io::Error::other(Failure::NameTooLong.to_string());
+        let aside = index
+            .free_at(name, crate::naming::stamp_at(entry.mtime))
+            .ok_or_else(too_long)?;
+        parent.set_aside(name, &aside)?;
+        index.record(name, aside);
+        record_deletion_now(parent, &mut index, name).map(|_| ())
+    }
+
     /// Groups settled paths by folder into jobs that decide on just those entries. A folder
     /// among them only has its own metadata refreshed.
     fn file_jobs(
@@ -399,12 +444,8 @@ impl Engine {
         let mut records = Vec::new();
         for (rel, names) in by_folder {
             let src = self.tree.src.join(&rel);
-            let opened = std::fs::symlink_metadata(&src).and_then(|m| {
-                Ok((
-                    m,
-                    dest::open_path(&*self.dest, &rel, !self.settings.dry_run)?,
-                ))
-            });
+            let opened = std::fs::symlink_metadata(&src)
+                .and_then(|m| Ok((m, self.open_folder(None, &rel, !self.settings.dry_run)?)));
             let (src_meta, opened) = match opened {
                 Ok(v) => v,
                 // The folder itself is gone: its own removal is recorded in its parent.
@@ -529,18 +570,10 @@ impl Engine {
                 Ok(()) => {
                     let target = std::mem::take(&mut ready.target);
                     let staged = &mut ready.staged;
-                    let naming = Naming {
-                        case_sensitive: self.dest.capabilities().case_sensitive,
-                        deletion: ready.deletion,
-                    };
-                    let published =
-                        publish_free(&*ready.folder, naming, &ready.name, target, |to| {
-                            staged.publish(to)
-                        });
-                    match published {
-                        Outcome::Copied(path) if ready.deletion => Outcome::Deleted(path),
-                        other => other,
-                    }
+                    let case_sensitive = self.dest.capabilities().case_sensitive;
+                    publish_free(&*ready.folder, case_sensitive, &ready.name, target, |to| {
+                        staged.publish(to)
+                    })
                 }
                 Err(e) => {
                     let failure = Failure::io(Op::Sync, clone_error(e));
@@ -642,7 +675,7 @@ impl Engine {
             }
         }
         if !self.stopped() {
-            self.record_deletions(job, &src_names, &mut index, batch, notes);
+            self.record_deletions(job, &src_names, &mut index, notes);
         }
         if unchanged > 0 {
             send(
@@ -694,7 +727,6 @@ impl Engine {
             src,
             size,
             touched: Arc::clone(&job.touched),
-            deletion: false,
         })
     }
 
@@ -721,14 +753,12 @@ impl Engine {
     }
 
     /// Records, as an empty `NAME_<time>_deleted` in its family, each file or folder of the job's
-    /// folder that is gone from SRC: what lets a restore give back the tree as it was. Staged
-    /// and published with the batch, like a copy.
+    /// folder that is gone from SRC: what lets a restore give back the tree as it was.
     fn record_deletions(
         &self,
         job: &FolderJob,
         src_names: &HashSet<Vec<u8>>,
         index: &mut FolderIndex,
-        batch: &mut Batch,
         notes: &Sender<Note>,
     ) {
         let Some(folder) = job.dest.as_ref().filter(|_| !job.fresh) else {
@@ -739,35 +769,29 @@ impl Engine {
         let src_path = self.tree.src.join(&job.rel);
         for name in gone {
             let src = src_path.join(OsStr::from_bytes(&name));
-            let Some(target) = index.marker(&name, now_stamp()) else {
+            let outcome = if self.settings.dry_run {
+                match index.marker(&name, now_stamp()) {
+                    Some(marker) => {
+                        index.record(&name, marker.clone());
+                        Outcome::WouldDelete(folder.path().join(OsStr::from_bytes(&marker)))
+                    }
+                    None => continue,
+                }
+            } else if self.was_full() {
                 continue;
+            } else {
+                match record_deletion_now(&**folder, index, &name) {
+                    Ok(path) => {
+                        job.touched.store(true, Ordering::Relaxed);
+                        Outcome::Deleted(path)
+                    }
+                    Err(e) => {
+                        let failure = Failure::at(Op::WriteInto, folder.path(), clone_error(&e));
+                        Outcome::Failed(self.dest_failure(failure, &e))
+                    }
+                }
             };
-            index.record(&name, target.clone());
-            if self.settings.dry_run {
-                let at = folder.path().join(OsStr::from_bytes(&target));
-                let _ = notes.send(Note::Done(Event::new(src, Outcome::WouldDelete(at))));
-                continue;
-            }
-            if self.was_full() {
-                continue;
-            }
-            let staged = folder.stage(&name).and_then(|mut s| s.close().map(|()| s));
-            match staged {
-                Ok(staged) => {
-                    let ready = self
-                        .ready(job, staged, &name, target, src, 0)
-                        .map(|r| Ready {
-                            deletion: true,
-                            ..r
-                        });
-                    self.stage_into(batch, ready, notes);
-                }
-                Err(e) => {
-                    let failure = Failure::at(Op::WriteInto, folder.path(), clone_error(&e));
-                    let failure = self.dest_failure(failure, &e);
-                    let _ = notes.send(Note::Done(Event::failed(src, failure)));
-                }
-            }
+            let _ = notes.send(Note::Done(Event::new(src, outcome)));
         }
     }
 
@@ -795,6 +819,21 @@ impl Engine {
             Err(outcome) => return Some((Step::Done(outcome), size)),
         };
         facts.clash = clash;
+        if let (Some(folder), Some(latest)) = (&job.dest, &facts.latest)
+            && latest.kind == Kind::Dir
+            && matches!(src.kind, Kind::File | Kind::Symlink)
+            && !self.settings.dry_run
+        {
+            // A folder in DST where SRC now has a file: its deletion is recorded first, so that
+            // the file's versions come after it and a restore gives back one shape at a time.
+            match record_deletion_now(&**folder, index, name) {
+                Ok(_) => job.touched.store(true, Ordering::Relaxed),
+                Err(e) => {
+                    let failure = Failure::at(Op::WriteInto, folder.path(), e);
+                    return Some((Step::Done(Outcome::Failed(failure)), size));
+                }
+            }
+        }
         let rules = self.rules(job.defer);
         let mut decision = plan::decide(name, &facts, index, &rules, now);
         if let (Decision::CompareContents, Some(folder)) = (&decision, &job.dest) {
@@ -919,11 +958,8 @@ impl Engine {
         let Some((target, _)) = &facts.link else {
             return self.stage_file(src_dir, name, folder, to);
         };
-        let naming = Naming {
-            case_sensitive: self.dest.capabilities().case_sensitive,
-            deletion: false,
-        };
-        let outcome = publish_free(folder, naming, name, to, |n| {
+        let case_sensitive = self.dest.capabilities().case_sensitive;
+        let outcome = publish_free(folder, case_sensitive, name, to, |n| {
             folder.symlink(target, n, &facts.src)
         });
         if let Outcome::Copied(path) = &outcome
@@ -992,12 +1028,27 @@ impl Engine {
     }
 }
 
-/// How the next free name in a family is found when the reserved one was taken.
-#[derive(Clone, Copy)]
-struct Naming {
-    case_sensitive: bool,
-    /// A record of a deletion, not a copy.
-    deletion: bool,
+/// Records that `name` was deleted now: an empty file under the next free `_deleted` name of
+/// its family, created exclusively (an empty file cannot be half-written, so it needs no
+/// temporary name; it becomes durable with its folder's sync). Returns its path.
+fn record_deletion_now(
+    folder: &dyn Folder,
+    index: &mut FolderIndex,
+    name: &[u8],
+) -> io::Result<PathBuf> {
+    for _ in 0..100 {
+        let marker = index
+            .marker(name, now_stamp())
+            .ok_or_else(|| io::Error::other(Failure::NameTooLong.to_string()))?;
+        let made = folder.create_empty(&marker);
+        index.record(name, marker.clone());
+        match made {
+            Ok(()) => return Ok(folder.path().join(OsStr::from_bytes(&marker))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(Failure::NoFreeName.to_string()))
 }
 
 /// Publishes under `first`, the name reserved for a copy of `name`, never replacing: if
@@ -1005,7 +1056,7 @@ struct Naming {
 /// free version name.
 fn publish_free(
     folder: &dyn Folder,
-    naming: Naming,
+    case_sensitive: bool,
     name: &[u8],
     first: Vec<u8>,
     mut publish_as: impl FnMut(&[u8]) -> io::Result<()>,
@@ -1019,13 +1070,8 @@ fn publish_free(
                     Ok(l) => l,
                     Err(e) => return Outcome::Failed(Failure::io(Op::Publish, e)),
                 };
-                let index = FolderIndex::with_case(listing, &HashSet::new(), naming.case_sensitive);
-                let next = if naming.deletion {
-                    index.marker(name, now_stamp())
-                } else {
-                    index.target(name, now_stamp())
-                };
-                match next {
+                let index = FolderIndex::with_case(listing, &HashSet::new(), case_sensitive);
+                match index.target(name, now_stamp()) {
                     Some(t) => target = t,
                     None => return Outcome::Failed(Failure::NameTooLong),
                 }

@@ -89,6 +89,15 @@ pub(crate) fn stamp_of(t: &chrono::NaiveDateTime) -> u64 {
     )
 }
 
+/// The local stamp of a point in time.
+pub(crate) fn stamp_at(t: crate::meta::Time) -> u64 {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_opt(t.sec, t.nsec)
+        .earliest()
+        .map_or(0, |d| stamp_of(&d.naive_local()))
+}
+
 /// The local date and time a stamp stands for (`None` for an impossible date).
 pub(crate) fn naive_of(stamp: u64) -> Option<chrono::NaiveDateTime> {
     let (date, time) = (stamp / 1_000_000, stamp % 1_000_000);
@@ -495,6 +504,19 @@ impl FolderIndex {
     pub(crate) fn marker(&self, name: &[u8], now: u64) -> Option<Vec<u8>> {
         let latest = self.family(name).last().and_then(|m| m.key);
         let mut key = VersionKey::next(latest, now).as_deleted();
+        loop {
+            let candidate = version_name(name, key)?;
+            if !self.taken(&candidate) {
+                return Some(candidate);
+            }
+            key = key.bump();
+        }
+    }
+
+    /// The first free version name of `name` at `stamp` (for a file moved aside into its own
+    /// family: its version name from its own time).
+    pub(crate) fn free_at(&self, name: &[u8], stamp: u64) -> Option<Vec<u8>> {
+        let mut key = VersionKey::next(None, stamp);
         loop {
             let candidate = version_name(name, key)?;
             if !self.taken(&candidate) {

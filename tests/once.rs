@@ -307,26 +307,34 @@ fn a_fifo_is_skipped_without_blocking() {
 }
 
 #[test]
-fn a_file_blocking_a_folder_fails_that_folder_only() {
+fn a_file_where_a_folder_now_is_moves_aside_into_its_own_family() {
     let env = Env::new();
     env.write("ok.txt", "fine");
-    env.write("sub/inside.txt", "blocked");
-    env.write("other/x.txt", "x");
+    env.write("sub/inside.txt", "inside");
     fs::create_dir_all(&env.dst).expect("mkdir dst");
     fs::write(env.dst.join("sub"), "a file where a folder should be").expect("write");
     let run = env.once(&[]);
-    run.code(1);
-    run.stderr_has(&format!(
-        "Failed: {}: cannot create folder",
-        env.src.join("sub").display()
-    ));
+    run.code(0);
     assert_eq!(fs::read(env.dst.join("ok.txt")).expect("read"), b"fine");
-    assert_eq!(fs::read(env.dst.join("other/x.txt")).expect("read"), b"x");
     assert_eq!(
-        fs::read(env.dst.join("sub")).expect("read"),
+        fs::read(env.dst.join("sub/inside.txt")).expect("read"),
+        b"inside"
+    );
+    // The file is kept as a version of `sub`, never overwritten, and its deletion recorded.
+    let aside: Vec<String> = env
+        .dst_names("")
+        .into_iter()
+        .filter(|n| n.starts_with("sub_"))
+        .collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    let version = aside
+        .iter()
+        .find(|n| !n.ends_with("_deleted"))
+        .expect("version");
+    assert_eq!(
+        fs::read(env.dst.join(version)).expect("read"),
         b"a file where a folder should be"
     );
-    assert_eq!(run.summary("Failed copies"), 1);
 }
 
 #[test]
@@ -338,12 +346,28 @@ fn a_symlink_planted_where_a_folder_goes_is_not_followed() {
     fs::create_dir_all(&env.dst).expect("mkdir dst");
     symlink(&outside, env.dst.join("sub")).expect("symlink");
     let run = env.once(&[]);
-    run.code(1);
-    run.stderr_has("a symlink is in the way of a folder");
+    run.code(0);
     assert_eq!(
         fs::read_dir(&outside).expect("read").count(),
         0,
         "wrote through the symlink"
+    );
+    // The link was moved aside into its own family (never followed), and the folder made.
+    assert!(
+        fs::symlink_metadata(env.dst.join("sub"))
+            .expect("sub")
+            .is_dir()
+    );
+    assert_eq!(fs::read(env.dst.join("sub/x.txt")).expect("x"), b"x");
+    let aside: Vec<String> = fs::read_dir(&env.dst)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("sub_"))
+        .collect();
+    assert_eq!(
+        aside.len(),
+        2,
+        "the link as a version, and its deletion: {aside:?}"
     );
 }
 

@@ -183,3 +183,53 @@ fn watch_records_a_deletion_and_a_rename_once_they_settle() {
         r.context()
     );
 }
+
+#[test]
+fn a_file_that_becomes_a_folder_and_back_is_backed_up_and_restored_in_each_shape() {
+    let env = Env::new();
+    env.write("x", "x as a file");
+    env.write("y/inner.txt", "inside y");
+    env.once(&[]).code(0);
+    let before = next_second();
+
+    fs::remove_file(env.src.join("x")).expect("rm x");
+    env.write("x/inner.txt", "inside x");
+    fs::remove_dir_all(env.src.join("y")).expect("rm -r y");
+    env.write("y", "y as a file");
+    let r = env.once(&[]);
+    r.code(0);
+    assert!(
+        fs::symlink_metadata(env.dst.join("x")).expect("x").is_dir(),
+        "{}",
+        r.context()
+    );
+    assert_eq!(
+        fs::read(env.dst.join("x/inner.txt")).expect("x/inner"),
+        b"inside x"
+    );
+    let after = next_second();
+    let rerun = env.once(&[]);
+    rerun.code(0);
+    assert_eq!(
+        rerun.summary("Successfully copied"),
+        0,
+        "{}",
+        rerun.context()
+    );
+
+    let then = env.root().join("then");
+    restore(&env, ".", &then, &before).code(0);
+    assert_eq!(
+        files(&then),
+        set(&[("x", "x as a file"), ("y/inner.txt", "inside y")])
+    );
+    let now = env.root().join("now");
+    let r = restore(&env, ".", &now, &after);
+    r.code(0);
+    assert_eq!(
+        files(&now),
+        set(&[("x/inner.txt", "inside x"), ("y", "y as a file")]),
+        "{}",
+        r.context()
+    );
+}

@@ -12,15 +12,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::TimeZone;
-
 use crate::cli::VersionsArgs;
 use crate::dest::local::Local;
 use crate::dest::{Destination, Folder, is_temp_name};
 use crate::error::{Status, reason};
 use crate::escape::display;
 use crate::history::{self, Entry, History};
-use crate::meta::{Kind, Time};
+use crate::meta::Kind;
 use crate::naming;
 use crate::report::{Listed, Reporter, Style};
 
@@ -36,14 +34,6 @@ pub(crate) enum Target {
 /// DST, opened to read its history (and, for pruning, to delete from it).
 pub(crate) struct Archive {
     dest: Arc<dyn Destination>,
-}
-
-/// The local stamp of a point in time.
-fn stamp_at(t: Time) -> u64 {
-    chrono::Local
-        .timestamp_opt(t.sec, t.nsec)
-        .earliest()
-        .map_or(0, |d| naming::stamp_of(&d.naive_local()))
 }
 
 /// The local time of a stamp, as `versions` and `restore` print it.
@@ -148,8 +138,8 @@ impl Archive {
             }
             entries.push(Entry {
                 name,
-                modified: stamp_at(meta.mtime),
-                written: stamp_at(born.unwrap_or(meta.ctime)),
+                modified: naming::stamp_at(meta.mtime),
+                written: naming::stamp_at(born.unwrap_or(meta.ctime)),
                 size: meta.size,
             });
         }

@@ -553,6 +553,22 @@ impl Folder for LocalFolder {
         rustix::fs::fsync(self.fd())?;
         Ok(())
     }
+
+    fn create_empty(&self, name: &[u8]) -> io::Result<()> {
+        let fd = rustix::fs::openat(
+            self.fd(),
+            OsStr::from_bytes(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        // SAFETY: `fd` is released from the `OwnedFd` that owned it and closed once.
+        unsafe { rustix::io::try_close(fd.into_raw_fd()) }?;
+        Ok(())
+    }
+
+    fn set_aside(&self, name: &[u8], to: &[u8]) -> io::Result<()> {
+        rename_free(self.fd(), &self.0.ctx, name, to)
+    }
 }
 
 /// A copy in progress under a temporary name. Dropped before `publish`, it removes itself.
@@ -651,47 +667,50 @@ impl Staged for LocalStaged {
     }
 
     fn publish(&mut self, name: &[u8]) -> io::Result<()> {
-        let (from, to) = (OsStr::from_bytes(&self.temp), OsStr::from_bytes(name));
-        let fd = self.dir.fd();
         let ctx = &self.dir.0.ctx;
-        loop {
-            let method = ctx.method();
-            let done = match method {
-                Publish::RenameNoReplace | Publish::Unknown => {
-                    rustix::fs::renameat_with(fd, from, fd, to, RenameFlags::NOREPLACE)
-                }
-                // A hard link fails on an existing name too; then the temporary name goes.
-                Publish::HardLink => {
-                    rustix::fs::linkat(fd, from, fd, to, AtFlags::empty()).map(|()| {
-                        let _ = rustix::fs::unlinkat(fd, from, AtFlags::empty());
-                    })
-                }
-                Publish::CheckThenRename => {
-                    match rustix::fs::statat(fd, to, AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(_) => Err(Errno::EXIST),
-                        Err(Errno::NOENT) => rustix::fs::renameat(fd, from, fd, to),
-                        Err(e) => Err(e),
-                    }
-                }
-            };
-            match done {
-                Err(Errno::INVAL | Errno::NOSYS) if method == Publish::RenameNoReplace => {
-                    ctx.fall_back(method);
-                }
-                Err(Errno::PERM | Errno::OPNOTSUPP | Errno::MLINK)
-                    if method == Publish::HardLink =>
-                {
-                    ctx.fall_back(method);
-                }
-                Err(e) => return Err(e.into()),
-                Ok(()) => break,
-            }
-        }
+        let (fd, to) = (self.dir.fd(), OsStr::from_bytes(name));
+        rename_free(fd, ctx, &self.temp, name)?;
         self.published = true;
         if let (false, Some(times)) = (ctx.caps.publish_keeps_times, &self.times) {
             rustix::fs::utimensat(fd, to, times, AtFlags::SYMLINK_NOFOLLOW)?;
         }
         Ok(())
+    }
+}
+
+/// Gives the entry `from` of the folder `fd` the name `to`, which must not exist: the best way
+/// the filesystem has (see `Publish`), moving on to the next when a call says it lacks one.
+/// `AlreadyExists` when `to` is taken; nothing is ever replaced.
+fn rename_free(fd: &OwnedFd, ctx: &Ctx, from: &[u8], to: &[u8]) -> io::Result<()> {
+    let (from, to) = (OsStr::from_bytes(from), OsStr::from_bytes(to));
+    loop {
+        let method = ctx.method();
+        let done = match method {
+            Publish::RenameNoReplace | Publish::Unknown => {
+                rustix::fs::renameat_with(fd, from, fd, to, RenameFlags::NOREPLACE)
+            }
+            // A hard link fails on an existing name too; then the old name goes.
+            Publish::HardLink => rustix::fs::linkat(fd, from, fd, to, AtFlags::empty()).map(|()| {
+                let _ = rustix::fs::unlinkat(fd, from, AtFlags::empty());
+            }),
+            Publish::CheckThenRename => {
+                match rustix::fs::statat(fd, to, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(_) => Err(Errno::EXIST),
+                    Err(Errno::NOENT) => rustix::fs::renameat(fd, from, fd, to),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match done {
+            Err(Errno::INVAL | Errno::NOSYS) if method == Publish::RenameNoReplace => {
+                ctx.fall_back(method);
+            }
+            Err(Errno::PERM | Errno::OPNOTSUPP | Errno::MLINK) if method == Publish::HardLink => {
+                ctx.fall_back(method);
+            }
+            Err(e) => return Err(e.into()),
+            Ok(()) => return Ok(()),
+        }
     }
 }
 

@@ -98,6 +98,14 @@ pub(crate) trait Folder: Send + Sync {
 
     /// Makes the folder's new names durable.
     fn sync(&self) -> io::Result<()>;
+
+    /// Creates the empty file `name`, failing (`AlreadyExists`) rather than replacing: the
+    /// record of a deletion.
+    fn create_empty(&self, name: &[u8]) -> io::Result<()>;
+
+    /// Gives the entry `name` the name `to` within the folder, never replacing (`AlreadyExists`
+    /// when `to` is taken): a file that is in the way of a folder moves aside into its family.
+    fn set_aside(&self, name: &[u8], to: &[u8]) -> io::Result<()>;
 }
 
 /// A child folder as opened, whether this call created it, and its metadata as found.
