@@ -25,9 +25,12 @@ fn json_lines(out: &str) -> Vec<Value> {
 fn quiet_prints_failures_and_the_summary_only() {
     let env = Env::new();
     env.write("ok.txt", "ok");
+    // A name that is nearly all extension: its first copy fits, a version never can.
+    let long = format!("a.{}", "e".repeat(253));
+    env.write(&long, "one");
+    env.once(&[]).code(0);
     env.write("sub/x.txt", "x");
-    fs::create_dir_all(&env.dst).expect("mkdir");
-    fs::write(env.dst.join("sub"), "in the way").expect("write");
+    env.write(&long, "two, changed");
     let r = env.once(&["-q"]);
     r.code(1);
     assert!(

@@ -161,7 +161,7 @@ fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<(Vec<Pick>, u6
             let child = sub.join(OsStr::from_bytes(&h.name));
             cuts.insert(child, cut.max(h.deleted_by(at)));
             match h.restorable_at(at) {
-                                // Times are whole seconds: what was captured in the second of the folder's
+                // Times are whole seconds: what was captured in the second of the folder's
                 // deletion is taken to be after it (a folder made where a file was is filled
                 // right after that file's deletion is recorded).
                 Some(v) if cut.is_none_or(|c| v.captured >= c) => picks.push(Pick {
