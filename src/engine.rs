@@ -840,9 +840,16 @@ impl Engine {
             facts.same_contents = Some(self.same_contents(src_dir, name, &**folder, index));
             decision = plan::decide(name, &facts, index, &rules, now);
         }
+        if let (Decision::CompareXattrs, Some(folder)) = (&decision, &job.dest) {
+            facts.xattrs_differ = Some(self.xattrs_differ(src_dir, name, &**folder, index));
+            decision = plan::decide(name, &facts, index, &rules, now);
+        }
         let step = match decision {
             Decision::Walk => return None,
-            Decision::Unchanged | Decision::CompareContents => Step::Done(Outcome::Unchanged),
+            Decision::Unchanged | Decision::CompareContents | Decision::CompareXattrs => {
+                Step::Done(Outcome::Unchanged)
+            }
+            Decision::Refresh => self.refresh(src_dir, name, &facts.src, job, index),
             Decision::Skip(why) => Step::Done(Outcome::Skipped(why)),
             Decision::Defer(age) => Step::Unsettled(age),
             Decision::Fail(failure) => Step::Done(Outcome::Failed(failure)),
@@ -924,6 +931,7 @@ impl Engine {
             link,
             same_contents: None,
             clash: None,
+            xattrs_differ: None,
         })
     }
 
@@ -943,6 +951,50 @@ impl Engine {
             .and_then(|a| Ok((a, folder.open_read(&latest.name)?)))
             .and_then(|(a, b)| source::same_bytes(a, b));
         compared.unwrap_or(false)
+    }
+
+    /// Whether the extended attributes of the source file and its newest copy differ (`true`
+    /// when either cannot be read: then they are set again).
+    fn xattrs_differ(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        folder: &dyn Folder,
+        index: &FolderIndex,
+    ) -> bool {
+        let Some(latest) = index.latest(name) else {
+            return false;
+        };
+        let src = source::open_file(src_dir, name).and_then(|f| crate::meta::xattrs(&f));
+        let copy = folder
+            .open_read(&latest.name)
+            .and_then(|f| crate::meta::xattrs(&f));
+        !matches!((src, copy), (Ok(a), Ok(b)) if a == b)
+    }
+
+    /// Carries out a refresh decision: the newest copy's mode, owner and extended attributes
+    /// set again from the source, its contents untouched.
+    fn refresh(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        meta: &Meta,
+        job: &FolderJob,
+        index: &FolderIndex,
+    ) -> Step {
+        let (Some(folder), Some(latest)) = (&job.dest, index.latest(name)) else {
+            return Step::Done(Outcome::Unchanged);
+        };
+        let path = folder.path().join(OsStr::from_bytes(&latest.name));
+        if self.settings.dry_run {
+            return Step::Done(Outcome::WouldUpdate(path));
+        }
+        let done = source::open_file(src_dir, name)
+            .and_then(|src| folder.update_meta(&latest.name, meta, &src));
+        match done {
+            Ok(()) => Step::Done(Outcome::Updated(path)),
+            Err(e) => Step::Done(Outcome::Failed(Failure::at(Op::SetMetadata, &path, e))),
+        }
     }
 
     /// Carries out a copy decision: a symlink is published at once, a regular file is staged.

@@ -153,6 +153,39 @@ impl Meta {
     }
 }
 
+/// The extended attributes of an open file, by name (none where the filesystem keeps none).
+pub(crate) fn xattrs(
+    file: &std::fs::File,
+) -> io::Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+    use rustix::io::Errno;
+    let mut out = std::collections::BTreeMap::new();
+    let names = match rustix::fs::flistxattr_query(file) {
+        Ok(0) | Err(Errno::OPNOTSUPP) => return Ok(out),
+        Ok(n) => {
+            let mut buf = vec![0u8; n];
+            let len = rustix::fs::flistxattr(file, &mut buf)?;
+            buf.truncate(len);
+            buf
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let os = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+        let value = match rustix::fs::fgetxattr_query(file, os) {
+            Ok(n) => {
+                let mut buf = vec![0u8; n];
+                let len = rustix::fs::fgetxattr(file, os, &mut buf)?;
+                buf.truncate(len);
+                buf
+            }
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        out.insert(name.to_vec(), value);
+    }
+    Ok(out)
+}
+
 /// The entries of an open folder, with their types as the listing gives them (`Unknown` where
 /// the filesystem does not say). Reads through a fresh handle, so that `dir` stays usable.
 pub(crate) fn read_folder(dir: impl AsFd) -> io::Result<Vec<(Vec<u8>, Kind)>> {

@@ -17,6 +17,11 @@ pub(crate) enum Outcome {
     /// This many entries of the folder `Event::src` were unchanged: one message for a folder
     /// instead of one per file, since nothing is printed for them unless `--verbose`.
     UnchangedIn(u64),
+    /// Its contents were current; the newest copy at this path got its mode, owner and extended
+    /// attributes set again.
+    Updated(PathBuf),
+    /// With `--dry-run` (and for `verify`): the newest copy's metadata would be set again.
+    WouldUpdate(PathBuf),
     /// Gone from SRC: its deletion is recorded in DST under this name (an empty file).
     Deleted(PathBuf),
     /// With `--dry-run`: its deletion would be recorded under this name.
@@ -103,7 +108,11 @@ pub(crate) struct Counts {
 impl Counts {
     pub(crate) fn add(&mut self, outcome: &Outcome) {
         match outcome {
-            Outcome::Copied(_) | Outcome::WouldCopy(..) => self.copied += 1,
+            // A metadata change carried into DST counts with the copies.
+            Outcome::Copied(_)
+            | Outcome::WouldCopy(..)
+            | Outcome::Updated(_)
+            | Outcome::WouldUpdate(_) => self.copied += 1,
             Outcome::Unchanged => self.unchanged += 1,
             Outcome::UnchangedIn(n) => self.unchanged += n,
             Outcome::Skipped(_) | Outcome::Vanished => self.skipped += 1,

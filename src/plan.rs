@@ -27,6 +27,8 @@ pub(crate) struct Facts {
     /// On a destination that does not tell case apart: the other source name that takes this
     /// one's place there (`case_clashes`).
     pub clash: Option<Vec<u8>>,
+    /// Once compared: whether the extended attributes of the file and its newest copy differ.
+    pub xattrs_differ: Option<bool>,
 }
 
 /// How decisions are made in this run.
@@ -59,6 +61,12 @@ pub(crate) enum Decision {
     },
     /// Same size, `--checksum`: compare the contents, then decide again.
     CompareContents,
+    /// The contents are current but the metadata may not be (the file's change time is after
+    /// its copy's): compare the extended attributes, then decide again.
+    CompareXattrs,
+    /// The newest copy holds the contents; its mode, owner or extended attributes are set
+    /// again from the source, in place (nothing is overwritten: the bytes stay as they are).
+    Refresh,
     /// Modified this long ago, too recently: copy it once it has settled.
     Defer(Duration),
     /// Never opened: FIFOs block on open, devices and sockets have no contents to back up.
@@ -232,7 +240,7 @@ fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {
     let same_meta = unchanged(&facts.src, latest, rules.dest);
     if !rules.checksum {
         return if same_meta {
-            Err(Decision::Unchanged)
+            Err(metadata(facts, latest, rules.dest))
         } else {
             Ok(Change::Changed)
         };
@@ -242,10 +250,27 @@ fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {
     }
     match facts.same_contents {
         None => Err(Decision::CompareContents),
-        Some(true) => Err(Decision::Unchanged),
+        Some(true) => Err(metadata(facts, latest, rules.dest)),
         Some(false) if same_meta => Ok(Change::Contents),
         Some(false) => Ok(Change::Changed),
     }
+}
+
+/// For a file whose newest copy holds its contents: whether that copy's own mode, owner and
+/// extended attributes still are the source's, as far as the destination keeps them. Extended
+/// attributes are only looked at when the file's change time is after its copy's (a chmod,
+/// chown or setfattr since), so that a pass with nothing changed reads none.
+fn metadata(facts: &Facts, latest: &Meta, dest: &Capabilities) -> Decision {
+    let src = &facts.src;
+    let mode = dest.permissions && src.mode != latest.mode;
+    let owner = dest.owners && (src.uid, src.gid) != (latest.uid, latest.gid);
+    if mode || owner || facts.xattrs_differ == Some(true) {
+        return Decision::Refresh;
+    }
+    if dest.xattrs && facts.xattrs_differ.is_none() && src.ctime > latest.ctime {
+        return Decision::CompareXattrs;
+    }
+    Decision::Unchanged
 }
 
 /// Whether the destination's modification time `dst` records the source's `src` on a
@@ -651,5 +676,53 @@ mod tests {
         assert_eq!(clashes.len(), 2);
         assert_eq!(clashes[&b"Readme.md".to_vec()], b"README.md");
         assert_eq!(clashes[&b"readme.MD".to_vec()], b"README.md");
+    }
+
+    #[test]
+    fn a_metadata_change_alone_refreshes_the_copy_and_costs_nothing_otherwise() {
+        let copy = file(3, t(5, 5));
+        let mut chmodded = file(3, t(5, 5));
+        chmodded.mode = 0o755;
+        let facts = |src: Meta, xattrs_differ| Facts {
+            src,
+            latest: Some(copy),
+            xattrs_differ,
+            ..Facts::default()
+        };
+        assert!(matches!(
+            decide_file(&facts(chmodded, None), &rules()),
+            Decision::Refresh
+        ));
+        // Same mode and owner: attributes are only looked at when the file changed since.
+        let mut touched = file(3, t(5, 5));
+        touched.ctime = t(9, 0);
+        assert!(matches!(
+            decide_file(&facts(touched, None), &rules()),
+            Decision::CompareXattrs
+        ));
+        assert!(matches!(
+            decide_file(&facts(touched, Some(true)), &rules()),
+            Decision::Refresh
+        ));
+        assert!(matches!(
+            decide_file(&facts(touched, Some(false)), &rules()),
+            Decision::Unchanged
+        ));
+        assert!(matches!(
+            decide_file(&facts(copy, None), &rules()),
+            Decision::Unchanged
+        ));
+        // Where permissions are not kept, a mode never differs.
+        let mut fat = Capabilities::assumed("vfat".into());
+        fat.permissions = false;
+        fat.xattrs = false;
+        let on_fat = Rules {
+            dest: &fat,
+            ..rules()
+        };
+        assert!(matches!(
+            decide_file(&facts(chmodded, None), &on_fat),
+            Decision::Unchanged
+        ));
     }
 }

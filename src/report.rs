@@ -50,6 +50,14 @@ enum Json<'a> {
     Unchanged {
         src: JsonPath<'a>,
     },
+    Updated {
+        src: JsonPath<'a>,
+        dst: JsonPath<'a>,
+    },
+    WouldUpdate {
+        src: JsonPath<'a>,
+        dst: JsonPath<'a>,
+    },
     Deleted {
         src: JsonPath<'a>,
         dst: JsonPath<'a>,
@@ -287,6 +295,17 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 put(" -> ", dst);
                 false
             }
+            Outcome::Updated(dst) | Outcome::WouldUpdate(dst) if !s.quiet => {
+                let label = if matches!(ev.outcome, Outcome::Updated(_)) {
+                    "Updated: "
+                } else {
+                    "Would update: "
+                };
+                put(label, &ev.src);
+                put(" -> ", dst);
+                line.extend_from_slice(b" (permissions, owner, attributes)");
+                false
+            }
             Outcome::Deleted(dst) | Outcome::WouldDelete(dst) if !s.quiet => {
                 let label = if matches!(ev.outcome, Outcome::Deleted(_)) {
                     "Deleted: "
@@ -336,6 +355,14 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 src,
                 dst: JsonPath(dst),
                 bytes: ev.bytes,
+            },
+            Outcome::Updated(dst) => Json::Updated {
+                src,
+                dst: JsonPath(dst),
+            },
+            Outcome::WouldUpdate(dst) => Json::WouldUpdate {
+                src,
+                dst: JsonPath(dst),
             },
             Outcome::Deleted(dst) => Json::Deleted {
                 src,

@@ -19,6 +19,10 @@ pub(crate) fn run(engine: &Engine, reporter: &mut Reporter) -> Status {
             match &ev.outcome {
                 // A check records nothing, deletions neither.
                 Outcome::WouldDelete(_) => {}
+                Outcome::WouldUpdate(_) => {
+                    record(&mut findings, Change::Changed);
+                    reporter.finding(&ev.src, Change::Changed);
+                }
                 Outcome::WouldCopy(_, change) => {
                     record(&mut findings, *change);
                     reporter.finding(&ev.src, *change);

@@ -233,3 +233,56 @@ fn a_file_that_becomes_a_folder_and_back_is_backed_up_and_restored_in_each_shape
         r.context()
     );
 }
+
+#[test]
+fn a_change_of_mode_owner_or_attributes_alone_updates_the_newest_copy_in_place() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let f = env.write("run.sh", "echo hi");
+    env.once(&[]).code(0);
+    let copy = env.dst.join("run.sh");
+    let ino = common::ino(&copy);
+    let mtime = common::mtime_ns(&copy);
+
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o750)).expect("chmod");
+    std::os::unix::fs::chown(&f, Some(1234), Some(5678)).expect("chown");
+    rustix::fs::setxattr(
+        &f,
+        "user.origin",
+        b"laptop",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("setxattr");
+    // Until a pass carries it over, verify says the copy is stale.
+    let stale = Run::of(env.cmd("verify").output().expect("verify"), &env);
+    stale.code(1);
+    stale.stdout_has(&format!("Stale: {}", f.display()));
+
+    let r = env.once(&[]);
+    r.code(0);
+    r.stdout_has(&format!("Updated: {} -> {}", f.display(), copy.display()));
+    let md = fs::metadata(&copy).expect("copy");
+    assert_eq!(md.permissions().mode() & 0o777, 0o750);
+    assert_eq!((md.uid(), md.gid()), (1234, 5678));
+    let mut value = vec![0u8; 64];
+    let n = rustix::fs::getxattr(&copy, "user.origin", &mut value).expect("xattr on the copy");
+    assert_eq!(&value[..n], b"laptop");
+    // In place: the same file, its contents and time untouched, no new version.
+    assert_eq!(common::ino(&copy), ino);
+    assert_eq!(common::mtime_ns(&copy), mtime);
+    assert_eq!(common::family(&env.dst, "run.sh").len(), 1);
+    Run::of(env.cmd("verify").output().expect("verify"), &env).code(0);
+
+    // Nothing more to do on a rerun.
+    let again = env.once(&[]);
+    again.code(0);
+    assert!(!again.stdout.contains("Updated: "), "{}", again.context());
+
+    // And a restore gives the new mode back.
+    let to = env.root().join("restored.sh");
+    restore(&env, "run.sh", &to, "now").code(0);
+    assert_eq!(
+        fs::metadata(&to).expect("restored").permissions().mode() & 0o777,
+        0o750
+    );
+}

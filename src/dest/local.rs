@@ -111,7 +111,9 @@ impl Local {
             .as_ref()
             .map_or_else(String::new, super::probe::fs_name);
         let mut caps = Capabilities::assumed(kind);
-        caps.precision = root.as_ref().and_then(super::probe::observed_precision);
+        if let Some(fd) = &root {
+            super::probe::observe(fd, &mut caps);
+        }
         let as_root = rustix::process::geteuid().is_root();
         Local::with(root, path, caps, as_root, None).map_err(OpenError::Open)
     }
@@ -551,6 +553,34 @@ impl Folder for LocalFolder {
 
     fn sync(&self) -> io::Result<()> {
         rustix::fs::fsync(self.fd())?;
+        Ok(())
+    }
+
+    fn update_meta(&self, name: &[u8], meta: &Meta, src: &File) -> io::Result<()> {
+        let caps = &self.0.ctx.caps;
+        let out = self.open_read(name)?;
+        let times = timestamps(&Meta::from_stat(&rustix::fs::fstat(&out)?));
+        if caps.owners {
+            rustix::fs::fchown(
+                &out,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )?;
+        }
+        if caps.permissions {
+            rustix::fs::fchmod(&out, Mode::from_raw_mode(meta.mode))?;
+        }
+        if caps.xattrs {
+            let wanted = crate::meta::xattrs(src)?;
+            for (stale, _) in crate::meta::xattrs(&out)? {
+                if !wanted.contains_key(&stale) {
+                    let _ = rustix::fs::fremovexattr(&out, OsStr::from_bytes(&stale));
+                }
+            }
+            copy_xattrs(src, &out)?;
+        }
+        // Setting attributes leaves the modification time; the access time is put back too.
+        rustix::fs::futimens(&out, &times)?;
         Ok(())
     }
 

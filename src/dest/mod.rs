@@ -99,6 +99,10 @@ pub(crate) trait Folder: Send + Sync {
     /// Makes the folder's new names durable.
     fn sync(&self) -> io::Result<()>;
 
+    /// Sets the mode, owner (as kept) and extended attributes of the existing file `name` to
+    /// `meta`'s and `src`'s, leaving its contents and times as they are.
+    fn update_meta(&self, name: &[u8], meta: &Meta, src: &File) -> io::Result<()>;
+
     /// Creates the empty file `name`, failing (`AlreadyExists`) rather than replacing: the
     /// record of a deletion.
     fn create_empty(&self, name: &[u8]) -> io::Result<()>;

@@ -159,28 +159,39 @@ fn names(root: &OwnedFd) -> Vec<Refusal> {
     refused
 }
 
-/// The time resolution that the entries already in `root` show, for a run that may not write
-/// (`--dry-run`, `verify`): the coarsest one that every modification time there is a multiple
-/// of. `None` for an empty folder. Copies carry their sources' times, so this is never finer
+/// What the entries already in `root` show, for a run that may not write (`--dry-run`,
+/// `verify`): the time resolution (the coarsest one that every modification time there is a
+/// multiple of; `None` for an empty folder), and whether permissions and owners are kept. Copies carry their sources' times, so this is never finer
 /// than what the filesystem keeps, and at worst coarser (sources with whole-second times),
 /// which only makes a check lenient by less than that step.
-pub(super) fn observed_precision(root: &OwnedFd) -> Option<u64> {
+pub(super) fn observe(root: &OwnedFd, caps: &mut Capabilities) {
     const SAMPLE: usize = 64;
-    let listing = crate::meta::read_folder(root).ok()?;
-    let times: Vec<Time> = listing
+    let Ok(listing) = crate::meta::read_folder(root) else {
+        return;
+    };
+    // The folder itself too: a folder's mode differs from a file's wherever modes are kept.
+    let itself = rustix::fs::fstat(root).ok().map(|st| Meta::from_stat(&st));
+    let metas: Vec<Meta> = listing
         .iter()
         .filter(|(name, _)| !super::is_temp_name(name))
         .take(SAMPLE)
-        .filter_map(|(name, _)| stat(root, name).ok().map(|m| m.mtime))
+        .filter_map(|(name, _)| stat(root, name).ok())
+        .chain(itself)
         .collect();
-    if times.is_empty() {
-        return None;
-    }
     let ns = |t: &Time| i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec);
-    super::PRECISIONS
-        .into_iter()
-        .rev()
-        .find(|&p| times.iter().all(|t| ns(t) % i128::from(p) == 0))
+    caps.precision = (!metas.is_empty())
+        .then(|| {
+            super::PRECISIONS
+                .into_iter()
+                .rev()
+                .find(|&p| metas.iter().all(|m| ns(&m.mtime) % i128::from(p) == 0))
+        })
+        .flatten();
+    // A filesystem that keeps no permissions or owners shows the same ones on every entry
+    // (0777 on NTFS through ntfs-3g, on exFAT): only entries that differ show that it keeps them.
+    let varied = |f: fn(&Meta) -> (u32, u32)| metas.windows(2).any(|w| f(&w[0]) != f(&w[1]));
+    caps.permissions = varied(|m| (m.mode, 0));
+    caps.owners = varied(|m| (m.uid, m.gid));
 }
 
 /// The filesystem's name, for messages: the type mountinfo gives its mount (`fuse.sshfs` →
