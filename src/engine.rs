@@ -76,6 +76,8 @@ pub(crate) struct Engine {
     /// Set when the destination ran out of space (or quota) in this run: nothing more is
     /// written, and what is left is counted as not copied.
     full: AtomicBool,
+    /// Said once the run's notes are in, as `warning:` lines.
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// The work for one source folder: decide on its entries (all of them, or only the named ones).
@@ -124,6 +126,14 @@ impl FolderRecord {
             )
             || (caps.owners && (self.src.uid, self.src.gid) != (self.dest.uid, self.dest.gid))
     }
+}
+
+/// What the other entries of its folder say about an entry.
+struct Beside {
+    /// On a destination blind to case: the other name that takes this one's place there.
+    clash: Option<Vec<u8>>,
+    /// A database's companions changed at this time (see `Facts::database`).
+    database: Option<crate::meta::Time>,
 }
 
 /// A destination folder on the walk's current path (`None` in a dry run where it does not exist
@@ -184,6 +194,14 @@ impl Engine {
             settings,
             stop,
             full: AtomicBool::new(false),
+            warnings: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A problem worked around, to say when the run is done.
+    fn warn(&self, line: String) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(line);
         }
     }
 
@@ -239,6 +257,14 @@ impl Engine {
             on_note,
         );
         self.finish_folders(&records, on_note);
+        let warnings = self
+            .warnings
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for line in warnings {
+            on_note(Note::Warning(line));
+        }
         records
             .iter()
             .filter(|r| r.changed_entries())
@@ -437,7 +463,13 @@ impl Engine {
                 _ => {
                     let parent = p.parent().unwrap_or(Path::new("")).to_path_buf();
                     let name = p.file_name().map(|n| n.as_bytes().to_vec());
-                    by_folder.entry(parent).or_default().extend(name);
+                    let names = by_folder.entry(parent).or_default();
+                    // A database's commits show as changes of its -wal or -journal: the
+                    // database is what gets copied (the folder's job skips the companion).
+                    if let Some(n) = &name {
+                        names.extend(crate::database::base_of(n));
+                    }
+                    names.extend(name);
                 }
             }
         }
@@ -644,8 +676,16 @@ impl Engine {
             if i % CLOCK_EVERY == 0 {
                 now = Now::read();
             }
-            let clash = clashes.get(name).cloned();
-            let Some((step, size)) = self.entry(&src_dir, name, job, &mut index, now, clash) else {
+            if crate::database::companion_of(name, &src_names).is_some() {
+                // Copied inside its database's copy, never as a version of its own.
+                continue;
+            }
+            let beside = Beside {
+                clash: clashes.get(name).cloned(),
+                database: self.database_changed(&src_dir, name, &src_names),
+            };
+            let Some((step, size)) = self.entry(&src_dir, name, job, &mut index, now, beside)
+            else {
                 continue;
             };
             if matches!(step, Step::Staged(..) | Step::Done(Outcome::Copied(_))) {
@@ -804,7 +844,7 @@ impl Engine {
         job: &FolderJob,
         index: &mut FolderIndex,
         now: Now,
-        clash: Option<Vec<u8>>,
+        beside: Beside,
     ) -> Option<(Step, u64)> {
         let src = match source::stat(src_dir, name) {
             Ok(m) => m,
@@ -818,7 +858,8 @@ impl Engine {
             Ok(f) => f,
             Err(outcome) => return Some((Step::Done(outcome), size)),
         };
-        facts.clash = clash;
+        facts.clash = beside.clash;
+        facts.database = beside.database;
         if let (Some(folder), Some(latest)) = (&job.dest, &facts.latest)
             && latest.kind == Kind::Dir
             && matches!(src.kind, Kind::File | Kind::Symlink)
@@ -932,6 +973,7 @@ impl Engine {
             same_contents: None,
             clash: None,
             xattrs_differ: None,
+            database: None,
         })
     }
 
@@ -1008,6 +1050,9 @@ impl Engine {
         index: &mut FolderIndex,
     ) -> Step {
         let Some((target, _)) = &facts.link else {
+            if let Some(changed) = facts.database {
+                return self.stage_database(src_dir, name, folder, to, changed);
+            }
             return self.stage_file(src_dir, name, folder, to);
         };
         let case_sensitive = self.dest.capabilities().case_sensitive;
@@ -1020,6 +1065,81 @@ impl Engine {
             index.record(name, n.as_bytes().to_vec());
         }
         Step::Done(outcome)
+    }
+
+    /// For a file with a `-wal` or `-journal` beside it (a SQLite database in use, if its header
+    /// says so): the newest modification time among those.
+    fn database_changed(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        src_names: &HashSet<Vec<u8>>,
+    ) -> Option<crate::meta::Time> {
+        crate::database::changing_companions(name)
+            .iter()
+            .filter(|c| src_names.contains(*c))
+            .filter_map(|c| source::stat(src_dir, c).ok())
+            .map(|m| m.mtime)
+            .max()
+    }
+
+    /// Copies a SQLite database with SQLite's own online backup: one file holding its last
+    /// committed state, WAL content included, given the time of its newest change (in any of
+    /// its files). A file that is no database after all, or one SQLite cannot read (locked
+    /// exclusively, encrypted, corrupt), is copied as a file, with a warning for the latter.
+    fn stage_database(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        folder: &dyn Folder,
+        to: Vec<u8>,
+        changed: crate::meta::Time,
+    ) -> Step {
+        let failed = |f: Failure| Step::Done(Outcome::Failed(f));
+        let src = match source::open_file(src_dir, name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Step::Done(Outcome::Vanished),
+            Err(e) => return failed(Failure::io(Op::Open, e)),
+        };
+        if !crate::database::is_database(&src) {
+            return self.stage_file(src_dir, name, folder, to);
+        }
+        let mut meta = match source::fstat(&src) {
+            Ok(m) => m,
+            Err(e) => return failed(Failure::io(Op::Read, e)),
+        };
+        meta.mtime = meta.mtime.max(changed);
+        let mut staged = match folder.stage(name) {
+            Ok(s) => s,
+            Err(e) => {
+                return failed(self.dest_failure(
+                    Failure::at(Op::WriteInto, folder.path(), clone_error(&e)),
+                    &e,
+                ));
+            }
+        };
+        let path = source::path_of(src_dir, name);
+        let copied = staged
+            .file()
+            .map_err(|e| e.to_string())
+            .and_then(|out| crate::database::snapshot(&path, out));
+        if let Err(why) = copied {
+            drop(staged);
+            let real = std::fs::read_link(path.parent().unwrap_or(&path))
+                .map_or(path.clone(), |dir| dir.join(OsStr::from_bytes(name)));
+            self.warn(format!(
+                "{}: SQLite cannot read it as a database ({why}); copied as a file",
+                crate::escape::display(&real)
+            ));
+            return self.stage_file(src_dir, name, folder, to);
+        }
+        if let Err(e) = staged.set_meta(&meta, &src) {
+            return failed(self.dest_failure(Failure::io(Op::SetMetadata, clone_error(&e)), &e));
+        }
+        if let Err(e) = staged.close() {
+            return failed(self.dest_failure(Failure::io(Op::Write, clone_error(&e)), &e));
+        }
+        Step::Staged(staged, to)
     }
 
     /// Copies a regular file into a staged copy, retrying with back-off while it changes under

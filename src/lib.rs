@@ -31,6 +31,7 @@
 mod archive;
 pub mod cli;
 mod config;
+mod database;
 mod dest;
 mod engine;
 mod error;

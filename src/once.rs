@@ -15,6 +15,9 @@ pub(crate) fn run(engine: &Engine, policy: &Policy, reporter: &mut Reporter) -> 
     let mut not_copied = 0u64;
     with_progress(engine, reporter, |reporter| {
         engine.pass(&mut |note: Note| {
+            if let Note::Warning(line) = &note {
+                reporter.warning(line);
+            }
             if let Some(ev) = note.into_event() {
                 if let Outcome::Failed(Failure::DestinationFull) = ev.outcome {
                     not_copied += 1;

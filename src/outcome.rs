@@ -82,6 +82,8 @@ pub(crate) enum Note {
     /// Kept changing while it was read, every attempt (the event holds the failure): a failure
     /// for `once`; `watch` tries again once the file settles.
     Busy(Event),
+    /// Something the run worked around, for a `warning:` line.
+    Warning(String),
 }
 
 impl Note {
@@ -89,7 +91,7 @@ impl Note {
     pub(crate) fn into_event(self) -> Option<Event> {
         match self {
             Note::Done(ev) | Note::Busy(ev) => Some(ev),
-            Note::Unsettled(..) => None,
+            Note::Unsettled(..) | Note::Warning(_) => None,
         }
     }
 }

@@ -29,6 +29,9 @@ pub(crate) struct Facts {
     pub clash: Option<Vec<u8>>,
     /// Once compared: whether the extended attributes of the file and its newest copy differ.
     pub xattrs_differ: Option<bool>,
+    /// A SQLite database in use: the newest modification time of its `-wal` or `-journal`,
+    /// where its latest commits may be while its own file's time stands still.
+    pub database: Option<Time>,
 }
 
 /// How decisions are made in this run.
@@ -237,6 +240,19 @@ fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {
     let Some(latest) = &facts.latest else {
         return Ok(Change::New);
     };
+    if let Some(companion) = facts.database {
+        // A database's copy holds its state as of its newest change, in any of its files; its
+        // size is the copy's own (a consistent copy is not the file as it is on disk).
+        let changed = facts.src.mtime.max(companion);
+        let dest = rules.dest;
+        return if latest.kind == Kind::File
+            && same_time(changed, latest.mtime, dest.precision, dest.local_time)
+        {
+            Err(metadata(facts, latest, rules.dest))
+        } else {
+            Ok(Change::Changed)
+        };
+    }
     let same_meta = unchanged(&facts.src, latest, rules.dest);
     if !rules.checksum {
         return if same_meta {

@@ -58,6 +58,14 @@ pub(crate) fn open_file(dir: &OwnedFd, name: &[u8]) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// A path that leads to the entry `name` of the open folder `dir` (through `/proc/self/fd`), for
+/// a library that opens files by path, such as SQLite: it finds the folder that was opened, not
+/// whatever its path leads to now.
+pub(crate) fn path_of(dir: &OwnedFd, name: &[u8]) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(OsStr::from_bytes(name))
+}
+
 /// Whether an open error means that a symlink took the place of the file.
 pub(crate) fn is_symlink_now(e: &io::Error) -> bool {
     e.raw_os_error() == Some(Errno::LOOP.raw_os_error())

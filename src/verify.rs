@@ -12,6 +12,9 @@ pub(crate) fn run(engine: &Engine, reporter: &mut Reporter) -> Status {
     let mut findings = Findings::default();
     with_progress(engine, reporter, |reporter| {
         engine.pass(&mut |note: Note| {
+            if let Note::Warning(line) = &note {
+                reporter.warning(line);
+            }
             let Some(ev) = note.into_event() else {
                 return;
             };

@@ -620,6 +620,10 @@ impl LocalStaged {
 }
 
 impl Staged for LocalStaged {
+    fn file(&self) -> io::Result<&File> {
+        LocalStaged::file(self)
+    }
+
     /// Uses the kernel's copy (which may share blocks on filesystems that can), and plain reads
     /// and writes where the kernel cannot copy between these two files.
     fn copy_from(&mut self, src: &File, size: u64) -> io::Result<u64> {

@@ -129,6 +129,9 @@ pub(crate) trait Staged: Send {
     /// Gives the copy `meta`'s owner (as root), mode, `src`'s extended attributes, and times.
     fn set_meta(&mut self, meta: &Meta, src: &File) -> io::Result<()>;
 
+    /// The file being written, for a writer other than `copy_from` (SQLite's backup).
+    fn file(&self) -> io::Result<&File>;
+
     /// Ends writing, checking the result: a copy that fails here is never published.
     fn close(&mut self) -> io::Result<()>;
 

@@ -252,6 +252,7 @@ impl Loop<'_> {
                     }
                     // Still being written: it will settle later.
                     Note::Busy(ev) => settle.touch(rel(&ev.src), now),
+                    Note::Warning(line) => reporter.warning(&line),
                     Note::Done(ev) => match &ev.outcome {
                         Outcome::Failed(Failure::DestinationFull) => not_copied += 1,
                         Outcome::Failed(f) if f.may_be_destination() => held.push(ev),
