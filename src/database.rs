@@ -30,6 +30,15 @@ pub(crate) fn base_of(name: &[u8]) -> Option<Vec<u8>> {
         .map(<[u8]>::to_vec)
 }
 
+/// The databases among `names` that have a `-wal` or `-journal` beside them.
+pub(crate) fn in_use(names: &HashSet<Vec<u8>>) -> HashSet<Vec<u8>> {
+    names
+        .iter()
+        .filter_map(|n| companion_of(n, names))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 /// The companions of the database `name` that can hold its newest changes.
 pub(crate) fn changing_companions(name: &[u8]) -> [Vec<u8>; 2] {
     [[name, b"-wal"].concat(), [name, b"-journal"].concat()]

@@ -650,6 +650,7 @@ impl Engine {
             Ok(index) => index,
             Err(failure) => return send(src_path, Step::Done(Outcome::Failed(failure)), 0),
         };
+        let databases = crate::database::in_use(&src_names);
         let clashes = if self.dest.capabilities().case_sensitive {
             HashMap::new()
         } else {
@@ -682,7 +683,10 @@ impl Engine {
             }
             let beside = Beside {
                 clash: clashes.get(name).cloned(),
-                database: self.database_changed(&src_dir, name, &src_names),
+                database: databases
+                    .contains(name)
+                    .then(|| self.database_changed(&src_dir, name, &src_names))
+                    .flatten(),
             };
             let Some((step, size)) = self.entry(&src_dir, name, job, &mut index, now, beside)
             else {

@@ -468,35 +468,48 @@ impl FolderIndex {
         out
     }
 
-    /// Every family the folder holds something of, by its file's name: as the folder holds
-    /// the plain name, else as its versions spell it.
-    pub(crate) fn families(&self) -> Vec<Vec<u8>> {
-        let versions: HashSet<&[u8]> = self
-            .versions
-            .values()
-            .flatten()
-            .map(|(_, n)| n.as_slice())
-            .collect();
+    /// The families the folder holds something of whose file's name is not `present`: by the
+    /// name as the folder holds it, else as its versions spell it. Costs no allocation for the
+    /// families that are present, which on a pass with nothing deleted is all of them.
+    pub(crate) fn absent_families(&self, present: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut out = Vec::new();
-        let plain = self.names.iter().filter_map(|key| {
+        for key in &self.names {
             let stored = self.stored.get(key).unwrap_or(key);
-            (!versions.contains(stored.as_slice())).then(|| stored.clone())
-        });
-        // A family known only from versions whose names may have been shortened cannot be told
-        // by name: it is left out rather than guessed.
-        let versioned = self
-            .versions
-            .values()
-            .filter_map(|vs| vs.first())
-            .filter(|(_, n)| n.len() + 4 <= NAME_MAX)
-            .filter_map(|(_, n)| original_name(n).map(|(orig, _)| orig));
-        for name in plain.chain(versioned) {
-            if seen.insert(self.key(&name).into_owned()) {
-                out.push(name);
+            if present(stored) || self.is_version(stored) {
+                continue;
+            }
+            if seen.insert(key.clone()) {
+                out.push(stored.clone());
+            }
+        }
+        for (key, versions) in &self.versions {
+            // A family known only from versions whose names may have been shortened cannot be
+            // told by name: it is left out rather than guessed.
+            let Some((_, first)) = versions.first().filter(|(_, n)| n.len() + 4 <= NAME_MAX) else {
+                continue;
+            };
+            let Some((orig, _)) = original_name(first) else {
+                continue;
+            };
+            if !present(&orig) && seen.insert(key.clone()) {
+                out.push(orig);
             }
         }
         out
+    }
+
+    /// Whether `name` is filed as a version (or deletion record) of some family here. A
+    /// version-shaped name long enough to have been shortened is taken for one: its family
+    /// cannot be told by its name.
+    fn is_version(&self, name: &[u8]) -> bool {
+        original_name(name).is_some_and(|(orig, _)| {
+            name.len() + 4 > NAME_MAX
+                || self
+                    .versions
+                    .get(self.key(&orig).as_ref())
+                    .is_some_and(|vs| vs.iter().any(|(_, n)| n == name))
+        })
     }
 
     /// The name of a record that `name` was deleted at `now`: the next free place in its
@@ -589,7 +602,7 @@ mod tests {
             index.marker(b"other.txt", T).as_deref(),
             Some(&b"other_20231124_153045_deleted.txt"[..])
         );
-        let mut fams = index.families();
+        let mut fams = index.absent_families(|_| false);
         fams.sort();
         assert_eq!(fams, [b"gone.txt".to_vec(), b"report.txt".to_vec()]);
     }

@@ -217,14 +217,13 @@ pub(crate) fn gone(
         }
     };
     let candidates: Vec<Vec<u8>> = match only {
-        Some(names) => names.iter().cloned().collect(),
-        None => index.families(),
+        Some(names) => names.iter().filter(|n| !in_src(n)).cloned().collect(),
+        None => index.absent_families(in_src),
     };
     candidates
         .into_iter()
         .filter(|name| {
-            !in_src(name)
-                && !crate::dest::is_temp_name(name)
+            !crate::dest::is_temp_name(name)
                 && !name.starts_with(b".Trash-")
                 && !LITTER.contains(&name.as_slice())
                 && index
