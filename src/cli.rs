@@ -167,6 +167,12 @@ pub struct PassArgs {
     #[arg(long, value_name = "FILE")]
     pub exclude_from: Vec<PathBuf>,
 
+    /// Back up the files left out by default too: editor swap, backup and lock files, partial
+    /// downloads and OS litter (*.swp *.swx 4913 *~ .#* #*# .~lock.*# *.part *.crdownload
+    /// *.download .DS_Store Thumbs.db desktop.ini .Trash-*/).
+    #[arg(long)]
+    pub no_default_ignores: bool,
+
     /// Print only failures and the summary.
     #[arg(short = 'q', long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -306,6 +312,20 @@ pub struct WatchArgs {
     /// waiting for it to come back.
     #[arg(long)]
     pub exit_on_lost_destination: bool,
+
+    /// How hard to compete for the disk and the CPU: `low` copies at idle I/O priority and nice
+    /// 10, so that a long-running mirror never slows down what the user is doing.
+    #[arg(long, value_name = "LEVEL", default_value = "low")]
+    pub priority: Priority,
+}
+
+/// How `watch` competes for the disk and the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Priority {
+    /// Idle I/O priority, nice 10.
+    Low,
+    /// As started.
+    Normal,
 }
 
 /// Durations as `500ms`, `2s`, `1h 30m`; a bare number is seconds.

@@ -48,6 +48,8 @@ pub(crate) struct WatchConfig {
     pub(crate) rescan_every: Option<Duration>,
     /// Exit when DST goes away, instead of waiting for it.
     pub(crate) exit_on_lost: bool,
+    /// Copy at idle I/O priority and low CPU priority.
+    pub(crate) low_priority: bool,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
                     poll: a.poll.filter(|d| !d.is_zero()),
                     rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
                     exit_on_lost: a.exit_on_lost_destination,
+                    low_priority: a.priority == crate::cli::Priority::Low,
                 };
                 (a.common, Some(w), false, false)
             }
@@ -91,6 +94,7 @@ impl Config {
             jobs,
             exclude,
             exclude_from,
+            no_default_ignores,
             quiet,
             verbose,
             json,
@@ -110,7 +114,7 @@ impl Config {
             }
         };
         let dst_inside_src = dst.starts_with(&src);
-        let exclude = Exclude::build(&src, &exclude, &exclude_from)?;
+        let exclude = Exclude::build(&src, !no_default_ignores, &exclude, &exclude_from)?;
         let jobs = jobs.map(usize::from).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
         });

@@ -6,6 +6,30 @@ use std::path::{Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
+/// Files that are never worth a version, left out unless `--no-default-ignores`: every copy is
+/// kept forever, so each editor swap file, lock file and half-downloaded file copied would stay
+/// as a permanent version. In gitignore syntax (`\#` is a literal `#`).
+pub(crate) const DEFAULT_IGNORES: [&str; 14] = [
+    // Editors: vim's swap files and its write test, Emacs' backups, locks and autosaves.
+    "*.swp",
+    "*.swx",
+    "4913",
+    "*~",
+    ".#*",
+    "\\#*#",
+    // LibreOffice's lock files.
+    ".~lock.*#",
+    // Downloads in progress: Firefox, Chrome, Safari.
+    "*.part",
+    "*.crdownload",
+    "*.download",
+    // What operating systems leave behind.
+    ".DS_Store",
+    "Thumbs.db",
+    "desktop.ini",
+    ".Trash-*/",
+];
+
 /// The name of the ignore file read from the root of SRC.
 pub(crate) const IGNORE_FILE: &str = ".backupignore";
 
@@ -23,14 +47,22 @@ impl Exclude {
         }
     }
 
-    /// Builds the matcher from command-line globs, pattern files, and `SRC/.backupignore` when
-    /// it exists. The error names the file and line, or the glob, that does not parse.
+    /// Builds the matcher from the default ignores (unless `defaults` is off), command-line
+    /// globs, pattern files, and `SRC/.backupignore` when it exists; a later `!pattern` takes a
+    /// default back. The error names the file and line, or the glob, that does not parse.
     pub(crate) fn build(
         src: &Path,
+        defaults: bool,
         globs: &[String],
         files: &[PathBuf],
     ) -> Result<Exclude, String> {
         let mut b = GitignoreBuilder::new(src);
+        if defaults {
+            for glob in DEFAULT_IGNORES {
+                b.add_line(None, glob)
+                    .map_err(|e| format!("default ignore {glob:?}: {e}"))?;
+            }
+        }
         for glob in globs {
             b.add_line(None, glob)
                 .map_err(|e| format!("--exclude {glob:?}: {e}"))?;
@@ -77,7 +109,7 @@ mod tests {
 
     fn ex(globs: &[&str]) -> Exclude {
         let globs: Vec<String> = globs.iter().map(|s| s.to_string()).collect();
-        Exclude::build(Path::new("/nonexistent-src"), &globs, &[]).expect("valid globs")
+        Exclude::build(Path::new("/nonexistent-src"), false, &globs, &[]).expect("valid globs")
     }
 
     #[test]
@@ -104,6 +136,34 @@ mod tests {
     }
 
     #[test]
+    fn default_ignores_leave_out_litter_and_can_be_taken_back() {
+        let on = Exclude::build(Path::new("/s"), true, &[], &[]).expect("defaults parse");
+        let p = Path::new;
+        for litter in [
+            ".report.txt.swp",
+            "4913",
+            "notes.txt~",
+            ".#notes.txt",
+            "#notes.txt#",
+            ".~lock.budget.ods#",
+            "film.mkv.part",
+            "setup.exe.crdownload",
+            "deep/down/.DS_Store",
+            "Thumbs.db",
+        ] {
+            assert!(on.excludes(p(litter), false), "{litter}");
+        }
+        assert!(on.excludes(p(".Trash-1000"), true));
+        assert!(!on.excludes(p("report.txt"), false));
+        assert!(!on.excludes(p("#notes.txt"), false));
+        let back =
+            Exclude::build(Path::new("/s"), true, &["!*.part".to_string()], &[]).expect("parse");
+        assert!(!back.excludes(p("film.mkv.part"), false));
+        let off = Exclude::build(Path::new("/s"), false, &[], &[]).expect("parse");
+        assert!(!off.excludes(p("x.swp"), false));
+    }
+
+    #[test]
     fn nothing_is_excluded_by_default() {
         assert!(!Exclude::none().excludes(Path::new("a.tmp"), false));
         assert!(Exclude::none().is_empty());
@@ -111,7 +171,8 @@ mod tests {
 
     #[test]
     fn a_bad_glob_is_named() {
-        let err = Exclude::build(Path::new("/s"), &["{a,b".to_string()], &[]).expect_err("bad");
+        let err =
+            Exclude::build(Path::new("/s"), false, &["{a,b".to_string()], &[]).expect_err("bad");
         assert!(err.contains("{a,b"), "{err}");
     }
 }

@@ -434,3 +434,33 @@ fn help_explains_every_option() {
         assert!(long.contains("EXAMPLES:"), "{sub}");
     }
 }
+
+#[test]
+fn editor_lock_and_download_litter_is_left_out_by_default() {
+    let env = Env::new();
+    env.write("report.odt", "the document");
+    // What vim, LibreOffice and Firefox leave beside real files while they work.
+    env.write(".report.txt.swp", "vim swap");
+    env.write("4913", "vim's test write");
+    env.write("report.txt~", "vim backup");
+    env.write(".~lock.report.odt#", "libreoffice lock");
+    env.write("film.mkv.part", "half a download");
+    env.write(".Trash-1000/files/old.txt", "trash");
+    let r = env.once(&[]);
+    r.code(0);
+    assert_eq!(
+        env.dst_names(""),
+        vec!["report.odt".to_string()],
+        "{}",
+        r.context()
+    );
+    assert_eq!(r.summary("Successfully copied"), 1);
+
+    let all = Env::new();
+    all.write("report.odt", "the document");
+    all.write(".~lock.report.odt#", "libreoffice lock");
+    all.write("film.mkv.part", "half a download");
+    let r = all.once(&["--no-default-ignores"]);
+    r.code(0);
+    assert_eq!(r.summary("Successfully copied"), 3, "{}", r.context());
+}

@@ -413,3 +413,37 @@ fn a_folder_renamed_inside_the_source_is_watched_under_its_new_name() {
     assert!(!env.dst.join("a/sub/new.txt").exists(), "{}", w.context());
     stop_ok(w, Signal::INT);
 }
+
+/// The nice value of the process `pid` (the 19th field of its stat line).
+fn nice_of(pid: u32) -> i64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .expect("fields");
+    after
+        .split(' ')
+        .nth(16)
+        .and_then(|n| n.parse().ok())
+        .expect("nice")
+}
+
+#[test]
+fn watch_copies_at_idle_priority_unless_told_otherwise() {
+    let env = Env::new();
+    env.write("a.txt", "a");
+    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    assert_eq!(nice_of(w.pid()), 10);
+    let ionice = std::process::Command::new("ionice")
+        .arg("-p")
+        .arg(w.pid().to_string())
+        .output();
+    if let Ok(out) = ionice {
+        let class = String::from_utf8_lossy(&out.stdout);
+        assert!(class.trim().starts_with("idle"), "{class}");
+    }
+    stop_ok(w, Signal::INT);
+    let w = Watch::start(&env, &["--debounce", "100ms", "--priority", "normal"]);
+    assert_eq!(nice_of(w.pid()), nice_of(std::process::id()), "as started");
+    stop_ok(w, Signal::INT);
+}

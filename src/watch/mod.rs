@@ -95,6 +95,14 @@ pub(crate) fn run(
             return Status::Failure;
         }
     };
+    if cfg.low_priority
+        && let Err(e) = be_a_good_neighbour()
+    {
+        reporter.warning(&format!(
+            "cannot lower this process's priority: {}",
+            reason(&e)
+        ));
+    }
     let feed = Feed::new();
     let Some(watcher) = start(engine, cfg, &feed, reporter) else {
         return Status::Failure;
@@ -498,6 +506,29 @@ fn watch_tree(engine: &Engine, watcher: &mut Watcher, rel: &Path) -> notify::Res
     for dir in engine.tree.folders(rel) {
         watcher.add(&dir)?;
     }
+    Ok(())
+}
+
+/// Lowers the priority of this thread, and of every thread it starts from now on (the workers
+/// of every batch): idle I/O priority, and nice 10. A mirror left running all day copies when
+/// nothing else wants the disk, and never makes the desktop stutter.
+fn be_a_good_neighbour() -> std::io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: a plain syscall with integer arguments; its result is checked.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        )
+    };
+    if set == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    rustix::process::setpriority_process(None, 10)?;
     Ok(())
 }
 
