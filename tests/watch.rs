@@ -223,8 +223,9 @@ fn a_destination_inside_the_source_causes_no_feedback() {
     env.dst = env.src.join("mirror");
     let w = Watch::start(&env, &["--debounce", "200ms"]);
     env.write("a.txt", "one change");
-    w.wait_for("the copy", LIMIT, |_| {
-        read(&env.dst.join("a.txt")) == b"one change"
+    // The copy, and the rolling line of the batch that made it.
+    w.wait_for("the copy", LIMIT, |w| {
+        read(&env.dst.join("a.txt")) == b"one change" && w.stdout().contains("batch: copied 1,")
     });
     let batches = w.batches();
     hold_for(Duration::from_millis(1500));
