@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -981,8 +982,23 @@ impl Engine {
         })
     }
 
-    /// Whether the source file and its newest copy hold the same bytes (`false` when either
-    /// cannot be read: then a copy is made).
+    /// Compares the source file `name` with its newest copy by `same`; `None` when either
+    /// cannot be opened or read (then the copy is taken to differ).
+    fn against_copy(
+        &self,
+        src_dir: &OwnedFd,
+        name: &[u8],
+        folder: &dyn Folder,
+        index: &FolderIndex,
+        same: impl FnOnce(File, File) -> io::Result<bool>,
+    ) -> Option<bool> {
+        let latest = index.latest(name)?;
+        let src = source::open_file(src_dir, name).ok()?;
+        let copy = folder.open_read(&latest.name).ok()?;
+        same(src, copy).ok()
+    }
+
+    /// Whether the source file and its newest copy hold the same bytes.
     fn same_contents(
         &self,
         src_dir: &OwnedFd,
@@ -990,17 +1006,11 @@ impl Engine {
         folder: &dyn Folder,
         index: &FolderIndex,
     ) -> bool {
-        let Some(latest) = index.latest(name) else {
-            return false;
-        };
-        let compared = source::open_file(src_dir, name)
-            .and_then(|a| Ok((a, folder.open_read(&latest.name)?)))
-            .and_then(|(a, b)| source::same_bytes(a, b));
-        compared.unwrap_or(false)
+        self.against_copy(src_dir, name, folder, index, source::same_bytes)
+            .unwrap_or(false)
     }
 
-    /// Whether the extended attributes of the source file and its newest copy differ (`true`
-    /// when either cannot be read: then they are set again).
+    /// Whether the extended attributes of the source file and its newest copy differ.
     fn xattrs_differ(
         &self,
         src_dir: &OwnedFd,
@@ -1008,14 +1018,10 @@ impl Engine {
         folder: &dyn Folder,
         index: &FolderIndex,
     ) -> bool {
-        let Some(latest) = index.latest(name) else {
-            return false;
-        };
-        let src = source::open_file(src_dir, name).and_then(|f| crate::meta::xattrs(&f));
-        let copy = folder
-            .open_read(&latest.name)
-            .and_then(|f| crate::meta::xattrs(&f));
-        !matches!((src, copy), (Ok(a), Ok(b)) if a == b)
+        let same = |a: File, b: File| Ok(crate::meta::xattrs(&a)? == crate::meta::xattrs(&b)?);
+        !self
+            .against_copy(src_dir, name, folder, index, same)
+            .unwrap_or(false)
     }
 
     /// Carries out a refresh decision: the newest copy's mode, owner and extended attributes
