@@ -100,19 +100,7 @@ impl Config {
             json,
         } = pass;
         let (src, dst) = check_paths(&src, &dst)?;
-        let create_dst = match missing_parent(&dst) {
-            _ if dst.is_dir() => None,
-            None => Some(Create::Folder),
-            Some(_) if mkpath => Some(Create::Path),
-            Some(parent) => {
-                return Err(format!(
-                    "destination {}: the folder {} does not exist (is the drive mounted?); \
-                     --mkpath creates the whole path",
-                    display(&dst),
-                    display(&parent)
-                ));
-            }
-        };
+        let create_dst = how_to_create(&dst, mkpath)?;
         let dst_inside_src = dst.starts_with(&src);
         let exclude = Exclude::build(&src, !no_default_ignores, &exclude, &exclude_from)?;
         let jobs = jobs.map(usize::from).unwrap_or_else(|| {
@@ -150,6 +138,23 @@ pub(crate) enum Create {
     Folder,
     /// `--mkpath`: DST and every missing parent.
     Path,
+}
+
+/// How a missing DST is to be made: only itself when its parent exists, the whole path with
+/// `--mkpath`, else not at all: a missing parent is often a drive that is not mounted, and the
+/// copy would fill the system disk.
+fn how_to_create(dst: &Path, mkpath: bool) -> Result<Option<Create>, String> {
+    match missing_parent(dst) {
+        _ if dst.is_dir() => Ok(None),
+        None => Ok(Some(Create::Folder)),
+        Some(_) if mkpath => Ok(Some(Create::Path)),
+        Some(parent) => Err(format!(
+            "destination {}: the folder {} does not exist (is the drive mounted?); --mkpath \
+             creates the whole path",
+            display(dst),
+            display(&parent)
+        )),
+    }
 }
 
 /// The topmost missing folder above `dst`, when even its parent does not exist.

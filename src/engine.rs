@@ -636,19 +636,9 @@ impl Engine {
             };
             let _ = notes.send(note);
         };
-        let failed = |op: Op, e: io::Error| Step::Done(Outcome::Failed(Failure::io(op, e)));
-        let src_dir = match source::open_folder(&src_path) {
-            Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => return send(src_path, failed(Op::Read, e), 0),
-        };
-        let listing = match source::list(&src_dir) {
-            Ok(l) => l,
-            Err(e) => return send(src_path, failed(Op::Read, e), 0),
-        };
-        let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
-        let mut index = match self.index(job, &src_names) {
-            Ok(index) => index,
+        let (src_dir, listing, src_names, mut index) = match self.open_job(job, &src_path) {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return,
             Err(failure) => return send(src_path, Step::Done(Outcome::Failed(failure)), 0),
         };
         let databases = crate::database::in_use(&src_names);
@@ -663,24 +653,13 @@ impl Engine {
             if self.stopped() {
                 break;
             }
-            if *kind == Kind::Dir
-                || job.only.as_ref().is_some_and(|only| !only.contains(name))
-                || (!self.tree.exclude.is_empty()
-                    && self
-                        .tree
-                        .exclude
-                        .excludes(&job.rel.join(OsStr::from_bytes(name)), false))
-            {
+            if self.passes_over(job, name, *kind, &src_names) {
                 continue;
             }
             // The clock is read again after every copy (its name carries the time) and every
             // so many entries, not for each one: a no-change pass reads it hardly at all.
             if i % CLOCK_EVERY == 0 {
                 now = Now::read();
-            }
-            if crate::database::companion_of(name, &src_names).is_some() {
-                // Copied inside its database's copy, never as a version of its own.
-                continue;
             }
             let beside = Beside {
                 clash: clashes.get(name).cloned(),
@@ -696,27 +675,22 @@ impl Engine {
             if matches!(step, Step::Staged(..) | Step::Done(Outcome::Copied(_))) {
                 now = Now::read();
             }
+            let src = src_path.join(OsStr::from_bytes(name));
             match step {
                 Step::Done(Outcome::Unchanged) if !self.settings.each_unchanged => {
                     unchanged += 1;
                     unchanged_bytes += size;
                 }
-                Step::Done(outcome) => {
-                    if matches!(outcome, Outcome::Copied(_)) {
-                        job.touched.store(true, Ordering::Relaxed);
-                    }
-                    send(
-                        src_path.join(OsStr::from_bytes(name)),
-                        Step::Done(outcome),
-                        size,
-                    );
-                }
                 Step::Staged(staged, target) => {
-                    let src = src_path.join(OsStr::from_bytes(name));
                     let ready = self.ready(job, staged, name, target, src, size);
                     self.stage_into(batch, ready, notes);
                 }
-                other => send(src_path.join(OsStr::from_bytes(name)), other, size),
+                step => {
+                    if matches!(step, Step::Done(Outcome::Copied(_))) {
+                        job.touched.store(true, Ordering::Relaxed);
+                    }
+                    send(src, step, size);
+                }
             }
         }
         if !self.stopped() {
@@ -729,6 +703,46 @@ impl Engine {
                 unchanged_bytes,
             );
         }
+    }
+
+    /// What a job works from: the source folder, open, its listing and names, and the
+    /// destination folder's names by family. `None` for a source folder that is gone.
+    #[allow(clippy::type_complexity)]
+    fn open_job(
+        &self,
+        job: &FolderJob,
+        src_path: &Path,
+    ) -> Result<Option<(OwnedFd, Vec<(Vec<u8>, Kind)>, HashSet<Vec<u8>>, FolderIndex)>, Failure>
+    {
+        let src_dir = match source::open_folder(src_path) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Failure::io(Op::Read, e)),
+        };
+        let listing = source::list(&src_dir).map_err(|e| Failure::io(Op::Read, e))?;
+        let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
+        let index = self.index(job, &src_names)?;
+        Ok(Some((src_dir, listing, src_names, index)))
+    }
+
+    /// Whether the job leaves an entry to others: a folder (the walk's), a name it was not
+    /// asked about, an excluded one, and a database's companion (copied inside its database's
+    /// copy, never as a version of its own).
+    fn passes_over(
+        &self,
+        job: &FolderJob,
+        name: &[u8],
+        kind: Kind,
+        src_names: &HashSet<Vec<u8>>,
+    ) -> bool {
+        kind == Kind::Dir
+            || job.only.as_ref().is_some_and(|only| !only.contains(name))
+            || (!self.tree.exclude.is_empty()
+                && self
+                    .tree
+                    .exclude
+                    .excludes(&job.rel.join(OsStr::from_bytes(name)), false))
+            || crate::database::companion_of(name, src_names).is_some()
     }
 
     /// The names in the job's destination folder, by family, once temporary files that a killed
@@ -865,20 +879,8 @@ impl Engine {
         };
         facts.clash = beside.clash;
         facts.database = beside.database;
-        if let (Some(folder), Some(latest)) = (&job.dest, &facts.latest)
-            && latest.kind == Kind::Dir
-            && matches!(src.kind, Kind::File | Kind::Symlink)
-            && !self.settings.dry_run
-        {
-            // A folder in DST where SRC now has a file: its deletion is recorded first, so that
-            // the file's versions come after it and a restore gives back one shape at a time.
-            match record_deletion_now(&**folder, index, name) {
-                Ok(_) => job.touched.store(true, Ordering::Relaxed),
-                Err(e) => {
-                    let failure = Failure::at(Op::WriteInto, folder.path(), e);
-                    return Some((Step::Done(Outcome::Failed(failure)), size));
-                }
-            }
+        if let Err(failure) = self.folder_replaced(job, &facts, index, name) {
+            return Some((Step::Done(Outcome::Failed(failure)), size));
         }
         let rules = self.rules(job.defer);
         let mut decision = plan::decide(name, &facts, index, &rules, now);
@@ -925,6 +927,27 @@ impl Engine {
             }
         };
         Some((step, size))
+    }
+
+    /// A folder in DST where SRC now has a file: its deletion is recorded first, so that the
+    /// file's versions come after it and a restore gives back one shape at a time.
+    fn folder_replaced(
+        &self,
+        job: &FolderJob,
+        facts: &Facts,
+        index: &mut FolderIndex,
+        name: &[u8],
+    ) -> Result<(), Failure> {
+        if let (Some(folder), Some(latest)) = (&job.dest, &facts.latest)
+            && latest.kind == Kind::Dir
+            && matches!(facts.src.kind, Kind::File | Kind::Symlink)
+            && !self.settings.dry_run
+        {
+            record_deletion_now(&**folder, index, name)
+                .map_err(|e| Failure::at(Op::WriteInto, folder.path(), e))?;
+            job.touched.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// What `plan` needs to know about an entry besides its own metadata: its newest copy and,

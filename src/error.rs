@@ -66,10 +66,7 @@ pub(crate) enum Failure {
     /// Every version name tried was taken by the time it was published.
     NoFreeName,
     /// The destination (of the named filesystem) cannot hold this name.
-    NameRefused {
-        fs: String,
-        why: crate::dest::Refusal,
-    },
+    NameRefused { fs: String, why: String },
     /// On a destination that does not tell case apart, another source name in the same folder
     /// differs from this one only in case, and is backed up under it.
     CaseClash { fs: String, other: Vec<u8> },

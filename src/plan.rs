@@ -142,7 +142,7 @@ fn cannot_hold(name: &[u8], facts: &Facts, dest: &Capabilities) -> Option<Decisi
     if let Some(why) = dest.refuses.iter().find(|r| r.matches(name)) {
         return fail(Failure::NameRefused {
             fs: fs(),
-            why: *why,
+            why: why.to_string(),
         });
     }
     if let Some(other) = &facts.clash {

@@ -116,22 +116,7 @@ pub(crate) fn run(
         "Watching {} for changes ({method}; Ctrl-C to stop)",
         display(&engine.tree.src)
     ));
-    let mut l = Loop {
-        engine,
-        cfg,
-        policy,
-        feed,
-        watcher,
-        settle: Settle::new(cfg.debounce, cfg.max_delay),
-        pending: Pending::default(),
-        totals: Counts::default(),
-        prune_failed: false,
-        next_rescan: cfg.rescan_every.map(|d| Instant::now() + d),
-        away: None,
-        said: String::new(),
-        last_waiting: None,
-        lost_for_good: false,
-    };
+    let mut l = Loop::new(engine, cfg, policy, feed, watcher);
     with_progress(engine, reporter, |reporter| {
         l.batch(Scope::full(), true, reporter);
     });
@@ -163,7 +148,32 @@ pub(crate) fn run(
     status
 }
 
-impl Loop<'_> {
+impl<'a> Loop<'a> {
+    fn new(
+        engine: &'a Engine,
+        cfg: &'a WatchConfig,
+        policy: &'a Policy,
+        feed: Feed,
+        watcher: Watcher,
+    ) -> Loop<'a> {
+        Loop {
+            engine,
+            cfg,
+            policy,
+            feed,
+            watcher,
+            settle: Settle::new(cfg.debounce, cfg.max_delay),
+            pending: Pending::default(),
+            totals: Counts::default(),
+            prune_failed: false,
+            next_rescan: cfg.rescan_every.map(|d| Instant::now() + d),
+            away: None,
+            said: String::new(),
+            last_waiting: None,
+            lost_for_good: false,
+        }
+    }
+
     /// Runs what is due, or else waits for events, a wake-up, or the next deadline.
     fn step(&mut self, reporter: &mut Reporter, wake: &Receiver<()>) {
         let scope = self.due();
