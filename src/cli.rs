@@ -128,13 +128,22 @@ pub struct OnceArgs {
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Folder to back up.
-    #[arg(value_name = "SRC")]
-    pub src: PathBuf,
+    /// Folder to back up [default: every pair of the config file].
+    #[arg(value_name = "SRC", requires = "dst")]
+    pub src: Option<PathBuf>,
 
     /// Folder to copy into; created when missing and its parent exists.
     #[arg(value_name = "DST")]
-    pub dst: PathBuf,
+    pub dst: Option<PathBuf>,
+
+    /// Without SRC and DST: the config file of pairs to back up
+    /// [default: $XDG_CONFIG_HOME/backup/config.toml].
+    #[arg(long, value_name = "FILE", conflicts_with = "src")]
+    pub config: Option<PathBuf>,
+
+    /// Without SRC and DST: back up only the pair of this name (repeatable).
+    #[arg(long, value_name = "NAME", conflicts_with = "src")]
+    pub only: Vec<String>,
 
     /// Create DST with all its missing parents (by default only DST itself is created, and only
     /// when its parent exists: a missing parent is often a drive that is not mounted).
@@ -149,7 +158,7 @@ pub struct CommonArgs {
 }
 
 /// How a pass over SRC compares, selects and reports: shared by `once`, `watch` and `verify`.
-#[derive(Debug, Default, Args)]
+#[derive(Clone, Debug, Default, Args)]
 pub struct PassArgs {
     /// Compare file contents, not size and modification time, to decide what changed.
     #[arg(short = 'c', long)]
@@ -320,7 +329,8 @@ pub struct WatchArgs {
 }
 
 /// How `watch` competes for the disk and the CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Priority {
     /// Idle I/O priority, nice 10.
     Low,

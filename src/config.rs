@@ -11,11 +11,14 @@ use crate::error::reason;
 use crate::escape::display;
 use crate::exclude::Exclude;
 use crate::history::Policy;
+use crate::pairs;
 use crate::report::Style;
 
 /// Everything a run needs to know, decided.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
+    /// The pair's name, when it comes from the config file.
+    pub(crate) name: Option<String>,
     /// The source folder, canonical.
     pub(crate) src: PathBuf,
     /// The destination folder, canonical (its missing tail resolved lexically).
@@ -53,9 +56,9 @@ pub(crate) struct WatchConfig {
 }
 
 impl Config {
-    /// Validates the command line of `once`, `watch` or `verify`; the error is the message
-    /// for `error: …`.
-    pub(crate) fn from_cli(command: Command) -> Result<Config, String> {
+    /// Validates the command line of `once`, `watch` or `verify`, and without SRC and DST the
+    /// config file's pairs; the error is the message for `error: …`.
+    pub(crate) fn from_cli(command: Command) -> Result<Vec<Config>, String> {
         let (common, watch, dry_run, verify) = match command {
             Command::Once(a) => (a.common, None, a.dry_run, false),
             Command::Watch(a) => {
@@ -72,8 +75,10 @@ impl Config {
             // Checking is a dry run whose would-be copies are the findings.
             Command::Verify(a) => {
                 let common = CommonArgs {
-                    src: a.src,
-                    dst: a.dst,
+                    src: Some(a.src),
+                    dst: Some(a.dst),
+                    config: None,
+                    only: Vec::new(),
                     mkpath: false,
                     pass: a.pass,
                     policy: PolicyArgs::default(),
@@ -82,13 +87,92 @@ impl Config {
             }
             _ => return Err("not a backup command".into()),
         };
+        if common.src.is_some() {
+            return Ok(vec![Config::build(common, watch, dry_run, verify, None)?]);
+        }
+        Config::from_file(common, watch, dry_run)
+    }
+
+    /// Every pair of the config file (or those `--only` names), each with the file's settings
+    /// and the command line's output options. Pairs watched together share the CPUs.
+    fn from_file(
+        cli: CommonArgs,
+        watch: Option<WatchConfig>,
+        dry_run: bool,
+    ) -> Result<Vec<Config>, String> {
+        let path = match cli.config.clone() {
+            Some(p) => p,
+            None => pairs::default_path().filter(|p| p.exists()).ok_or(
+                "give SRC and DST, or pairs in a config file (--config FILE, or \
+                     $XDG_CONFIG_HOME/backup/config.toml)",
+            )?,
+        };
+        let pairs = pairs::load(&path, &cli.only)?;
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let share = u16::try_from((cpus / pairs.len()).max(1)).unwrap_or(1);
+        let mut out = Vec::new();
+        for pair in pairs {
+            let o = pair.options;
+            let common = CommonArgs {
+                src: Some(pair.src),
+                dst: Some(pair.dst),
+                config: None,
+                only: Vec::new(),
+                mkpath: o.mkpath.unwrap_or(false),
+                pass: PassArgs {
+                    checksum: o.checksum.unwrap_or(false),
+                    jobs: o.jobs.or(watch.as_ref().map(|_| share)),
+                    exclude: o.exclude.unwrap_or_default(),
+                    exclude_from: o.exclude_from.unwrap_or_default(),
+                    no_default_ignores: o.no_default_ignores.unwrap_or(false),
+                    ..cli.pass.clone()
+                },
+                policy: PolicyArgs {
+                    keep_last: o.keep_last,
+                    keep_within: o.keep_within,
+                    staggered: o.staggered.unwrap_or(false),
+                },
+            };
+            let watch = watch.as_ref().map(|_| {
+                let debounce = o.debounce.unwrap_or(Duration::from_secs(1));
+                WatchConfig {
+                    debounce,
+                    max_delay: o.max_delay.unwrap_or(Duration::from_secs(60)).max(debounce),
+                    poll: o.poll.filter(|d| !d.is_zero()),
+                    rescan_every: Some(o.rescan_every.unwrap_or(Duration::from_secs(3600)))
+                        .filter(|d| !d.is_zero()),
+                    exit_on_lost: o.exit_on_lost_destination.unwrap_or(false),
+                    low_priority: o.priority.unwrap_or(crate::cli::Priority::Low)
+                        == crate::cli::Priority::Low,
+                }
+            });
+            let name = pair.name;
+            let config = Config::build(common, watch, dry_run, false, Some(name.clone()))
+                .map_err(|e| format!("pair {name}: {e}"))?;
+            out.push(config);
+        }
+        Ok(out)
+    }
+
+    /// Validates one pair and makes every decision a run of it needs.
+    fn build(
+        common: CommonArgs,
+        watch: Option<WatchConfig>,
+        dry_run: bool,
+        verify: bool,
+        name: Option<String>,
+    ) -> Result<Config, String> {
         let CommonArgs {
             src,
             dst,
             mkpath,
             pass,
             policy,
+            ..
         } = common;
+        let (Some(src), Some(dst)) = (src, dst) else {
+            return Err("give SRC and DST".into());
+        };
         let PassArgs {
             checksum,
             jobs,
@@ -115,6 +199,7 @@ impl Config {
             dry_run,
         };
         Ok(Config {
+            name,
             src,
             dst,
             dst_inside_src,

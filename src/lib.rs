@@ -42,6 +42,7 @@ mod meta;
 mod naming;
 mod once;
 mod outcome;
+mod pairs;
 mod plan;
 mod report;
 mod scan;
@@ -111,16 +112,76 @@ fn prune_needs_a_policy() -> ! {
         .exit()
 }
 
-/// `once`, `watch` or `verify`.
+/// `once`, `watch` or `verify`: of SRC and DST, or of every pair of the config file (`once`
+/// one after another; `watch` all at once, each in its own thread, stopped by the same signal).
 fn backup(command: Command) -> Status {
-    let config = match Config::from_cli(command) {
+    let configs = match Config::from_cli(command) {
         Ok(c) => c,
         Err(message) => {
             Reporter::stdio(Style::default()).error(&message);
             return Status::Failure;
         }
     };
+    let (stop, wake) = match signals() {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("cannot handle signals: {}", reason(&e));
+            Reporter::stdio(Style::default()).error(&why);
+            return Status::Failure;
+        }
+    };
+    let watching = configs.iter().any(|c| c.watch.is_some());
+    if watching && configs.len() > 1 {
+        let statuses: Vec<Status> = std::thread::scope(|s| {
+            let runs: Vec<_> = configs
+                .into_iter()
+                .map(|config| {
+                    let (stop, wake) = (Arc::clone(&stop), wake.clone());
+                    s.spawn(move || run_pair(config, stop, wake))
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().unwrap_or(Status::Failure))
+                .collect()
+        });
+        return worst(statuses);
+    }
+    let mut statuses = Vec::new();
+    for config in configs {
+        statuses.push(run_pair(config, Arc::clone(&stop), wake.clone()));
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+    }
+    worst(statuses)
+}
+
+/// The status that says most: interrupted, else failed, else success.
+fn worst(statuses: Vec<Status>) -> Status {
+    statuses
+        .into_iter()
+        .max_by_key(|s| match s {
+            Status::Success => 0,
+            Status::Failure => 1,
+            Status::Interrupted => 2,
+        })
+        .unwrap_or(Status::Success)
+}
+
+/// One pair: SRC and DST opened, checked and backed up by `once`, `watch` or `verify`.
+fn run_pair(
+    config: Config,
+    stop: Arc<AtomicBool>,
+    wake: crossbeam_channel::Receiver<()>,
+) -> Status {
     let mut reporter = Reporter::stdio(config.style);
+    if let Some(name) = &config.name {
+        reporter.info(&format!(
+            "Pair {name}: {} -> {}",
+            display(&config.src),
+            display(&config.dst)
+        ));
+    }
     if let (Some(how), false) = (config.create_dst, config.dry_run) {
         let made = match how {
             config::Create::Folder => std::fs::create_dir(&config.dst),
@@ -161,13 +222,6 @@ fn backup(command: Command) -> Status {
     }
     // Without times that stick, size and time cannot tell a changed file from an unchanged one.
     let checksum = config.checksum || (caps.probed && caps.precision.is_none());
-    let (stop, wake) = match signals() {
-        Ok(s) => s,
-        Err(e) => {
-            reporter.error(&format!("cannot handle signals: {}", reason(&e)));
-            return Status::Failure;
-        }
-    };
     let tree = Tree {
         src: config.src.clone(),
         skip: config.dst_inside_src.then(|| config.dst.clone()),

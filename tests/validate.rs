@@ -184,7 +184,6 @@ fn destination_inside_source_is_allowed() {
 fn usage_errors_exit_2() {
     let env = Env::new();
     for args in [
-        vec!["once"],
         vec!["once", "a"],
         vec!["copy", "a", "b"],
         vec!["once", "a", "b", "--jobs", "0"],
@@ -195,4 +194,17 @@ fn usage_errors_exit_2() {
         assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     }
     assert!(!env.dst.exists());
+    // Without SRC and DST the pairs come from the config file; with none, one error says so.
+    let out = Command::new(bin())
+        .arg("once")
+        .env("XDG_CONFIG_HOME", env.root())
+        .env("HOME", env.root())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: give SRC and DST, or pairs in a config file"),
+        "{err}"
+    );
 }

@@ -1,0 +1,260 @@
+//! The config file: several folders, each backed up into its own destination, for `once` and
+//! `watch` run without SRC and DST (and for the user service). TOML, read with serde: one
+//! `[[backup]]` table per pair, with `src`, `dst`, an optional `name`, and any option that
+//! `once` and `watch` take; the same options at the top are defaults for every pair. Unknown
+//! keys, bad values and two pairs writing into one destination are errors that name the file,
+//! the line and the key, before anything is written.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::Priority;
+use crate::escape::display;
+
+/// The settings a pair can have, each optional: the pair's own, else the file's defaults, else
+/// the built-in ones.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct Options {
+    pub checksum: Option<bool>,
+    pub jobs: Option<u16>,
+    pub exclude: Option<Vec<String>>,
+    pub exclude_from: Option<Vec<PathBuf>>,
+    pub no_default_ignores: Option<bool>,
+    pub mkpath: Option<bool>,
+    pub keep_last: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub keep_within: Option<Duration>,
+    pub staggered: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub debounce: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub poll: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub rescan_every: Option<Duration>,
+    pub exit_on_lost_destination: Option<bool>,
+    pub priority: Option<Priority>,
+}
+
+impl Options {
+    /// These settings, with `defaults` where they have none.
+    fn or(self, defaults: &Options) -> Options {
+        let d = defaults.clone();
+        Options {
+            checksum: self.checksum.or(d.checksum),
+            jobs: self.jobs.or(d.jobs),
+            exclude: self.exclude.or(d.exclude),
+            exclude_from: self.exclude_from.or(d.exclude_from),
+            no_default_ignores: self.no_default_ignores.or(d.no_default_ignores),
+            mkpath: self.mkpath.or(d.mkpath),
+            keep_last: self.keep_last.or(d.keep_last),
+            keep_within: self.keep_within.or(d.keep_within),
+            staggered: self.staggered.or(d.staggered),
+            debounce: self.debounce.or(d.debounce),
+            max_delay: self.max_delay.or(d.max_delay),
+            poll: self.poll.or(d.poll),
+            rescan_every: self.rescan_every.or(d.rescan_every),
+            exit_on_lost_destination: self.exit_on_lost_destination.or(d.exit_on_lost_destination),
+            priority: self.priority.or(d.priority),
+        }
+    }
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::cli::parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// One `[[backup]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PairTable {
+    name: Option<String>,
+    src: PathBuf,
+    dst: toml::Spanned<PathBuf>,
+    #[serde(flatten)]
+    options: Options,
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct FileTable {
+    #[serde(default)]
+    backup: Vec<PairTable>,
+    #[serde(flatten)]
+    defaults: Options,
+}
+
+/// One pair to back up.
+#[derive(Clone, Debug)]
+pub(crate) struct Pair {
+    /// Its `name`, else its position (`1`, `2`, …) in the file.
+    pub name: String,
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub options: Options,
+}
+
+/// Where the config file is unless `--config` says: `$XDG_CONFIG_HOME/backup/config.toml`, or
+/// `~/.config/backup/config.toml`.
+pub(crate) fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("backup").join("config.toml"))
+}
+
+/// Reads the pairs from `path`, keeping those named in `only` (all when empty). The error is
+/// the `error:` line: the file, and the line and key at fault.
+pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {
+    let named = |why: String| format!("config {}: {why}", display(path));
+    let text = std::fs::read_to_string(path).map_err(|e| named(crate::error::reason(&e)))?;
+    let file: FileTable = toml::from_str(&text).map_err(|e| named(toml_error(&text, &e)))?;
+    if file.backup.is_empty() {
+        return Err(named("no [[backup]] table: nothing to back up".into()));
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut pairs: Vec<Pair> = Vec::new();
+    let mut seen: Vec<(PathBuf, String, usize)> = Vec::new();
+    for (i, table) in file.backup.into_iter().enumerate() {
+        let name = table.name.unwrap_or_else(|| (i + 1).to_string());
+        let line = line_of(&text, table.dst.span().start);
+        let dst = expand(table.dst.into_inner(), home.as_deref());
+        let key = std::path::absolute(&dst).unwrap_or_else(|_| dst.clone());
+        if let Some((_, other, _)) = seen.iter().find(|(d, _, _)| *d == key) {
+            return Err(named(format!(
+                "line {line}: dst: pairs {other} and {name} both write into {}; each \
+                 destination takes one pair",
+                display(&dst)
+            )));
+        }
+        seen.push((key, name.clone(), line));
+        pairs.push(Pair {
+            name,
+            src: expand(table.src, home.as_deref()),
+            dst,
+            options: table.options.or(&file.defaults),
+        });
+    }
+    if let Some(missing) = only.iter().find(|n| !pairs.iter().any(|p| &p.name == *n)) {
+        let names: Vec<&str> = pairs.iter().map(|p| p.name.as_str()).collect();
+        return Err(named(format!(
+            "--only {missing}: no such pair (the file names {})",
+            names.join(", ")
+        )));
+    }
+    pairs.retain(|p| only.is_empty() || only.contains(&p.name));
+    Ok(pairs)
+}
+
+/// `~/x` as the path under the home folder.
+fn expand(path: PathBuf, home: Option<&Path>) -> PathBuf {
+    match (path.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => path,
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// toml's error as one line: `line N: <message>`, with the key it names.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => format!("line {}: {message}", line_of(text, span.start)),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, only: &[&str]) -> Result<Vec<Pair>, String> {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("config.toml");
+        std::fs::write(&path, text).expect("write");
+        let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+        load(&path, &only).map_err(|e| e.replace(&display(&path), "FILE"))
+    }
+
+    #[test]
+    fn pairs_take_the_defaults_they_do_not_set() {
+        let pairs = load_text(
+            r#"
+debounce = "2s"
+exclude = ["*.tmp"]
+
+[[backup]]
+name = "documents"
+src = "/home/ana/Documents"
+dst = "/media/usb/documents"
+keep-within = "90d"
+
+[[backup]]
+src = "/home/ana/photos"
+dst = "/media/usb/photos"
+debounce = "10s"
+"#,
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[0].name, "documents");
+        assert_eq!(pairs[1].name, "2");
+        assert_eq!(pairs[0].options.debounce, Some(Duration::from_secs(2)));
+        assert_eq!(pairs[1].options.debounce, Some(Duration::from_secs(10)));
+        assert_eq!(
+            pairs[1].options.exclude.as_deref(),
+            Some(&["*.tmp".to_string()][..])
+        );
+        assert_eq!(
+            pairs[0].options.keep_within,
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        let only = load_text(
+            "[[backup]]\nname='a'\nsrc='/a'\ndst='/x'\n[[backup]]\nname='b'\nsrc='/b'\ndst='/y'\n",
+            &["b"],
+        )
+        .expect("valid");
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].src, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn mistakes_name_the_file_line_and_key() {
+        let unknown = load_text("[[backup]]\nsrc = '/a'\ndst = '/b'\nkeep-lats = 3\n", &[])
+            .expect_err("unknown key");
+        assert!(unknown.starts_with("config FILE: line "), "{unknown}");
+        assert!(unknown.contains("keep-lats"), "{unknown}");
+        let bad = load_text(
+            "debounce = 'soon'\n[[backup]]\nsrc = '/a'\ndst = '/b'\n",
+            &[],
+        )
+        .expect_err("bad value");
+        assert!(bad.starts_with("config FILE: line 1: "), "{bad}");
+        let twice = load_text(
+            "[[backup]]\nsrc = '/a'\ndst = '/d'\n[[backup]]\nsrc = '/b'\ndst = '/d'\n",
+            &[],
+        )
+        .expect_err("one destination twice");
+        assert!(
+            twice.starts_with("config FILE: line 6: dst: pairs 1 and 2"),
+            "{twice}"
+        );
+        let none = load_text("debounce = '1s'\n", &[]).expect_err("no pairs");
+        assert!(none.contains("no [[backup]] table"), "{none}");
+        let only = load_text("[[backup]]\nsrc = '/a'\ndst = '/d'\n", &["x"]).expect_err("only");
+        assert!(only.contains("--only x: no such pair"), "{only}");
+    }
+}

@@ -1,0 +1,140 @@
+//! Left running for months: a config file of several pairs, run by `once` and by one `watch`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Run, Watch};
+use rustix::process::Signal;
+
+/// Three source folders, three destinations, and a config file naming them.
+struct Pairs {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Pairs {
+    fn new() -> Pairs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = fs::canonicalize(dir.path()).expect("canonical");
+        let mut text = String::from("debounce = \"200ms\"\nexclude = [\"*.tmp\"]\n");
+        for name in ["documents", "photos", "project"] {
+            fs::create_dir_all(root.join("src").join(name)).expect("mkdir");
+            fs::write(root.join("src").join(name).join("first.txt"), name).expect("write");
+            fs::create_dir_all(root.join("dst")).expect("mkdir");
+            text.push_str(&format!(
+                "\n[[backup]]\nname = \"{name}\"\nsrc = \"{}\"\ndst = \"{}\"\n",
+                root.join("src").join(name).display(),
+                root.join("dst").join(name).display()
+            ));
+        }
+        let config = root.join("config.toml");
+        fs::write(&config, text).expect("write config");
+        Pairs { dir, config }
+    }
+
+    fn root(&self) -> PathBuf {
+        fs::canonicalize(self.dir.path()).expect("canonical")
+    }
+
+    fn src(&self, name: &str) -> PathBuf {
+        self.root().join("src").join(name)
+    }
+
+    fn dst(&self, name: &str) -> PathBuf {
+        self.root().join("dst").join(name)
+    }
+
+    fn cmd(&self, sub: &str, extra: &[&str]) -> Command {
+        let mut c = Command::new(common::bin());
+        c.arg(sub).arg("--config").arg(&self.config).args(extra);
+        c
+    }
+
+    fn run(&self, sub: &str, extra: &[&str]) -> Run {
+        let out = self.cmd(sub, extra).output().expect("run");
+        let env = common::Env::new();
+        Run::of(out, &env)
+    }
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    fs::read(p).unwrap_or_default()
+}
+
+#[test]
+fn once_backs_up_every_pair_of_the_config_file_or_only_those_named() {
+    let pairs = Pairs::new();
+    fs::write(
+        pairs.src("photos").join("skip.tmp"),
+        "left out by the file's default",
+    )
+    .expect("w");
+    let r = pairs.run("once", &["--only", "photos"]);
+    r.code(0);
+    assert!(pairs.dst("photos").join("first.txt").exists());
+    assert!(
+        !pairs.dst("photos").join("skip.tmp").exists(),
+        "the file's exclude"
+    );
+    assert!(!pairs.dst("documents").exists(), "--only photos");
+    let r = pairs.run("once", &[]);
+    r.code(0);
+    for name in ["documents", "photos", "project"] {
+        assert_eq!(read(&pairs.dst(name).join("first.txt")), name.as_bytes());
+        r.stderr_has(&format!("Pair {name}: "));
+    }
+}
+
+#[test]
+fn one_watch_mirrors_every_pair_into_its_own_destination() {
+    let pairs = Pairs::new();
+    let env = common::Env::new();
+    let w = Watch::start_with(pairs.cmd("watch", &[]), &env, &[]);
+    w.wait_for("the three first passes", Duration::from_secs(30), |w| {
+        w.stderr().matches("Watching ").count() == 3
+            && ["documents", "photos", "project"]
+                .iter()
+                .all(|n| pairs.dst(n).join("first.txt").exists())
+    });
+    for name in ["documents", "photos", "project"] {
+        fs::write(pairs.src(name).join("new.txt"), format!("new in {name}")).expect("write");
+    }
+    w.wait_for(
+        "each change in its own destination",
+        Duration::from_secs(30),
+        |_| {
+            ["documents", "photos", "project"]
+                .iter()
+                .all(|n| read(&pairs.dst(n).join("new.txt")) == format!("new in {n}").as_bytes())
+        },
+    );
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
+    assert_eq!(out.matches("Backup Summary:").count(), 3, "{out}");
+}
+
+#[test]
+fn a_mistake_in_the_config_file_is_one_error_naming_file_line_and_key() {
+    let pairs = Pairs::new();
+    let text = fs::read_to_string(&pairs.config).expect("read");
+    fs::write(
+        &pairs.config,
+        text.replace("debounce = \"200ms\"", "debounce = \"soon\""),
+    )
+    .expect("w");
+    let r = pairs.run("once", &[]);
+    r.code(1);
+    r.stderr_has(&format!(
+        "error: config {}: line 1: ",
+        pairs.config.display()
+    ));
+    assert!(!pairs.dst("documents").exists(), "nothing written");
+    fs::write(&pairs.config, format!("{text}\nkeep-lats = 3\n")).expect("w");
+    let r = pairs.run("once", &[]);
+    r.code(1);
+    r.stderr_has("keep-lats");
+}
