@@ -38,6 +38,13 @@ EXIT STATUS:
     0 nothing failed, 1 something failed or the backup could not start, 2 bad command line,
     130 interrupted by Ctrl-C before the pass was done.";
 
+const SERVICE_HELP: &str = "\
+EXAMPLES:
+    backup service install
+    backup service install --config ~/backup.toml
+    backup service status
+    backup service uninstall";
+
 const VERSIONS_HELP: &str = "\
 EXAMPLES:
     backup versions /mnt/disk/work report.txt
@@ -101,6 +108,9 @@ pub enum Command {
     /// Delete old versions by a policy; never the newest version of any file.
     #[command(after_long_help = PRUNE_HELP)]
     Prune(PruneArgs),
+    /// Run `watch` over the config file as a systemd user service.
+    #[command(subcommand, after_long_help = SERVICE_HELP)]
+    Service(ServiceCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(
         after_long_help = "EXAMPLES:\n    backup completions bash > ~/.local/share/bash-completion/completions/backup\n    backup completions zsh > ~/.zfunc/_backup\n    backup completions fish > ~/.config/fish/completions/backup.fish"
@@ -114,6 +124,22 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n    backup man > ~/.local/share/man/man1/backup.1 && man backup"
     )]
     Man,
+}
+
+/// `backup service …`
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the systemd user unit (watch over the config file, restarted on failure, at low
+    /// priority) and enable it; where systemd does not run, print it.
+    Install {
+        /// The config file [default: $XDG_CONFIG_HOME/backup/config.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Stop and disable the service, and remove its unit.
+    Uninstall,
+    /// `systemctl --user status backup.service`.
+    Status,
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,7 @@ mod pairs;
 mod plan;
 mod report;
 mod scan;
+mod service;
 mod settle;
 mod source;
 mod verify;
@@ -85,6 +86,7 @@ pub fn run(cli: Cli) -> Status {
                 }
             }
         }
+        Command::Service(command) => service::run(command),
         Command::Versions(args) => archive::versions(args),
         Command::Restore(args) => archive::restore::run(args),
         Command::Prune(args) => {

@@ -138,3 +138,56 @@ fn a_mistake_in_the_config_file_is_one_error_naming_file_line_and_key() {
     r.code(1);
     r.stderr_has("keep-lats");
 }
+
+#[test]
+fn service_install_writes_a_unit_that_systemd_accepts() {
+    let pairs = Pairs::new();
+    let home = pairs.root().join("home");
+    fs::create_dir_all(&home).expect("mkdir");
+    let out = Command::new(common::bin())
+        .args(["service", "install", "--config"])
+        .arg(&pairs.config)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("HOME", &home)
+        .output()
+        .expect("install");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let unit = home.join(".config/systemd/user/backup.service");
+    let text = fs::read_to_string(&unit).expect("the unit");
+    assert!(
+        text.contains(&format!("watch --config \"{}\"", pairs.config.display())),
+        "{text}"
+    );
+    assert!(text.contains("Restart=on-failure"), "{text}");
+    assert!(err.contains(&format!("Wrote {}", unit.display())), "{err}");
+    // Either systemd took it, or the unit was printed to install by hand.
+    assert!(
+        err.contains("Enabled and started") || err.contains("[Service]"),
+        "{err}"
+    );
+
+    let analyze = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output();
+    match analyze {
+        Err(e) => {
+            eprintln!("SKIPPED: systemd-analyze cannot run here ({e}); .ci/run installs systemd")
+        }
+        Ok(o) => assert!(
+            o.status.success(),
+            "systemd-analyze verify: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+
+    let out = Command::new(common::bin())
+        .args(["service", "uninstall"])
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("HOME", &home)
+        .output()
+        .expect("uninstall");
+    assert!(out.status.success());
+    assert!(!unit.exists());
+}
