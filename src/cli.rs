@@ -38,6 +38,17 @@ EXIT STATUS:
     0 nothing failed, 1 something failed or the backup could not start, 2 bad command line,
     130 interrupted by Ctrl-C before the pass was done.";
 
+const STATUS_HELP: &str = "\
+EXAMPLES:
+    backup status
+    backup status ~/work /media/usb/work --stale-after 2h
+    backup status --json | jq .
+
+With a `watch` running for the pair, what it is doing (watching, polling, copying, waiting for
+destination, destination full), its last pass and copy, the changes pending and its failures;
+in every case, the age of the newest copy in DST. Exit status 1 when a pair's last batch failed
+or its newest copy is older than --stale-after.";
+
 const SERVICE_HELP: &str = "\
 EXAMPLES:
     backup service install
@@ -108,6 +119,10 @@ pub enum Command {
     /// Delete old versions by a policy; never the newest version of any file.
     #[command(after_long_help = PRUNE_HELP)]
     Prune(PruneArgs),
+    /// Say what each pair's `watch` is doing and how old its newest copy is; exit 1 when one
+    /// is failing or stale.
+    #[command(after_long_help = STATUS_HELP)]
+    Status(StatusArgs),
     /// Run `watch` over the config file as a systemd user service.
     #[command(subcommand, after_long_help = SERVICE_HELP)]
     Service(ServiceCommand),
@@ -124,6 +139,33 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n    backup man > ~/.local/share/man/man1/backup.1 && man backup"
     )]
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The folder that is backed up [default: every pair of the config file].
+    #[arg(value_name = "SRC", requires = "dst")]
+    pub src: Option<PathBuf>,
+
+    /// Its destination.
+    #[arg(value_name = "DST")]
+    pub dst: Option<PathBuf>,
+
+    /// The config file [default: $XDG_CONFIG_HOME/backup/config.toml].
+    #[arg(long, value_name = "FILE", conflicts_with = "src")]
+    pub config: Option<PathBuf>,
+
+    /// Only the pair of this name (repeatable).
+    #[arg(long, value_name = "NAME", conflicts_with = "src")]
+    pub only: Vec<String>,
+
+    /// A pair whose newest copy is older than this is stale (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+    pub stale_after: Duration,
+
+    /// Print one JSON object per pair.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `backup service …`

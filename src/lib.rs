@@ -49,6 +49,8 @@ mod scan;
 mod service;
 mod settle;
 mod source;
+mod state;
+mod status;
 mod verify;
 mod watch;
 
@@ -87,6 +89,7 @@ pub fn run(cli: Cli) -> Status {
             }
         }
         Command::Service(command) => service::run(command),
+        Command::Status(args) => status::run(args),
         Command::Versions(args) => archive::versions(args),
         Command::Restore(args) => archive::restore::run(args),
         Command::Prune(args) => {

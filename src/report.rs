@@ -37,6 +37,15 @@ enum Json<'a> {
     Created {
         dst: JsonPath<'a>,
     },
+    Status {
+        name: Option<&'a str>,
+        src: JsonPath<'a>,
+        dst: JsonPath<'a>,
+        running: Option<&'a crate::state::Snapshot>,
+        newest_copy_age_seconds: Option<u64>,
+        failing: bool,
+        stale: bool,
+    },
     Copied {
         src: JsonPath<'a>,
         dst: JsonPath<'a>,
@@ -189,6 +198,18 @@ pub(crate) struct Findings {
     pub missing: u64,
     pub stale: u64,
     pub differs: u64,
+}
+
+/// One pair, as `backup status` shows it.
+pub(crate) struct PairStatus {
+    pub name: Option<String>,
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    /// What its running `watch` said last, if one runs.
+    pub running: Option<crate::state::Snapshot>,
+    pub newest_copy_age: Option<Duration>,
+    pub failing: bool,
+    pub stale: bool,
 }
 
 /// One version of a file, as `versions` lists it.
@@ -456,6 +477,64 @@ impl<O: Write, E: Write> Reporter<O, E> {
             if i + 1 == versions.len() {
                 block.extend_from_slice(b"  (latest)");
             }
+        }
+        self.stdout_line(block);
+    }
+
+    /// `status`: one pair.
+    pub(crate) fn pair_status(&mut self, p: &PairStatus) {
+        if self.style.json {
+            return self.json(&Json::Status {
+                name: p.name.as_deref(),
+                src: JsonPath(&p.src),
+                dst: JsonPath(&p.dst),
+                running: p.running.as_ref(),
+                newest_copy_age_seconds: p.newest_copy_age.map(|a| a.as_secs()),
+                failing: p.failing,
+                stale: p.stale,
+            });
+        }
+        let mut block = Vec::new();
+        if let Some(name) = &p.name {
+            block.extend_from_slice(format!("{name}: ").as_bytes());
+        }
+        escape_into(&mut block, &p.src);
+        block.extend_from_slice(b" -> ");
+        escape_into(&mut block, &p.dst);
+        let mut line = |text: String| {
+            block.extend_from_slice(b"\n  ");
+            block.extend_from_slice(text.as_bytes());
+        };
+        match &p.running {
+            Some(s) => {
+                line(format!(
+                    "{} (watch, pid {}, since {})",
+                    s.state, s.pid, s.started
+                ));
+                let never = || "none yet".to_string();
+                line(format!(
+                    "last pass {}, last copy {}; {} changes pending",
+                    s.last_pass.clone().unwrap_or_else(never),
+                    s.last_copy.clone().unwrap_or_else(never),
+                    s.pending
+                ));
+                line(format!("failures since start: {}", s.failures));
+                for f in &s.recent_failures {
+                    line(format!("  {f}"));
+                }
+            }
+            None => line("no watch running for this pair".to_string()),
+        }
+        line(match p.newest_copy_age {
+            Some(age) => format!(
+                "newest copy: {} ago{}",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                if p.stale { " (stale)" } else { "" }
+            ),
+            None => "newest copy: none (stale)".to_string(),
+        });
+        if p.failing {
+            line("FAILING: the last batch had failures".to_string());
         }
         self.stdout_line(block);
     }

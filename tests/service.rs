@@ -191,3 +191,82 @@ fn service_install_writes_a_unit_that_systemd_accepts() {
     assert!(out.status.success());
     assert!(!unit.exists());
 }
+
+/// `backup status SRC DST`, with the state folder `state`.
+fn status(env: &common::Env, state: &Path) -> Run {
+    let out = Command::new(common::bin())
+        .arg("status")
+        .arg(&env.src)
+        .arg(&env.dst)
+        .env("XDG_STATE_HOME", state)
+        .output()
+        .expect("status");
+    Run::of(out, env)
+}
+
+#[test]
+fn status_says_what_the_watch_does_and_fails_when_it_fails() {
+    let mut env = common::Env::new();
+    let state = env.root().join("state");
+    let mnt = env.root().join("mnt");
+    if !common::mount_tmpfs(&mnt, "size=8m") {
+        return;
+    }
+    let _unmount = common::Mount(mnt.clone());
+    env.dst = mnt.join("backup");
+    env.write("a.txt", "a");
+    let mut cmd = env.cmd("watch");
+    cmd.env("XDG_STATE_HOME", &state);
+    let w = Watch::start_with(cmd, &env, &["--debounce", "100ms"]);
+    w.wait_for("the first copy", Duration::from_secs(30), |w| {
+        env.dst.join("a.txt").exists() && w.stdout().contains(" batch: copied 1,")
+    });
+    let r = status(&env, &state);
+    r.code(0);
+    r.stdout_has(&format!("watching (watch, pid {}", w.pid()));
+    r.stdout_has("newest copy: ");
+
+    // Unplugged: waiting, and nothing recent to show.
+    let ok = Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .expect("umount")
+        .success();
+    assert!(ok, "umount while watch runs");
+    w.wait_for("the gone line", Duration::from_secs(30), |w| {
+        w.stderr().contains(" is gone (unmounted?)")
+    });
+    let r = status(&env, &state);
+    r.code(1);
+    r.stdout_has("waiting for destination (watch, pid");
+    let (code, _, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Failing: a batch with a failure (a version that cannot fit its name).
+    let env = common::Env::new();
+    let long = format!("a.{}", "e".repeat(253));
+    env.write(&long, "one");
+    let mut cmd = env.cmd("watch");
+    cmd.env("XDG_STATE_HOME", &state);
+    let w = Watch::start_with(cmd, &env, &["--debounce", "100ms"]);
+    w.wait_for("the first copy", Duration::from_secs(30), |w| {
+        w.stdout().contains(" batch: copied 1,")
+    });
+    env.write(&long, "two, changed");
+    w.wait_for("the failure", Duration::from_secs(30), |w| {
+        w.stderr().contains("Failed: ")
+    });
+    w.wait_for("its batch", Duration::from_secs(30), |w| {
+        w.stdout().contains("failed 1 |")
+    });
+    let r = status(&env, &state);
+    r.code(1);
+    r.stdout_has("FAILING: the last batch had failures");
+    r.stdout_has("name too long to add a version stamp");
+    let _ = w.stop(Signal::INT);
+
+    // No watch running: what DST shows.
+    let r = status(&env, &state);
+    r.code(0);
+    r.stdout_has("no watch running for this pair");
+}

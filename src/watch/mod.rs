@@ -31,6 +31,7 @@ use crate::once::with_progress;
 use crate::outcome::{Counts, Event, Note, Outcome};
 use crate::report::Reporter;
 use crate::settle::Settle;
+use crate::state::State;
 
 /// How often an idle loop checks that SRC and DST are still the folders it started with, and a
 /// waiting one whether DST is back.
@@ -76,6 +77,10 @@ struct Loop<'a> {
     last_waiting: Option<(Instant, usize)>,
     /// Set with `--exit-on-lost-destination` when DST went away.
     lost_for_good: bool,
+    /// What `backup status` reads.
+    state: State,
+    /// What the loop does when nothing is amiss: `watching` or `polling`.
+    idle: &'static str,
 }
 
 /// Runs `watch` until a signal sets the engine's stop flag, or SRC goes away (or DST, with
@@ -117,6 +122,9 @@ pub(crate) fn run(
         display(&engine.tree.src)
     ));
     let mut l = Loop::new(engine, cfg, policy, feed, watcher);
+    if l.watcher.is_polling() {
+        l.idle = "polling";
+    }
     with_progress(engine, reporter, |reporter| {
         l.batch(Scope::full(), true, reporter);
     });
@@ -140,6 +148,7 @@ pub(crate) fn run(
             l.step(reporter, wake);
         }
     }
+    l.state.set("stopped", l.settle.len());
     drop(l.watcher);
     reporter.summary(&l.totals);
     if l.totals.failed > 0 || l.prune_failed || l.lost_for_good {
@@ -171,6 +180,8 @@ impl<'a> Loop<'a> {
             said: String::new(),
             last_waiting: None,
             lost_for_good: false,
+            state: State::start(&engine.tree.src, engine.dest.path()),
+            idle: "watching",
         }
     }
 
@@ -254,7 +265,9 @@ impl<'a> Loop<'a> {
     /// the batch is over: if the destination turned out to be gone, those files are owed, not
     /// failed; a full destination's files are owed too.
     fn batch(&mut self, scope: Scope, first: bool, reporter: &mut Reporter) {
+        self.state.set("copying", self.settle.len());
         let mut counts = Counts::default();
+        let mut failures: Vec<String> = Vec::new();
         let mut held: Vec<Event> = Vec::new();
         let mut not_copied = 0usize;
         let src = &self.engine.tree.src;
@@ -275,6 +288,9 @@ impl<'a> Loop<'a> {
                         Outcome::Failed(Failure::DestinationFull) => not_copied += 1,
                         Outcome::Failed(f) if f.may_be_destination() => held.push(ev),
                         _ => {
+                            if let Outcome::Failed(f) = &ev.outcome {
+                                failures.push(format!("{}: {f}", display(&ev.src)));
+                            }
                             reporter.event(&ev);
                             counts.add(&ev.outcome);
                         }
@@ -286,6 +302,9 @@ impl<'a> Loop<'a> {
             self.lost(Away::Gone, &why.to_string(), reporter);
         } else {
             for ev in &held {
+                if let Outcome::Failed(f) = &ev.outcome {
+                    failures.push(format!("{}: {f}", display(&ev.src)));
+                }
                 reporter.event(ev);
                 counts.add(&ev.outcome);
             }
@@ -303,6 +322,10 @@ impl<'a> Loop<'a> {
         if first || counts.total() > 0 {
             self.totals.merge(counts);
             reporter.rolling(&counts, &self.totals);
+        }
+        self.state.batch(scope.full, &counts, failures);
+        if self.away.is_none() {
+            self.state.set(self.idle, self.settle.len());
         }
         // New versions can push old ones out; a full pass may find any folder aged.
         if self.away.is_none() {
@@ -340,6 +363,11 @@ impl<'a> Loop<'a> {
             reporter.notice(&line);
             self.said = line;
         }
+        let state = match away {
+            Away::Gone => "waiting for destination",
+            Away::Full { .. } => "destination full",
+        };
+        self.state.set(state, self.settle.len());
         self.away = Some(away);
     }
 
@@ -386,6 +414,7 @@ impl<'a> Loop<'a> {
             self.said.clear();
             self.last_waiting = None;
             self.pending.full = true;
+            self.state.set(self.idle, self.settle.len());
         }
     }
 
@@ -464,7 +493,10 @@ impl<'a> Loop<'a> {
         }
         reporter.warning(&line);
         match Watcher::poll(&self.engine.tree.src, notifier::FALLBACK_POLL, &self.feed) {
-            Ok(w) => self.watcher = w,
+            Ok(w) => {
+                self.watcher = w;
+                self.idle = "polling";
+            }
             Err(e) => reporter.warning(&format!("cannot poll for changes: {e}")),
         }
         true

@@ -99,7 +99,11 @@ impl Env {
 
     pub fn cmd(&self, sub: &str) -> Command {
         let mut c = Command::new(bin());
-        c.arg(sub).arg(&self.src).arg(&self.dst);
+        // A running watch keeps its state file here, not in the home folder of whoever tests.
+        c.arg(sub)
+            .arg(&self.src)
+            .arg(&self.dst)
+            .env("XDG_STATE_HOME", self.root().join(".state"));
         c
     }
 

@@ -1,0 +1,87 @@
+//! `backup status`: for each pair, what its running `watch` says it is doing (from its state
+//! file), and how old the newest copy in DST is. Exit 1 when a pair is failing or its newest copy
+//! is older than `--stale-after`, so that it can serve as a monitoring check.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::cli::StatusArgs;
+use crate::dest::is_temp_name;
+use crate::error::Status;
+use crate::pairs;
+use crate::report::{PairStatus, Reporter, Style};
+use crate::state;
+
+pub(crate) fn run(args: StatusArgs) -> Status {
+    let mut out = Reporter::stdio(Style {
+        json: args.json,
+        ..Style::default()
+    });
+    let pairs = match (&args.src, &args.dst) {
+        (Some(src), Some(dst)) => vec![(None, canonical(src), canonical(dst))],
+        _ => {
+            let path = args.config.clone().or_else(pairs::default_path);
+            let loaded = path
+                .ok_or_else(|| "give SRC and DST, or --config FILE".to_string())
+                .and_then(|p| pairs::load(&p, &args.only));
+            match loaded {
+                Ok(pairs) => pairs
+                    .into_iter()
+                    .map(|p| (Some(p.name), canonical(&p.src), canonical(&p.dst)))
+                    .collect(),
+                Err(e) => {
+                    out.error(&e);
+                    return Status::Failure;
+                }
+            }
+        }
+    };
+    let mut bad = false;
+    for (name, src, dst) in pairs {
+        let status = check(name, &src, &dst, args.stale_after);
+        bad |= status.failing || status.stale;
+        out.pair_status(&status);
+    }
+    Status::failed_if(bad)
+}
+
+/// The pair's status now.
+fn check(name: Option<String>, src: &Path, dst: &Path, stale_after: Duration) -> PairStatus {
+    let running = state::read(src, dst).filter(|s| s.state != "stopped" && state::alive(s.pid));
+    let newest = newest_copy(dst);
+    let age = newest.and_then(|t| SystemTime::now().duration_since(t).ok());
+    PairStatus {
+        name,
+        src: src.to_path_buf(),
+        dst: dst.to_path_buf(),
+        failing: running.as_ref().is_some_and(|s| s.failing),
+        stale: age.is_none_or(|a| a > stale_after),
+        running,
+        newest_copy_age: age,
+    }
+}
+
+/// Paths as `watch` keeps them: canonical where they exist.
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// When the newest copy in DST was written (the latest change time of its files: a copy's is
+/// when it was published, or when its metadata was last set again).
+fn newest_copy(dst: &Path) -> Option<SystemTime> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(dst)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && !is_temp_name(e.file_name().as_bytes()))
+        .filter_map(|e| e.metadata().ok())
+        .filter_map(|m| {
+            let secs = u64::try_from(m.ctime()).ok()?;
+            SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+        })
+        .max()
+}
