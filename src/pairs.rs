@@ -13,10 +13,65 @@ use serde::Deserialize;
 use crate::cli::Priority;
 use crate::escape::display;
 
+/// Declares a table of the file: its own fields, then every option (each optional), with
+/// unknown keys refused; and `options()`, its options alone. One list of options for the top
+/// of the file and for each pair, so that both take exactly the same keys.
+macro_rules! table {
+    ($(#[$meta:meta])* $name:ident { $($own:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        struct $name {
+            $($own)*
+            checksum: Option<bool>,
+            jobs: Option<u16>,
+            exclude: Option<Vec<String>>,
+            exclude_from: Option<Vec<PathBuf>>,
+            no_default_ignores: Option<bool>,
+            mkpath: Option<bool>,
+            keep_last: Option<usize>,
+            #[serde(default, deserialize_with = "duration")]
+            keep_within: Option<Duration>,
+            staggered: Option<bool>,
+            #[serde(default, deserialize_with = "duration")]
+            debounce: Option<Duration>,
+            #[serde(default, deserialize_with = "duration")]
+            max_delay: Option<Duration>,
+            #[serde(default, deserialize_with = "duration")]
+            poll: Option<Duration>,
+            #[serde(default, deserialize_with = "duration")]
+            rescan_every: Option<Duration>,
+            exit_on_lost_destination: Option<bool>,
+            priority: Option<Priority>,
+        }
+
+        impl $name {
+            fn options(&self) -> Options {
+                Options {
+                    checksum: self.checksum.clone(),
+                    jobs: self.jobs.clone(),
+                    exclude: self.exclude.clone(),
+                    exclude_from: self.exclude_from.clone(),
+                    no_default_ignores: self.no_default_ignores.clone(),
+                    mkpath: self.mkpath.clone(),
+                    keep_last: self.keep_last.clone(),
+                    keep_within: self.keep_within.clone(),
+                    staggered: self.staggered.clone(),
+                    debounce: self.debounce.clone(),
+                    max_delay: self.max_delay.clone(),
+                    poll: self.poll.clone(),
+                    rescan_every: self.rescan_every.clone(),
+                    exit_on_lost_destination: self.exit_on_lost_destination.clone(),
+                    priority: self.priority.clone(),
+                }
+            }
+        }
+    };
+}
+
 /// The settings a pair can have, each optional: the pair's own, else the file's defaults, else
 /// the built-in ones.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Options {
     pub checksum: Option<bool>,
     pub jobs: Option<u16>,
@@ -25,16 +80,11 @@ pub(crate) struct Options {
     pub no_default_ignores: Option<bool>,
     pub mkpath: Option<bool>,
     pub keep_last: Option<usize>,
-    #[serde(default, deserialize_with = "duration")]
     pub keep_within: Option<Duration>,
     pub staggered: Option<bool>,
-    #[serde(default, deserialize_with = "duration")]
     pub debounce: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
     pub max_delay: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
     pub poll: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
     pub rescan_every: Option<Duration>,
     pub exit_on_lost_destination: Option<bool>,
     pub priority: Option<Priority>,
@@ -71,25 +121,21 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
         .map_err(serde::de::Error::custom)
 }
 
-/// One `[[backup]]` table as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct PairTable {
-    name: Option<String>,
-    src: PathBuf,
-    dst: toml::Spanned<PathBuf>,
-    #[serde(flatten)]
-    options: Options,
+table! {
+    /// One `[[backup]]` table as written.
+    PairTable {
+        name: Option<String>,
+        src: PathBuf,
+        dst: toml::Spanned<PathBuf>,
+    }
 }
 
-/// The file as written.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct FileTable {
-    #[serde(default)]
-    backup: Vec<PairTable>,
-    #[serde(flatten)]
-    defaults: Options,
+table! {
+    /// The file as written: defaults, then the pairs.
+    FileTable {
+        #[serde(default)]
+        backup: Vec<PairTable>,
+    }
 }
 
 /// One pair to back up.
@@ -118,6 +164,7 @@ pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {
     let named = |why: String| format!("config {}: {why}", display(path));
     let text = std::fs::read_to_string(path).map_err(|e| named(crate::error::reason(&e)))?;
     let file: FileTable = toml::from_str(&text).map_err(|e| named(toml_error(&text, &e)))?;
+    let defaults = file.options();
     if file.backup.is_empty() {
         return Err(named("no [[backup]] table: nothing to back up".into()));
     }
@@ -125,6 +172,7 @@ pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {
     let mut pairs: Vec<Pair> = Vec::new();
     let mut seen: Vec<(PathBuf, String, usize)> = Vec::new();
     for (i, table) in file.backup.into_iter().enumerate() {
+        let options = table.options().or(&defaults);
         let name = table.name.unwrap_or_else(|| (i + 1).to_string());
         let line = line_of(&text, table.dst.span().start);
         let dst = expand(table.dst.into_inner(), home.as_deref());
@@ -141,7 +189,7 @@ pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {
             name,
             src: expand(table.src, home.as_deref()),
             dst,
-            options: table.options.or(&file.defaults),
+            options,
         });
     }
     if let Some(missing) = only.iter().find(|n| !pairs.iter().any(|p| &p.name == *n)) {
