@@ -1,0 +1,220 @@
+//! Where folder jobs come from: a walk of SRC, opening (and making) each destination folder in
+//! walk order, or the paths that `watch` saw change, grouped by folder. A file or symlink that
+//! is in the way of a folder moves aside into its own family.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use super::{Engine, FolderJob, FolderRecord, Parent, record_deletion_now};
+use crate::dest::{self, Folder};
+use crate::error::{Failure, Op};
+use crate::meta::Meta;
+use crate::naming::FolderIndex;
+use crate::outcome::{Event, Note};
+use crate::scan::Visit;
+
+impl Engine {
+    /// Walks the folder `start` (relative to SRC) and everything below it, opening (and, unless
+    /// this is a dry run, creating) each folder in DST in walk order, one component at a time.
+    pub(super) fn walk_jobs(
+        &self,
+        start: &Path,
+        defer: Option<Duration>,
+        jobs: &Sender<FolderJob>,
+        notes: &Sender<Note>,
+    ) -> Vec<FolderRecord> {
+        let create = !self.settings.dry_run;
+        let mut walk = self.tree.walk(start);
+        let mut records = Vec::new();
+        // The destination folders on the path to the current one, by depth.
+        let mut stack: Vec<Parent> = Vec::new();
+        while let Some(visit) = walk.next() {
+            if self.stopped() {
+                break;
+            }
+            let (rel, depth, meta) = match visit {
+                Visit::Folder { rel, depth, meta } => (rel, depth, meta),
+                Visit::Failed(path, failure) => {
+                    let _ = notes.send(Note::Done(Event::failed(path, failure)));
+                    continue;
+                }
+            };
+            let parent = match depth {
+                0 => None,
+                _ => Some(stack[depth - 1].0.as_ref()),
+            };
+            let opened = self.open_folder(parent, &rel, create);
+            let opened = match opened {
+                Ok(o) => o,
+                // Full: the folder's files are walked still, to be counted as not copied.
+                Err(e) if crate::error::is_full(&e) => {
+                    self.full.store(true, Ordering::Relaxed);
+                    None
+                }
+                Err(e) => {
+                    let at = self.dest.path().join(&rel);
+                    let failure = Failure::at(Op::CreateFolder, &at, e);
+                    let _ =
+                        notes.send(Note::Done(Event::failed(self.tree.src.join(&rel), failure)));
+                    walk.skip_current();
+                    continue;
+                }
+            };
+            let created = opened.as_ref().is_some_and(|o| o.created);
+            if created && depth > 0 {
+                stack[depth - 1].1.store(true, Ordering::Relaxed);
+            }
+            let touched = Arc::new(AtomicBool::new(false));
+            records.push(FolderRecord {
+                rel: rel.clone(),
+                src: meta,
+                dest: opened.as_ref().map(|o| o.meta).unwrap_or_default(),
+                created,
+                touched: Arc::clone(&touched),
+            });
+            let folder = opened.map(|o| o.folder);
+            stack.truncate(depth);
+            stack.push((folder.clone(), Arc::clone(&touched)));
+            let job = FolderJob {
+                rel,
+                dest: folder,
+                fresh: created,
+                only: None,
+                touched,
+                defer,
+            };
+            if jobs.send(job).is_err() {
+                break;
+            }
+        }
+        records
+    }
+
+    /// Opens (and, with `create`, makes) the destination folder for `rel`: from its parent's
+    /// folder where the walk has it open (`Some(None)`: the parent does not exist in a dry run),
+    /// else one component at a time from the root. A file or symlink in the way, where SRC now
+    /// has a folder, is moved aside into its own family first.
+    fn open_folder(
+        &self,
+        parent: Option<Option<&Arc<dyn Folder>>>,
+        rel: &Path,
+        create: bool,
+    ) -> io::Result<Option<dest::Opened>> {
+        let Some(name) = rel.file_name() else {
+            return dest::open_path(&*self.dest, rel, create);
+        };
+        let parent = match parent {
+            Some(Some(parent)) => Arc::clone(parent),
+            Some(None) => return Ok(None),
+            None => {
+                let up = rel.parent().unwrap_or(Path::new(""));
+                match dest::open_path(&*self.dest, up, create)? {
+                    Some(opened) => opened.folder,
+                    None => return Ok(None),
+                }
+            }
+        };
+        match parent.child(name, create) {
+            Err(e) if create && e.kind() == io::ErrorKind::NotADirectory => {
+                self.make_way(&*parent, name.as_bytes())?;
+                parent.child(name, create)
+            }
+            other => other,
+        }
+    }
+
+    /// A file or symlink in DST where SRC now has a folder: moved aside into its own family as
+    /// a version, never replacing, with a record that it was deleted now. Then the folder can be
+    /// made, and a restore gives back either shape as it was at its time.
+    fn make_way(&self, parent: &dyn Folder, name: &[u8]) -> io::Result<()> {
+        let case_sensitive = self.dest.capabilities().case_sensitive;
+        let mut index = FolderIndex::with_case(parent.list()?, &HashSet::new(), case_sensitive);
+        let entry = parent.stat(name)?;
+        let too_long = || io::Error::other(Failure::NameTooLong.to_string());
+        let aside = index
+            .free_at(name, crate::naming::stamp_at(entry.mtime))
+            .ok_or_else(too_long)?;
+        parent.set_aside(name, &aside)?;
+        index.record(name, aside);
+        record_deletion_now(parent, &mut index, name).map(|_| ())
+    }
+
+    /// Groups settled paths by folder into jobs that decide on just those entries. A folder
+    /// among them only has its own metadata refreshed.
+    pub(super) fn file_jobs(
+        &self,
+        paths: &[PathBuf],
+        jobs: &Sender<FolderJob>,
+        notes: &Sender<Note>,
+    ) -> Vec<FolderRecord> {
+        let mut by_folder: BTreeMap<PathBuf, Vec<Vec<u8>>> = BTreeMap::new();
+        for p in paths {
+            match std::fs::symlink_metadata(self.tree.src.join(p)) {
+                Ok(m) if m.is_dir() => {
+                    by_folder.entry(p.clone()).or_default();
+                }
+                // A file, or a name that is gone: its folder's job copies it, or records its
+                // deletion if DST holds something of it.
+                _ => {
+                    let parent = p.parent().unwrap_or(Path::new("")).to_path_buf();
+                    let name = p.file_name().map(|n| n.as_bytes().to_vec());
+                    let names = by_folder.entry(parent).or_default();
+                    // A database's commits show as changes of its -wal or -journal: the
+                    // database is what gets copied (the folder's job skips the companion).
+                    if let Some(n) = &name {
+                        names.extend(crate::database::base_of(n));
+                    }
+                    names.extend(name);
+                }
+            }
+        }
+        let mut records = Vec::new();
+        for (rel, names) in by_folder {
+            let src = self.tree.src.join(&rel);
+            let opened = std::fs::symlink_metadata(&src)
+                .and_then(|m| Ok((m, self.open_folder(None, &rel, !self.settings.dry_run)?)));
+            let (src_meta, opened) = match opened {
+                Ok(v) => v,
+                // The folder itself is gone: its own removal is recorded in its parent.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    let at = self.dest.path().join(&rel);
+                    let failure = Failure::at(Op::CreateFolder, &at, e);
+                    let _ = notes.send(Note::Done(Event::failed(src, failure)));
+                    continue;
+                }
+            };
+            let touched = Arc::new(AtomicBool::new(false));
+            let created = opened.as_ref().is_some_and(|o| o.created);
+            records.push(FolderRecord {
+                rel: rel.clone(),
+                src: Meta::from_std(&src_meta),
+                dest: opened.as_ref().map(|o| o.meta).unwrap_or_default(),
+                created,
+                touched: Arc::clone(&touched),
+            });
+            if names.is_empty() {
+                continue;
+            }
+            let job = FolderJob {
+                rel,
+                dest: opened.map(|o| o.folder),
+                fresh: created,
+                only: Some(names.into_iter().collect()),
+                touched,
+                defer: None,
+            };
+            if jobs.send(job).is_err() {
+                break;
+            }
+        }
+        records
+    }
+}

@@ -1,0 +1,704 @@
+//! The engine: carries out a pass with a pool of workers.
+//!
+//! A producer walks SRC (or takes the folders and files `watch` names), opens each folder in DST
+//! in walk order, creating it where missing, and sends one job per folder. A worker takes one
+//! job at a time: it lists the source and the destination folder once, removes temporary files
+//! left by a crash, gathers the facts about each entry, lets `plan` decide, and carries the
+//! decision out. Copies are staged and published in batches (group commit: one sync for a batch,
+//! then each name), and at the end each folder gets its own metadata and an fsync of its new
+//! names, so that when a pass reports its summary everything it reported as copied is durable.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
+
+use crate::config::Limits;
+use crate::dest::{Capabilities, Destination, Folder, Staged, is_temp_name};
+use crate::error::{Failure, Op};
+use crate::meta::{Kind, Meta};
+use crate::naming::FolderIndex;
+use crate::outcome::{Event, Note, Outcome};
+use crate::plan::{self, Now, Rules};
+use crate::scan::Tree;
+use crate::source;
+
+mod entry;
+mod jobs;
+
+use self::entry::{publish_free, record_deletion_now};
+
+/// How the engine works, decided once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub checksum: bool,
+    pub limits: Limits,
+    /// Decide and report, but carry nothing out.
+    pub dry_run: bool,
+    /// Report each unchanged file (for `--verbose`), not just a count per folder.
+    pub each_unchanged: bool,
+}
+
+/// What one run of the engine covers.
+#[derive(Debug, Default)]
+pub(crate) struct Scope {
+    /// The whole tree; the rest is then ignored.
+    pub full: bool,
+    /// Folders to walk, relative to SRC, none inside another.
+    pub walks: Vec<PathBuf>,
+    /// Paths to copy, relative to SRC, none inside a folder of `walks` (a folder among them has
+    /// only its own metadata refreshed).
+    pub files: Vec<PathBuf>,
+}
+
+impl Scope {
+    pub(crate) fn full() -> Scope {
+        Scope {
+            full: true,
+            ..Scope::default()
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.full && self.walks.is_empty() && self.files.is_empty()
+    }
+}
+
+/// SRC, DST and how to copy from one into the other.
+pub(crate) struct Engine {
+    pub tree: Tree,
+    pub dest: Arc<dyn Destination>,
+    settings: Settings,
+    /// Set on Ctrl-C / SIGTERM: finish what is in flight, start nothing new.
+    stop: Arc<AtomicBool>,
+    /// Set when the destination ran out of space (or quota) in this run: nothing more is
+    /// written, and what is left is counted as not copied.
+    full: AtomicBool,
+    /// Said once the run's notes are in, as `warning:` lines.
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+/// The work for one source folder: decide on its entries (all of them, or only the named ones).
+struct FolderJob {
+    /// Relative to SRC.
+    rel: PathBuf,
+    /// `None` only in a dry run, for a folder that does not exist in DST yet.
+    dest: Option<Arc<dyn Folder>>,
+    /// Created by this run, so known to be empty: no need to list it.
+    fresh: bool,
+    /// `None`: every entry; `Some`: only these names (changes that `watch` saw).
+    only: Option<HashSet<Vec<u8>>>,
+    /// Set when the job published anything into the folder.
+    touched: Arc<AtomicBool>,
+    /// In `watch`, files found by a walk that changed less than this long ago are left to
+    /// settle instead of copied mid-write.
+    defer: Option<Duration>,
+}
+
+/// A folder that a run visited, and what it needs once its contents are done: the source's
+/// mode and times (set last, since every entry published into it changes its mtime), and an
+/// fsync to make new names durable.
+struct FolderRecord {
+    rel: PathBuf,
+    src: Meta,
+    dest: Meta,
+    created: bool,
+    touched: Arc<AtomicBool>,
+}
+
+impl FolderRecord {
+    fn changed_entries(&self) -> bool {
+        self.created || self.touched.load(Ordering::Relaxed)
+    }
+
+    /// Whether the folder's own metadata must be set: its entries changed (which moved its
+    /// time), or what the destination keeps of it differs from the source's.
+    fn needs_meta(&self, caps: &Capabilities) -> bool {
+        self.changed_entries()
+            || (caps.permissions && self.src.mode != self.dest.mode)
+            || !plan::same_time(
+                self.src.mtime,
+                self.dest.mtime,
+                caps.precision,
+                caps.local_time,
+            )
+            || (caps.owners && (self.src.uid, self.src.gid) != (self.dest.uid, self.dest.gid))
+    }
+}
+
+/// What the other entries of its folder say about an entry.
+struct Beside {
+    /// On a destination blind to case: the other name that takes this one's place there.
+    clash: Option<Vec<u8>>,
+    /// A database's companions changed at this time (see `Facts::database`).
+    database: Option<crate::meta::Time>,
+}
+
+/// A destination folder on the walk's current path (`None` in a dry run where it does not exist
+/// yet), and the flag its jobs set when they publish into it.
+type Parent = (Option<Arc<dyn Folder>>, Arc<AtomicBool>);
+
+/// What became of one entry in a worker.
+enum Step {
+    Done(Outcome),
+    Busy(Failure),
+    Unsettled(Duration),
+    /// Copied and waiting in a batch to be published under the name reserved for it.
+    Staged(Box<dyn Staged>, Vec<u8>),
+}
+
+/// A staged copy waiting for its batch to be made durable.
+struct Ready {
+    staged: Box<dyn Staged>,
+    folder: Arc<dyn Folder>,
+    /// The source file's name, whose family the copy joins.
+    name: Vec<u8>,
+    target: Vec<u8>,
+    src: PathBuf,
+    size: u64,
+    touched: Arc<AtomicBool>,
+}
+
+/// The copies one worker has staged and not yet published.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Ready>,
+    bytes: u64,
+    /// Folders the items span: each holds a folder handle open until published.
+    folders: usize,
+}
+
+/// A batch is published once it holds this many files or bytes, or when its worker runs out of
+/// queued work, whichever comes first.
+const BATCH_FILES: usize = 1024;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Entries decided between two readings of the clock, when nothing is copied.
+const CLOCK_EVERY: usize = 64;
+
+/// Up to this many folders gaining names are synced one by one; beyond, one `syncfs` is cheaper.
+const FSYNC_FOLDERS_MAX: usize = 8;
+
+impl Engine {
+    pub(crate) fn new(
+        tree: Tree,
+        dest: Arc<dyn Destination>,
+        settings: Settings,
+        stop: Arc<AtomicBool>,
+    ) -> Engine {
+        Engine {
+            tree,
+            dest,
+            settings,
+            stop,
+            full: AtomicBool::new(false),
+            warnings: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A problem worked around, to say when the run is done.
+    fn warn(&self, line: String) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(line);
+        }
+    }
+
+    /// Whether the last run stopped writing because the destination was full.
+    pub(crate) fn was_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// The failure to report for an OS error on the destination: a full destination stops all
+    /// writing from here on, and is said once, not per file.
+    fn dest_failure(&self, failure: Failure, e: &io::Error) -> Failure {
+        if crate::error::is_full(e) {
+            self.full.store(true, Ordering::Relaxed);
+            Failure::DestinationFull
+        } else {
+            failure
+        }
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn dry_run(&self) -> bool {
+        self.settings.dry_run
+    }
+
+    fn rules(&self, defer: Option<Duration>) -> Rules<'_> {
+        Rules {
+            checksum: self.settings.checksum,
+            defer,
+            dest: self.dest.capabilities(),
+        }
+    }
+
+    /// A full pass over the tree.
+    pub(crate) fn pass(&self, on_note: &mut dyn FnMut(Note)) {
+        self.run(&Scope::full(), None, on_note);
+    }
+
+    /// Carries out `scope`, handing every note to `on_note` on the calling thread; files found
+    /// by a walk that changed less than `defer` ago are left to settle. Returns the folders
+    /// (relative to SRC) that gained names.
+    pub(crate) fn run(
+        &self,
+        scope: &Scope,
+        defer: Option<Duration>,
+        on_note: &mut dyn FnMut(Note),
+    ) -> Vec<PathBuf> {
+        self.full.store(false, Ordering::Relaxed);
+        let records = self.pool(
+            |jobs, notes| self.produce(scope, defer, jobs, notes),
+            on_note,
+        );
+        self.finish_folders(&records, on_note);
+        let warnings = self
+            .warnings
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for line in warnings {
+            on_note(Note::Warning(line));
+        }
+        records
+            .iter()
+            .filter(|r| r.changed_entries())
+            .map(|r| r.rel.clone())
+            .collect()
+    }
+
+    /// Runs `produce` (which sends jobs) alongside the worker pool, handing every note to
+    /// `on_note` on the calling thread. Returns what `produce` returned.
+    fn pool<R: Send>(
+        &self,
+        produce: impl FnOnce(&Sender<FolderJob>, &Sender<Note>) -> R + Send,
+        on_note: &mut dyn FnMut(Note),
+    ) -> R {
+        let jobs = self.settings.limits.jobs;
+        let (job_tx, job_rx) = bounded::<FolderJob>(2 * jobs);
+        let (note_tx, note_rx) = bounded::<Note>(4096);
+        std::thread::scope(|s| {
+            let producer = {
+                let note_tx = note_tx.clone();
+                s.spawn(move || produce(&job_tx, &note_tx))
+            };
+            for _ in 0..jobs {
+                let (rx, tx) = (job_rx.clone(), note_tx.clone());
+                s.spawn(move || self.work(&rx, &tx));
+            }
+            drop((note_tx, job_rx));
+            for note in note_rx {
+                on_note(note);
+            }
+            producer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn produce(
+        &self,
+        scope: &Scope,
+        defer: Option<Duration>,
+        jobs: &Sender<FolderJob>,
+        notes: &Sender<Note>,
+    ) -> Vec<FolderRecord> {
+        if scope.full {
+            return self.walk_jobs(Path::new(""), defer, jobs, notes);
+        }
+        let mut records = Vec::new();
+        for w in &scope.walks {
+            records.extend(self.walk_jobs(w, defer, jobs, notes));
+        }
+        records.extend(self.file_jobs(&scope.files, jobs, notes));
+        records
+    }
+
+    /// Makes every new name durable and gives each folder its source's mode and times once its
+    /// contents are done, deepest first: an `fsync` of each folder that gained a name (or one
+    /// `syncfs` when there are many), before its mode is set, since a mode without owner access
+    /// would keep a user who is not root from opening it again.
+    fn finish_folders(&self, records: &[FolderRecord], on_note: &mut dyn FnMut(Note)) {
+        if self.settings.dry_run {
+            return;
+        }
+        let caps = self.dest.capabilities();
+        let mut fail = |r: &FolderRecord, op: Op, e: io::Error| {
+            let failure = Failure::at(op, &self.dest.path().join(&r.rel), e);
+            on_note(Note::Done(Event::failed(
+                self.tree.src.join(&r.rel),
+                failure,
+            )));
+        };
+        let changed = records.iter().filter(|r| r.changed_entries()).count();
+        let one_by_one = changed <= FSYNC_FOLDERS_MAX;
+        for r in records.iter().rev() {
+            let sync = one_by_one && r.changed_entries();
+            if !sync && !r.needs_meta(caps) {
+                continue;
+            }
+            let folder = match self.dest.folder(&r.rel) {
+                Ok(Some(folder)) => folder,
+                Ok(None) => continue,
+                Err(e) => {
+                    fail(r, Op::FinishFolder, e);
+                    continue;
+                }
+            };
+            if sync && let Err(e) = folder.sync() {
+                fail(r, Op::SyncFolder, e);
+            }
+            if r.needs_meta(caps)
+                && let Err(e) = folder.set_meta(&r.src)
+            {
+                fail(r, Op::FinishFolder, e);
+            }
+        }
+        if !one_by_one
+            && let Err(e) = self.dest.sync_all()
+            && let Some(first) = records.iter().find(|r| r.changed_entries())
+        {
+            fail(first, Op::SyncFolder, e);
+        }
+    }
+
+    /// One worker: takes folder after folder, publishing its copies in batches.
+    fn work(&self, jobs: &Receiver<FolderJob>, notes: &Sender<Note>) {
+        let mut batch = Batch::default();
+        loop {
+            let job = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued right now: publish what is staged rather than let it wait.
+                    self.commit(&mut batch, notes);
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            self.folder(&job, notes, &mut batch);
+        }
+        self.commit(&mut batch, notes);
+    }
+
+    /// Publishes a batch of staged copies: one sync makes all their data durable (a `syncfs`,
+    /// or an `fsync` for a batch of one), then each gets its final name. A failed sync throws
+    /// the whole batch away: which file lost data cannot be known, and a second sync may lie.
+    fn commit(&self, batch: &mut Batch, notes: &Sender<Note>) {
+        if batch.items.is_empty() {
+            return;
+        }
+        let synced = match batch.items.as_slice() {
+            _ if self.was_full() => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            [one] => one.staged.sync(),
+            _ => self.dest.sync_all(),
+        };
+        for mut ready in batch.items.drain(..) {
+            let outcome = match &synced {
+                Ok(()) => {
+                    let target = std::mem::take(&mut ready.target);
+                    let staged = &mut ready.staged;
+                    let case_sensitive = self.dest.capabilities().case_sensitive;
+                    publish_free(&*ready.folder, case_sensitive, &ready.name, target, |to| {
+                        staged.publish(to)
+                    })
+                }
+                Err(e) => {
+                    let failure = Failure::io(Op::Sync, clone_error(e));
+                    Outcome::Failed(self.dest_failure(failure, e))
+                }
+            };
+            if matches!(outcome, Outcome::Copied(_)) {
+                ready.touched.store(true, Ordering::Relaxed);
+            }
+            let event = Event::new(ready.src, outcome).with_bytes(ready.size);
+            let _ = notes.send(Note::Done(event));
+        }
+        batch.bytes = 0;
+        batch.folders = 0;
+    }
+
+    /// Decides on the entries of one source folder and carries the decisions out; regular files
+    /// are staged into `batch`.
+    fn folder(&self, job: &FolderJob, notes: &Sender<Note>, batch: &mut Batch) {
+        let src_path = self.tree.src.join(&job.rel);
+        let send = |src: PathBuf, step: Step, bytes: u64| {
+            let note = match step {
+                Step::Done(outcome) => Note::Done(Event::new(src, outcome).with_bytes(bytes)),
+                Step::Busy(failure) => Note::Busy(Event::failed(src, failure)),
+                Step::Unsettled(age) => Note::Unsettled(src, age),
+                Step::Staged(..) => return,
+            };
+            let _ = notes.send(note);
+        };
+        let (src_dir, listing, src_names, mut index) = match self.open_job(job, &src_path) {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return,
+            Err(failure) => return send(src_path, Step::Done(Outcome::Failed(failure)), 0),
+        };
+        let databases = crate::database::in_use(&src_names);
+        let clashes = if self.dest.capabilities().case_sensitive {
+            HashMap::new()
+        } else {
+            plan::case_clashes(listing.iter().map(|(n, _)| n.as_slice()))
+        };
+        let (mut unchanged, mut unchanged_bytes) = (0, 0);
+        let mut now = Now::read();
+        for (i, (name, kind)) in listing.iter().enumerate() {
+            if self.stopped() {
+                break;
+            }
+            if self.passes_over(job, name, *kind, &src_names) {
+                continue;
+            }
+            // The clock is read again after every copy (its name carries the time) and every
+            // so many entries, not for each one: a no-change pass reads it hardly at all.
+            if i % CLOCK_EVERY == 0 {
+                now = Now::read();
+            }
+            let beside = Beside {
+                clash: clashes.get(name).cloned(),
+                database: databases
+                    .contains(name)
+                    .then(|| self.database_changed(&src_dir, name, &src_names))
+                    .flatten(),
+            };
+            let Some((step, size)) = self.entry(&src_dir, name, job, &mut index, now, beside)
+            else {
+                continue;
+            };
+            if matches!(step, Step::Staged(..) | Step::Done(Outcome::Copied(_))) {
+                now = Now::read();
+            }
+            let src = src_path.join(OsStr::from_bytes(name));
+            match step {
+                Step::Done(Outcome::Unchanged) if !self.settings.each_unchanged => {
+                    unchanged += 1;
+                    unchanged_bytes += size;
+                }
+                Step::Staged(staged, target) => {
+                    let ready = self.ready(job, staged, name, target, src, size);
+                    self.stage_into(batch, ready, notes);
+                }
+                step => {
+                    if matches!(step, Step::Done(Outcome::Copied(_))) {
+                        job.touched.store(true, Ordering::Relaxed);
+                    }
+                    send(src, step, size);
+                }
+            }
+        }
+        if !self.stopped() {
+            self.record_deletions(job, &src_names, &mut index, notes);
+        }
+        if unchanged > 0 {
+            send(
+                src_path,
+                Step::Done(Outcome::UnchangedIn(unchanged)),
+                unchanged_bytes,
+            );
+        }
+    }
+
+    /// What a job works from: the source folder, open, its listing and names, and the
+    /// destination folder's names by family. `None` for a source folder that is gone.
+    #[allow(clippy::type_complexity)]
+    fn open_job(
+        &self,
+        job: &FolderJob,
+        src_path: &Path,
+    ) -> Result<Option<(OwnedFd, Vec<(Vec<u8>, Kind)>, HashSet<Vec<u8>>, FolderIndex)>, Failure>
+    {
+        let src_dir = match source::open_folder(src_path) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Failure::io(Op::Read, e)),
+        };
+        let listing = source::list(&src_dir).map_err(|e| Failure::io(Op::Read, e))?;
+        let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
+        let index = self.index(job, &src_names)?;
+        Ok(Some((src_dir, listing, src_names, index)))
+    }
+
+    /// Whether the job leaves an entry to others: a folder (the walk's), a name it was not
+    /// asked about, an excluded one, and a database's companion (copied inside its database's
+    /// copy, never as a version of its own).
+    fn passes_over(
+        &self,
+        job: &FolderJob,
+        name: &[u8],
+        kind: Kind,
+        src_names: &HashSet<Vec<u8>>,
+    ) -> bool {
+        kind == Kind::Dir
+            || job.only.as_ref().is_some_and(|only| !only.contains(name))
+            || (!self.tree.exclude.is_empty()
+                && self
+                    .tree
+                    .exclude
+                    .excludes(&job.rel.join(OsStr::from_bytes(name)), false))
+            || crate::database::companion_of(name, src_names).is_some()
+    }
+
+    /// The names in the job's destination folder, by family, once temporary files that a killed
+    /// run left have been removed (a source file of that very name is a real file's copy and
+    /// stays).
+    fn index(&self, job: &FolderJob, src_names: &HashSet<Vec<u8>>) -> Result<FolderIndex, Failure> {
+        let case_sensitive = self.dest.capabilities().case_sensitive;
+        let Some(folder) = job.dest.as_ref().filter(|_| !job.fresh) else {
+            return Ok(FolderIndex::with_case(
+                Vec::new(),
+                src_names,
+                case_sensitive,
+            ));
+        };
+        let names = folder
+            .list()
+            .map_err(|e| Failure::at(Op::ReadFolder, folder.path(), e))?;
+        let dry_run = self.settings.dry_run;
+        let kept = names.into_iter().filter(|n| {
+            let leftover = is_temp_name(n) && !src_names.contains(n) && !dry_run;
+            !(leftover && folder.remove_leftover(n).is_ok())
+        });
+        Ok(FolderIndex::with_case(kept, src_names, case_sensitive))
+    }
+
+    /// A staged copy of the entry `name` of the job's folder, to be published as `target`.
+    fn ready(
+        &self,
+        job: &FolderJob,
+        staged: Box<dyn Staged>,
+        name: &[u8],
+        target: Vec<u8>,
+        src: PathBuf,
+        size: u64,
+    ) -> Option<Ready> {
+        Some(Ready {
+            staged,
+            folder: job.dest.clone()?,
+            name: name.to_vec(),
+            target,
+            src,
+            size,
+            touched: Arc::clone(&job.touched),
+        })
+    }
+
+    /// Adds a staged copy to the worker's batch, publishing the batch when it is full.
+    fn stage_into(&self, batch: &mut Batch, ready: Option<Ready>, notes: &Sender<Note>) {
+        let Some(ready) = ready else {
+            return;
+        };
+        if batch
+            .items
+            .last()
+            .is_none_or(|last| !Arc::ptr_eq(&last.touched, &ready.touched))
+        {
+            batch.folders += 1;
+        }
+        batch.bytes += ready.size;
+        batch.items.push(ready);
+        if batch.items.len() >= BATCH_FILES
+            || batch.bytes >= BATCH_BYTES
+            || batch.folders >= self.settings.limits.batch_dirs
+        {
+            self.commit(batch, notes);
+        }
+    }
+
+    /// Records, as an empty `NAME_<time>_deleted` in its family, each file or folder of the job's
+    /// folder that is gone from SRC: what lets a restore give back the tree as it was.
+    fn record_deletions(
+        &self,
+        job: &FolderJob,
+        src_names: &HashSet<Vec<u8>>,
+        index: &mut FolderIndex,
+        notes: &Sender<Note>,
+    ) {
+        let Some(folder) = job.dest.as_ref().filter(|_| !job.fresh) else {
+            return;
+        };
+        let case_sensitive = self.dest.capabilities().case_sensitive;
+        let gone = plan::gone(index, src_names, job.only.as_ref(), case_sensitive);
+        let src_path = self.tree.src.join(&job.rel);
+        for name in gone {
+            let src = src_path.join(OsStr::from_bytes(&name));
+            let outcome = if self.settings.dry_run {
+                match index.marker(&name, now_stamp()) {
+                    Some(marker) => {
+                        index.record(&name, marker.clone());
+                        Outcome::WouldDelete(folder.path().join(OsStr::from_bytes(&marker)))
+                    }
+                    None => continue,
+                }
+            } else if self.was_full() {
+                continue;
+            } else {
+                match record_deletion_now(&**folder, index, &name) {
+                    Ok(path) => {
+                        job.touched.store(true, Ordering::Relaxed);
+                        Outcome::Deleted(path)
+                    }
+                    Err(e) => {
+                        let failure = Failure::at(Op::WriteInto, folder.path(), clone_error(&e));
+                        Outcome::Failed(self.dest_failure(failure, &e))
+                    }
+                }
+            };
+            let _ = notes.send(Note::Done(Event::new(src, outcome)));
+        }
+    }
+}
+
+/// The same error again, for each copy of a batch whose one sync failed.
+fn clone_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Now {
+    fn read() -> Now {
+        Now {
+            time: SystemTime::now(),
+            stamp: now_stamp(),
+        }
+    }
+}
+
+/// The local time now, as a version stamp.
+pub(crate) fn now_stamp() -> u64 {
+    use chrono::TimeZone;
+    use std::cell::Cell;
+    // Converting to local time reads the zone file's status each call; once a second will do.
+    thread_local! {
+        static LAST: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    let secs = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|last| match last.get() {
+        (s, stamp) if s == secs && stamp != 0 => stamp,
+        _ => {
+            let stamp = chrono::Local
+                .timestamp_opt(i64::try_from(secs).unwrap_or(i64::MAX), 0)
+                .earliest()
+                .map_or(0, |t| crate::naming::stamp_of(&t.naive_local()));
+            last.set((secs, stamp));
+            stamp
+        }
+    })
+}
