@@ -139,13 +139,14 @@ fn backup(command: Command) -> Status {
         }
     };
     let watching = configs.iter().any(|c| c.watch.is_some());
+    let hub = watch::Hub::new();
     if watching && configs.len() > 1 {
         let statuses: Vec<Status> = std::thread::scope(|s| {
             let runs: Vec<_> = configs
                 .into_iter()
                 .map(|config| {
-                    let (stop, wake) = (Arc::clone(&stop), wake.clone());
-                    s.spawn(move || run_pair(config, stop, wake))
+                    let (stop, wake, hub) = (Arc::clone(&stop), wake.clone(), hub.clone());
+                    s.spawn(move || run_pair(config, stop, wake, &hub))
                 })
                 .collect();
             runs.into_iter()
@@ -156,7 +157,7 @@ fn backup(command: Command) -> Status {
     }
     let mut statuses = Vec::new();
     for config in configs {
-        statuses.push(run_pair(config, Arc::clone(&stop), wake.clone()));
+        statuses.push(run_pair(config, Arc::clone(&stop), wake.clone(), &hub));
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             break;
         }
@@ -181,6 +182,7 @@ fn run_pair(
     config: Config,
     stop: Arc<AtomicBool>,
     wake: crossbeam_channel::Receiver<()>,
+    hub: &watch::Hub,
 ) -> Status {
     let mut reporter = Reporter::stdio(config.style);
     if let Some(name) = &config.name {
@@ -248,7 +250,7 @@ fn run_pair(
     }
     match &config.watch {
         None => once::run(&engine, &config.policy, &mut reporter),
-        Some(w) => watch::run(&engine, w, &config.policy, &mut reporter, &wake),
+        Some(w) => watch::run(&engine, w, &config.policy, &mut reporter, &wake, hub),
     }
 }
 

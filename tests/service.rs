@@ -100,6 +100,11 @@ fn one_watch_mirrors_every_pair_into_its_own_destination() {
                 .iter()
                 .all(|n| pairs.dst(n).join("first.txt").exists())
     });
+    assert_eq!(
+        inotify_instances(w.pid()),
+        1,
+        "the three pairs share one inotify instance"
+    );
     for name in ["documents", "photos", "project"] {
         fs::write(pairs.src(name).join("new.txt"), format!("new in {name}")).expect("write");
     }
@@ -115,6 +120,17 @@ fn one_watch_mirrors_every_pair_into_its_own_destination() {
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
     assert_eq!(out.matches("Backup Summary:").count(), 3, "{out}");
+}
+
+/// How many inotify instances the process holds open.
+fn inotify_instances(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd list")
+        .filter_map(Result::ok)
+        .filter(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:inotify")
+        })
+        .count()
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 
 use self::changes::{Work, classify, describe, outermost};
+pub(crate) use self::notifier::Hub;
 use self::notifier::{Feed, Msg, Watcher};
 use crate::archive::prune;
 use crate::config::WatchConfig;
@@ -91,6 +92,7 @@ pub(crate) fn run(
     policy: &Policy,
     reporter: &mut Reporter,
     wake: &Receiver<()>,
+    hub: &Hub,
 ) -> Status {
     let src_id = match std::fs::metadata(&engine.tree.src) {
         Ok(m) => (m.dev(), m.ino()),
@@ -109,7 +111,7 @@ pub(crate) fn run(
         ));
     }
     let feed = Feed::new();
-    let Some(watcher) = start(engine, cfg, &feed, reporter) else {
+    let Some(watcher) = start(engine, cfg, hub, &feed, reporter) else {
         return Status::Failure;
     };
     let method = if watcher.is_polling() {
@@ -509,13 +511,14 @@ impl<'a> Loop<'a> {
 fn start(
     engine: &Engine,
     cfg: &WatchConfig,
+    hub: &Hub,
     feed: &Feed,
     reporter: &mut Reporter,
 ) -> Option<Watcher> {
     let src = &engine.tree.src;
     let started = match cfg.poll {
         Some(interval) => Watcher::poll(src, interval, feed),
-        None => Watcher::native(feed).and_then(|mut w| {
+        None => Watcher::native(hub, src, feed).and_then(|mut w| {
             watch_tree(engine, &mut w, Path::new(""))?;
             Ok(w)
         }),

@@ -3,6 +3,10 @@
 //! channel; it never blocks: when the channel is full it raises a flag that makes the loop run a
 //! full pass instead.
 //!
+//! All pairs of one `watch` share one inotify instance (a `Hub`), which routes each event to
+//! the pairs whose SRC holds its path: the OS allows few instances per user (128 by default),
+//! and a desktop's file managers and editors need them too.
+//!
 //! Folders are watched one by one, not with notify's recursive mode, so that folders left out of
 //! the backup (excluded, or DST inside SRC) cost no watch and send no events. Settling and
 //! de-duplication are done by `settle` and the loop, so no debouncer sits in between.
@@ -11,8 +15,8 @@
 //! `watch()` call and, with its default file-id cache off on Linux, on every event, which made
 //! starting and running quadratic in the number of folders on big trees.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,18 +51,132 @@ impl Feed {
     }
 
     fn handler(&self) -> impl FnMut(notify::Result<notify::Event>) + Send + 'static {
-        let (tx, overflow) = (self.tx.clone(), Arc::clone(&self.overflow));
+        let route = self.route(PathBuf::new());
         move |res| {
-            let msg = match res {
-                // Our own reads of SRC make an open event per file; dropping them here keeps a
-                // long first pass from piling them up in the channel.
-                Ok(e) if !super::changes::can_change(&e.kind) => return,
-                Ok(e) => Msg::Event(e, Instant::now()),
-                Err(e) => Msg::Error(e),
-            };
-            if let Err(TrySendError::Full(_)) = tx.try_send(msg) {
-                overflow.store(true, Ordering::Relaxed);
+            if let Some(msg) = message(res) {
+                route.deliver(msg);
             }
+        }
+    }
+
+    fn route(&self, src: PathBuf) -> Route {
+        Route {
+            src,
+            tx: self.tx.clone(),
+            overflow: Arc::clone(&self.overflow),
+        }
+    }
+}
+
+/// What the watcher's callback forwards, if anything.
+fn message(res: notify::Result<notify::Event>) -> Option<Msg> {
+    match res {
+        // Our own reads of SRC make an open event per file; dropping them here keeps a long
+        // first pass from piling them up in the channel.
+        Ok(e) if !super::changes::can_change(&e.kind) => None,
+        Ok(e) => Some(Msg::Event(e, Instant::now())),
+        Err(e) => Some(Msg::Error(e)),
+    }
+}
+
+/// Where the shared watcher sends what happens under one pair's SRC.
+struct Route {
+    src: PathBuf,
+    tx: Sender<Msg>,
+    overflow: Arc<AtomicBool>,
+}
+
+impl Route {
+    /// Never blocks: a full channel raises the overflow flag instead.
+    fn deliver(&self, msg: Msg) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(msg) {
+            self.overflow.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `msg` concerns this pair: an event under its SRC, or one without paths (lost
+    /// events) and every error, which any pair may have caused.
+    fn wants(&self, msg: &Msg) -> bool {
+        match msg {
+            Msg::Event(e, _) if !e.paths.is_empty() => {
+                e.paths.iter().any(|p| p.starts_with(&self.src))
+            }
+            _ => true,
+        }
+    }
+
+    fn copy(msg: &Msg) -> Msg {
+        match msg {
+            Msg::Event(e, at) => Msg::Event(e.clone(), *at),
+            Msg::Error(e) => Msg::Error(notify::Error::new(match &e.kind {
+                ErrorKind::Io(io) => ErrorKind::Io(match io.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(io.kind(), io.to_string()),
+                }),
+                ErrorKind::Generic(s) => ErrorKind::Generic(s.clone()),
+                ErrorKind::PathNotFound => ErrorKind::PathNotFound,
+                ErrorKind::WatchNotFound => ErrorKind::WatchNotFound,
+                ErrorKind::InvalidConfig(c) => ErrorKind::InvalidConfig(*c),
+                ErrorKind::MaxFilesWatch => ErrorKind::MaxFilesWatch,
+            })
+            .set_paths(e.paths.clone())),
+        }
+    }
+}
+
+/// One inotify instance for every pair of a `watch`, started by the first pair that needs it.
+#[derive(Clone, Default)]
+pub(crate) struct Hub {
+    watcher: Arc<Mutex<Option<RecommendedWatcher>>>,
+    routes: Arc<Mutex<Vec<Route>>>,
+}
+
+impl Hub {
+    pub(crate) fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// Sends what happens under `src` into `feed` from now on, starting the inotify instance if
+    /// this is the first pair.
+    fn join(&self, src: &Path, feed: &Feed) -> notify::Result<()> {
+        let mut watcher = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
+        if watcher.is_none() {
+            let routes = Arc::clone(&self.routes);
+            let handler = move |res| {
+                let Some(msg) = message(res) else { return };
+                let routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut wanting = routes.iter().filter(|r| r.wants(&msg)).peekable();
+                while let Some(route) = wanting.next() {
+                    if wanting.peek().is_none() {
+                        route.deliver(msg);
+                        break;
+                    }
+                    route.deliver(Route::copy(&msg));
+                }
+            };
+            *watcher = Some(RecommendedWatcher::new(handler, config())?);
+        }
+        self.lock_routes().push(feed.route(src.to_path_buf()));
+        Ok(())
+    }
+
+    /// Stops sending into the feed that `overflow` belongs to. Its folders stay watched until
+    /// the last pair stops: the OS drops a watch once its folder is gone, and a folder another
+    /// pair also holds must stay watched for that pair.
+    fn leave(&self, overflow: &Arc<AtomicBool>) {
+        self.lock_routes()
+            .retain(|r| !Arc::ptr_eq(&r.overflow, overflow));
+    }
+
+    fn lock_routes(&self) -> std::sync::MutexGuard<'_, Vec<Route>> {
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn watch(&self, dir: &Path) -> notify::Result<()> {
+        let mut watcher = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
+        match watcher.as_mut() {
+            Some(w) => w.watch(dir, RecursiveMode::NonRecursive),
+            None => Ok(()),
         }
     }
 }
@@ -71,8 +189,8 @@ impl Default for Feed {
 
 /// A running watcher; dropping it stops it.
 pub(crate) enum Watcher {
-    /// inotify; folders are added with `add`.
-    Native(RecommendedWatcher),
+    /// A pair's share of the hub's inotify instance; folders are added with `add`.
+    Native(Share),
     /// Looks at the whole of SRC every interval; held only to keep it running.
     Poll(#[allow(dead_code)] PollWatcher),
 }
@@ -84,12 +202,13 @@ fn config() -> notify::Config {
 }
 
 impl Watcher {
-    /// An inotify watcher with no folders yet.
-    pub(crate) fn native(feed: &Feed) -> notify::Result<Watcher> {
-        Ok(Watcher::Native(RecommendedWatcher::new(
-            feed.handler(),
-            config(),
-        )?))
+    /// A share of `hub`'s inotify instance for the pair backing up `src`, with no folders yet.
+    pub(crate) fn native(hub: &Hub, src: &Path, feed: &Feed) -> notify::Result<Watcher> {
+        hub.join(src, feed)?;
+        Ok(Watcher::Native(Share {
+            hub: hub.clone(),
+            overflow: Arc::clone(&feed.overflow),
+        }))
     }
 
     /// A poller over all of `src`.
@@ -109,10 +228,22 @@ impl Watcher {
         let Watcher::Native(w) = self else {
             return Ok(());
         };
-        match w.watch(dir, RecursiveMode::NonRecursive) {
+        match w.hub.watch(dir) {
             Err(e) if vanished(&e) => Ok(()),
             other => other,
         }
+    }
+}
+
+/// One pair's part in a hub; dropping it stops the events for that pair.
+pub(crate) struct Share {
+    hub: Hub,
+    overflow: Arc<AtomicBool>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.hub.leave(&self.overflow);
     }
 }
 
@@ -152,4 +283,42 @@ fn read_limit(name: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, EventKind};
+
+    fn route(src: &str) -> Route {
+        Feed::new().route(PathBuf::from(src))
+    }
+
+    fn event(paths: &[&str]) -> Msg {
+        let mut e = notify::Event::new(EventKind::Create(CreateKind::File));
+        for p in paths {
+            e = e.add_path(PathBuf::from(p));
+        }
+        Msg::Event(e, Instant::now())
+    }
+
+    #[test]
+    fn each_pair_gets_the_events_under_its_own_source() {
+        let docs = route("/home/me/docs");
+        assert!(docs.wants(&event(&["/home/me/docs/a.txt"])));
+        assert!(docs.wants(&event(&["/home/me/docs/deep/a.txt"])));
+        assert!(!docs.wants(&event(&["/home/me/docs2/a.txt"])), "a sibling");
+        assert!(!docs.wants(&event(&["/home/me/photos/a.jpg"])));
+        assert!(
+            docs.wants(&event(&["/home/me/photos/a", "/home/me/docs/a"])),
+            "a rename into it"
+        );
+        assert!(docs.wants(&event(&[])), "lost events concern every pair");
+        let err = Msg::Error(notify::Error::new(ErrorKind::MaxFilesWatch));
+        assert!(docs.wants(&err), "so does an error");
+        assert!(matches!(
+            Route::copy(&err),
+            Msg::Error(e) if matches!(e.kind, ErrorKind::MaxFilesWatch)
+        ));
+    }
 }
