@@ -108,8 +108,6 @@ impl Config {
             )?,
         };
         let pairs = pairs::load(&path, &cli.only)?;
-        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let share = u16::try_from((cpus / pairs.len()).max(1)).unwrap_or(1);
         let mut out = Vec::new();
         for pair in pairs {
             let o = pair.options;
@@ -121,7 +119,7 @@ impl Config {
                 mkpath: o.mkpath.unwrap_or(false),
                 pass: PassArgs {
                     checksum: o.checksum.unwrap_or(false),
-                    jobs: o.jobs.or(watch.as_ref().map(|_| share)),
+                    jobs: o.jobs,
                     exclude: o.exclude.unwrap_or_default(),
                     exclude_from: o.exclude_from.unwrap_or_default(),
                     no_default_ignores: o.no_default_ignores.unwrap_or(false),

@@ -121,7 +121,8 @@ fn prune_needs_a_policy() -> ! {
 }
 
 /// `once`, `watch` or `verify`: of SRC and DST, or of every pair of the config file (`once`
-/// one after another; `watch` all at once, each in its own thread, stopped by the same signal).
+/// one after another; `watch` all at once, each in its own thread, stopped by the same signal,
+/// sharing one inotify instance and one budget of workers).
 fn backup(command: Command) -> Status {
     let configs = match Config::from_cli(command) {
         Ok(c) => c,
@@ -140,13 +141,21 @@ fn backup(command: Command) -> Status {
     };
     let watching = configs.iter().any(|c| c.watch.is_some());
     let hub = watch::Hub::new();
+    let budget = (watching && configs.len() > 1).then(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Arc::new(engine::Budget::new(cpus))
+    });
     if watching && configs.len() > 1 {
         let statuses: Vec<Status> = std::thread::scope(|s| {
             let runs: Vec<_> = configs
                 .into_iter()
                 .map(|config| {
-                    let (stop, wake, hub) = (Arc::clone(&stop), wake.clone(), hub.clone());
-                    s.spawn(move || run_pair(config, stop, wake, &hub))
+                    let (stop, wake) = (Arc::clone(&stop), wake.clone());
+                    let shared = Shared {
+                        hub: hub.clone(),
+                        budget: budget.clone(),
+                    };
+                    s.spawn(move || run_pair(config, stop, wake, &shared))
                 })
                 .collect();
             runs.into_iter()
@@ -157,12 +166,23 @@ fn backup(command: Command) -> Status {
     }
     let mut statuses = Vec::new();
     for config in configs {
-        statuses.push(run_pair(config, Arc::clone(&stop), wake.clone(), &hub));
+        let shared = Shared {
+            hub: hub.clone(),
+            budget: None,
+        };
+        statuses.push(run_pair(config, Arc::clone(&stop), wake.clone(), &shared));
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             break;
         }
     }
     worst(statuses)
+}
+
+/// What the pairs of one `watch` share: one inotify instance, and the workers that may copy
+/// at once.
+struct Shared {
+    hub: watch::Hub,
+    budget: Option<Arc<engine::Budget>>,
 }
 
 /// The status that says most: interrupted, else failed, else success.
@@ -182,7 +202,7 @@ fn run_pair(
     config: Config,
     stop: Arc<AtomicBool>,
     wake: crossbeam_channel::Receiver<()>,
-    hub: &watch::Hub,
+    shared: &Shared,
 ) -> Status {
     let mut reporter = Reporter::stdio(config.style);
     if let Some(name) = &config.name {
@@ -244,13 +264,20 @@ fn run_pair(
         dry_run: config.dry_run,
         each_unchanged: config.style.verbose,
     };
-    let engine = Engine::new(tree, dest, settings, stop);
+    let engine = Engine::new(tree, dest, settings, stop).with_budget(shared.budget.clone());
     if config.verify {
         return verify::run(&engine, &mut reporter);
     }
     match &config.watch {
         None => once::run(&engine, &config.policy, &mut reporter),
-        Some(w) => watch::run(&engine, w, &config.policy, &mut reporter, &wake, hub),
+        Some(w) => watch::run(
+            &engine,
+            w,
+            &config.policy,
+            &mut reporter,
+            &wake,
+            &shared.hub,
+        ),
     }
 }
 

@@ -30,8 +30,11 @@ use crate::plan::{self, Now, Rules};
 use crate::scan::Tree;
 use crate::source;
 
+mod budget;
 mod entry;
 mod jobs;
+
+pub(crate) use self::budget::Budget;
 
 use self::entry::{publish_free, record_deletion_now};
 
@@ -83,6 +86,8 @@ pub(crate) struct Engine {
     full: AtomicBool,
     /// Said once the run's notes are in, as `warning:` lines.
     warnings: std::sync::Mutex<Vec<String>>,
+    /// Shared with the other pairs of a `watch`: how many workers may copy at once.
+    budget: Option<Arc<Budget>>,
 }
 
 /// The work for one source folder: decide on its entries (all of them, or only the named ones).
@@ -200,7 +205,14 @@ impl Engine {
             stop,
             full: AtomicBool::new(false),
             warnings: std::sync::Mutex::new(Vec::new()),
+            budget: None,
         }
+    }
+
+    /// Lets this engine's workers copy only while `budget` has a place for them.
+    pub(crate) fn with_budget(mut self, budget: Option<Arc<Budget>>) -> Engine {
+        self.budget = budget;
+        self
     }
 
     /// A problem worked around, to say when the run is done.
@@ -388,6 +400,7 @@ impl Engine {
                 }
                 Err(TryRecvError::Disconnected) => break,
             };
+            let _place = self.budget.as_deref().map(Budget::take);
             self.folder(&job, notes, &mut batch);
         }
         self.commit(&mut batch, notes);

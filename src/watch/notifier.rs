@@ -16,8 +16,8 @@
 //! starting and running quadratic in the number of folders on big trees.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -108,18 +108,20 @@ impl Route {
     fn copy(msg: &Msg) -> Msg {
         match msg {
             Msg::Event(e, at) => Msg::Event(e.clone(), *at),
-            Msg::Error(e) => Msg::Error(notify::Error::new(match &e.kind {
-                ErrorKind::Io(io) => ErrorKind::Io(match io.raw_os_error() {
-                    Some(code) => std::io::Error::from_raw_os_error(code),
-                    None => std::io::Error::new(io.kind(), io.to_string()),
-                }),
-                ErrorKind::Generic(s) => ErrorKind::Generic(s.clone()),
-                ErrorKind::PathNotFound => ErrorKind::PathNotFound,
-                ErrorKind::WatchNotFound => ErrorKind::WatchNotFound,
-                ErrorKind::InvalidConfig(c) => ErrorKind::InvalidConfig(*c),
-                ErrorKind::MaxFilesWatch => ErrorKind::MaxFilesWatch,
-            })
-            .set_paths(e.paths.clone())),
+            Msg::Error(e) => Msg::Error(
+                notify::Error::new(match &e.kind {
+                    ErrorKind::Io(io) => ErrorKind::Io(match io.raw_os_error() {
+                        Some(code) => std::io::Error::from_raw_os_error(code),
+                        None => std::io::Error::new(io.kind(), io.to_string()),
+                    }),
+                    ErrorKind::Generic(s) => ErrorKind::Generic(s.clone()),
+                    ErrorKind::PathNotFound => ErrorKind::PathNotFound,
+                    ErrorKind::WatchNotFound => ErrorKind::WatchNotFound,
+                    ErrorKind::InvalidConfig(c) => ErrorKind::InvalidConfig(*c),
+                    ErrorKind::MaxFilesWatch => ErrorKind::MaxFilesWatch,
+                })
+                .set_paths(e.paths.clone()),
+            ),
         }
     }
 }
