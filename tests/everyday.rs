@@ -464,3 +464,83 @@ fn editor_lock_and_download_litter_is_left_out_by_default() {
     r.code(0);
     assert_eq!(r.summary("Successfully copied"), 3, "{}", r.context());
 }
+
+/// What vim, LibreOffice and Firefox do on disk while a `watch` runs with `extra` options.
+/// Returns the names in DST once the last file has arrived, and the watches the first pass set.
+fn litter_under_watch(extra: &[&str]) -> (Vec<String>, usize) {
+    let env = Env::new();
+    env.write("report.txt", "old words");
+    env.write(".Trash-1000/files/old.txt", "trash");
+    env.write(".Trash-1000/info/old.txt.trashinfo", "trash");
+    let mut args = vec!["--debounce", "100ms"];
+    args.extend_from_slice(extra);
+    let w = Watch::start(&env, &args);
+    w.wait_for("the first pass", LIMIT, |_| {
+        env.dst_names("").iter().any(|n| n.starts_with("report"))
+    });
+    let watches = common::inotify_watches(Some(w.pid()));
+    // vim opens the file: a swap file that stays while it is open. Saving it with the default
+    // `backupcopy=auto`: a probe file, the old file renamed to a backup, the new one written,
+    // the backup removed.
+    env.write(".report.txt.swp", "vim swap");
+    env.write("4913", "");
+    fs::remove_file(env.src.join("4913")).expect("rm");
+    fs::rename(env.src.join("report.txt"), env.src.join("report.txt~")).expect("mv");
+    env.write("report.txt", "new words");
+    fs::remove_file(env.src.join("report.txt~")).expect("rm");
+    // LibreOffice holds a lock file beside the document it has open.
+    env.write(
+        ".~lock.budget.ods#",
+        ",ana,host,29.11.2026 10:00,file:///home/ana/.config;",
+    );
+    env.write("budget.ods", "numbers");
+    // Firefox downloads into `.part`, then renames it.
+    env.write("film.mkv.part", "half a film");
+    fs::rename(env.src.join("film.mkv.part"), env.src.join("film.mkv")).expect("mv");
+    env.write("film.mkv.part", "the next download, half done");
+    env.write("last.txt", "written after all the rest");
+    w.wait_for("the last file", LIMIT, |_| {
+        env.dst.join("last.txt").exists()
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
+    (env.dst_names(""), watches)
+}
+
+#[test]
+fn under_watch_an_editor_save_a_lock_and_a_download_make_no_litter_versions() {
+    let (names, watches) = litter_under_watch(&[]);
+    let versions_of_report = names.iter().filter(|n| n.starts_with("report")).count();
+    assert_eq!(
+        versions_of_report, 2,
+        "the old and the new words: {names:?}"
+    );
+    for litter in [
+        ".report.txt.swp",
+        "4913",
+        "report.txt~",
+        ".~lock.budget.ods#",
+    ] {
+        assert!(!names.iter().any(|n| n.starts_with(litter)), "{names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains(".part")), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with(".Trash")), "{names:?}");
+    for real in ["budget.ods", "film.mkv", "last.txt"] {
+        assert!(names.contains(&real.to_string()), "{real}: {names:?}");
+    }
+    assert_eq!(watches, 1, "SRC alone: the trash folder costs no watch");
+
+    let (names, watches) = litter_under_watch(&["--no-default-ignores"]);
+    for litter in [
+        ".report.txt.swp",
+        ".~lock.budget.ods#",
+        "film.mkv.part",
+        ".Trash-1000",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(litter)),
+            "{litter}: {names:?}"
+        );
+    }
+    assert_eq!(watches, 4, "SRC, the trash folder and its two folders");
+}
