@@ -177,11 +177,23 @@ pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {
         let line = line_of(&text, table.dst.span().start);
         let dst = expand(table.dst.into_inner(), home.as_deref());
         let key = std::path::absolute(&dst).unwrap_or_else(|_| dst.clone());
-        if let Some((_, other, _)) = seen.iter().find(|(d, _, _)| *d == key) {
+        let overlap = seen
+            .iter()
+            .find(|(d, _, _)| d.starts_with(&key) || key.starts_with(d));
+        if let Some((theirs, other, _)) = overlap {
+            let why = if *theirs == key {
+                format!("both write into {}", display(&dst))
+            } else {
+                // The outer pair would list, verify and prune the inner pair's copies as its
+                // own, and a folder of the same name in its source would mix the two.
+                format!(
+                    "write into {} and {}, one inside the other",
+                    display(theirs),
+                    display(&key)
+                )
+            };
             return Err(named(format!(
-                "line {line}: dst: pairs {other} and {name} both write into {}; each \
-                 destination takes one pair",
-                display(&dst)
+                "line {line}: dst: pairs {other} and {name} {why}; each destination takes one pair"
             )));
         }
         seen.push((key, name.clone(), line));
@@ -300,6 +312,21 @@ debounce = "10s"
             twice.starts_with("config FILE: line 6: dst: pairs 1 and 2"),
             "{twice}"
         );
+        let nested = load_text(
+            "[[backup]]\nsrc = '/a'\ndst = '/d/a'\n[[backup]]\nsrc = '/b'\ndst = '/d'\n",
+            &[],
+        )
+        .expect_err("one destination inside another");
+        assert!(
+            nested.ends_with(
+                "line 6: dst: pairs 1 and 2 write into /d/a and /d, one inside the other; each \
+                 destination takes one pair"
+            ),
+            "{nested}"
+        );
+        let siblings =
+            "[[backup]]\nsrc = '/a'\ndst = '/d/a'\n[[backup]]\nsrc = '/b'\ndst = '/d/ab'\n";
+        assert!(load_text(siblings, &[]).is_ok(), "/d/ab is not inside /d/a");
         let none = load_text("debounce = '1s'\n", &[]).expect_err("no pairs");
         assert!(none.contains("no [[backup]] table"), "{none}");
         let only = load_text("[[backup]]\nsrc = '/a'\ndst = '/d'\n", &["x"]).expect_err("only");
