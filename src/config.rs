@@ -23,8 +23,9 @@ pub(crate) struct Config {
     pub(crate) src: PathBuf,
     /// The destination folder, canonical (its missing tail resolved lexically).
     pub(crate) dst: PathBuf,
-    /// Set when the destination lies inside the source: that subtree is left out of every walk.
-    pub(crate) dst_inside_src: bool,
+    /// Destinations inside the source, left out of every walk and watch: this pair's own, and
+    /// with a config file every other pair's, so that no pair backs up another's versions.
+    pub(crate) skip: Vec<PathBuf>,
     pub(crate) checksum: bool,
     pub(crate) limits: Limits,
     pub(crate) exclude: Exclude,
@@ -149,6 +150,15 @@ impl Config {
                 .map_err(|e| format!("pair {name}: {e}"))?;
             out.push(config);
         }
+        let dsts: Vec<PathBuf> = out.iter().map(|c| c.dst.clone()).collect();
+        for config in &mut out {
+            let inside = dsts.iter().filter(|d| d.starts_with(&config.src));
+            for d in inside {
+                if !config.skip.contains(d) {
+                    config.skip.push(d.clone());
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -183,7 +193,11 @@ impl Config {
         } = pass;
         let (src, dst) = check_paths(&src, &dst)?;
         let create_dst = how_to_create(&dst, mkpath)?;
-        let dst_inside_src = dst.starts_with(&src);
+        let skip = dst
+            .starts_with(&src)
+            .then(|| dst.clone())
+            .into_iter()
+            .collect();
         let exclude = Exclude::build(&src, !no_default_ignores, &exclude, &exclude_from)?;
         let jobs = jobs.map(usize::from).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
@@ -200,7 +214,7 @@ impl Config {
             name,
             src,
             dst,
-            dst_inside_src,
+            skip,
             checksum,
             limits: Limits::new(jobs, open_file_budget()),
             exclude,

@@ -254,7 +254,7 @@ fn run_pair(
     let checksum = config.checksum || (caps.probed && caps.precision.is_none());
     let tree = Tree {
         src: config.src.clone(),
-        skip: config.dst_inside_src.then(|| config.dst.clone()),
+        skip: config.skip.clone(),
         exclude: config.exclude.clone(),
         walk_open: config.limits.walk_open,
     };

@@ -13,8 +13,8 @@ use crate::meta::Meta;
 pub(crate) struct Tree {
     /// SRC, canonical.
     pub src: PathBuf,
-    /// DST when it lies inside SRC: never walked.
-    pub skip: Option<PathBuf>,
+    /// Destinations inside SRC (this backup's, and other pairs'): never walked.
+    pub skip: Vec<PathBuf>,
     pub exclude: Exclude,
     /// Folder handles a walk keeps open.
     pub walk_open: usize,
@@ -48,7 +48,7 @@ impl Tree {
     /// Whether an entry belongs to the backup: not DST, not excluded.
     fn covered(&self, e: &walkdir::DirEntry) -> bool {
         let rel = e.path().strip_prefix(&self.src).unwrap_or(e.path());
-        Some(e.path()) != self.skip.as_deref()
+        !self.skip.iter().any(|s| e.path() == s)
             && !self.exclude.excludes(rel, e.file_type().is_dir())
     }
 

@@ -286,3 +286,41 @@ fn status_says_what_the_watch_does_and_fails_when_it_fails() {
     r.code(0);
     r.stdout_has("no watch running for this pair");
 }
+
+#[test]
+fn no_pair_backs_up_the_versions_another_pair_keeps_inside_its_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = fs::canonicalize(dir.path()).expect("canonical");
+    let (home, camera) = (root.join("home"), root.join("camera"));
+    fs::create_dir_all(home.join("Backups")).expect("mkdir");
+    fs::create_dir_all(&camera).expect("mkdir");
+    fs::write(home.join("notes.txt"), "notes").expect("w");
+    fs::write(camera.join("img.jpg"), "pixels").expect("w");
+    // The camera pair runs first, so its copies are in the home folder before home is walked.
+    let config = root.join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[backup]]\nname = \"camera\"\nsrc = \"{}\"\ndst = \"{}\"\n\n\
+             [[backup]]\nname = \"home\"\nsrc = \"{}\"\ndst = \"{}\"\n",
+            camera.display(),
+            home.join("Backups/camera").display(),
+            home.display(),
+            root.join("usb/home").display(),
+        ),
+    )
+    .expect("write config");
+    fs::create_dir_all(root.join("usb")).expect("mkdir");
+    let env = common::Env::new();
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["once", "--config"]).arg(&config);
+    let r = Run::of(cmd.output().expect("run"), &env);
+    r.code(0);
+    assert_eq!(read(&home.join("Backups/camera/img.jpg")), b"pixels");
+    assert_eq!(read(&root.join("usb/home/notes.txt")), b"notes");
+    assert!(
+        !root.join("usb/home/Backups/camera").exists(),
+        "the camera pair's versions were backed up again by the home pair\n{}",
+        r.context()
+    );
+}

@@ -19,14 +19,14 @@ pub(crate) enum Work {
     Rescan,
 }
 
-/// The work an event asks for. `skip` is DST when it lies inside SRC: its events are our own
-/// copies and must not feed back.
-pub(crate) fn classify(event: &notify::Event, src: &Path, skip: Option<&Path>) -> Vec<Work> {
+/// The work an event asks for. `skip` are the destinations inside SRC: their events are copies
+/// (ours, or another pair's) and must not feed back.
+pub(crate) fn classify(event: &notify::Event, src: &Path, skip: &[PathBuf]) -> Vec<Work> {
     if event.need_rescan() {
         return vec![Work::Rescan];
     }
     let rel = |p: &Path| -> Option<PathBuf> {
-        if skip.is_some_and(|s| p.starts_with(s)) {
+        if skip.iter().any(|s| p.starts_with(s)) {
             return None;
         }
         p.strip_prefix(src).ok().map(Path::to_path_buf)
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn events_to_work() {
         use Work::*;
-        let skip = Some(Path::new("/s/backup"));
+        let skip = [p("/s/backup"), p("/s/other-pair")];
         let table: Vec<(Event, Vec<Work>)> = vec![
             (
                 ev(
@@ -233,6 +233,14 @@ mod tests {
                 // Moved out of what is backed up: gone.
                 vec![Changed(p("x"))],
             ),
+            // Another pair's destination inside SRC: its copies are not this pair's changes.
+            (
+                ev(
+                    EventKind::Create(CreateKind::File),
+                    &["/s/other-pair/a_20261126_153045"],
+                ),
+                vec![],
+            ),
             // A sibling whose name merely starts like DST is not inside it.
             (
                 ev(EventKind::Create(CreateKind::File), &["/s/backup2/a"]),
@@ -246,7 +254,7 @@ mod tests {
         ];
         for (event, expected) in table {
             assert_eq!(
-                classify(&event, Path::new(SRC), skip),
+                classify(&event, Path::new(SRC), &skip),
                 expected,
                 "{event:?}"
             );

@@ -434,7 +434,7 @@ impl<'a> Loop<'a> {
         };
         let tree = &self.engine.tree;
         let what = describe(&event.kind);
-        let works = classify(&event, &tree.src, tree.skip.as_deref());
+        let works = classify(&event, &tree.src, &tree.skip);
         if works.is_empty()
             && let Some(p) = event.paths.last()
         {
