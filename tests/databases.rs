@@ -7,8 +7,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Env, Watch, family, tree};
@@ -19,45 +17,35 @@ const ROUNDS: u64 = 30;
 const PER_ROUND: u64 = 50;
 const LARGE_HALF: u64 = 2000;
 
-/// Writes like an application: many small transactions, then a large one that pauses halfway
-/// (with its journal, or its WAL frames, on disk and nothing committed), keeping the connection
-/// open until told to stop. Returns every row count that was ever committed.
-fn application(path: &Path, journal: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let path = path.to_path_buf();
-    let journal = journal.to_string();
-    std::thread::spawn(move || {
-        let db = Connection::open(&path).expect("open");
-        db.pragma_update(None, "journal_mode", &journal)
-            .expect("journal mode");
-        db.execute_batch(
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX tv ON t(v);",
-        )
+/// Writes like an application: many small transactions, then a large one that stops halfway
+/// (with its journal, or its WAL frames, on disk and nothing committed) while `mid_transaction`
+/// runs. Returns the connection, still open, as the application would keep it.
+fn application(path: &Path, journal: &str, mid_transaction: impl FnOnce()) -> Connection {
+    let db = Connection::open(path).expect("open");
+    db.pragma_update(None, "journal_mode", journal)
+        .expect("journal mode");
+    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX tv ON t(v);")
         .expect("schema");
-        let insert = |n: u64| {
-            for i in 0..n {
-                db.execute(
-                    "INSERT INTO t(v) VALUES (?1)",
-                    [format!("row {i} {}", "x".repeat(40))],
-                )
-                .expect("insert");
-            }
-        };
-        for _ in 0..ROUNDS {
-            db.execute_batch("BEGIN").expect("begin");
-            insert(PER_ROUND);
-            db.execute_batch("COMMIT").expect("commit");
-            std::thread::sleep(Duration::from_millis(30));
+    let insert = |n: u64| {
+        for i in 0..n {
+            db.execute(
+                "INSERT INTO t(v) VALUES (?1)",
+                [format!("row {i} {}", "x".repeat(40))],
+            )
+            .expect("insert");
         }
+    };
+    for _ in 0..ROUNDS {
         db.execute_batch("BEGIN").expect("begin");
-        insert(LARGE_HALF);
-        // Paused in the middle of a transaction, long enough for a copy to settle on it.
-        std::thread::sleep(Duration::from_millis(2500));
-        insert(LARGE_HALF);
+        insert(PER_ROUND);
         db.execute_batch("COMMIT").expect("commit");
-        while !done.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
+    }
+    db.execute_batch("BEGIN").expect("begin");
+    insert(LARGE_HALF);
+    mid_transaction();
+    insert(LARGE_HALF);
+    db.execute_batch("COMMIT").expect("commit");
+    db
 }
 
 fn committed() -> BTreeSet<i64> {
@@ -87,21 +75,27 @@ fn live_database(journal: &str) {
     env.write("notes.txt", "not a database");
     let db = env.src.join("app.db");
     let w = Watch::start(&env, &[]);
-    let done = Arc::new(AtomicBool::new(false));
-    let writer = application(&db, journal, Arc::clone(&done));
+    // Stopped in the middle of the large transaction until the quiet makes `watch` take a copy:
+    // one taken while the journal (or WAL) holds uncommitted work.
+    let open = application(&db, journal, || {
+        let before = family(&env.dst, "app.db").len();
+        w.wait_for(
+            "a copy during the open transaction",
+            Duration::from_secs(30),
+            |_| family(&env.dst, "app.db").len() > before,
+        );
+    });
     let last = *committed().last().expect("counts");
     w.wait_for("the final state in DST", Duration::from_secs(60), |_| {
         family(&env.dst, "app.db")
             .last()
             .is_some_and(|newest| inspect(&env.dst.join(newest)).1 == last)
     });
-    done.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
+    drop(open);
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
     let versions = family(&env.dst, "app.db");
-    // With the default --debounce of 1 s, the 2.5 s pause inside the large transaction is
-    // quiet long enough for a copy: one taken while the journal (or WAL) held uncommitted work.
+    // One taken during the open transaction, and the final one.
     assert!(versions.len() >= 2, "{versions:?}\n{out}");
     for v in &versions {
         let (ok, n) = inspect(&env.dst.join(v));

@@ -131,19 +131,17 @@ pub fn mount(fs: Fs) -> Result<Mounted, String> {
             );
             let target = format!("root@127.0.0.1:{}", path_str(&remote));
             let mut last = String::new();
-            // sshd may take a moment to listen: a bounded number of tries.
-            for _ in 0..50 {
-                match run(
-                    "sshfs",
-                    &["-p", &port.to_string(), "-o", &opts, &target, &mnt_s],
-                ) {
-                    Ok(_) => {
-                        last.clear();
-                        break;
-                    }
-                    Err(e) => last = e,
+            // sshd may take a moment to listen.
+            let port = port.to_string();
+            let args = ["-p", &port, "-o", &opts, &target, &mnt_s];
+            if super::wait_until(Duration::from_secs(5), || match run("sshfs", &args) {
+                Ok(_) => true,
+                Err(e) => {
+                    last = e;
+                    false
                 }
-                std::thread::sleep(Duration::from_millis(100));
+            }) {
+                last.clear();
             }
             if !last.is_empty() {
                 return Err(last);
@@ -205,17 +203,18 @@ impl Mounted {
         let mnt = path_str(&self.path);
         let args: Vec<&str> = if lazy { vec!["-l", &mnt] } else { vec![&mnt] };
         let mut last = String::new();
-        for _ in 0..20 {
-            match run("umount", &args) {
-                Ok(_) => {
-                    if let Some(dev) = self.loop_dev.take() {
-                        let _ = run("losetup", &["-d", &dev]);
-                    }
-                    return Ok(());
-                }
-                Err(e) => last = e,
+        let done = super::wait_until(Duration::from_secs(2), || match run("umount", &args) {
+            Ok(_) => true,
+            Err(e) => {
+                last = e;
+                false
             }
-            std::thread::sleep(Duration::from_millis(100));
+        });
+        if done {
+            if let Some(dev) = self.loop_dev.take() {
+                let _ = run("losetup", &["-d", &dev]);
+            }
+            return Ok(());
         }
         Err(last)
     }
