@@ -101,14 +101,7 @@ impl Config {
         watch: Option<WatchConfig>,
         dry_run: bool,
     ) -> Result<Vec<Config>, String> {
-        let path = match cli.config.clone() {
-            Some(p) => p,
-            None => pairs::default_path().filter(|p| p.exists()).ok_or(
-                "give SRC and DST, or pairs in a config file (--config FILE, or \
-                     $XDG_CONFIG_HOME/backup/config.toml)",
-            )?,
-        };
-        let pairs = pairs::load(&path, &cli.only)?;
+        let pairs = pairs::chosen(cli.config.as_deref(), &cli.only)?;
         let mut out = Vec::new();
         for pair in pairs {
             let o = pair.options;

@@ -158,6 +158,19 @@ pub(crate) fn default_path() -> Option<PathBuf> {
     Some(base.join("backup").join("config.toml"))
 }
 
+/// The pairs a command without SRC and DST means: those of `config`, else of the default file
+/// when there is one, keeping those named in `only`.
+pub(crate) fn chosen(config: Option<&Path>, only: &[String]) -> Result<Vec<Pair>, String> {
+    let path = match config {
+        Some(p) => p.to_path_buf(),
+        None => default_path().filter(|p| p.exists()).ok_or(
+            "give SRC and DST, or pairs in a config file (--config FILE, or \
+             $XDG_CONFIG_HOME/backup/config.toml)",
+        )?,
+    };
+    load(&path, only)
+}
+
 /// Reads the pairs from `path`, keeping those named in `only` (all when empty). The error is
 /// the `error:` line: the file, and the line and key at fault.
 pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {

@@ -19,22 +19,16 @@ pub(crate) fn run(args: StatusArgs) -> Status {
     });
     let pairs = match (&args.src, &args.dst) {
         (Some(src), Some(dst)) => vec![(None, canonical(src), canonical(dst))],
-        _ => {
-            let path = args.config.clone().or_else(pairs::default_path);
-            let loaded = path
-                .ok_or_else(|| "give SRC and DST, or --config FILE".to_string())
-                .and_then(|p| pairs::load(&p, &args.only));
-            match loaded {
-                Ok(pairs) => pairs
-                    .into_iter()
-                    .map(|p| (Some(p.name), canonical(&p.src), canonical(&p.dst)))
-                    .collect(),
-                Err(e) => {
-                    out.error(&e);
-                    return Status::Failure;
-                }
+        _ => match pairs::chosen(args.config.as_deref(), &args.only) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|p| (Some(p.name), canonical(&p.src), canonical(&p.dst)))
+                .collect(),
+            Err(e) => {
+                out.error(&e);
+                return Status::Failure;
             }
-        }
+        },
     };
     let mut bad = false;
     for (name, src, dst) in pairs {

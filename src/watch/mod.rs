@@ -425,10 +425,8 @@ impl<'a> Loop<'a> {
         let (event, at) = match msg {
             Msg::Event(event, at) => (event, at),
             // A watch that could not be added for a new folder: from now on, poll.
-            Msg::Error(e) => {
-                if self.fall_back_to_polling(&e, reporter) {
-                    self.pending.full = true;
-                }
+            Msg::Limit(line) => {
+                self.fall_back_to_polling(&line, reporter);
                 return;
             }
         };
@@ -470,9 +468,9 @@ impl<'a> Loop<'a> {
             Ok(m) if m.is_dir() && tree.exclude.excludes(p, true) => "excluded",
             Ok(m) if m.is_dir() => {
                 if let Err(e) = watch_tree(self.engine, &mut self.watcher, p)
-                    && self.fall_back_to_polling(&e, reporter)
+                    && let Some(line) = notifier::limit_message(&e)
                 {
-                    self.pending.full = true;
+                    self.fall_back_to_polling(&line, reporter);
                 }
                 self.pending.walks.push(p.to_path_buf());
                 "new folder: watch and walk it"
@@ -485,15 +483,14 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Replaces the inotify watcher with polling after an OS limit was hit, saying so once.
-    fn fall_back_to_polling(&mut self, e: &notify::Error, reporter: &mut Reporter) -> bool {
-        let Some(line) = notifier::limit_message(e) else {
-            return false;
-        };
+    /// Replaces the inotify watcher with polling after an OS limit was hit, saying so (`line`)
+    /// once, and owes a full pass for what went unwatched.
+    fn fall_back_to_polling(&mut self, line: &str, reporter: &mut Reporter) {
+        self.pending.full = true;
         if self.watcher.is_polling() {
-            return true;
+            return;
         }
-        reporter.warning(&line);
+        reporter.warning(line);
         match Watcher::poll(&self.engine.tree.src, notifier::FALLBACK_POLL, &self.feed) {
             Ok(w) => {
                 self.watcher = w;
@@ -501,7 +498,6 @@ impl<'a> Loop<'a> {
             }
             Err(e) => reporter.warning(&format!("cannot poll for changes: {e}")),
         }
-        true
     }
 }
 

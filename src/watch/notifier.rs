@@ -27,10 +27,13 @@ use notify::{ErrorKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher 
 pub(crate) const FALLBACK_POLL: Duration = Duration::from_secs(2);
 
 /// What the watcher sends.
+#[derive(Clone)]
 pub(crate) enum Msg {
     /// An event that can mean a change, and when it arrived.
     Event(notify::Event, Instant),
-    Error(notify::Error),
+    /// An OS limit on inotify was hit (a watch for a new folder could not be added): the line
+    /// that says which limit and how to raise it.
+    Limit(String),
 }
 
 /// The channel from the watcher to the loop, and the flag for a channel that overflowed.
@@ -75,7 +78,8 @@ fn message(res: notify::Result<notify::Event>) -> Option<Msg> {
         // first pass from piling them up in the channel.
         Ok(e) if !super::changes::can_change(&e.kind) => None,
         Ok(e) => Some(Msg::Event(e, Instant::now())),
-        Err(e) => Some(Msg::Error(e)),
+        // Other errors leave the watch as it is; the periodic full pass covers what they hide.
+        Err(e) => limit_message(&e).map(Msg::Limit),
     }
 }
 
@@ -95,33 +99,13 @@ impl Route {
     }
 
     /// Whether `msg` concerns this pair: an event under its SRC, or one without paths (lost
-    /// events) and every error, which any pair may have caused.
+    /// events) and a limit, which any pair may have hit.
     fn wants(&self, msg: &Msg) -> bool {
         match msg {
             Msg::Event(e, _) if !e.paths.is_empty() => {
                 e.paths.iter().any(|p| p.starts_with(&self.src))
             }
             _ => true,
-        }
-    }
-
-    fn copy(msg: &Msg) -> Msg {
-        match msg {
-            Msg::Event(e, at) => Msg::Event(e.clone(), *at),
-            Msg::Error(e) => Msg::Error(
-                notify::Error::new(match &e.kind {
-                    ErrorKind::Io(io) => ErrorKind::Io(match io.raw_os_error() {
-                        Some(code) => std::io::Error::from_raw_os_error(code),
-                        None => std::io::Error::new(io.kind(), io.to_string()),
-                    }),
-                    ErrorKind::Generic(s) => ErrorKind::Generic(s.clone()),
-                    ErrorKind::PathNotFound => ErrorKind::PathNotFound,
-                    ErrorKind::WatchNotFound => ErrorKind::WatchNotFound,
-                    ErrorKind::InvalidConfig(c) => ErrorKind::InvalidConfig(*c),
-                    ErrorKind::MaxFilesWatch => ErrorKind::MaxFilesWatch,
-                })
-                .set_paths(e.paths.clone()),
-            ),
         }
     }
 }
@@ -153,7 +137,7 @@ impl Hub {
                         route.deliver(msg);
                         break;
                     }
-                    route.deliver(Route::copy(&msg));
+                    route.deliver(msg.clone());
                 }
             };
             *watcher = Some(RecommendedWatcher::new(handler, config())?);
@@ -316,11 +300,9 @@ mod tests {
             "a rename into it"
         );
         assert!(docs.wants(&event(&[])), "lost events concern every pair");
-        let err = Msg::Error(notify::Error::new(ErrorKind::MaxFilesWatch));
-        assert!(docs.wants(&err), "so does an error");
-        assert!(matches!(
-            Route::copy(&err),
-            Msg::Error(e) if matches!(e.kind, ErrorKind::MaxFilesWatch)
-        ));
+        assert!(
+            docs.wants(&Msg::Limit("max_user_watches".into())),
+            "so does a limit"
+        );
     }
 }
