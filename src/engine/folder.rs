@@ -26,6 +26,17 @@ use crate::outcome::{Event, Note, Outcome};
 use crate::plan::{self, Now};
 use crate::source;
 
+/// What a folder job works from.
+struct Opened {
+    /// The source folder, open.
+    src_dir: OwnedFd,
+    listing: Vec<(Vec<u8>, Kind)>,
+    /// The listing's names, for lookups.
+    src_names: HashSet<Vec<u8>>,
+    /// What the destination folder holds, by family.
+    index: FolderIndex,
+}
+
 impl Engine {
     /// Decides on the entries of one source folder and carries the decisions out; regular files
     /// are staged into `batch`.
@@ -40,7 +51,12 @@ impl Engine {
             };
             let _ = notes.send(note);
         };
-        let (src_dir, listing, src_names, mut index) = match self.open_job(job, &src_path) {
+        let Opened {
+            src_dir,
+            listing,
+            src_names,
+            mut index,
+        } = match self.open_job(job, &src_path) {
             Ok(Some(opened)) => opened,
             Ok(None) => return,
             Err(failure) => return send(src_path, Step::Done(Outcome::Failed(failure)), 0),
@@ -109,15 +125,8 @@ impl Engine {
         }
     }
 
-    /// What a job works from: the source folder, open, its listing and names, and the
-    /// destination folder's names by family. `None` for a source folder that is gone.
-    #[allow(clippy::type_complexity)]
-    fn open_job(
-        &self,
-        job: &FolderJob,
-        src_path: &Path,
-    ) -> Result<Option<(OwnedFd, Vec<(Vec<u8>, Kind)>, HashSet<Vec<u8>>, FolderIndex)>, Failure>
-    {
+    /// What a job works from; `None` for a source folder that is gone.
+    fn open_job(&self, job: &FolderJob, src_path: &Path) -> Result<Option<Opened>, Failure> {
         let src_dir = match source::open_folder(src_path) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -126,7 +135,12 @@ impl Engine {
         let listing = source::list(&src_dir).map_err(|e| Failure::io(Op::Read, e))?;
         let src_names: HashSet<Vec<u8>> = listing.iter().map(|(n, _)| n.clone()).collect();
         let index = self.index(job, &src_names)?;
-        Ok(Some((src_dir, listing, src_names, index)))
+        Ok(Some(Opened {
+            src_dir,
+            listing,
+            src_names,
+            index,
+        }))
     }
 
     /// Whether the job leaves an entry to others: a folder (the walk's), a name it was not
