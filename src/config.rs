@@ -185,7 +185,12 @@ impl Config {
             json,
         } = pass;
         let (src, dst) = check_paths(&src, &dst)?;
-        let create_dst = how_to_create(&dst, mkpath)?;
+        let remote = crate::dest::is_remote(&dst);
+        let create_dst = if remote {
+            None
+        } else {
+            how_to_create(&dst, mkpath)?
+        };
         let skip = dst
             .starts_with(&src)
             .then(|| dst.clone())
@@ -193,7 +198,9 @@ impl Config {
             .collect();
         let exclude = Exclude::build(&src, !no_default_ignores, &exclude, &exclude_from)?;
         let jobs = jobs.map(usize::from).unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+            let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+            // Uploads wait on the network, not on a core.
+            if remote { cpus.max(REMOTE_JOBS) } else { cpus }
         });
         use std::io::IsTerminal;
         let style = Style {
@@ -220,6 +227,9 @@ impl Config {
         })
     }
 }
+
+/// Uploads in flight at once to a remote destination, unless `-j` says otherwise.
+const REMOTE_JOBS: usize = 8;
 
 /// How a missing destination is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,6 +349,11 @@ pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, Pa
     std::fs::read_dir(src_arg).map_err(|e| src_err(format!("cannot be read: {}", reason(&e))))?;
     let src = std::fs::canonicalize(src_arg).map_err(|e| src_err(reason(&e)))?;
 
+    match crate::dest::store::Location::parse(dst_arg) {
+        Some(Ok(_)) => return Ok((src, dst_arg.to_path_buf())),
+        Some(Err(why)) => return Err(why),
+        None => {}
+    }
     let dst = match std::fs::metadata(dst_arg) {
         Ok(md) if md.is_dir() => {
             let dst = std::fs::canonicalize(dst_arg).map_err(|e| dst_err(reason(&e)))?;

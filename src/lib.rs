@@ -65,7 +65,6 @@ use clap::CommandFactory;
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::dest::Destination;
-use crate::dest::local::Local;
 use crate::engine::{Engine, Settings};
 use crate::error::reason;
 use crate::escape::display;
@@ -224,13 +223,8 @@ fn run_pair(
         }
         reporter.created(&config.dst);
     }
-    let opened = if config.dry_run {
-        Local::open_read_only(&config.dst, false)
-    } else {
-        Local::open(&config.dst)
-    };
-    let dest: Arc<dyn Destination> = match opened {
-        Ok(d) => Arc::new(d),
+    let dest: Arc<dyn Destination> = match dest::open(&config.dst, !config.dry_run) {
+        Ok(d) => d,
         Err(e) => {
             reporter.error(&format!("destination {}: {e}", display(&config.dst)));
             return Status::Failure;

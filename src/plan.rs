@@ -277,7 +277,7 @@ fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {
 /// chown or setfattr since), so that a pass with nothing changed reads none.
 fn metadata(facts: &Facts, latest: &Meta, dest: &Capabilities) -> Decision {
     let src = &facts.src;
-    let mode = dest.permissions && src.mode != latest.mode;
+    let mode = dest.permissions && dest.refresh && src.mode != latest.mode;
     let owner = dest.owners && (src.uid, src.gid) != (latest.uid, latest.gid);
     if mode || owner || facts.xattrs_differ == Some(true) {
         return Decision::Refresh;

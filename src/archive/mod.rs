@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cli::VersionsArgs;
-use crate::dest::local::Local;
-use crate::dest::{Destination, Folder, is_temp_name};
+use crate::dest::{self, Destination, Folder, is_temp_name};
 use crate::error::{Status, reason};
 use crate::escape::display;
 use crate::history::{self, Entry, History};
@@ -48,20 +47,17 @@ impl Archive {
     /// locked like a backup locks it, so that a prune never runs into a running backup).
     pub(crate) fn open(dst: &Path, write: bool) -> Result<Archive, String> {
         let named = |why: String| format!("destination {}: {why}", display(dst));
-        let md = std::fs::metadata(dst).map_err(|e| named(reason(&e)))?;
-        if !md.is_dir() {
-            return Err(named("not a directory".into()));
-        }
-        let root = std::fs::canonicalize(dst).map_err(|e| named(reason(&e)))?;
-        let dest = if write {
-            Local::open(&root)
+        let root = if dest::is_remote(dst) {
+            dst.to_path_buf()
         } else {
-            Local::open_read_only(&root, false)
-        }
-        .map_err(|e| named(e.to_string()))?;
-        Ok(Archive {
-            dest: Arc::new(dest),
-        })
+            let md = std::fs::metadata(dst).map_err(|e| named(reason(&e)))?;
+            if !md.is_dir() {
+                return Err(named("not a directory".into()));
+            }
+            std::fs::canonicalize(dst).map_err(|e| named(reason(&e)))?
+        };
+        let dest = dest::open(&root, write).map_err(|e| named(e.to_string()))?;
+        Ok(Archive { dest })
     }
 
     /// The archive view of a destination a backup already holds open.
@@ -105,7 +101,7 @@ impl Archive {
                 .filter(|c| !matches!(c, std::path::Component::CurDir))
                 .collect()
         };
-        if self.root().join(&rel).is_dir() {
+        if self.dest.folder(&rel).is_ok_and(|f| f.is_some()) {
             return Ok(Target::Folder(rel));
         }
         match (rel.parent(), rel.file_name()) {
@@ -148,26 +144,32 @@ impl Archive {
 
     /// The names of the folders right in the folder `rel` of DST.
     pub(crate) fn subfolders(&self, rel: &Path) -> Vec<std::ffi::OsString> {
-        std::fs::read_dir(self.root().join(rel))
+        let Ok(Some(dir)) = self.dest.folder(rel) else {
+            return Vec::new();
+        };
+        dir.list()
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.file_name())
+            .filter(|name| dir.stat(name).is_ok_and(|m| m.kind == Kind::Dir))
+            .map(|name| OsStr::from_bytes(&name).to_os_string())
             .collect()
     }
 
     /// Every folder of DST from `rel` down, relative to DST, parents first; symlinks are not
     /// followed.
     pub(crate) fn folders(&self, rel: &Path) -> Vec<PathBuf> {
-        let root = self.root().to_path_buf();
-        walkdir::WalkDir::new(root.join(rel))
-            .follow_links(false)
-            .into_iter()
-            .filter_entry(|e| e.file_type().is_dir())
-            .filter_map(Result::ok)
-            .filter_map(|e| e.path().strip_prefix(&root).ok().map(Path::to_path_buf))
-            .collect()
+        let mut out = Vec::new();
+        if !matches!(self.dest.folder(rel), Ok(Some(_))) {
+            return out;
+        }
+        let mut queue = std::collections::VecDeque::from([rel.to_path_buf()]);
+        while let Some(dir) = queue.pop_front() {
+            let mut subs = self.subfolders(&dir);
+            subs.sort();
+            queue.extend(subs.into_iter().map(|s| dir.join(s)));
+            out.push(dir);
+        }
+        out
     }
 }
 

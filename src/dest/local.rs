@@ -70,7 +70,11 @@ impl Ctx {
     fn fall_back(&self, from: Publish) {
         let next = match from {
             Publish::RenameNoReplace | Publish::Unknown => 1,
-            Publish::HardLink | Publish::CheckThenRename => 2,
+            // The last two are a store's, never a folder's.
+            Publish::HardLink
+            | Publish::CheckThenRename
+            | Publish::CreateOnly
+            | Publish::UniqueNames => 2,
         };
         self.method.fetch_max(next, Ordering::Relaxed);
     }
@@ -143,7 +147,7 @@ impl Local {
         let method = match caps.publish {
             Publish::RenameNoReplace | Publish::Unknown => 0,
             Publish::HardLink => 1,
-            Publish::CheckThenRename => 2,
+            Publish::CheckThenRename | Publish::CreateOnly | Publish::UniqueNames => 2,
         };
         Ok(Local {
             root: RwLock::new(root),
@@ -727,7 +731,7 @@ fn rename_free(fd: &OwnedFd, ctx: &Ctx, from: &[u8], to: &[u8]) -> io::Result<()
             Publish::HardLink => rustix::fs::linkat(fd, from, fd, to, AtFlags::empty()).map(|()| {
                 let _ = rustix::fs::unlinkat(fd, from, AtFlags::empty());
             }),
-            Publish::CheckThenRename => {
+            Publish::CheckThenRename | Publish::CreateOnly | Publish::UniqueNames => {
                 match rustix::fs::statat(fd, to, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(_) => Err(Errno::EXIST),
                     Err(Errno::NOENT) => rustix::fs::renameat(fd, from, fd, to),

@@ -6,12 +6,14 @@
 //! a name that must not exist yet (`AlreadyExists` when it does: nothing is ever replaced).
 //! `capabilities()` says what the destination can hold, found out once per run, so that the
 //! engine branches on a value instead of on which backend it talks to. The local filesystem
-//! (`local`) is the one implementation; a store without folders or rename implements `stage`
-//! as a local spool and `publish` as one create-only upload.
+//! (`local`) is one implementation; a bucket of an S3-compatible store (`store`), which has no
+//! folders or rename, implements `stage` as a local spool and `publish` as one create-only
+//! upload.
 
 mod identity;
 pub(crate) mod local;
 mod probe;
+pub(crate) mod store;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -143,6 +145,22 @@ pub(crate) trait Staged: Send {
     fn publish(&mut self, name: &[u8]) -> io::Result<()>;
 }
 
+/// Opens DST, a folder or a store's URL, to write into it, or read-only (a dry run, `verify`,
+/// `versions`, `restore`): then nothing is written, not even a probe or a lock.
+pub(crate) fn open(dst: &Path, write: bool) -> Result<Arc<dyn Destination>, OpenError> {
+    match store::Location::parse(dst) {
+        Some(Ok(loc)) => Ok(Arc::new(store::Store::open(&loc, write)?)),
+        Some(Err(why)) => Err(OpenError::Open(io::Error::other(why))),
+        None if write => Ok(Arc::new(local::Local::open(dst)?)),
+        None => Ok(Arc::new(local::Local::open_read_only(dst, false)?)),
+    }
+}
+
+/// Whether DST names a remote store rather than a folder.
+pub(crate) fn is_remote(dst: &Path) -> bool {
+    store::Location::parse(dst).is_some()
+}
+
 /// Opens the folder `rel` below the root one component at a time, never following a symlink,
 /// creating what is missing if `create`. `None` when missing and not created.
 pub(crate) fn open_path(
@@ -225,6 +243,12 @@ pub(crate) enum Publish {
     /// destination's lock); a program outside that creates the very same name between the look
     /// and the rename would have its file replaced.
     CheckThenRename,
+    /// An object store that honours `If-None-Match: *`: one upload that fails when the name is
+    /// taken.
+    CreateOnly,
+    /// An object store that ignores conditional writes: the name is checked against the
+    /// listing, which this run keeps, as the one writer that the store's lock object lets in.
+    UniqueNames,
     /// Not probed (a read-only run): try each of the above in turn.
     Unknown,
 }
@@ -234,6 +258,8 @@ pub(crate) enum Publish {
 pub(crate) enum Refusal {
     Char(char),
     NonAscii,
+    /// Names that are not UTF-8 (bucket keys must be).
+    NonUtf8,
     Control,
     TrailingDot,
     TrailingSpace,
@@ -261,6 +287,7 @@ impl Refusal {
         match self {
             Refusal::Char(c) => name.contains(&(c as u8)),
             Refusal::NonAscii => !name.is_ascii(),
+            Refusal::NonUtf8 => std::str::from_utf8(name).is_err(),
             Refusal::Control => name.iter().any(u8::is_ascii_control),
             Refusal::TrailingDot => name.ends_with(b"."),
             Refusal::TrailingSpace => name.ends_with(b" "),
@@ -273,6 +300,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::Char(c) => write!(f, "'{c}' not allowed"),
             Refusal::NonAscii => f.write_str("characters outside ASCII not allowed"),
+            Refusal::NonUtf8 => f.write_str("names that are not UTF-8 not allowed"),
             Refusal::Control => f.write_str("control characters not allowed"),
             Refusal::TrailingDot => f.write_str("a dot at the end is not kept"),
             Refusal::TrailingSpace => f.write_str("a space at the end is not kept"),
@@ -312,6 +340,12 @@ pub(crate) struct Capabilities {
     pub refuses: Vec<Refusal>,
     /// The largest file it can hold, in bytes, where that is less than any real file.
     pub max_file_size: Option<u64>,
+    /// Whether the newest copy's mode, owner and xattrs can follow a metadata-only change in
+    /// place (an object's metadata cannot change without rewriting the object).
+    pub refresh: bool,
+    /// Whether copies are published in batches that share one sync; where nothing is shared
+    /// (an upload is durable when acknowledged), each copy is published as soon as it is staged.
+    pub group_commit: bool,
 }
 
 impl Capabilities {
@@ -333,6 +367,8 @@ impl Capabilities {
             case_sensitive: true,
             refuses: Vec::new(),
             max_file_size: None,
+            refresh: true,
+            group_commit: true,
         }
     }
 
@@ -397,6 +433,11 @@ impl Capabilities {
                 Publish::RenameNoReplace => "rename without replacing",
                 Publish::HardLink => "hard link",
                 Publish::CheckThenRename => "rename after checking the name is free",
+                Publish::CreateOnly => "create-only upload (If-None-Match honoured)",
+                Publish::UniqueNames => {
+                    "upload under a name the listing shows free (the store ignores \
+                     If-None-Match; one writer per prefix, kept by a lock object)"
+                }
                 Publish::Unknown => "rename, else hard link",
             },
             yes_no(self.symlinks),

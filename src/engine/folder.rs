@@ -221,7 +221,8 @@ impl Engine {
         }
         batch.bytes += ready.size;
         batch.items.push(ready);
-        if batch.items.len() >= BATCH_FILES
+        if !self.dest.capabilities().group_commit
+            || batch.items.len() >= BATCH_FILES
             || batch.bytes >= BATCH_BYTES
             || batch.folders >= self.settings.limits.batch_dirs
         {
