@@ -593,3 +593,4 @@ pub fn inotify_watches(pid: Option<u32>) -> usize {
 }
 
 pub mod mounts;
+pub mod stores;

@@ -164,8 +164,11 @@ fn capabilities(publish: Publish) -> Capabilities {
 
 /// The wording for a store that cannot be listed at all.
 fn opening(loc: &Location, e: &opendal::Error) -> String {
+    // OpenDAL reports a missing bucket as a setting it cannot use, with S3's code inside.
+    let no_bucket =
+        e.kind() == opendal::ErrorKind::NotFound || e.to_string().contains("NoSuchBucket");
     match e.kind() {
-        opendal::ErrorKind::NotFound => format!("bucket '{}' not found", loc.bucket),
+        _ if no_bucket => format!("bucket '{}' not found", loc.bucket),
         _ => format!("cannot list the bucket: {}", words(e)),
     }
 }

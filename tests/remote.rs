@@ -1,0 +1,402 @@
+//! Remote destinations: `s3://BUCKET/PREFIX` against real servers on 127.0.0.1, started by each
+//! test: Garage (single node; and three nodes with replication factor 3, one killed mid-run)
+//! and s3s-fs (which honours conditional writes). Without a server binary a test skips with
+//! the reason; `.ci/run` builds them and sets `BACKUP_TEST_SERVERS=required`.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::stores::{self, BUCKET, Store};
+use common::{Env, Run, Watch, bin, mtime_ns, set_mtime, wait_until};
+use rustix::process::Signal;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A local SRC and, as DST, the prefix `prefix` of the store's bucket.
+fn pair(store: &Store, prefix: &str) -> Env {
+    let mut env = Env::new();
+    env.dst = store.url(prefix);
+    env
+}
+
+/// `backup SUB SRC DST EXTRA…` with the store's environment.
+fn run(store: &Store, env: &Env, sub: &str, extra: &[&str]) -> Run {
+    let mut c = env.cmd(sub);
+    store.env(&mut c).args(extra);
+    Run::of(c.output().expect("run backup"), env)
+}
+
+/// `backup ARGS…` (versions, restore, verify take their own arguments).
+fn backup(store: &Store, env: &Env, args: &[&std::ffi::OsStr]) -> Run {
+    let mut c = Command::new(bin());
+    store.env(&mut c).args(args);
+    Run::of(c.output().expect("run backup"), env)
+}
+
+fn watch(store: &Store, env: &Env, extra: &[&str]) -> Watch {
+    let mut c = env.cmd("watch");
+    store.env(&mut c);
+    Watch::start_with(c, env, extra)
+}
+
+/// Every key under `prefix/`, as another S3 client lists them.
+fn keys(store: &Store, prefix: &str) -> Vec<String> {
+    let (code, body) = store.curl("GET", &format!("?list-type=2&prefix={prefix}%2F"), b"", &[]);
+    assert_eq!(code, 200, "{body}");
+    let mut out: Vec<String> = body
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out
+}
+
+fn restore_all(store: &Store, env: &Env, to: &Path) -> Run {
+    let dst = env.dst.clone();
+    backup(
+        store,
+        env,
+        &[
+            "restore".as_ref(),
+            dst.as_os_str(),
+            ".".as_ref(),
+            "--at".as_ref(),
+            "now".as_ref(),
+            "--to".as_ref(),
+            to.as_os_str(),
+        ],
+    )
+}
+
+#[test]
+fn a_tree_goes_into_a_bucket_and_comes_back_as_it_was() {
+    let Some(store) = stores::garage() else {
+        return;
+    };
+    let env = pair(&store, "home");
+    let a = env.write("a.txt", "one");
+    env.write("sub/b.txt", "bee");
+    let script = env.write("sub/run.sh", "#!/bin/sh\n");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o751)).expect("chmod");
+    fs::create_dir(env.src.join("empty")).expect("mkdir");
+    std::os::unix::fs::symlink("a.txt", env.src.join("link")).expect("symlink");
+    set_mtime(&a, 1_700_000_000, 123_456_789);
+
+    let first = run(&store, &env, "once", &[]);
+    first.code(0);
+    let src = env.src.display();
+    first
+        .stdout_has(&format!("Copied: {src}/a.txt -> s3://{BUCKET}/home/a.txt"))
+        .stdout_has(&format!(
+            "Copied: {src}/sub/b.txt -> s3://{BUCKET}/home/sub/b.txt"
+        ))
+        .stderr_has(&format!(
+            "Skipped: {src}/link (symlink: the destination cannot hold symlinks)"
+        ));
+    assert_eq!(
+        first.summary("Successfully copied"),
+        3,
+        "{}",
+        first.context()
+    );
+    assert_eq!(
+        keys(&store, "home"),
+        [
+            "home/a.txt",
+            "home/empty/",
+            "home/sub/",
+            "home/sub/b.txt",
+            "home/sub/run.sh"
+        ],
+        "plain keys, an empty folder kept as a marker, no lock or temporary object left"
+    );
+
+    let again = run(&store, &env, "once", &[]);
+    again.code(0);
+    assert_eq!(
+        again.summary("Successfully copied"),
+        0,
+        "{}",
+        again.context()
+    );
+    assert_eq!(again.summary("Unchanged"), 3, "{}", again.context());
+
+    // Without the metadata cache, the answer is the same (one HEAD per object instead).
+    fs::remove_dir_all(store.cache_dir()).expect("drop the cache");
+    let uncached = run(&store, &env, "once", &[]);
+    assert_eq!(uncached.summary("Unchanged"), 3, "{}", uncached.context());
+    assert!(
+        store.cache_dir().join("backup").is_dir(),
+        "the cache is written again"
+    );
+
+    fs::write(&a, "two, longer").expect("edit");
+    let edited = run(&store, &env, "once", &[]);
+    assert_eq!(
+        edited.summary("Successfully copied"),
+        1,
+        "{}",
+        edited.context()
+    );
+    let versions: Vec<String> = keys(&store, "home")
+        .into_iter()
+        .filter(|k| k.starts_with("home/a_"))
+        .collect();
+    assert_eq!(
+        versions.len(),
+        1,
+        "the new copy beside the old one: {versions:?}"
+    );
+    assert!(keys(&store, "home").contains(&"home/a.txt".to_string()));
+
+    let listed = backup(&store, &env, &["versions".as_ref(), env.dst.as_os_str()]);
+    listed
+        .code(0)
+        .stdout_has(&format!("s3://{BUCKET}/home/a.txt\n"))
+        .stdout_has("  a.txt\n");
+
+    let to = env.root().join("restored");
+    let restored = restore_all(&store, &env, &to);
+    restored.code(0);
+    assert_eq!(fs::read_to_string(to.join("a.txt")).unwrap(), "two, longer");
+    assert_eq!(fs::read_to_string(to.join("sub/b.txt")).unwrap(), "bee");
+    assert_eq!(
+        mtime_ns(&to.join("a.txt")),
+        mtime_ns(&a),
+        "times to the nanosecond"
+    );
+    let mode = fs::metadata(to.join("sub/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o751, "the mode travels as metadata");
+
+    let dst = env.dst.clone();
+    let src = env.src.clone();
+    let verified = backup(
+        &store,
+        &env,
+        &[
+            "verify".as_ref(),
+            "--checksum".as_ref(),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
+    );
+    verified.code(0).stdout_has("Up to date: 3");
+}
+
+#[test]
+fn a_store_that_ignores_conditional_writes_is_found_out_and_said_so() {
+    let Some(store) = stores::garage() else {
+        return;
+    };
+    let env = pair(&store, "p");
+    env.write("x", "x");
+    let r = run(&store, &env, "once", &["-v"]);
+    r.code(0).stderr_has("the store ignores If-None-Match");
+}
+
+#[test]
+fn a_key_taken_by_another_writer_gets_the_next_name_never_replaced() {
+    let Some(store) = stores::s3s_fs() else {
+        return;
+    };
+    let env = pair(&store, "p");
+    env.write("old.txt", "old");
+    let w = watch(&store, &env, &["--debounce", "50ms", "-v"]);
+    assert!(
+        w.stderr()
+            .contains("create-only upload (If-None-Match honoured)"),
+        "{}",
+        w.context()
+    );
+    // Another client writes the very key that the next copy would take.
+    let (code, body) = store.curl("PUT", "p/fresh.txt", b"not ours", &[]);
+    assert_eq!(code, 200, "{body}");
+    env.write("fresh.txt", "ours");
+    w.wait_for("the copy under the next name", LIMIT, |w| {
+        w.stdout().contains("-> s3://backups/p/fresh_")
+    });
+    let (code, kept) = store.curl("GET", "p/fresh.txt", b"", &[]);
+    assert_eq!((code, kept.as_str()), (200, "not ours"), "never replaced");
+    let (code, _, _) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn one_writer_per_prefix() {
+    let Some(store) = stores::garage() else {
+        return;
+    };
+    let env = pair(&store, "p");
+    env.write("x", "x");
+    let w = watch(&store, &env, &[]);
+    let second = run(&store, &env, "once", &[]);
+    second
+        .code(1)
+        .stderr_has("another backup is already writing into this destination");
+    let (code, _, _) = w.stop(Signal::TERM);
+    assert_eq!(code, Some(0));
+    assert!(
+        !keys(&store, "p").iter().any(|k| k.contains(".backup-tmp.")),
+        "the lock goes with the run: {:?}",
+        keys(&store, "p")
+    );
+    run(&store, &env, "once", &[]).code(0);
+}
+
+#[test]
+fn a_big_file_goes_in_parts_and_leaves_no_upload_behind() {
+    let Some(store) = stores::garage() else {
+        return;
+    };
+    let env = pair(&store, "big");
+    // 20 MiB that no part could be mistaken for another: parts are 8 MiB.
+    let data: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    env.write("disk.img", &data);
+    run(&store, &env, "once", &[]).code(0);
+    let to = env.root().join("restored");
+    restore_all(&store, &env, &to).code(0);
+    assert!(
+        fs::read(to.join("disk.img")).unwrap() == data,
+        "same bytes back"
+    );
+    let (code, uploads) = store.curl("GET", "?uploads=", b"", &[]);
+    assert_eq!(code, 200, "{uploads}");
+    assert!(!uploads.contains("<Upload>"), "{uploads}");
+}
+
+#[test]
+fn bad_input_gets_one_line_and_no_secret_is_ever_printed() {
+    let Some(store) = stores::garage() else {
+        return;
+    };
+    let env = pair(&store, "p");
+    env.write("x", "x");
+    let one_line = |r: &Run, needle: &str| {
+        r.code(1).stderr_has(needle);
+        let errors: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", r.context());
+        assert!(!r.stderr.contains(stores::SECRET) && !r.stdout.contains(stores::SECRET));
+    };
+
+    let mut other = Env::new();
+    other.dst = "ftp://host/x".into();
+    let r = run(&store, &other, "once", &[]);
+    r.code(1).stderr_has("unknown kind of destination 'ftp://'");
+
+    let mut missing = Env::new();
+    missing.dst = "s3://no-such-bucket/x".into();
+    one_line(
+        &run(&store, &missing, "once", &[]),
+        "bucket 'no-such-bucket' not found",
+    );
+
+    let mut c = env.cmd("once");
+    store.env(&mut c).env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let r = Run::of(c.output().expect("run"), &env);
+    r.code(1).stderr_has("access denied");
+
+    let mut c = env.cmd("once");
+    let closed = format!("http://127.0.0.1:{}", stores::free_port());
+    store.env(&mut c).env("AWS_ENDPOINT_URL", &closed);
+    one_line(
+        &Run::of(c.output().expect("run"), &env),
+        "cannot list the bucket",
+    );
+
+    for extra in [&["-v"][..], &["--json"][..]] {
+        let r = run(&store, &env, "once", extra);
+        r.code(0);
+        assert!(
+            !r.stderr.contains(stores::SECRET) && !r.stdout.contains(stores::SECRET),
+            "{}",
+            r.context()
+        );
+    }
+}
+
+#[test]
+fn a_store_that_goes_away_during_watch_is_waited_for() {
+    let Some(mut store) = stores::garage() else {
+        return;
+    };
+    let env = pair(&store, "p");
+    env.write("first.txt", "1");
+    let w = watch(&store, &env, &["--debounce", "50ms"]);
+    w.wait_for("the first pass", LIMIT, |w| {
+        w.stdout().contains("first.txt")
+    });
+    store.nodes[0].kill();
+    env.write("while-away.txt", "2");
+    w.wait_for("the line that says it is gone", LIMIT, |w| {
+        w.stderr().contains("waiting for it to come back")
+    });
+    store.nodes[0].start();
+    w.wait_for("the copy once it is back", LIMIT, |w| {
+        w.stdout().contains("-> s3://backups/p/while-away.txt")
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(keys(&store, "p").contains(&"p/while-away.txt".to_string()));
+}
+
+#[test]
+fn a_cluster_node_killed_mid_run_loses_nothing() {
+    let Some(mut store) = stores::garage_cluster() else {
+        return;
+    };
+    let env = pair(&store, "many");
+    for d in 0..20 {
+        for f in 0..100 {
+            env.write(
+                format!("d{d:02}/f{f:03}.txt"),
+                format!("{d}/{f}").repeat(f + 1),
+            );
+        }
+    }
+    let mut c = env.cmd("once");
+    store.env(&mut c).arg("-q");
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn once");
+    // Killed once the run is well under way: some objects are in, most are not.
+    assert!(
+        wait_until(LIMIT, || keys(&store, "many").len() >= 200),
+        "the run did not get going"
+    );
+    store.nodes[2].kill();
+    let out = child.wait_with_output().expect("once");
+    let r = Run::of(out, &env);
+    r.code(0);
+    assert_eq!(r.summary("Successfully copied"), 2000, "{}", r.context());
+    let dst = env.dst.clone();
+    let src = env.src.clone();
+    let verified = backup(
+        &store,
+        &env,
+        &[
+            "verify".as_ref(),
+            "--checksum".as_ref(),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
+    );
+    verified.code(0).stdout_has("Up to date: 2000");
+}
