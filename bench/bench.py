@@ -401,6 +401,94 @@ def bench_rss(bin_, work, files):
     rmtree(src), rmtree(dst)
 
 
+# --- remote: an S3 bucket on a local Garage, against rclone -----------------------------------
+
+GARAGE_KEY = "GK31c2f218a2e44f485b94239e"
+GARAGE_SECRET = "b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f9d38d1fc2b3f1e4d"
+
+
+class Garage:
+    """A single-node Garage on 127.0.0.1 with its data on the bench filesystem."""
+
+    def __init__(self, binary, work):
+        self.dir = work / "garage"
+        rmtree(self.dir)
+        self.dir.mkdir()
+        port, rpc = 3990, 3991
+        conf = self.dir / "garage.toml"
+        conf.write_text(
+            f'metadata_dir = "{self.dir}/meta"\ndata_dir = "{self.dir}/data"\n'
+            f'db_engine = "sqlite"\nreplication_factor = 1\n'
+            f'rpc_bind_addr = "127.0.0.1:{rpc}"\nrpc_public_addr = "127.0.0.1:{rpc}"\n'
+            f'rpc_secret = "{"ab" * 32}"\n[s3_api]\ns3_region = "garage"\n'
+            f'api_bind_addr = "127.0.0.1:{port}"\n')
+        env = dict(os.environ, GARAGE_DEFAULT_ACCESS_KEY=GARAGE_KEY,
+                   GARAGE_DEFAULT_SECRET_KEY=GARAGE_SECRET, GARAGE_DEFAULT_BUCKET="backups")
+        self.log = open(self.dir / "log", "wb")
+        self.p = subprocess.Popen([binary, "-c", str(conf), "server", "--single-node",
+                                   "--default-bucket"], env=env, stdout=self.log,
+                                  stderr=subprocess.STDOUT)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.env = dict(os.environ, AWS_ENDPOINT_URL=self.endpoint, AWS_REGION="garage",
+                        AWS_ACCESS_KEY_ID=GARAGE_KEY, AWS_SECRET_ACCESS_KEY=GARAGE_SECRET,
+                        XDG_CACHE_HOME=str(work / "cache"),
+                        RCLONE_S3_PROVIDER="Other", RCLONE_S3_ENDPOINT=self.endpoint,
+                        RCLONE_S3_REGION="garage", RCLONE_S3_ACCESS_KEY_ID=GARAGE_KEY,
+                        RCLONE_S3_SECRET_ACCESS_KEY=GARAGE_SECRET)
+        # Debian's rclone refuses to start while AWS_CA_BUNDLE is set.
+        self.env.pop("AWS_CA_BUNDLE", None)
+        for _ in range(300):
+            if subprocess.run(["rclone", "lsd", ":s3:backups"], env=self.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+                return
+            time.sleep(0.1)
+        sys.exit("garage did not start: see " + str(self.dir / "log"))
+
+    def run(self, cmd):
+        """Runs `cmd`; returns (seconds, peak RSS in MiB)."""
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        elapsed = time.perf_counter() - t
+        if status != 0:
+            sys.exit(f"{cmd} failed ({status})")
+        return elapsed, ru.ru_maxrss / 1024
+
+    def close(self):
+        self.p.terminate()
+        self.p.wait()
+        rmtree(self.dir)
+
+
+def bench_remote(bin_, work, name, src, rounds, garage):
+    print(f"\n== {name} to S3 (single-node Garage): {count_files(src)} files ==", flush=True)
+    tools = {
+        "backup": lambda p: [bin_, "once", "-q", str(src), f"s3://backups/{p}"],
+        "rclone copy": lambda p: ["rclone", "copy", str(src), f":s3:backups/{p}"],
+    }
+    first = {t: [] for t in tools}
+    rerun = {t: [] for t in tools}
+    rss = []
+    for r in range(rounds):
+        order = list(tools)
+        random.Random(r).shuffle(order)
+        for t in order:
+            prefix = f"{name.split()[0]}-{r}-{t.split()[0]}"
+            sync()
+            elapsed, peak = garage.run(tools[t](prefix))
+            first[t].append(elapsed)
+            if t == "backup":
+                rss.append(peak)
+            sync()
+            rerun[t].append(garage.run(tools[t](prefix))[0])
+    f = {t: report(f"{name} to S3 first copy, {t}", s) for t, s in first.items()}
+    m = {t: report(f"{name} to S3 no-change rerun, {t}", s) for t, s in rerun.items()}
+    ratio(f"{name} S3 first: backup / rclone", f["backup"], f["rclone copy"], 1.0)
+    ratio(f"{name} S3 rerun: backup / rclone", m["backup"], m["rclone copy"], 0.2)
+    print(f"  peak RSS of backup, first copy: {max(rss):.1f} MiB", flush=True)
+    RESULTS.append((f"{name} S3 peak RSS", max(rss), "MiB"))
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -418,9 +506,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small trees, 1 round: a smoke test")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="small,large,source,latency,storm,rss")
+    ap.add_argument("--only", default="small,large,source,latency,storm,rss",
+                    help="comma-separated; also: remote (S3 on a local Garage, against rclone)")
     ap.add_argument("--bin", help="backup binary (default: build target/release/backup)")
     ap.add_argument("--base", default="/var/tmp", help="where the loop image and mount go")
+    ap.add_argument("--garage", default=os.environ.get("BACKUP_TEST_GARAGE", "garage"),
+                    help="the garage binary, for --only remote")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the bench mounts a loop filesystem")
@@ -462,6 +553,21 @@ def main():
             bench_storm(bin_, work, rounds, have_lsyncd)
         if "rss" in only:
             bench_rss(bin_, work, 100_000 // scale)
+        if "remote" in only:
+            if not shutil.which("rclone"):
+                sys.exit("rclone is needed for --only remote (apt-get install rclone)")
+            garage = Garage(args.garage, work)
+            try:
+                src = work / "small"
+                make_small(src, 50_000 // scale, 50)
+                bench_remote(bin_, work, f"small files ({50_000 // scale})", src, rounds, garage)
+                rmtree(src)
+                src = work / "large"
+                make_large(src, 8, (256 << 20) // scale)
+                bench_remote(bin_, work, "large files (8)", src, rounds, garage)
+                rmtree(src)
+            finally:
+                garage.close()
     finally:
         fs.close()
 
