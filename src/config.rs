@@ -349,7 +349,7 @@ pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, Pa
     std::fs::read_dir(src_arg).map_err(|e| src_err(format!("cannot be read: {}", reason(&e))))?;
     let src = std::fs::canonicalize(src_arg).map_err(|e| src_err(reason(&e)))?;
 
-    match crate::dest::store::Location::parse(dst_arg) {
+    match crate::dest::remote(dst_arg) {
         Some(Ok(_)) => return Ok((src, dst_arg.to_path_buf())),
         Some(Err(why)) => return Err(why),
         None => {}

@@ -19,7 +19,7 @@
 //! | decide | `history` | pure: which names are versions of which file, when each was captured, what a policy prunes |
 //! | do | `engine/` | the worker pool, batches and group commit, folder metadata (`mod`); where folder jobs come from (`jobs`); one folder job: index, entries, deletions (`folder`); the workers all pairs share (`budget`); one entry's facts, decision and execution (`entry`) |
 //! | do | `database` | live SQLite databases copied with SQLite's online backup |
-//! | do | `dest/` | **the seam**: every access to DST goes through the `Destination`, `Folder` and `Staged` traits; `capabilities()` says what DST can hold. `dest/local.rs` is the local filesystem, `dest/store/` an S3 bucket through OpenDAL; a new kind of destination is a new file there |
+//! | do | `dest/` | **the seam**: every access to DST goes through the `Destination`, `Folder` and `Staged` traits; `capabilities()` says what DST can hold. `dest/local.rs` is the local filesystem, `dest/sftp.rs` a folder on an SSH server, `dest/store/` an S3 bucket through OpenDAL; a new kind of destination is a new file there |
 //! | do | `once`, `verify`, `archive/` | the commands: one pass; a check; `versions`, `restore`, `prune` over the history in DST |
 //! | in | `pairs` | the config file: the pairs to back up, and their options |
 //! | do | `service`, `status`, `state` | the systemd user unit; what each pair's `watch` is doing, from the state file it keeps |

@@ -400,3 +400,244 @@ fn a_cluster_node_killed_mid_run_loses_nothing() {
     );
     verified.code(0).stdout_has("Up to date: 2000");
 }
+
+/// An sshd on 127.0.0.1 with a throwaway host key and user key, and the ssh command that
+/// knows both (`BACKUP_SSH`), as a user's `~/.ssh/config` and `known_hosts` would.
+struct Ssh {
+    dir: tempfile::TempDir,
+    sshd: Option<std::process::Child>,
+    port: u16,
+    command: String,
+}
+
+impl Ssh {
+    fn start() -> Option<Ssh> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sshd, port) = match common::mounts::start_sshd(dir.path()) {
+            Ok(s) => s,
+            Err(why) => {
+                if std::env::var("BACKUP_TEST_SERVERS").as_deref() == Ok("required") {
+                    panic!("sshd: {why}; BACKUP_TEST_SERVERS=required");
+                }
+                eprintln!("skipped: sshd: {why}");
+                return None;
+            }
+        };
+        let host = fs::read_to_string(dir.path().join("hostkey.pub")).expect("host key");
+        let host: Vec<&str> = host.split_whitespace().take(2).collect();
+        let known = dir.path().join("known_hosts");
+        fs::write(&known, format!("[127.0.0.1]:{port} {}\n", host.join(" "))).expect("known");
+        let config = dir.path().join("ssh_config");
+        fs::write(
+            &config,
+            format!(
+                "Host *\n  IdentityFile {}\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n",
+                dir.path().join("userkey").display(),
+                known.display()
+            ),
+        )
+        .expect("ssh config");
+        let ssh = Ssh {
+            command: format!("ssh -F {}", config.display()),
+            dir,
+            sshd: Some(sshd),
+            port,
+        };
+        assert!(
+            wait_until(LIMIT, || std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_ok()),
+            "sshd did not listen"
+        );
+        Some(ssh)
+    }
+
+    fn url(&self, path: &Path) -> std::path::PathBuf {
+        format!("sftp://root@127.0.0.1:{}{}", self.port, path.display()).into()
+    }
+
+    fn cmd(&self, env: &Env, sub: &str) -> Command {
+        let mut c = env.cmd(sub);
+        c.env("BACKUP_SSH", &self.command);
+        c
+    }
+
+    /// Kills sshd and every session it started, as a server that goes down would.
+    fn kill(&mut self) {
+        let Some(mut sshd) = self.sshd.take() else {
+            return;
+        };
+        // Every descendant, found before any is killed (a session's processes are reparented
+        // once their parent dies).
+        let parent_of = |pid: &str| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .map(str::to_string)
+        };
+        let all: Vec<String> = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        let mut tree = vec![sshd.id().to_string()];
+        let mut i = 0;
+        while i < tree.len() {
+            let children: Vec<String> = all
+                .iter()
+                .filter(|p| parent_of(p).as_ref() == Some(&tree[i]))
+                .cloned()
+                .collect();
+            tree.extend(children);
+            i += 1;
+        }
+        for pid in &tree[1..] {
+            let _ = Command::new("kill").arg("-9").arg(pid).status();
+        }
+        let _ = sshd.kill();
+        let _ = sshd.wait();
+    }
+
+    fn restart(&mut self) {
+        let (sshd, _) = common::mounts::start_sshd_on(self.dir.path(), self.port).expect("sshd");
+        self.sshd = Some(sshd);
+        let port = self.port;
+        assert!(wait_until(LIMIT, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()));
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn a_tree_goes_to_an_sftp_server_and_comes_back() {
+    let Some(ssh) = Ssh::start() else { return };
+    let mut env = Env::new();
+    let remote = env.root().join("server/backup");
+    fs::create_dir_all(remote.parent().unwrap()).expect("server folder");
+    env.dst = ssh.url(&remote);
+    let a = env.write("a.txt", "one");
+    let script = env.write("sub/run.sh", "#!/bin/sh\n");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o750)).expect("chmod");
+    std::os::unix::fs::symlink("a.txt", env.src.join("link")).expect("symlink");
+    set_mtime(&a, 1_700_000_000, 500_000_000);
+
+    let first = Run::of(
+        ssh.cmd(&env, "once").arg("-v").output().expect("once"),
+        &env,
+    );
+    first
+        .code(0)
+        .stderr_has("sftp: times kept to 1 s; publish by hard link")
+        .stdout_has(&format!("-> {}/a.txt", env.dst.display()));
+    assert_eq!(fs::read_to_string(remote.join("a.txt")).unwrap(), "one");
+    assert_eq!(
+        fs::read_link(remote.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert_eq!(
+        mtime_ns(&remote.join("a.txt")).0,
+        1_700_000_000,
+        "whole seconds"
+    );
+    let mode = fs::metadata(remote.join("sub/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o750);
+
+    let again = Run::of(ssh.cmd(&env, "once").output().expect("once"), &env);
+    assert_eq!(
+        again.summary("Successfully copied"),
+        0,
+        "{}",
+        again.context()
+    );
+    assert_eq!(again.summary("Unchanged"), 3, "{}", again.context());
+
+    fs::write(&a, "two").expect("edit");
+    let edited = Run::of(ssh.cmd(&env, "once").output().expect("once"), &env);
+    assert_eq!(
+        edited.summary("Successfully copied"),
+        1,
+        "{}",
+        edited.context()
+    );
+    let names: Vec<String> = fs::read_dir(&remote)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("a_")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains(".backup-tmp.")),
+        "{names:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(remote.join("a.txt")).unwrap(),
+        "one",
+        "never replaced"
+    );
+
+    let mut verify = Command::new(bin());
+    verify
+        .env("BACKUP_SSH", &ssh.command)
+        .args(["verify", "--checksum"])
+        .arg(&env.src)
+        .arg(&env.dst);
+    Run::of(verify.output().expect("verify"), &env)
+        .code(0)
+        .stdout_has("Up to date: 3");
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_with_ssh_words() {
+    let Some(ssh) = Ssh::start() else { return };
+    let mut env = Env::new();
+    env.dst = ssh.url(&env.root().join("b"));
+    env.write("x", "x");
+    let key = ssh.dir.path().join("userkey");
+    let mut c = env.cmd("once");
+    c.env(
+        "BACKUP_SSH",
+        format!(
+            "ssh -i {} -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes",
+            key.display()
+        ),
+    );
+    Run::of(c.output().expect("once"), &env)
+        .code(1)
+        .stderr_has("cannot connect: Host key verification failed");
+}
+
+#[test]
+fn an_sftp_server_that_goes_away_during_watch_is_waited_for() {
+    let Some(mut ssh) = Ssh::start() else { return };
+    let mut env = Env::new();
+    let remote = env.root().join("server");
+    env.dst = ssh.url(&remote);
+    env.write("first.txt", "1");
+    let w = Watch::start_with(ssh.cmd(&env, "watch"), &env, &["--debounce", "50ms"]);
+    w.wait_for("the first pass", LIMIT, |_| {
+        remote.join("first.txt").exists()
+    });
+    ssh.kill();
+    env.write("while-away.txt", "2");
+    w.wait_for("the line that says it is gone", LIMIT, |w| {
+        w.stderr().contains("waiting for it to come back")
+    });
+    ssh.restart();
+    w.wait_for("the copy once it is back", LIMIT, |_| {
+        fs::read_to_string(remote.join("while-away.txt")).is_ok_and(|s| s == "2")
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+}

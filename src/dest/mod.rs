@@ -6,13 +6,14 @@
 //! a name that must not exist yet (`AlreadyExists` when it does: nothing is ever replaced).
 //! `capabilities()` says what the destination can hold, found out once per run, so that the
 //! engine branches on a value instead of on which backend it talks to. The local filesystem
-//! (`local`) is one implementation; a bucket of an S3-compatible store (`store`), which has no
+//! (`local`) is one implementation, a folder on an SSH server (`sftp`) another; a bucket of an S3-compatible store (`store`), which has no
 //! folders or rename, implements `stage` as a local spool and `publish` as one create-only
 //! upload.
 
 mod identity;
 pub(crate) mod local;
 mod probe;
+pub(crate) mod sftp;
 pub(crate) mod store;
 
 use std::ffi::OsStr;
@@ -145,20 +146,49 @@ pub(crate) trait Staged: Send {
     fn publish(&mut self, name: &[u8]) -> io::Result<()>;
 }
 
-/// Opens DST, a folder or a store's URL, to write into it, or read-only (a dry run, `verify`,
+/// A DST given as a URL.
+pub(crate) enum Remote {
+    S3(store::Location),
+    Sftp(sftp::Address),
+}
+
+/// What DST names when it is a URL: `None` for a path (a colon in a folder name included), an
+/// error for a URL that this tool cannot write to.
+pub(crate) fn remote(dst: &Path) -> Option<Result<Remote, String>> {
+    let text = dst.to_str()?;
+    let (scheme, _) = text.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    {
+        return None;
+    }
+    Some(match scheme {
+        "s3" => store::Location::parse(text).map(Remote::S3),
+        "sftp" => sftp::Address::parse(text).map(Remote::Sftp),
+        _ => Err(format!(
+            "destination {text}: unknown kind of destination '{scheme}://' (use a folder, \
+             s3://BUCKET/PREFIX or sftp://[USER@]HOST[:PORT]/PATH)"
+        )),
+    })
+}
+
+/// Whether DST names a remote destination rather than a folder.
+pub(crate) fn is_remote(dst: &Path) -> bool {
+    remote(dst).is_some()
+}
+
+/// Opens DST, a folder or a URL, to write into it, or read-only (a dry run, `verify`,
 /// `versions`, `restore`): then nothing is written, not even a probe or a lock.
 pub(crate) fn open(dst: &Path, write: bool) -> Result<Arc<dyn Destination>, OpenError> {
-    match store::Location::parse(dst) {
-        Some(Ok(loc)) => Ok(Arc::new(store::Store::open(&loc, write)?)),
+    match remote(dst) {
+        Some(Ok(Remote::S3(loc))) => Ok(Arc::new(store::Store::open(&loc, write)?)),
+        Some(Ok(Remote::Sftp(addr))) => Ok(Arc::new(sftp::SftpDest::open(&addr, write)?)),
         Some(Err(why)) => Err(OpenError::Open(io::Error::other(why))),
         None if write => Ok(Arc::new(local::Local::open(dst)?)),
         None => Ok(Arc::new(local::Local::open_read_only(dst, false)?)),
     }
-}
-
-/// Whether DST names a remote store rather than a folder.
-pub(crate) fn is_remote(dst: &Path) -> bool {
-    store::Location::parse(dst).is_some()
 }
 
 /// Opens the folder `rel` below the root one component at a time, never following a symlink,

@@ -120,6 +120,7 @@ pub fn mount(fs: Fs) -> Result<Mounted, String> {
     match fs {
         Fs::Ext4 | Fs::Xfs | Fs::Btrfs | Fs::Ntfs | Fs::Exfat | Fs::Fat => mounted.attach(&img)?,
         Fs::Sshfs => {
+            have("sshfs")?;
             let sshd = start_sshd(&root)?;
             let port = sshd.1;
             mounted.sshd = Some(sshd.0);
@@ -239,16 +240,28 @@ fn path_str(p: &Path) -> String {
 
 /// Starts sshd on a free port of 127.0.0.1 with a fresh host key, letting in a fresh user key
 /// (written to `dir/userkey`) as root; returns the process and the port.
-fn start_sshd(dir: &Path) -> Result<(Child, u16), String> {
+pub fn start_sshd(dir: &Path) -> Result<(Child, u16), String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    start_sshd_on(dir, port)
+}
+
+/// Starts sshd on `port` with the keys in `dir`, making them where they are missing (so that a
+/// server stopped can be started again as the same server).
+pub fn start_sshd_on(dir: &Path, port: u16) -> Result<(Child, u16), String> {
     have("sshd").or_else(|_| {
         Path::new("/usr/sbin/sshd")
             .is_file()
             .then_some(())
             .ok_or("sshd is not installed (.ci/run installs openssh-server)".to_string())
     })?;
-    have("sshfs")?;
     have("ssh-keygen")?;
     for key in ["hostkey", "userkey"] {
+        if dir.join(key).exists() {
+            continue;
+        }
         run(
             "ssh-keygen",
             &[
@@ -264,10 +277,6 @@ fn start_sshd(dir: &Path) -> Result<(Child, u16), String> {
     }
     std::fs::copy(dir.join("userkey.pub"), dir.join("authorized_keys"))
         .map_err(|e| e.to_string())?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
     let config = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\n\

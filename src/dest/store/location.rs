@@ -2,7 +2,6 @@
 //! that reaches it, and the words for what went wrong on the way.
 
 use std::io;
-use std::path::Path;
 use std::time::Duration;
 
 use opendal::Operator;
@@ -17,39 +16,27 @@ pub(crate) struct Location {
 }
 
 impl Location {
-    /// `None` when DST is a path, not a URL; an error for a URL this tool cannot write to.
-    pub(crate) fn parse(dst: &Path) -> Option<Result<Location, String>> {
-        let text = dst.to_str()?;
-        let (scheme, rest) = text.split_once("://")?;
-        if scheme.is_empty()
-            || !scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '+')
-        {
-            return None;
-        }
-        if scheme != "s3" {
-            return Some(Err(format!(
-                "destination {text}: unknown kind of destination '{scheme}://' (use a folder, or \
-                 s3://BUCKET/PREFIX)"
-            )));
-        }
+    /// Reads `s3://BUCKET/PREFIX`.
+    pub(crate) fn parse(text: &str) -> Result<Location, String> {
+        let rest = text
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("destination {text}: not s3://"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Some(Err(format!(
+            return Err(format!(
                 "destination {text}: no bucket named (s3://BUCKET/PREFIX)"
-            )));
+            ));
         }
         let prefix: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
         if prefix.iter().any(|p| *p == "." || *p == "..") {
-            return Some(Err(format!(
+            return Err(format!(
                 "destination {text}: '.' and '..' have no meaning in a bucket"
-            )));
+            ));
         }
-        Some(Ok(Location {
+        Ok(Location {
             bucket: bucket.to_string(),
             prefix: prefix.join("/"),
-        }))
+        })
     }
 
     /// The URL as the user reads it, for messages and `Copied:` lines.
@@ -144,31 +131,22 @@ pub(crate) fn to_io(e: &opendal::Error) -> io::Error {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Option<Result<Location, String>> {
-        Location::parse(Path::new(s))
-    }
-
     #[test]
-    fn urls_and_paths() {
-        assert_eq!(parse("/mnt/disk"), None);
-        assert_eq!(parse("relative/dir"), None);
-        assert_eq!(parse("a:b"), None, "a colon in a folder name is a path");
-        let loc = parse("s3://bucket/a/b/").unwrap().unwrap();
+    fn urls() {
+        let loc = Location::parse("s3://bucket/a/b/").unwrap();
         assert_eq!(loc.bucket, "bucket");
         assert_eq!(loc.prefix, "a/b");
         assert_eq!(loc.url(), "s3://bucket/a/b");
-        let whole = parse("s3://bucket").unwrap().unwrap();
+        let whole = Location::parse("s3://bucket").unwrap();
         assert_eq!(whole.prefix, "");
         assert_eq!(whole.url(), "s3://bucket");
     }
 
     #[test]
     fn bad_urls_say_why() {
-        let e = parse("ftp://host/x").unwrap().unwrap_err();
-        assert!(e.contains("unknown kind of destination 'ftp://'"), "{e}");
-        let e = parse("s3:///x").unwrap().unwrap_err();
+        let e = Location::parse("s3:///x").unwrap_err();
         assert!(e.contains("no bucket"), "{e}");
-        let e = parse("s3://b/../x").unwrap().unwrap_err();
+        let e = Location::parse("s3://b/../x").unwrap_err();
         assert!(e.contains("'..'"), "{e}");
     }
 }
