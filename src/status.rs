@@ -2,6 +2,7 @@
 //! file), and how old the newest copy in DST is. Exit 1 when a pair is failing or its newest copy
 //! is older than `--stale-after`, so that it can serve as a monitoring check.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -57,6 +58,9 @@ fn check(name: Option<String>, src: &Path, dst: &Path, stale_after: Duration) ->
 
 /// Paths as `watch` keeps them: canonical where they exist.
 fn canonical(p: &Path) -> PathBuf {
+    if crate::dest::is_remote(p) {
+        return p.to_path_buf();
+    }
     std::fs::canonicalize(p)
         .or_else(|_| std::path::absolute(p))
         .unwrap_or_else(|_| p.to_path_buf())
@@ -65,7 +69,9 @@ fn canonical(p: &Path) -> PathBuf {
 /// When the newest copy in DST was written (the latest change time of its files: a copy's is
 /// when it was published, or when its metadata was last set again).
 fn newest_copy(dst: &Path) -> Option<SystemTime> {
-    use std::os::unix::ffi::OsStrExt;
+    if crate::dest::is_remote(dst) {
+        return newest_remote(dst);
+    }
     use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(dst)
         .follow_links(false)
@@ -78,4 +84,30 @@ fn newest_copy(dst: &Path) -> Option<SystemTime> {
             SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
         })
         .max()
+}
+
+/// The same for a bucket or a server, read through the destination seam without writing: the
+/// upload time of each object (a listing gives it), the change time of each file.
+fn newest_remote(dst: &Path) -> Option<SystemTime> {
+    use crate::meta::Kind;
+    let dest = crate::dest::open(dst, false).ok()?;
+    let mut newest = None;
+    let mut queue = vec![PathBuf::new()];
+    while let Some(rel) = queue.pop() {
+        let Ok(Some(folder)) = dest.folder(&rel) else {
+            continue;
+        };
+        for name in folder.list().unwrap_or_default() {
+            let Ok(meta) = folder.stat(&name) else {
+                continue;
+            };
+            match meta.kind {
+                Kind::Dir => queue.push(rel.join(std::ffi::OsStr::from_bytes(&name))),
+                _ if is_temp_name(&name) => {}
+                _ => newest = newest.max(Some(meta.ctime)),
+            }
+        }
+    }
+    let t = newest?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(t.sec).ok()?))
 }

@@ -162,6 +162,12 @@ fn a_tree_goes_into_a_bucket_and_comes_back_as_it_was() {
         .stdout_has(&format!("s3://{BUCKET}/home/a.txt\n"))
         .stdout_has("  a.txt\n");
 
+    let status = run(&store, &env, "status", &[]);
+    status
+        .code(0)
+        .stdout_has(&format!("-> s3://{BUCKET}/home\n"))
+        .stdout_has("newest copy: ");
+
     let to = env.root().join("restored");
     let restored = restore_all(&store, &env, &to);
     restored.code(0);
@@ -344,7 +350,8 @@ fn a_store_that_goes_away_during_watch_is_waited_for() {
     store.nodes[0].kill();
     env.write("while-away.txt", "2");
     w.wait_for("the line that says it is gone", LIMIT, |w| {
-        w.stderr().contains("waiting for it to come back")
+        w.stderr().contains(" cannot be reached: ")
+            && w.stderr().contains("waiting for it to come back")
     });
     store.nodes[0].start();
     w.wait_for("the copy once it is back", LIMIT, |w| {
@@ -632,7 +639,8 @@ fn an_sftp_server_that_goes_away_during_watch_is_waited_for() {
     ssh.kill();
     env.write("while-away.txt", "2");
     w.wait_for("the line that says it is gone", LIMIT, |w| {
-        w.stderr().contains("waiting for it to come back")
+        w.stderr().contains(" cannot be reached: ")
+            && w.stderr().contains("waiting for it to come back")
     });
     ssh.restart();
     w.wait_for("the copy once it is back", LIMIT, |_| {

@@ -355,6 +355,10 @@ impl<'a> Loop<'a> {
                 "Destination {dst} is in use: {why}; waiting for it to finish; changes are \
                  remembered"
             ),
+            Away::Gone if crate::dest::is_remote(self.engine.dest.path()) => format!(
+                "Destination {dst} cannot be reached: {why}; waiting for it to come back; \
+                 changes are remembered"
+            ),
             Away::Gone => format!(
                 "Destination {dst} is gone (unmounted?): {why}; waiting for it to come back; \
                  changes are remembered"
