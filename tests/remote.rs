@@ -649,3 +649,24 @@ fn an_sftp_server_that_goes_away_during_watch_is_waited_for() {
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "{out}{err}");
 }
+
+#[test]
+fn a_full_pass_lists_the_bucket_again_and_puts_back_what_was_removed() {
+    let Some(store) = stores::garage() else {
+        return;
+    };
+    let env = pair(&store, "p");
+    env.write("keep.txt", "kept");
+    let w = watch(&store, &env, &["--rescan-every", "6s"]);
+    w.wait_for("the first pass", LIMIT, |_| {
+        keys(&store, "p").contains(&"p/keep.txt".to_string())
+    });
+    // Removed by something else: a lifecycle rule, another tool.
+    let (code, body) = store.curl("DELETE", "p/keep.txt", b"", &[]);
+    assert_eq!(code, 204, "{body}");
+    w.wait_for("the copy made again by a full pass", LIMIT, |_| {
+        keys(&store, "p").contains(&"p/keep.txt".to_string())
+    });
+    let (code, _, _) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0));
+}

@@ -55,6 +55,13 @@ pub(crate) trait Destination: Send + Sync {
 
     /// Makes everything written so far durable, for a whole batch of staged copies at once.
     fn sync_all(&self) -> io::Result<()>;
+
+    /// Reads again what a destination that answers from a listing kept since it was opened,
+    /// before a full pass: the truth is what DST holds now, whatever else changed it. Nothing to
+    /// do where every question goes to DST itself.
+    fn refresh(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A folder in the destination.

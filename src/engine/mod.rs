@@ -265,6 +265,16 @@ impl Engine {
         on_note: &mut dyn FnMut(Note),
     ) -> Vec<PathBuf> {
         self.full.store(false, Ordering::Relaxed);
+        if scope.full
+            && !self.settings.dry_run
+            && let Err(e) = self.dest.refresh()
+        {
+            self.warn(format!(
+                "destination {}: cannot be listed again ({}); going by the last listing",
+                crate::escape::display(self.dest.path()),
+                crate::error::reason(&e)
+            ));
+        }
         let records = self.pool(
             |jobs, notes| self.produce(scope, defer, jobs, notes),
             on_note,

@@ -47,6 +47,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 const MAX_OBJECT: u64 = 5 << 40;
 /// The cache is written at most this often while a run goes on (and when it ends).
 const SAVE_EVERY: Duration = Duration::from_secs(30);
+/// A full pass lists the prefix again when the last listing is older than this.
+const RELIST_AFTER: Duration = Duration::from_secs(5);
 
 /// What the folders and copies of one opened store share.
 struct Shared {
@@ -80,6 +82,8 @@ pub(crate) struct Store {
     caps: Capabilities,
     lock: Option<Lock>,
     saved: Mutex<Instant>,
+    /// When the prefix was last listed.
+    listed: Mutex<Instant>,
 }
 
 impl Store {
@@ -123,6 +127,7 @@ impl Store {
             caps: capabilities(publish),
             lock,
             saved: Mutex::new(Instant::now()),
+            listed: Mutex::new(Instant::now()),
         })
     }
 
@@ -276,6 +281,26 @@ impl Destination for Store {
 
     fn free_space(&self) -> Option<u64> {
         None
+    }
+
+    /// A listing younger than `RELIST_AFTER` (the one made at open, for the first pass) is
+    /// kept; an older one is read again, so that a full pass sees objects that were removed or
+    /// added by anything else since (a lifecycle rule, another tool).
+    fn refresh(&self) -> io::Result<()> {
+        let mut listed = self
+            .listed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if listed.elapsed() < RELIST_AFTER {
+            return Ok(());
+        }
+        let fresh = {
+            let mut cache = self.shared.cache();
+            list(&self.shared.op, &self.shared.rt, &mut cache).map_err(|e| to_io(&e))?
+        };
+        *self.shared.index() = fresh;
+        *listed = Instant::now();
+        Ok(())
     }
 
     /// An upload is durable when the store acknowledges it; what is left is to keep what was
