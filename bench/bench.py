@@ -447,7 +447,7 @@ class Garage:
     def run(self, cmd):
         """Runs `cmd`; returns (seconds, peak RSS in MiB)."""
         t = time.perf_counter()
-        p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL)
+        p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, status, ru = os.wait4(p.pid, 0)
         elapsed = time.perf_counter() - t
         if status != 0:
@@ -457,6 +457,7 @@ class Garage:
     def close(self):
         self.p.terminate()
         self.p.wait()
+        self.log.close()
         rmtree(self.dir)
 
 
