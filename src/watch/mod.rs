@@ -10,6 +10,7 @@
 
 mod changes;
 mod notifier;
+mod poller;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ struct Loop<'a> {
     away: Option<Away>,
     /// The last line said about an unavailable destination, so that it is said once.
     said: String,
+    /// Whether the line about folders polled over the watch limit was said.
+    said_polled: bool,
     /// When the last `waiting for destination` line was printed, and for how many changes.
     last_waiting: Option<(Instant, usize)>,
     /// Set with `--exit-on-lost-destination` when DST went away.
@@ -114,10 +117,10 @@ pub(crate) fn run(
     let Some(watcher) = start(engine, cfg, hub, &feed, reporter) else {
         return Status::Failure;
     };
-    let method = if watcher.is_polling() {
-        "polling"
-    } else {
-        "inotify"
+    let method = match watcher.polled() {
+        _ if watcher.is_polling() => "polling".to_string(),
+        0 => "inotify".to_string(),
+        n => format!("inotify, and polling {n} folders over the watch limit"),
     };
     reporter.info(&format!(
         "Watching {} for changes ({method}; Ctrl-C to stop)",
@@ -180,6 +183,7 @@ impl<'a> Loop<'a> {
             next_rescan: cfg.rescan_every.map(|d| Instant::now() + d),
             away: None,
             said: String::new(),
+            said_polled: false,
             last_waiting: None,
             lost_for_good: false,
             state: State::start(&engine.tree.src, engine.dest.path()),
@@ -433,6 +437,17 @@ impl<'a> Loop<'a> {
                 self.fall_back_to_polling(&line, reporter);
                 return;
             }
+            Msg::Polled {
+                watched,
+                polled,
+                every,
+            } => {
+                if !self.said_polled {
+                    self.said_polled = true;
+                    reporter.warning(&notifier::polled_message(watched, polled, every));
+                }
+                return;
+            }
         };
         let tree = &self.engine.tree;
         let what = describe(&event.kind);
@@ -548,7 +563,25 @@ fn watch_tree(engine: &Engine, watcher: &mut Watcher, rel: &Path) -> notify::Res
     if watcher.is_polling() {
         return Ok(());
     }
-    for dir in engine.tree.folders(rel) {
+    // Where not every folder fits under the watch limit, the ones left over are polled: the
+    // folders most likely to change get the watches.
+    let now = std::time::SystemTime::now();
+    let base = engine.tree.src.join(rel).components().count();
+    let mut dirs: Vec<(f64, PathBuf)> = engine
+        .tree
+        .folders(rel)
+        .map(|dir| {
+            let depth = dir.components().count().saturating_sub(base);
+            let age = std::fs::symlink_metadata(&dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            (poller::priority(depth, age), dir)
+        })
+        .collect();
+    dirs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (_, dir) in dirs {
         watcher.add(&dir)?;
     }
     Ok(())

@@ -16,12 +16,14 @@
 //! starting and running quadratic in the number of folders on big trees.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use notify::{ErrorKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+
+use super::poller::{Poller, Sink};
 
 /// Polling interval when the OS limit on watches forces polling and `--poll` was not given.
 pub(crate) const FALLBACK_POLL: Duration = Duration::from_secs(2);
@@ -34,6 +36,13 @@ pub(crate) enum Msg {
     /// An OS limit on inotify was hit (a watch for a new folder could not be added): the line
     /// that says which limit and how to raise it.
     Limit(String),
+    /// Folders that did not fit under the watch limit are polled: how many folders are
+    /// watched and polled, and the period of one round of polling.
+    Polled {
+        watched: usize,
+        polled: usize,
+        every: Duration,
+    },
 }
 
 /// The channel from the watcher to the loop, and the flag for a channel that overflowed.
@@ -84,6 +93,7 @@ fn message(res: notify::Result<notify::Event>) -> Option<Msg> {
 }
 
 /// Where the shared watcher sends what happens under one pair's SRC.
+#[derive(Clone)]
 struct Route {
     src: PathBuf,
     tx: Sender<Msg>,
@@ -175,7 +185,8 @@ impl Default for Feed {
 
 /// A running watcher; dropping it stops it.
 pub(crate) enum Watcher {
-    /// A pair's share of the hub's inotify instance; folders are added with `add`.
+    /// A pair's share of the hub's inotify instance; folders are added with `add`, and those
+    /// that do not fit under the watch limit are polled.
     Native(Share),
     /// Looks at the whole of SRC every interval; held only to keep it running.
     Poll(#[allow(dead_code)] PollWatcher),
@@ -194,6 +205,9 @@ impl Watcher {
         Ok(Watcher::Native(Share {
             hub: hub.clone(),
             overflow: Arc::clone(&feed.overflow),
+            route: feed.route(src.to_path_buf()),
+            watched: Arc::new(AtomicUsize::new(0)),
+            poller: None,
         }))
     }
 
@@ -209,14 +223,31 @@ impl Watcher {
     }
 
     /// Starts watching the entries of one folder (not its subfolders). A folder that vanished
-    /// meanwhile is no error: there is nothing left to watch.
+    /// meanwhile is no error: there is nothing left to watch. A folder over the watch limit is
+    /// polled instead.
     pub(crate) fn add(&mut self, dir: &Path) -> notify::Result<()> {
         let Watcher::Native(w) = self else {
             return Ok(());
         };
         match w.hub.watch(dir) {
+            Ok(()) => {
+                w.watched.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) if vanished(&e) => Ok(()),
-            other => other,
+            Err(e) if matches!(e.kind, ErrorKind::MaxFilesWatch) => {
+                w.poll(dir.to_path_buf());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many folders are polled because they did not fit under the watch limit.
+    pub(crate) fn polled(&self) -> usize {
+        match self {
+            Watcher::Native(w) => w.poller.as_ref().map_or(0, Poller::len),
+            Watcher::Poll(_) => 0,
         }
     }
 }
@@ -225,6 +256,53 @@ impl Watcher {
 pub(crate) struct Share {
     hub: Hub,
     overflow: Arc<AtomicBool>,
+    route: Route,
+    /// Folders of this pair with a watch.
+    watched: Arc<AtomicUsize>,
+    /// The folders that did not fit, once one did not.
+    poller: Option<Poller>,
+}
+
+impl Share {
+    fn poll(&mut self, dir: PathBuf) {
+        let poller = self.poller.get_or_insert_with(|| {
+            Poller::start(PollSink {
+                route: self.route.clone(),
+                hub: self.hub.clone(),
+                watched: Arc::clone(&self.watched),
+            })
+        });
+        poller.add(dir);
+    }
+}
+
+/// Where the poller of one pair sends what it finds, and how it gives folders back to inotify.
+struct PollSink {
+    route: Route,
+    hub: Hub,
+    watched: Arc<AtomicUsize>,
+}
+
+impl Sink for PollSink {
+    fn event(&self, event: notify::Event) {
+        self.route.deliver(Msg::Event(event, Instant::now()));
+    }
+
+    fn pace(&self, folders: usize, every: Duration) {
+        self.route.deliver(Msg::Polled {
+            watched: self.watched.load(Ordering::Relaxed),
+            polled: folders,
+            every,
+        });
+    }
+
+    fn watch(&self, dir: &Path) -> bool {
+        let ok = self.hub.watch(dir).is_ok();
+        if ok {
+            self.watched.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
 }
 
 impl Drop for Share {
@@ -261,6 +339,21 @@ pub(crate) fn limit_message(e: &notify::Error) -> Option<String> {
          `fs.inotify.{name}=524288` in /etc/sysctl.d/90-backup.conf to keep it)",
         FALLBACK_POLL.as_secs()
     ))
+}
+
+/// The line that says, once, that some folders are polled, how many, within what delay, and
+/// how to watch them all.
+pub(crate) fn polled_message(watched: usize, polled: usize, every: Duration) -> String {
+    let now = read_limit("max_user_watches").map_or(String::new(), |n| format!(" = {n}"));
+    format!(
+        "the inotify limit fs.inotify.max_user_watches{now} does not cover every folder: \
+         {watched} folders are watched and {polled} are polled, so a change in those is found \
+         within about {} s (polling takes at most {} % of a core); raise the limit with \
+         `sudo sysctl fs.inotify.max_user_watches=524288` (and a line \
+         `fs.inotify.max_user_watches=524288` in /etc/sysctl.d/90-backup.conf to keep it)",
+        every.as_secs_f64().ceil(),
+        super::poller::BUDGET * 100.0
+    )
 }
 
 fn read_limit(name: &str) -> Option<u64> {
