@@ -381,6 +381,12 @@ pub struct WatchArgs {
     #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
     pub poll: Option<Duration>,
 
+    /// Where change events come from: `fanotify` (one mark on the whole filesystem; root
+    /// only), `inotify` (one watch per folder), or `auto`: fanotify where it can be had, else
+    /// inotify.
+    #[arg(long, value_name = "SOURCE", default_value = "auto")]
+    pub events: Events,
+
     /// Run a full pass this often as a safety net for lost events (0 = never).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub rescan_every: Duration,
@@ -394,6 +400,15 @@ pub struct WatchArgs {
     /// 10, so that a long-running mirror never slows down what the user is doing.
     #[arg(long, value_name = "LEVEL", default_value = "low")]
     pub priority: Priority,
+}
+
+/// Where `watch` gets change events from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Events {
+    Auto,
+    Fanotify,
+    Inotify,
 }
 
 /// How `watch` competes for the disk and the CPU.

@@ -48,6 +48,7 @@ pub(crate) struct WatchConfig {
     pub(crate) debounce: Duration,
     pub(crate) max_delay: Duration,
     pub(crate) poll: Option<Duration>,
+    pub(crate) events: crate::cli::Events,
     /// `None` when periodic full passes are off.
     pub(crate) rescan_every: Option<Duration>,
     /// Exit when DST goes away, instead of waiting for it.
@@ -67,6 +68,7 @@ impl Config {
                     debounce: a.debounce,
                     max_delay: a.max_delay.max(a.debounce),
                     poll: a.poll.filter(|d| !d.is_zero()),
+                    events: a.events,
                     rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
                     exit_on_lost: a.exit_on_lost_destination,
                     low_priority: a.priority == crate::cli::Priority::Low,
@@ -131,6 +133,7 @@ impl Config {
                     debounce,
                     max_delay: o.max_delay.unwrap_or(Duration::from_secs(60)).max(debounce),
                     poll: o.poll.filter(|d| !d.is_zero()),
+                    events: o.events.unwrap_or(crate::cli::Events::Auto),
                     rescan_every: Some(o.rescan_every.unwrap_or(Duration::from_secs(3600)))
                         .filter(|d| !d.is_zero()),
                     exit_on_lost: o.exit_on_lost_destination.unwrap_or(false),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::Priority;
+use crate::cli::{Events, Priority};
 use crate::escape::display;
 
 /// Declares a table of the file: its own fields, then every option (each optional), with
@@ -39,6 +39,7 @@ macro_rules! table {
             max_delay: Option<Duration>,
             #[serde(default, deserialize_with = "duration")]
             poll: Option<Duration>,
+            events: Option<Events>,
             #[serde(default, deserialize_with = "duration")]
             rescan_every: Option<Duration>,
             exit_on_lost_destination: Option<bool>,
@@ -60,6 +61,7 @@ macro_rules! table {
                     debounce: self.debounce.clone(),
                     max_delay: self.max_delay.clone(),
                     poll: self.poll.clone(),
+                    events: self.events.clone(),
                     rescan_every: self.rescan_every.clone(),
                     exit_on_lost_destination: self.exit_on_lost_destination.clone(),
                     priority: self.priority.clone(),
@@ -85,6 +87,7 @@ pub(crate) struct Options {
     pub debounce: Option<Duration>,
     pub max_delay: Option<Duration>,
     pub poll: Option<Duration>,
+    pub events: Option<Events>,
     pub rescan_every: Option<Duration>,
     pub exit_on_lost_destination: Option<bool>,
     pub priority: Option<Priority>,
@@ -107,6 +110,7 @@ impl Options {
             debounce: self.debounce.or(d.debounce),
             max_delay: self.max_delay.or(d.max_delay),
             poll: self.poll.or(d.poll),
+            events: self.events.or(d.events),
             rescan_every: self.rescan_every.or(d.rescan_every),
             exit_on_lost_destination: self.exit_on_lost_destination.or(d.exit_on_lost_destination),
             priority: self.priority.or(d.priority),

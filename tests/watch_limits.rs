@@ -1,4 +1,5 @@
-//! `watch` against the OS limits of inotify: a queue that overflows, a watch limit that runs out.
+//! `watch` against the OS limits of inotify: a queue that overflows, a watch limit that runs out;
+//! and fanotify, which as root replaces per-folder watches with one mark.
 //! The limits are machine-wide, so these tests live in their own test binary, take one lock so
 //! that they run one at a time, and put the old values back on every exit path.
 
@@ -22,7 +23,11 @@ struct Sysctl {
 
 impl Sysctl {
     fn set(name: &str, value: &str) -> Option<Sysctl> {
-        let path = PathBuf::from("/proc/sys/fs/inotify").join(name);
+        Sysctl::set_in("inotify", name, value)
+    }
+
+    fn set_in(group: &str, name: &str, value: &str) -> Option<Sysctl> {
+        let path = PathBuf::from("/proc/sys/fs").join(group).join(name);
         let old = fs::read_to_string(&path).ok()?;
         if fs::write(&path, value).is_err() {
             return None;
@@ -45,7 +50,7 @@ fn a_storm_that_overflows_the_event_queue_is_still_mirrored_completely() {
         eprintln!("SKIPPED: cannot lower fs.inotify.max_queued_events here (needs root)");
         return;
     };
-    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    let w = Watch::start(&env, &["--debounce", "100ms", "--events", "inotify"]);
     env.storm(100, 30);
     w.wait_for("all 3000 files", Duration::from_secs(120), |_| {
         env.storm_missing(100, 30) == 0
@@ -69,7 +74,7 @@ fn hitting_the_watch_limit_at_start_watches_what_fits_and_polls_only_the_rest() 
         eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
         return;
     };
-    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    let w = Watch::start(&env, &["--debounce", "100ms", "--events", "inotify"]);
     assert!(
         w.stderr().contains("(inotify, and polling "),
         "{}",
@@ -128,7 +133,7 @@ fn hitting_the_watch_limit_later_polls_the_new_folders_that_do_not_fit() {
         eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
         return;
     };
-    let w = Watch::start(&env, &["--debounce", "100ms"]);
+    let w = Watch::start(&env, &["--debounce", "100ms", "--events", "inotify"]);
     assert!(w.stderr().contains("(inotify;"), "{}", w.stderr());
     for d in 0..30 {
         env.write(format!("new{d:02}/b.txt"), format!("{d}"));
@@ -150,4 +155,92 @@ fn hitting_the_watch_limit_later_polls_the_new_folders_that_do_not_fit() {
         1,
         "{err}"
     );
+}
+
+/// `watch --events fanotify`, or `None` with the reason where this is not root.
+fn fanotify_watch(env: &Env) -> Option<Watch> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: fanotify needs root (CAP_SYS_ADMIN)");
+        return None;
+    }
+    let w = Watch::start(env, &["--debounce", "100ms", "--events", "fanotify", "-v"]);
+    assert!(w.stderr().contains("(fanotify;"), "{}", w.context());
+    Some(w)
+}
+
+#[test]
+fn as_root_one_fanotify_mark_sees_every_change_without_a_watch_per_folder() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    for d in 0..50 {
+        env.write(format!("d{d:02}/deep/a.txt"), "a");
+    }
+    env.write("leaving.txt", "bye");
+    let outside = env.root().join("outside.txt");
+    fs::write(&outside, "from elsewhere").expect("write outside");
+    let Some(w) = fanotify_watch(&env) else {
+        return;
+    };
+    assert_eq!(
+        common::inotify_watches(Some(w.pid())),
+        0,
+        "no watch per folder"
+    );
+    // Every first copy in place, so that the rewrite below makes a second version.
+    w.wait_for("the first pass", Duration::from_secs(60), |_| {
+        env.dst.join("leaving.txt").exists()
+            && (0..50).all(|d| env.dst.join(format!("d{d:02}/deep/a.txt")).exists())
+    });
+    env.write("d07/deep/b.txt", "written");
+    fs::write(env.src.join("d07/deep/a.txt"), "rewritten").expect("rewrite");
+    fs::rename(&outside, env.src.join("moved-in.txt")).expect("move in");
+    fs::rename(env.src.join("leaving.txt"), env.root().join("left.txt")).expect("move out");
+    // A new folder with files made at once, before any event about it could be handled.
+    fs::create_dir_all(env.src.join("new/inner")).expect("mkdir");
+    for i in 0..20 {
+        fs::write(env.src.join(format!("new/inner/f{i}")), format!("{i}")).expect("write");
+    }
+    let dst = &env.dst;
+    w.wait_for("every change", Duration::from_secs(60), |_| {
+        fs::read(dst.join("d07/deep/b.txt")).unwrap_or_default() == b"written"
+            && common::family(&dst.join("d07/deep"), "a.txt").len() == 2
+            && fs::read(dst.join("moved-in.txt")).unwrap_or_default() == b"from elsewhere"
+            && fs::read_dir(dst).into_iter().flatten().flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("leaving_") && n.ends_with("_deleted.txt")
+            })
+            && (0..20).all(|i| {
+                fs::read(dst.join(format!("new/inner/f{i}"))).unwrap_or_default()
+                    == format!("{i}").as_bytes()
+            })
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
+#[test]
+fn a_fanotify_queue_that_overflows_makes_a_full_pass() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    let Some(_limit) = Sysctl::set_in("fanotify", "max_queued_events", "64") else {
+        eprintln!("SKIPPED: cannot lower fs.fanotify.max_queued_events here (needs root)");
+        return;
+    };
+    let Some(w) = fanotify_watch(&env) else {
+        return;
+    };
+    w.wait_for("the first pass", Duration::from_secs(30), |w| {
+        w.batches() >= 1
+    });
+    // Stopped, the watcher reads nothing while the storm fills its queue past 64 events.
+    let pid = rustix::process::Pid::from_raw(w.pid() as i32).expect("pid");
+    rustix::process::kill_process(pid, Signal::STOP).expect("SIGSTOP");
+    env.storm(100, 30);
+    rustix::process::kill_process(pid, Signal::CONT).expect("SIGCONT");
+    w.wait_for("all 3000 files", Duration::from_secs(120), |_| {
+        env.storm_missing(100, 30) == 0
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("full pass: events were lost"), "{out}");
 }

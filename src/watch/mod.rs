@@ -9,6 +9,7 @@
 //! when DST is back as the same filesystem and folder (or has space again).
 
 mod changes;
+mod fanotify;
 mod notifier;
 mod poller;
 
@@ -23,6 +24,7 @@ use self::changes::{Work, classify, describe, outermost};
 pub(crate) use self::notifier::Hub;
 use self::notifier::{Feed, Msg, Watcher};
 use crate::archive::prune;
+use crate::cli::Events;
 use crate::config::WatchConfig;
 use crate::dest::Unavailable;
 use crate::engine::{Engine, Scope};
@@ -117,11 +119,7 @@ pub(crate) fn run(
     let Some(watcher) = start(engine, cfg, hub, &feed, reporter) else {
         return Status::Failure;
     };
-    let method = match watcher.polled() {
-        _ if watcher.is_polling() => "polling".to_string(),
-        0 => "inotify".to_string(),
-        n => format!("inotify, and polling {n} folders over the watch limit"),
-    };
+    let method = watcher.method();
     reporter.info(&format!(
         "Watching {} for changes ({method}; Ctrl-C to stop)",
         display(&engine.tree.src)
@@ -531,6 +529,23 @@ fn start(
     reporter: &mut Reporter,
 ) -> Option<Watcher> {
     let src = &engine.tree.src;
+    if cfg.poll.is_none() && cfg.events != Events::Inotify {
+        match Watcher::fanotify(src, &engine.tree.skip, feed) {
+            Ok(w) => return Some(w),
+            Err(e) if cfg.events == Events::Fanotify => {
+                reporter.error(&format!(
+                    "source {}: cannot watch with fanotify: {}",
+                    display(src),
+                    reason(&e)
+                ));
+                return None;
+            }
+            Err(e) => reporter.detail(&format!(
+                "fanotify is not available here ({}); watching with inotify",
+                reason(&e)
+            )),
+        }
+    }
     let started = match cfg.poll {
         Some(interval) => Watcher::poll(src, interval, feed),
         None => Watcher::native(hub, src, feed).and_then(|mut w| {
@@ -560,7 +575,7 @@ fn start(
 /// Watches every folder of the tree at `rel` that the backup covers. Called before that tree is
 /// walked, so that a file made after the walk passed its folder still raises an event.
 fn watch_tree(engine: &Engine, watcher: &mut Watcher, rel: &Path) -> notify::Result<()> {
-    if watcher.is_polling() {
+    if !watcher.per_folder() {
         return Ok(());
     }
     // Where not every folder fits under the watch limit, the ones left over are polled: the

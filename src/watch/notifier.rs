@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use notify::{ErrorKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
 
+use super::fanotify::Fanotify;
 use super::poller::{Poller, Sink};
 
 /// Polling interval when the OS limit on watches forces polling and `--poll` was not given.
@@ -190,6 +191,8 @@ pub(crate) enum Watcher {
     Native(Share),
     /// Looks at the whole of SRC every interval; held only to keep it running.
     Poll(#[allow(dead_code)] PollWatcher),
+    /// One fanotify mark on SRC's filesystem; held only to keep its reader running.
+    Fanotify(#[allow(dead_code)] Fanotify),
 }
 
 fn config() -> notify::Config {
@@ -211,6 +214,16 @@ impl Watcher {
         }))
     }
 
+    /// One fanotify mark on the filesystem of `src`, its events outside SRC and under `skip`
+    /// dropped.
+    pub(crate) fn fanotify(src: &Path, skip: &[PathBuf], feed: &Feed) -> std::io::Result<Watcher> {
+        let route = feed.route(src.to_path_buf());
+        let f = Fanotify::start(src, skip.to_vec(), move |event| {
+            route.deliver(Msg::Event(event, Instant::now()));
+        })?;
+        Ok(Watcher::Fanotify(f))
+    }
+
     /// A poller over all of `src`.
     pub(crate) fn poll(src: &Path, interval: Duration, feed: &Feed) -> notify::Result<Watcher> {
         let mut w = PollWatcher::new(feed.handler(), config().with_poll_interval(interval))?;
@@ -220,6 +233,12 @@ impl Watcher {
 
     pub(crate) fn is_polling(&self) -> bool {
         matches!(self, Watcher::Poll(_))
+    }
+
+    /// Whether each folder needs a watch of its own (inotify); fanotify and the poller cover
+    /// the whole tree.
+    pub(crate) fn per_folder(&self) -> bool {
+        matches!(self, Watcher::Native(_))
     }
 
     /// Starts watching the entries of one folder (not its subfolders). A folder that vanished
@@ -247,7 +266,19 @@ impl Watcher {
     pub(crate) fn polled(&self) -> usize {
         match self {
             Watcher::Native(w) => w.poller.as_ref().map_or(0, Poller::len),
-            Watcher::Poll(_) => 0,
+            Watcher::Poll(_) | Watcher::Fanotify(_) => 0,
+        }
+    }
+
+    /// The word for how changes are found, for the `Watching` line and `-v`.
+    pub(crate) fn method(&self) -> String {
+        match self {
+            Watcher::Poll(_) => "polling".into(),
+            Watcher::Fanotify(_) => "fanotify".into(),
+            Watcher::Native(_) => match self.polled() {
+                0 => "inotify".into(),
+                n => format!("inotify, and polling {n} folders over the watch limit"),
+            },
         }
     }
 }
