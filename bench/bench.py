@@ -401,6 +401,77 @@ def bench_rss(bin_, work, files):
     rmtree(src), rmtree(dst)
 
 
+# --- watch budget: trees with more folders than inotify watches ---------------------------------
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_file(path, limit):
+    t = time.perf_counter()
+    while not path.exists():
+        if time.perf_counter() - t > limit:
+            return float("inf")
+        time.sleep(0.005)
+    return time.perf_counter() - t
+
+
+def bench_watch_budget(bin_, work, files, folders, limit):
+    """`watch` over a tree of `folders` folders with fs.inotify.max_user_watches = `limit`:
+    watched + polled (inotify), and one fanotify mark. Idle CPU over 30 s, RSS, and the delay of
+    a change in a shallow folder and in the deepest, oldest one."""
+    print(f"\n== watch over {files:,} files in {folders:,} folders, max_user_watches = {limit:,} ==",
+          flush=True)
+    src, dst = work / "bsrc", work / "bdst"
+    rmtree(src), rmtree(dst)
+    per = max(1, files // folders)
+    for d in range(folders):
+        folder = src / f"g{d // 100:03}" / f"d{d:05}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in range(per):
+            (folder / f"f{f:03}").write_bytes(b"x")
+    old_time = time.time() - 400 * 86400
+    deep = src / f"g{(folders - 1) // 100:03}" / f"d{folders - 1:05}"
+    os.utime(deep, (old_time, old_time))
+    sysctl = Path("/proc/sys/fs/inotify/max_user_watches")
+    saved = sysctl.read_text().strip()
+    try:
+        sysctl.write_text(str(limit))
+        for events in ["inotify", "fanotify"]:
+            rmtree(dst)
+            w = start_backup(bin_, src, dst, work, ["--debounce", "50ms", "--events", events])
+            log = work / "backup.log"
+            deadline = time.time() + 120
+            while events == "inotify" and " are polled" not in log.read_text(errors="replace"):
+                if time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            line = next((l for l in log.read_text(errors="replace").splitlines()
+                         if " are polled" in l or "(fanotify" in l), "")
+            time.sleep(2)
+            c0 = cpu_seconds(w.p.pid)
+            time.sleep(30)
+            idle = (cpu_seconds(w.p.pid) - c0) / 30 * 100
+            (src / "top.txt").write_text("shallow")
+            shallow = wait_for_file(dst / "top.txt", 60)
+            (deep / "late.txt").write_text("deep")
+            deep_s = wait_for_file(dst / deep.relative_to(src) / "late.txt", 600)
+            rss = w.rss_peak_kib() / 1024
+            w.stop()
+            (src / "top.txt").unlink()
+            (deep / "late.txt").unlink()
+            print(f"  {events}: idle CPU {idle:.2f} % of a core, peak RSS {rss:.1f} MiB, "
+                  f"shallow change {shallow * 1000:.0f} ms, deep old folder {deep_s:.2f} s", flush=True)
+            if line:
+                print(f"    {line.strip()[line.find('does not'):][:220]}", flush=True)
+            RESULTS.append((f"watch budget {events} idle CPU", idle, "%"))
+            RESULTS.append((f"watch budget {events} RSS", rss, "MiB"))
+    finally:
+        sysctl.write_text(saved)
+        rmtree(src), rmtree(dst)
+
+
 # --- remote: an S3 bucket on a local Garage, against rclone -----------------------------------
 
 GARAGE_KEY = "GK31c2f218a2e44f485b94239e"
@@ -508,9 +579,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small trees, 1 round: a smoke test")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="small,large,source,latency,storm,rss",
-                    help="comma-separated; also: remote (S3 on a local Garage, against rclone)")
+                    help="comma-separated; also: remote (S3 on a local Garage, against rclone), "
+                         "budget (watch over more folders than inotify watches)")
     ap.add_argument("--bin", help="backup binary (default: build target/release/backup)")
     ap.add_argument("--base", default="/var/tmp", help="where the loop image and mount go")
+    ap.add_argument("--big", action="store_true",
+                    help="budget: 1M files in 20k folders, max_user_watches 8192 (takes minutes)")
     ap.add_argument("--garage", default=os.environ.get("BACKUP_TEST_GARAGE", "garage"),
                     help="the garage binary, for --only remote")
     args = ap.parse_args()
@@ -554,6 +628,10 @@ def main():
             bench_storm(bin_, work, rounds, have_lsyncd)
         if "rss" in only:
             bench_rss(bin_, work, 100_000 // scale)
+        if "budget" in only:
+            bench_watch_budget(bin_, work, 1_000_000 // scale if args.big else 50_000 // scale,
+                               20_000 // scale if args.big else 2_500 // scale,
+                               8192 // scale if args.big else 1000 // scale)
         if "remote" in only:
             if not shutil.which("rclone"):
                 sys.exit("rclone is needed for --only remote (apt-get install rclone)")

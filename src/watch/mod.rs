@@ -435,6 +435,23 @@ impl<'a> Loop<'a> {
                 self.fall_back_to_polling(&line, reporter);
                 return;
             }
+            Msg::Slowed {
+                folders,
+                asked,
+                every,
+            } => {
+                if !self.said_polled {
+                    self.said_polled = true;
+                    reporter.warning(&format!(
+                        "polling {folders} folders every {} s would take more than {} % of a \
+                         core; they are polled about every {} s instead",
+                        asked.as_secs_f64(),
+                        poller::BUDGET * 100.0,
+                        every.as_secs_f64().ceil()
+                    ));
+                }
+                return;
+            }
             Msg::Polled {
                 watched,
                 polled,
@@ -508,13 +525,8 @@ impl<'a> Loop<'a> {
             return;
         }
         reporter.warning(line);
-        match Watcher::poll(&self.engine.tree.src, notifier::FALLBACK_POLL, &self.feed) {
-            Ok(w) => {
-                self.watcher = w;
-                self.idle = "polling";
-            }
-            Err(e) => reporter.warning(&format!("cannot poll for changes: {e}")),
-        }
+        self.watcher = poll_tree(self.engine, notifier::FALLBACK_POLL, &self.feed);
+        self.idle = "polling";
     }
 }
 
@@ -547,7 +559,7 @@ fn start(
         }
     }
     let started = match cfg.poll {
-        Some(interval) => Watcher::poll(src, interval, feed),
+        Some(interval) => Ok(poll_tree(engine, interval, feed)),
         None => Watcher::native(hub, src, feed).and_then(|mut w| {
             watch_tree(engine, &mut w, Path::new(""))?;
             Ok(w)
@@ -556,7 +568,7 @@ fn start(
     let started = match started {
         Err(e) if notifier::limit_message(&e).is_some() => {
             reporter.warning(&notifier::limit_message(&e).unwrap_or_default());
-            Watcher::poll(src, notifier::FALLBACK_POLL, feed)
+            Ok(poll_tree(engine, notifier::FALLBACK_POLL, feed))
         }
         other => other,
     };
@@ -570,6 +582,15 @@ fn start(
             None
         }
     }
+}
+
+/// A poller for every folder that the backup covers, a round every `interval` at most.
+fn poll_tree(engine: &Engine, interval: Duration, feed: &Feed) -> Watcher {
+    let mut w = Watcher::poll(&engine.tree.src, interval, feed);
+    for dir in engine.tree.folders(Path::new("")) {
+        let _ = w.add(&dir);
+    }
+    w
 }
 
 /// Watches every folder of the tree at `rel` that the backup covers. Called before that tree is

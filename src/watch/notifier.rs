@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-use notify::{ErrorKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{ErrorKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use super::fanotify::Fanotify;
 use super::poller::{Poller, Sink};
@@ -44,6 +44,13 @@ pub(crate) enum Msg {
         polled: usize,
         every: Duration,
     },
+    /// With `--poll`, polling every folder as often as asked would cost more than its share of
+    /// a core: the period it has instead.
+    Slowed {
+        folders: usize,
+        asked: Duration,
+        every: Duration,
+    },
 }
 
 /// The channel from the watcher to the loop, and the flag for a channel that overflowed.
@@ -60,15 +67,6 @@ impl Feed {
             rx,
             tx,
             overflow: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    fn handler(&self) -> impl FnMut(notify::Result<notify::Event>) + Send + 'static {
-        let route = self.route(PathBuf::new());
-        move |res| {
-            if let Some(msg) = message(res) {
-                route.deliver(msg);
-            }
         }
     }
 
@@ -189,8 +187,8 @@ pub(crate) enum Watcher {
     /// A pair's share of the hub's inotify instance; folders are added with `add`, and those
     /// that do not fit under the watch limit are polled.
     Native(Share),
-    /// Looks at the whole of SRC every interval; held only to keep it running.
-    Poll(#[allow(dead_code)] PollWatcher),
+    /// `--poll`, or no inotify at all: every folder is polled, and added with `add`.
+    Poll(Poller),
     /// One fanotify mark on SRC's filesystem; held only to keep its reader running.
     Fanotify(#[allow(dead_code)] Fanotify),
 }
@@ -224,11 +222,16 @@ impl Watcher {
         Ok(Watcher::Fanotify(f))
     }
 
-    /// A poller over all of `src`.
-    pub(crate) fn poll(src: &Path, interval: Duration, feed: &Feed) -> notify::Result<Watcher> {
-        let mut w = PollWatcher::new(feed.handler(), config().with_poll_interval(interval))?;
-        w.watch(src, RecursiveMode::Recursive)?;
-        Ok(Watcher::Poll(w))
+    /// A poller for every folder of `src` (added with `add`), a round every `interval` or, where
+    /// that would cost more than its share of a core, as often as that allows.
+    pub(crate) fn poll(src: &Path, interval: Duration, feed: &Feed) -> Watcher {
+        let sink = PollSink {
+            route: feed.route(src.to_path_buf()),
+            hub: None,
+            watched: Arc::new(AtomicUsize::new(0)),
+            asked: Some(interval),
+        };
+        Watcher::Poll(Poller::start(sink, interval))
     }
 
     pub(crate) fn is_polling(&self) -> bool {
@@ -238,15 +241,20 @@ impl Watcher {
     /// Whether each folder needs a watch of its own (inotify); fanotify and the poller cover
     /// the whole tree.
     pub(crate) fn per_folder(&self) -> bool {
-        matches!(self, Watcher::Native(_))
+        matches!(self, Watcher::Native(_) | Watcher::Poll(_))
     }
 
     /// Starts watching the entries of one folder (not its subfolders). A folder that vanished
     /// meanwhile is no error: there is nothing left to watch. A folder over the watch limit is
     /// polled instead.
     pub(crate) fn add(&mut self, dir: &Path) -> notify::Result<()> {
-        let Watcher::Native(w) = self else {
-            return Ok(());
+        let w = match self {
+            Watcher::Native(w) => w,
+            Watcher::Poll(p) => {
+                p.add(dir.to_path_buf());
+                return Ok(());
+            }
+            Watcher::Fanotify(_) => return Ok(()),
         };
         match w.hub.watch(dir) {
             Ok(()) => {
@@ -297,21 +305,26 @@ pub(crate) struct Share {
 impl Share {
     fn poll(&mut self, dir: PathBuf) {
         let poller = self.poller.get_or_insert_with(|| {
-            Poller::start(PollSink {
+            let sink = PollSink {
                 route: self.route.clone(),
-                hub: self.hub.clone(),
+                hub: Some(self.hub.clone()),
                 watched: Arc::clone(&self.watched),
-            })
+                asked: None,
+            };
+            Poller::start(sink, super::poller::MIN_INTERVAL)
         });
         poller.add(dir);
     }
 }
 
-/// Where the poller of one pair sends what it finds, and how it gives folders back to inotify.
+/// Where the poller of one pair sends what it finds, and how it gives folders back to inotify
+/// (`hub`: none when everything is polled).
 struct PollSink {
     route: Route,
-    hub: Hub,
+    hub: Option<Hub>,
     watched: Arc<AtomicUsize>,
+    /// The interval `--poll` asked for, when everything is polled.
+    asked: Option<Duration>,
 }
 
 impl Sink for PollSink {
@@ -320,15 +333,28 @@ impl Sink for PollSink {
     }
 
     fn pace(&self, folders: usize, every: Duration) {
-        self.route.deliver(Msg::Polled {
-            watched: self.watched.load(Ordering::Relaxed),
-            polled: folders,
-            every,
-        });
+        let msg = match self.asked {
+            None => Msg::Polled {
+                watched: self.watched.load(Ordering::Relaxed),
+                polled: folders,
+                every,
+            },
+            // Said only where the tree is too big to poll as often as asked.
+            Some(asked) if every > asked => Msg::Slowed {
+                folders,
+                asked,
+                every,
+            },
+            Some(_) => return,
+        };
+        self.route.deliver(msg);
     }
 
     fn watch(&self, dir: &Path) -> bool {
-        let ok = self.hub.watch(dir).is_ok();
+        let Some(hub) = &self.hub else {
+            return false;
+        };
+        let ok = hub.watch(dir).is_ok();
         if ok {
             self.watched.fetch_add(1, Ordering::Relaxed);
         }

@@ -75,8 +75,8 @@ pub(crate) fn diff(
 
 /// The period of a round that keeps polling within `BUDGET` of a core, given what a round
 /// cost.
-pub(crate) fn interval_for(round_cpu: Duration) -> Duration {
-    MIN_INTERVAL.max(round_cpu.div_f64(BUDGET))
+pub(crate) fn interval_for(round_cpu: Duration, floor: Duration) -> Duration {
+    floor.max(round_cpu.div_f64(BUDGET))
 }
 
 fn look(dir: &Path) -> Option<HashMap<OsString, Seen>> {
@@ -107,7 +107,17 @@ struct Polled {
 struct Set {
     folders: HashMap<PathBuf, Polled>,
     order: Vec<PathBuf>,
+    /// When a folder was last added: a round starts once the set has stopped growing (the
+    /// folders of a tree are added one by one), so that the first round, which sets the pace
+    /// and the delay announced, covers them all.
+    added: Option<Instant>,
 }
+
+/// Folders are looked at in runs of about this long between pauses.
+const RUN: Duration = Duration::from_millis(50);
+
+/// How long the set must have stopped growing before a round starts.
+const SETTLED: Duration = Duration::from_millis(200);
 
 /// Where the poller reports, and how it tries to give a folder back to inotify.
 pub(crate) trait Sink: Send + Sync + 'static {
@@ -125,13 +135,14 @@ pub(crate) struct Poller {
 }
 
 impl Poller {
-    pub(crate) fn start(sink: impl Sink) -> Poller {
+    /// Starts the thread; a round lasts at least `floor`.
+    pub(crate) fn start(sink: impl Sink, floor: Duration) -> Poller {
         let set = Arc::new(Mutex::new(Set::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (Arc::clone(&set), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("poll".into())
-            .spawn(move || run(&s, &st, &sink))
+            .spawn(move || run(&s, &st, &sink, floor))
             .ok();
         Poller { set, stop }
     }
@@ -143,11 +154,13 @@ impl Poller {
             return;
         }
         set.order.push(dir.clone());
+        set.added = Some(Instant::now());
         set.folders.insert(
             dir,
             Polled {
                 seen: None,
-                since: std::time::SystemTime::now() - Duration::from_secs(1),
+                // Anything changed after this was missed by the walk that follows the adding.
+                since: std::time::SystemTime::now() - Duration::from_millis(10),
             },
         );
     }
@@ -167,11 +180,15 @@ impl Drop for Poller {
     }
 }
 
-fn run(set: &Mutex<Set>, stop: &AtomicBool, sink: &impl Sink) {
+fn run(set: &Mutex<Set>, stop: &AtomicBool, sink: &impl Sink, floor: Duration) {
     let lock = || set.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut every = MIN_INTERVAL;
+    let mut every = floor;
     let mut paced = false;
+    let mut said = false;
     while !stop.load(Ordering::Relaxed) {
+        while lock().added.is_some_and(|t| t.elapsed() < SETTLED) {
+            std::thread::sleep(SETTLED / 4);
+        }
         let started = Instant::now();
         let cpu = thread_cpu();
         let order = lock().order.clone();
@@ -181,17 +198,24 @@ fn run(set: &Mutex<Set>, stop: &AtomicBool, sink: &impl Sink) {
                 return;
             }
             look_at(set, dir, sink);
-            // Spread over the round: the i-th folder is looked at i/n of the way through it.
+            // Spread over the round: the i-th folder is looked at i/n of the way through it,
+            // in short runs (a pause per folder would find the caches cold at every look, and
+            // cost more than the looks themselves).
             let due = every.mul_f64((i + 1) as f64 / n as f64);
-            if paced && let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+            if paced && let Some(wait) = due.checked_sub(started.elapsed() + RUN) {
+                std::thread::sleep(wait + RUN);
             }
         }
-        every = interval_for(thread_cpu().saturating_sub(cpu));
-        if !paced {
-            paced = true;
-            sink.pace(lock().order.len(), every);
+        let was = every;
+        every = interval_for(thread_cpu().saturating_sub(cpu), floor);
+        // Said after the first paced round: the first one, back to back, costs less than
+        // the rounds after it.
+        if paced && !said {
+            said = true;
+            // Rounds vary by a tenth or so; the delay said is one that holds.
+            sink.pace(lock().order.len(), every.max(was).mul_f64(1.25));
         }
+        paced = true;
         give_back(set, sink);
         if let Some(rest) = every.checked_sub(started.elapsed()) {
             let end = Instant::now() + rest;
@@ -333,8 +357,13 @@ mod tests {
 
     #[test]
     fn polling_stays_within_its_share_of_a_core() {
-        assert_eq!(interval_for(Duration::from_millis(1)), MIN_INTERVAL);
-        let slow = interval_for(Duration::from_secs(1));
+        assert_eq!(
+            interval_for(Duration::from_millis(1), MIN_INTERVAL),
+            MIN_INTERVAL
+        );
+        let asked = Duration::from_secs(10);
+        assert_eq!(interval_for(Duration::from_millis(1), asked), asked);
+        let slow = interval_for(Duration::from_secs(1), MIN_INTERVAL);
         assert_eq!(slow, Duration::from_secs(50), "1 s of CPU a round at 2 %");
     }
 
