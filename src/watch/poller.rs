@@ -6,12 +6,12 @@
 //! watches are freed (folders deleted), polled folders move back to watching, a few per round.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use notify::event::{CreateKind, DataChange, EventKind, ModifyKind, RemoveKind};
 
@@ -20,55 +20,113 @@ pub(crate) const BUDGET: f64 = 0.02;
 /// Never look more often than this, however cheap a round is.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(2);
 
-/// What is known of an entry since the last look.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Seen {
-    dir: bool,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
+/// One folder as last looked at, packed: its names in one buffer, sorted, each with a digest
+/// of what a change alters (a file's size, times and inode; a folder's inode). About 20 bytes an
+/// entry, so that a million polled files cost tens of megabytes, not hundreds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Look {
+    names: Vec<u8>,
+    /// For each entry, sorted by name: where its name ends in `names`, its digest, and whether
+    /// it is a folder.
+    entries: Vec<(u32, u64, bool)>,
 }
 
-impl Seen {
-    fn of(m: &std::fs::Metadata) -> Seen {
-        Seen {
-            dir: m.is_dir(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            ino: m.ino(),
+impl Look {
+    /// Packs `(name, digest, is a folder)` entries.
+    pub(crate) fn new(mut entries: Vec<(Vec<u8>, u64, bool)>) -> Look {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut look = Look::default();
+        for (name, digest, dir) in entries {
+            look.names.extend_from_slice(&name);
+            look.entries.push((
+                u32::try_from(look.names.len()).unwrap_or(u32::MAX),
+                digest,
+                dir,
+            ));
         }
+        look.names.shrink_to_fit();
+        look.entries.shrink_to_fit();
+        look
     }
+
+    fn get(&self, i: usize) -> (&[u8], u64, bool) {
+        let start = if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].0 as usize
+        };
+        let (end, digest, dir) = self.entries[i];
+        (&self.names[start..end as usize], digest, dir)
+    }
+}
+
+/// The digest of an entry: what changes when its contents, times or identity do.
+fn digest(m: &std::fs::Metadata) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if m.is_dir() {
+        // A folder's own times change with every entry in it; only its identity matters here.
+        m.ino().hash(&mut h);
+    } else {
+        (
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+            .hash(&mut h);
+    }
+    h.finish()
 }
 
 /// What changed in one folder between two looks, as the events inotify would have sent: pure.
-pub(crate) fn diff(
-    dir: &Path,
-    before: &HashMap<OsString, Seen>,
-    after: &HashMap<OsString, Seen>,
-) -> Vec<notify::Event> {
+pub(crate) fn diff(dir: &Path, before: &Look, after: &Look) -> Vec<notify::Event> {
+    use std::cmp::Ordering as O;
+    let event = |kind, name: &[u8]| {
+        notify::Event::new(kind).add_path(dir.join(std::ffi::OsStr::from_bytes(name)))
+    };
+    let created = |is_dir| {
+        EventKind::Create(if is_dir {
+            CreateKind::Folder
+        } else {
+            CreateKind::File
+        })
+    };
+    let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
-    for (name, now) in after {
-        let kind = match before.get(name) {
-            None if now.dir => EventKind::Create(CreateKind::Folder),
-            None => EventKind::Create(CreateKind::File),
-            Some(was) if was.ino != now.ino || was.dir != now.dir => {
-                EventKind::Create(if now.dir {
-                    CreateKind::Folder
-                } else {
-                    CreateKind::File
-                })
-            }
-            Some(was) if was == now => continue,
-            // A folder whose own entries changed is looked at on its own, if it is polled.
-            Some(_) if now.dir => continue,
-            Some(_) => EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+    while i < before.entries.len() || j < after.entries.len() {
+        let order = match (i < before.entries.len(), j < after.entries.len()) {
+            (true, true) => before.get(i).0.cmp(after.get(j).0),
+            (true, false) => O::Less,
+            _ => O::Greater,
         };
-        out.push(notify::Event::new(kind).add_path(dir.join(name)));
-    }
-    for name in before.keys().filter(|n| !after.contains_key(*n)) {
-        out.push(notify::Event::new(EventKind::Remove(RemoveKind::Any)).add_path(dir.join(name)));
+        match order {
+            O::Less => {
+                out.push(event(EventKind::Remove(RemoveKind::Any), before.get(i).0));
+                i += 1;
+            }
+            O::Greater => {
+                let (name, _, is_dir) = after.get(j);
+                out.push(event(created(is_dir), name));
+                j += 1;
+            }
+            O::Equal => {
+                let ((_, was, was_dir), (name, now, is_dir)) = (before.get(i), after.get(j));
+                if was != now || was_dir != is_dir {
+                    // A folder that is another folder now is walked; a file is copied.
+                    let kind = if is_dir {
+                        created(true)
+                    } else {
+                        EventKind::Modify(ModifyKind::Data(DataChange::Any))
+                    };
+                    out.push(event(kind, name));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
     }
     out
 }
@@ -79,15 +137,24 @@ pub(crate) fn interval_for(round_cpu: Duration, floor: Duration) -> Duration {
     floor.max(round_cpu.div_f64(BUDGET))
 }
 
-fn look(dir: &Path) -> Option<HashMap<OsString, Seen>> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    let mut out = HashMap::new();
-    for e in entries.flatten() {
-        if let Ok(m) = e.path().symlink_metadata() {
-            out.insert(e.file_name(), Seen::of(&m));
+/// Looks at a folder: its packed entries, and the names of those changed at or after `since`
+/// (for a first look), with whether each is a folder.
+fn look(dir: &Path, since: Option<SystemTime>) -> Option<(Look, Vec<(Vec<u8>, bool)>)> {
+    let listing = std::fs::read_dir(dir).ok()?;
+    let mut entries = Vec::new();
+    let mut recent = Vec::new();
+    for e in listing.flatten() {
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        let name = e.file_name().into_vec();
+        let changed = UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32);
+        if since.is_some_and(|s| changed >= s) {
+            recent.push((name.clone(), m.is_dir()));
         }
+        entries.push((name, digest(&m), m.is_dir()));
     }
-    Some(out)
+    Some((Look::new(entries), recent))
 }
 
 fn thread_cpu() -> Duration {
@@ -99,8 +166,8 @@ fn thread_cpu() -> Duration {
 /// since then are reported at the first look, since they may have changed after the walk that
 /// copied the folder).
 struct Polled {
-    seen: Option<HashMap<OsString, Seen>>,
-    since: std::time::SystemTime,
+    seen: Option<Look>,
+    since: SystemTime,
 }
 
 #[derive(Default)]
@@ -160,7 +227,7 @@ impl Poller {
             Polled {
                 seen: None,
                 // Anything changed after this was missed by the walk that follows the adding.
-                since: std::time::SystemTime::now() - Duration::from_millis(10),
+                since: SystemTime::now() - Duration::from_millis(10),
             },
         );
     }
@@ -227,12 +294,20 @@ fn run(set: &Mutex<Set>, stop: &AtomicBool, sink: &impl Sink, floor: Duration) {
 }
 
 fn look_at(set: &Mutex<Set>, dir: &Path, sink: &impl Sink) {
-    let now = look(dir);
+    let since = {
+        let set = set.lock().unwrap_or_else(PoisonError::into_inner);
+        match set.folders.get(dir) {
+            Some(p) if p.seen.is_none() => Some(p.since),
+            Some(_) => None,
+            None => return,
+        }
+    };
+    let now = look(dir, since);
     let mut set = set.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(polled) = set.folders.get_mut(dir) else {
         return;
     };
-    let Some(now) = now else {
+    let Some((now, recent)) = now else {
         // Gone: its parent reports the removal; nothing left to look at.
         set.folders.remove(dir);
         set.order.retain(|d| d != dir);
@@ -240,24 +315,17 @@ fn look_at(set: &Mutex<Set>, dir: &Path, sink: &impl Sink) {
     };
     let events = match &polled.seen {
         Some(before) => diff(dir, before, &now),
-        None => {
-            let since = polled.since;
-            now.iter()
-                .filter(|(_, s)| {
-                    let t = std::time::UNIX_EPOCH
-                        + Duration::new(s.ctime.0.max(0) as u64, s.ctime.1 as u32);
-                    t >= since
-                })
-                .map(|(name, s)| {
-                    let kind = if s.dir {
-                        EventKind::Create(CreateKind::Folder)
-                    } else {
-                        EventKind::Modify(ModifyKind::Data(DataChange::Any))
-                    };
-                    notify::Event::new(kind).add_path(dir.join(name))
-                })
-                .collect()
-        }
+        None => recent
+            .into_iter()
+            .map(|(name, is_dir)| {
+                let kind = if is_dir {
+                    EventKind::Create(CreateKind::Folder)
+                } else {
+                    EventKind::Modify(ModifyKind::Data(DataChange::Any))
+                };
+                notify::Event::new(kind).add_path(dir.join(std::ffi::OsStr::from_bytes(&name)))
+            })
+            .collect(),
     };
     polled.seen = Some(now);
     drop(set);
@@ -298,14 +366,13 @@ pub(crate) fn priority(depth: usize, age: Duration) -> f64 {
 mod tests {
     use super::*;
 
-    fn seen(size: u64, mtime: i64, ino: u64, dir: bool) -> Seen {
-        Seen {
-            dir,
-            size,
-            mtime: (mtime, 0),
-            ctime: (mtime, 0),
-            ino,
-        }
+    fn look(entries: &[(&str, u64, bool)]) -> Look {
+        Look::new(
+            entries
+                .iter()
+                .map(|(n, d, dir)| (n.as_bytes().to_vec(), *d, *dir))
+                .collect(),
+        )
     }
 
     fn kinds(events: &[notify::Event]) -> Vec<(String, EventKind)> {
@@ -320,20 +387,20 @@ mod tests {
     #[test]
     fn differences_become_the_events_inotify_would_send() {
         let dir = Path::new("/s/d");
-        let before = HashMap::from([
-            ("same".into(), seen(1, 1, 1, false)),
-            ("grown".into(), seen(1, 1, 2, false)),
-            ("gone".into(), seen(1, 1, 3, false)),
-            ("replaced".into(), seen(1, 1, 4, false)),
-            ("sub".into(), seen(0, 1, 5, true)),
+        let before = look(&[
+            ("same", 1, false),
+            ("grown", 2, false),
+            ("gone", 3, false),
+            ("sub", 5, true),
+            ("was-file", 6, false),
         ]);
-        let after = HashMap::from([
-            ("same".into(), seen(1, 1, 1, false)),
-            ("grown".into(), seen(2, 2, 2, false)),
-            ("replaced".into(), seen(1, 1, 9, false)),
-            ("sub".into(), seen(0, 2, 5, true)),
-            ("new".into(), seen(1, 1, 6, false)),
-            ("newdir".into(), seen(0, 1, 7, true)),
+        let after = look(&[
+            ("same", 1, false),
+            ("grown", 22, false),
+            ("sub", 5, true),
+            ("was-file", 6, true),
+            ("new", 7, false),
+            ("newdir", 8, true),
         ]);
         let got = kinds(&diff(dir, &before, &after));
         let want = vec![
@@ -348,11 +415,20 @@ mod tests {
                 EventKind::Create(CreateKind::Folder),
             ),
             (
-                "/s/d/replaced".to_string(),
-                EventKind::Create(CreateKind::File),
+                "/s/d/was-file".to_string(),
+                EventKind::Create(CreateKind::Folder),
             ),
         ];
         assert_eq!(got, want);
+        assert!(diff(dir, &after, &after).is_empty());
+    }
+
+    #[test]
+    fn a_look_is_packed_and_sorted() {
+        let l = look(&[("b", 2, false), ("a", 1, true)]);
+        assert_eq!(l.get(0), (&b"a"[..], 1, true));
+        assert_eq!(l.get(1), (&b"b"[..], 2, false));
+        assert_eq!(l.names, b"ab");
     }
 
     #[test]
