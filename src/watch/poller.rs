@@ -137,9 +137,12 @@ pub(crate) fn interval_for(round_cpu: Duration, floor: Duration) -> Duration {
     floor.max(round_cpu.div_f64(BUDGET))
 }
 
+/// An entry changed since a folder joined: its name, and whether it is a folder.
+type Recent = (Vec<u8>, bool);
+
 /// Looks at a folder: its packed entries, and the names of those changed at or after `since`
 /// (for a first look), with whether each is a folder.
-fn look(dir: &Path, since: Option<SystemTime>) -> Option<(Look, Vec<(Vec<u8>, bool)>)> {
+fn look(dir: &Path, since: Option<SystemTime>) -> Option<(Look, Vec<Recent>)> {
     let listing = std::fs::read_dir(dir).ok()?;
     let mut entries = Vec::new();
     let mut recent = Vec::new();
