@@ -74,12 +74,16 @@ fn hitting_the_watch_limit_at_start_watches_what_fits_and_polls_only_the_rest() 
         eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
         return;
     };
-    let w = Watch::start(&env, &["--debounce", "100ms", "--events", "inotify"]);
+    let w = Watch::start(&env, &["--debounce", "100ms", "--events", "inotify", "-v"]);
     assert!(
         w.stderr().contains("(inotify, and polling "),
         "{}",
         w.stderr()
     );
+    w.wait_for("the watch plan", Duration::from_secs(10), |w| {
+        w.stderr().contains("Watch plan: ")
+            && w.stderr().contains(" folders watched with inotify, ")
+    });
     w.wait_for(
         "the line that says what is polled",
         Duration::from_secs(60),
@@ -165,6 +169,9 @@ fn fanotify_watch(env: &Env) -> Option<Watch> {
     }
     let w = Watch::start(env, &["--debounce", "100ms", "--events", "fanotify", "-v"]);
     assert!(w.stderr().contains("(fanotify;"), "{}", w.context());
+    w.wait_for("the watch plan", Duration::from_secs(10), |w| {
+        w.stderr().contains("Watch plan: one fanotify mark")
+    });
     Some(w)
 }
 

@@ -124,6 +124,7 @@ pub(crate) fn run(
         "Watching {} for changes ({method}; Ctrl-C to stop)",
         display(&engine.tree.src)
     ));
+    reporter.detail(&watcher.plan());
     let mut l = Loop::new(engine, cfg, policy, feed, watcher);
     if l.watcher.is_polling() {
         l.idle = "polling";

@@ -278,6 +278,21 @@ impl Watcher {
         }
     }
 
+    /// The watch plan, for `-v` at the start: what is watched and what polled, and how.
+    pub(crate) fn plan(&self) -> String {
+        match self {
+            Watcher::Fanotify(_) => "Watch plan: one fanotify mark on the filesystem of SRC; \
+                                     no folder needs a watch of its own"
+                .into(),
+            Watcher::Poll(p) => format!("Watch plan: all {} folders polled", p.len()),
+            Watcher::Native(w) => format!(
+                "Watch plan: {} folders watched with inotify, {} polled",
+                w.watched.load(Ordering::Relaxed),
+                self.polled()
+            ),
+        }
+    }
+
     /// The word for how changes are found, for the `Watching` line and `-v`.
     pub(crate) fn method(&self) -> String {
         match self {
