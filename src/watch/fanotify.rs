@@ -161,7 +161,7 @@ impl Reader {
             } else if let Some((handle, name)) =
                 dfid_name(&bytes[at + meta.metadata_len as usize..end])
             {
-                self.events(meta.mask, &handle, &name, &mut out);
+                self.events(meta.mask, handle, name, &mut out);
             }
             at = end;
         }
@@ -169,17 +169,31 @@ impl Reader {
     }
 
     fn events(&mut self, mask: u64, handle: &[u8], name: &OsStr, out: &mut Vec<notify::Event>) {
+        if self.folders.len() > REMEMBERED {
+            self.folders.clear();
+        }
+        if !self.folders.contains_key(handle) && !self.resolve(handle) {
+            return;
+        }
         let dir_moved = mask & libc::FAN_ONDIR != 0
             && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO | libc::FAN_DELETE) != 0;
-        let Some(dir) = self.folder(handle) else {
-            return;
+        let path = match self.folders.get(handle) {
+            // Most events on a whole filesystem are elsewhere (DST among them): dropped
+            // before anything is made of them.
+            Some(dir) if dir.starts_with(&self.src) => {
+                if name == "." {
+                    dir.clone()
+                } else {
+                    dir.join(name)
+                }
+            }
+            _ => PathBuf::new(),
         };
-        if dir_moved || self.folders.len() > REMEMBERED {
+        if dir_moved {
             // A folder moved: any remembered path below it may be wrong now.
             self.folders.clear();
         }
-        let path = if name == "." { dir } else { dir.join(name) };
-        if !path.starts_with(&self.src) || self.skip.iter().any(|s| path.starts_with(s)) {
+        if path.as_os_str().is_empty() || self.skip.iter().any(|s| path.starts_with(s)) {
             return;
         }
         for kind in kinds(mask) {
@@ -187,11 +201,9 @@ impl Reader {
         }
     }
 
-    /// The path of the folder with this handle, now.
-    fn folder(&mut self, handle: &[u8]) -> Option<PathBuf> {
-        if let Some(p) = self.folders.get(handle) {
-            return Some(p.clone());
-        }
+    /// Finds the path of the folder with this handle, now, and remembers it; false when it is
+    /// gone already (ESTALE: what happened in it is reported for its parent too).
+    fn resolve(&mut self, handle: &[u8]) -> bool {
         // SAFETY: `handle` is a whole `struct file_handle` as the kernel wrote it; the call
         // only reads it, and its result is checked.
         let fd = unsafe {
@@ -203,24 +215,25 @@ impl Reader {
             )
         };
         if fd < 0 {
-            // Gone already (ESTALE): what happened in it is reported for its parent too.
-            return None;
+            return false;
         }
         // SAFETY: a new descriptor owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+            return false;
+        };
         if path.as_os_str().as_bytes().ends_with(b" (deleted)") {
-            return None;
+            return false;
         }
-        self.folders.insert(handle.to_vec(), path.clone());
-        Some(path)
+        self.folders.insert(handle.to_vec(), path);
+        true
     }
 }
 
 /// The folder handle and the name in an event's information records, where there is a
 /// `FAN_EVENT_INFO_TYPE_DFID_NAME` record. The handle is returned as the kernel's whole
 /// `struct file_handle` (its size, its type, then its bytes).
-fn dfid_name(mut info: &[u8]) -> Option<(Vec<u8>, std::ffi::OsString)> {
+fn dfid_name(mut info: &[u8]) -> Option<(&[u8], &OsStr)> {
     const HDR: usize = 4;
     const FSID: usize = 8;
     while info.len() >= HDR {
@@ -236,10 +249,7 @@ fn dfid_name(mut info: &[u8]) -> Option<(Vec<u8>, std::ffi::OsString)> {
             let handle = fh.get(..8 + size)?;
             let rest = fh.get(8 + size..)?;
             let name = CStr::from_bytes_until_nul(rest).ok()?;
-            return Some((
-                handle.to_vec(),
-                OsStr::from_bytes(name.to_bytes()).to_os_string(),
-            ));
+            return Some((handle, OsStr::from_bytes(name.to_bytes())));
         }
         info = &info[len..];
     }
