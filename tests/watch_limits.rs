@@ -128,6 +128,56 @@ fn hitting_the_watch_limit_at_start_watches_what_fits_and_polls_only_the_rest() 
 }
 
 #[test]
+fn watches_freed_by_deleted_folders_go_to_polled_ones() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    for d in 0..200 {
+        env.write(format!("d{d:03}/a.txt"), "a");
+    }
+    let limit = common::inotify_watches(None) + 50;
+    let Some(_limit) = Sysctl::set("max_user_watches", &limit.to_string()) else {
+        eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
+        return;
+    };
+    let w = Watch::start(&env, &["--debounce", "100ms", "--events", "inotify"]);
+    w.wait_for(
+        "the line that says what is polled",
+        Duration::from_secs(60),
+        |w| {
+            w.stderr()
+                .contains(" are polled, so a change in those is found within about ")
+        },
+    );
+    let full = common::inotify_watches(Some(w.pid()));
+    // The newest folders got the watches: deleting them frees the watches, and polled
+    // folders take them.
+    for d in 100..200 {
+        fs::remove_dir_all(env.src.join(format!("d{d:03}"))).expect("rm");
+    }
+    let mut dropped = false;
+    w.wait_for(
+        "polled folders to get the freed watches",
+        Duration::from_secs(60),
+        |w| {
+            let now = common::inotify_watches(Some(w.pid()));
+            dropped |= now + 10 < full;
+            dropped && now + 2 >= full
+        },
+    );
+    env.write("d000/late.txt", "once polled, now watched");
+    w.wait_for(
+        "a change in a folder that was polled",
+        Duration::from_secs(30),
+        |_| {
+            fs::read(env.dst.join("d000/late.txt")).unwrap_or_default()
+                == b"once polled, now watched"
+        },
+    );
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
+#[test]
 fn hitting_the_watch_limit_later_polls_the_new_folders_that_do_not_fit() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
