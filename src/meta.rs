@@ -76,6 +76,19 @@ pub(crate) struct Time {
     pub(crate) nsec: u32,
 }
 
+impl Time {
+    /// The time now, as the kernel would stamp a file.
+    pub(crate) fn now() -> Time {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Time {
+            sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nsec: d.subsec_nanos(),
+        }
+    }
+}
+
 /// Whether `got` is `set` as a filesystem keeping times at `precision` nanoseconds stores it:
 /// cut down to a multiple of it, or, at FAT's two seconds, also rounded up.
 pub(crate) fn kept_at(set: Time, got: Time, precision: u64) -> bool {

@@ -62,16 +62,25 @@ fn a_storm_that_overflows_the_event_queue_is_still_mirrored_completely() {
 
 const LIMIT_LINE: &str = "fs.inotify.max_user_watches";
 
-#[test]
-fn hitting_the_watch_limit_at_start_watches_what_fits_and_polls_only_the_rest() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// 200 folders of one file each, and `max_user_watches` lowered to 50 more than are in use, so
+/// that about a quarter of them fit; `None`, with the reason, where it cannot be lowered.
+fn over_the_limit() -> Option<(Env, Sysctl)> {
     let env = Env::new();
     for d in 0..200 {
         env.write(format!("d{d:03}/a.txt"), "a");
     }
     let limit = common::inotify_watches(None) + 50;
-    let Some(_limit) = Sysctl::set("max_user_watches", &limit.to_string()) else {
+    let Some(sysctl) = Sysctl::set("max_user_watches", &limit.to_string()) else {
         eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
+        return None;
+    };
+    Some((env, sysctl))
+}
+
+#[test]
+fn hitting_the_watch_limit_at_start_watches_what_fits_and_polls_only_the_rest() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((env, _limit)) = over_the_limit() else {
         return;
     };
     let w = Watch::start(&env, &["--debounce", "100ms", "--events", "inotify", "-v"]);
@@ -130,13 +139,7 @@ fn hitting_the_watch_limit_at_start_watches_what_fits_and_polls_only_the_rest() 
 #[test]
 fn watches_freed_by_deleted_folders_go_to_polled_ones() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let env = Env::new();
-    for d in 0..200 {
-        env.write(format!("d{d:03}/a.txt"), "a");
-    }
-    let limit = common::inotify_watches(None) + 50;
-    let Some(_limit) = Sysctl::set("max_user_watches", &limit.to_string()) else {
-        eprintln!("SKIPPED: cannot lower fs.inotify.max_user_watches here (needs root)");
+    let Some((env, _limit)) = over_the_limit() else {
         return;
     };
     let w = Watch::start(&env, &["--debounce", "100ms", "--events", "inotify"]);

@@ -147,10 +147,9 @@ impl Archive {
         let Ok(Some(dir)) = self.dest.folder(rel) else {
             return Vec::new();
         };
-        dir.list()
+        dir.subfolders()
             .unwrap_or_default()
             .into_iter()
-            .filter(|name| dir.stat(name).is_ok_and(|m| m.kind == Kind::Dir))
             .map(|name| OsStr::from_bytes(&name).to_os_string())
             .collect()
     }

@@ -413,6 +413,18 @@ impl Folder for LocalFolder {
             .collect())
     }
 
+    /// From the entry types of the listing; a stat only where the filesystem gives none.
+    fn subfolders(&self) -> io::Result<Vec<Vec<u8>>> {
+        Ok(crate::meta::read_folder(self.fd())?
+            .into_iter()
+            .filter(|(name, kind)| match kind {
+                Kind::Unknown => self.stat(name).is_ok_and(|m| m.kind == Kind::Dir),
+                k => *k == Kind::Dir,
+            })
+            .map(|(name, _)| name)
+            .collect())
+    }
+
     fn stat(&self, name: &[u8]) -> io::Result<Meta> {
         let st = rustix::fs::statat(
             self.fd(),

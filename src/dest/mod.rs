@@ -79,6 +79,16 @@ pub(crate) trait Folder: Send + Sync {
     /// Every name in the folder.
     fn list(&self) -> io::Result<Vec<Vec<u8>>>;
 
+    /// The names of the folders in the folder (a symlink to one is not one). Each kind of
+    /// destination answers from what its listing already says where it can.
+    fn subfolders(&self) -> io::Result<Vec<Vec<u8>>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|n| self.stat(n).is_ok_and(|m| m.kind == crate::meta::Kind::Dir))
+            .collect())
+    }
+
     /// The metadata of the entry `name`, without following a symlink.
     fn stat(&self, name: &[u8]) -> io::Result<Meta>;
 

@@ -267,17 +267,20 @@ fn meta_of(md: &MetaData) -> Meta {
     }
 }
 
-/// The attributes that give an entry `meta`'s mode and times (SFTP keeps whole seconds).
-fn attributes(meta: &Meta) -> MetaData {
+/// The attributes that give an entry `meta`'s mode, and its times too if `times` (SFTP keeps
+/// whole seconds).
+fn attributes(meta: &Meta, times: bool) -> MetaData {
     let stamp = |t: Time| {
         UnixTimeStamp::from_raw(u32::try_from(t.sec.max(0)).unwrap_or(u32::MAX))
-            .unwrap_or_else(|| UnixTimeStamp::from_raw(0).unwrap_or(UnixTimeStamp::unix_epoch()))
+            .unwrap_or(UnixTimeStamp::unix_epoch())
     };
     let mut b = MetaDataBuilder::new();
     b.permissions(Permissions::from_raw(
         openssh_sftp_client::metadata::RawPermissions::from_bits_truncate(meta.mode & 0o7777),
     ));
-    b.time(stamp(meta.atime), stamp(meta.mtime));
+    if times {
+        b.time(stamp(meta.atime), stamp(meta.mtime));
+    }
     b.create()
 }
 
@@ -457,6 +460,25 @@ impl SftpFolder {
         self.lstat(p.to_path_buf()).is_ok()
     }
 
+    /// Every entry's name, and whether it is a folder, as the server's listing says.
+    fn read_dir(&self) -> io::Result<Vec<(Vec<u8>, bool)>> {
+        let p = self.remote.clone();
+        self.shared.run(|c| async move {
+            let mut fs = c.sftp.fs();
+            let dir = fs.open_dir(p).await?;
+            let mut entries = Box::pin(dir.read_dir());
+            let mut out = Vec::new();
+            while let Some(entry) = entries.next().await {
+                let entry = entry?;
+                let name = entry.filename().as_os_str().as_bytes().to_vec();
+                if name != b"." && name != b".." {
+                    out.push((name, entry.file_type().is_some_and(|t| t.is_dir())));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// A hard link to the new name (fails on a taken one), then the old name removed; where
     /// the server has no hard links, a rename after looking the new name up.
     fn link_free(&self, from: PathBuf, to: PathBuf) -> io::Result<()> {
@@ -531,20 +553,17 @@ impl Folder for SftpFolder {
     }
 
     fn list(&self) -> io::Result<Vec<Vec<u8>>> {
-        let p = self.remote.clone();
-        self.shared.run(|c| async move {
-            let mut fs = c.sftp.fs();
-            let dir = fs.open_dir(p).await?;
-            let mut entries = Box::pin(dir.read_dir());
-            let mut out = Vec::new();
-            while let Some(entry) = entries.next().await {
-                let name = entry?.filename().as_os_str().as_bytes().to_vec();
-                if name != b"." && name != b".." {
-                    out.push(name);
-                }
-            }
-            Ok(out)
-        })
+        Ok(self.read_dir()?.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// From the types the listing carries: no request per entry.
+    fn subfolders(&self) -> io::Result<Vec<Vec<u8>>> {
+        Ok(self
+            .read_dir()?
+            .into_iter()
+            .filter(|(_, dir)| *dir)
+            .map(|(name, _)| name)
+            .collect())
     }
 
     fn stat(&self, name: &[u8]) -> io::Result<Meta> {
@@ -566,20 +585,23 @@ impl Folder for SftpFolder {
     fn open_read(&self, name: &[u8]) -> io::Result<File> {
         let p = self.at(name);
         let mut out = tempfile::tempfile()?;
-        let data = self.shared.run(|c| async move {
-            let mut file = c.sftp.options().read(true).open(p).await?;
-            let mut all = Vec::new();
-            loop {
-                let chunk = bytes::BytesMut::with_capacity(256 << 10);
-                match file.read(256 << 10, chunk).await? {
-                    Some(b) if !b.is_empty() => all.extend_from_slice(&b),
-                    _ => break,
-                }
+        let mut file = self
+            .shared
+            .run(|c| async move { c.sftp.options().read(true).open(p).await })?;
+        // Part by part into the local file: memory stays at one part whatever the size.
+        loop {
+            let chunk = bytes::BytesMut::with_capacity(256 << 10);
+            match self
+                .shared
+                .rt
+                .block_on(file.read(256 << 10, chunk))
+                .map_err(to_io)?
+            {
+                Some(b) if !b.is_empty() => out.write_all(&b)?,
+                _ => break,
             }
-            file.close().await?;
-            Ok(all)
-        })?;
-        out.write_all(&data)?;
+        }
+        self.shared.rt.block_on(file.close()).map_err(to_io)?;
         out.rewind()?;
         Ok(out)
     }
@@ -637,7 +659,7 @@ impl Folder for SftpFolder {
 
     fn set_meta(&self, meta: &Meta) -> io::Result<()> {
         let p = self.remote.clone();
-        let attrs = attributes(meta);
+        let attrs = attributes(meta, true);
         self.shared
             .run(|c| async move { c.sftp.fs().set_metadata(p, attrs).await })
     }
@@ -648,11 +670,7 @@ impl Folder for SftpFolder {
 
     fn update_meta(&self, name: &[u8], meta: &Meta, _src: &File) -> io::Result<()> {
         let p = self.at(name);
-        let mut b = MetaDataBuilder::new();
-        b.permissions(Permissions::from_raw(
-            openssh_sftp_client::metadata::RawPermissions::from_bits_truncate(meta.mode & 0o7777),
-        ));
-        let attrs = b.create();
+        let attrs = attributes(meta, false);
         self.shared
             .run(|c| async move { c.sftp.fs().set_metadata(p, attrs).await })
     }
@@ -750,7 +768,7 @@ impl Staged for Upload {
         let Some(mut file) = self.file.take() else {
             return Ok(());
         };
-        let attrs = self.meta.as_ref().map(attributes);
+        let attrs = self.meta.as_ref().map(|m| attributes(m, true));
         let has_fsync = self.folder.shared.conn()?.sftp.support_fsync();
         self.folder.shared.rt.block_on(async move {
             if let Some(attrs) = attrs {

@@ -177,25 +177,20 @@ impl Reader {
         }
         let dir_moved = mask & libc::FAN_ONDIR != 0
             && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO | libc::FAN_DELETE) != 0;
+        // Most events on a whole filesystem are elsewhere (DST among them): dropped before
+        // anything is made of them.
         let path = match self.folders.get(handle) {
-            // Most events on a whole filesystem are elsewhere (DST among them): dropped
-            // before anything is made of them.
-            Some(dir) if dir.starts_with(&self.src) => {
-                if name == "." {
-                    dir.clone()
-                } else {
-                    dir.join(name)
-                }
-            }
-            _ => PathBuf::new(),
+            Some(dir) if dir.starts_with(&self.src) && name == "." => Some(dir.clone()),
+            Some(dir) if dir.starts_with(&self.src) => Some(dir.join(name)),
+            _ => None,
         };
         if dir_moved {
             // A folder moved: any remembered path below it may be wrong now.
             self.folders.clear();
         }
-        if path.as_os_str().is_empty() || self.skip.iter().any(|s| path.starts_with(s)) {
+        let Some(path) = path.filter(|p| !self.skip.iter().any(|s| p.starts_with(s))) else {
             return;
-        }
+        };
         for kind in kinds(mask) {
             out.push(notify::Event::new(kind).add_path(path.clone()));
         }

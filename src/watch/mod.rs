@@ -443,13 +443,7 @@ impl<'a> Loop<'a> {
             } => {
                 if !self.said_polled {
                     self.said_polled = true;
-                    reporter.warning(&format!(
-                        "polling {folders} folders every {} s would take more than {} % of a \
-                         core; they are polled about every {} s instead",
-                        asked.as_secs_f64(),
-                        poller::BUDGET * 100.0,
-                        every.as_secs_f64().ceil()
-                    ));
+                    reporter.warning(&notifier::slowed_message(folders, asked, every));
                 }
                 return;
             }

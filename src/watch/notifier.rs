@@ -428,6 +428,17 @@ pub(crate) fn polled_message(watched: usize, polled: usize, every: Duration) -> 
     )
 }
 
+/// The line that says, once, that `--poll` over this tree is slower than asked, and why.
+pub(crate) fn slowed_message(folders: usize, asked: Duration, every: Duration) -> String {
+    format!(
+        "polling {folders} folders every {} s would take more than {} % of a core; they are \
+         polled about every {} s instead",
+        asked.as_secs_f64(),
+        super::poller::BUDGET * 100.0,
+        every.as_secs_f64().ceil()
+    )
+}
+
 fn read_limit(name: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
         .ok()?

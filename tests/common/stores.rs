@@ -30,13 +30,18 @@ pub fn binary(var: &str, name: &str) -> Option<PathBuf> {
             })
         });
     if found.is_none() {
-        let why = format!("{name} not found (set {var}, or put it on PATH)");
-        if std::env::var("BACKUP_TEST_SERVERS").as_deref() == Ok("required") {
-            panic!("{why}; BACKUP_TEST_SERVERS=required");
-        }
-        eprintln!("skipped: {why}");
+        unavailable(&format!("{name} not found (set {var}, or put it on PATH)"));
     }
     found
+}
+
+/// A server a test needs cannot be had: the test skips with `why`, or fails where
+/// `BACKUP_TEST_SERVERS=required`.
+pub fn unavailable(why: &str) {
+    if std::env::var("BACKUP_TEST_SERVERS").as_deref() == Ok("required") {
+        panic!("{why}; BACKUP_TEST_SERVERS=required");
+    }
+    eprintln!("skipped: {why}");
 }
 
 /// A port on 127.0.0.1 that nothing listens on right now.
@@ -147,6 +152,17 @@ impl Store {
         self.dir.path().join("cache")
     }
 
+    /// Waits until the test bucket answers a listing (it is made just after the port opens).
+    fn wait_for_bucket(&self) {
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                self.curl("GET", "?list-type=2&max-keys=1", b"", &[]).0 == 200
+            }),
+            "the bucket did not answer at {}",
+            self.endpoint
+        );
+    }
+
     /// `curl` with a SigV4 signature: a request from another client than ours.
     pub fn curl(&self, method: &str, key: &str, body: &[u8], headers: &[&str]) -> (u16, String) {
         let file = self.dir.path().join("curl-body");
@@ -237,13 +253,7 @@ pub fn garage() -> Option<Store> {
         secret: SECRET,
         nodes: vec![node],
     };
-    // The bucket is made just after the port opens.
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            store.curl("GET", "?list-type=2&max-keys=1", b"", &[]).0 == 200
-        }),
-        "garage's default bucket did not appear"
-    );
+    store.wait_for_bucket();
     Some(store)
 }
 
@@ -322,12 +332,7 @@ pub fn garage_cluster() -> Option<Store> {
         secret: SECRET,
         nodes,
     };
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            store.curl("GET", "?list-type=2&max-keys=1", b"", &[]).0 == 200
-        }),
-        "the cluster's bucket did not answer"
-    );
+    store.wait_for_bucket();
     Some(store)
 }
 

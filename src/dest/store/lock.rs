@@ -57,11 +57,12 @@ impl Lock {
         Ok(lock)
     }
 
-    /// Makes sure the lock is this run's: refreshes it, takes it over when stale, or refuses.
+    /// Makes sure the lock is this run's: takes it when free or stale, or refuses.
     pub(crate) fn ensure(&self) -> Result<(), Refused> {
         let held = read(&self.op, &self.rt).map_err(Refused::Store)?;
         let write = match held {
-            Some((run, _)) if run == self.run => self.op.write(LOCK_NAME, body(&self.run)),
+            // Still ours: the refreshing thread keeps it fresh.
+            Some((run, _)) if run == self.run => return Ok(()),
             Some((_, at)) if age(at) < STALE => return Err(Refused::Held),
             Some(_) => self.op.write(LOCK_NAME, body(&self.run)),
             None => {

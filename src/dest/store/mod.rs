@@ -416,7 +416,7 @@ impl StoreFolder {
             let object = Object {
                 size: md.content_length(),
                 etag: md.etag().map(str::to_string),
-                uploaded: md.last_modified().map(time_of).unwrap_or_else(now),
+                uploaded: md.last_modified().map(time_of).unwrap_or_else(Time::now),
                 kept: None,
             };
             let _ = self.with(|l| l.files.insert(name.to_vec(), object));
@@ -479,6 +479,10 @@ impl Folder for StoreFolder {
 
     fn list(&self) -> io::Result<Vec<Vec<u8>>> {
         self.with(|l| l.names())
+    }
+
+    fn subfolders(&self) -> io::Result<Vec<Vec<u8>>> {
+        self.with(|l| l.dirs.iter().cloned().collect())
     }
 
     fn stat(&self, name: &[u8]) -> io::Result<Meta> {
@@ -596,7 +600,7 @@ impl Folder for StoreFolder {
                     .if_not_exists(true),
             )
             .map_err(|e| self.refused(name, e))?;
-        let uploaded = md.last_modified().map(time_of).unwrap_or_else(now);
+        let uploaded = md.last_modified().map(time_of).unwrap_or_else(Time::now);
         self.added(
             name,
             Object {
@@ -640,16 +644,6 @@ impl Folder for StoreFolder {
                 },
             );
         })
-    }
-}
-
-fn now() -> Time {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Time {
-        sec: d.as_secs() as i64,
-        nsec: d.subsec_nanos(),
     }
 }
 
@@ -697,7 +691,7 @@ impl Staged for Upload {
         }
         let size = self.spool.metadata()?.len();
         let kept = self.kept.unwrap_or(Kept {
-            mtime: now(),
+            mtime: Time::now(),
             mode: 0o644,
         });
         let shared = Arc::clone(&self.folder.shared);
@@ -731,7 +725,7 @@ impl Staged for Upload {
             Object {
                 size,
                 etag: md.etag().map(str::to_string),
-                uploaded: md.last_modified().map(time_of).unwrap_or_else(now),
+                uploaded: md.last_modified().map(time_of).unwrap_or_else(Time::now),
                 kept: Some(kept),
             },
         )
