@@ -88,7 +88,7 @@ fn a_copy_killed_midway_leaves_no_partial_file_and_the_rerun_completes() {
     let env = Env::on_tmpfs();
     env.write("small.txt", "small");
     let size: u64 = 512 << 20;
-    env.sparse("big.bin", size);
+    env.filled("big.bin", size);
 
     let mut child = env
         .cmd("once")

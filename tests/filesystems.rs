@@ -263,3 +263,77 @@ fn what_the_destination_can_hold_is_said_with_verbose() {
     run.stderr_has("case-sensitive no");
     run.stderr_has("cannot keep permissions; copies keep contents and modification times");
 }
+
+/// Bytes a file takes on its filesystem.
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p).expect("metadata").blocks() * 512
+}
+
+/// A 2 GiB disk image holding 1 MiB of data, on a 64 MiB drive (XFS: 320 MiB): copied as zeros
+/// it failed with "No space left on device"; its holes now stay holes, on every filesystem that
+/// keeps them, and a restore is sparse again, with the same bytes.
+#[test]
+fn a_sparse_file_takes_no_more_room_than_its_data() {
+    for fs in [Fs::Ext4, Fs::Xfs, Fs::Btrfs, Fs::Ntfs] {
+        let Some((mount, env)) = setup(fs) else {
+            continue;
+        };
+        let size: u64 = 2 << 30;
+        let img = env.sparse("disk.img", size);
+        {
+            use std::os::unix::fs::FileExt;
+            let f = fs::OpenOptions::new().write(true).open(&img).expect("open");
+            let data: Vec<u8> = (0..1u32 << 19).map(|i| (i % 251) as u8).collect();
+            f.write_all_at(&data, 0).expect("head");
+            f.write_all_at(&data, 1 << 30).expect("middle");
+        }
+        let run = env.once(&[]);
+        run.code(0);
+        let copy = env.dst.join("disk.img");
+        assert_eq!(
+            fs::metadata(&copy).expect("copied").len(),
+            size,
+            "{}",
+            fs.name()
+        );
+        assert!(
+            allocated(&copy) <= allocated(&img) + (1 << 20),
+            "{}: the copy takes {} bytes, its source {}",
+            fs.name(),
+            allocated(&copy),
+            allocated(&img)
+        );
+        let checked = common::Run::of(
+            env.cmd("verify")
+                .arg("--checksum")
+                .output()
+                .expect("verify"),
+            &env,
+        );
+        checked.code(0);
+
+        let out = env.root().join("restored.img");
+        let restore = std::process::Command::new(common::bin())
+            .arg("restore")
+            .arg(&env.dst)
+            .arg("disk.img")
+            .arg("--to")
+            .arg(&out)
+            .output()
+            .expect("restore");
+        assert!(restore.status.success(), "{}: {restore:?}", fs.name());
+        assert!(
+            allocated(&out) <= allocated(&img) + (1 << 20),
+            "{}",
+            fs.name()
+        );
+        let same = std::process::Command::new("cmp")
+            .arg(&img)
+            .arg(&out)
+            .status()
+            .expect("cmp");
+        assert!(same.success(), "{}: restored bytes differ", fs.name());
+        drop(mount);
+    }
+}

@@ -355,7 +355,7 @@ fn a_deleted_source_stops_the_watch_with_an_error() {
 fn a_second_ctrl_c_exits_at_once_with_130_and_nothing_partial() {
     let env = Env::on_tmpfs();
     let size: u64 = 1 << 30;
-    env.sparse("huge.bin", size);
+    env.filled("huge.bin", size);
     let w = Watch::start(&env, &[]);
     w.wait_for("the copy to start", LIMIT, |_| env.copying());
     let pid = rustix::process::Pid::from_raw(w.pid() as i32).expect("pid");
@@ -374,7 +374,7 @@ fn a_second_ctrl_c_exits_at_once_with_130_and_nothing_partial() {
 fn ctrl_c_during_a_copy_finishes_it_and_leaves_no_temporary_data() {
     let env = Env::on_tmpfs();
     let size: u64 = 1 << 30;
-    env.sparse("huge.bin", size);
+    env.filled("huge.bin", size);
     let w = Watch::start(&env, &[]);
     w.wait_for("the copy to start", LIMIT, |_| env.copying());
     let (code, out, err) = w.stop(Signal::INT);

@@ -9,8 +9,8 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::io;
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -640,32 +640,8 @@ impl Staged for LocalStaged {
         LocalStaged::file(self)
     }
 
-    /// Uses the kernel's copy (which may share blocks on filesystems that can), and plain reads
-    /// and writes where the kernel cannot copy between these two files.
     fn copy_from(&mut self, src: &File, size: u64) -> io::Result<u64> {
-        let out = self.file()?;
-        let mut total: u64 = 0;
-        while total < size {
-            let want = usize::try_from(size - total).unwrap_or(CHUNK).min(CHUNK);
-            match rustix::fs::copy_file_range(src, None, out, None, want) {
-                Ok(0) => break,
-                Ok(n) => {
-                    start_writeback(out, total, n);
-                    total += n as u64;
-                }
-                Err(Errno::INTR) => {}
-                Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::BADF) => {
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if total == size {
-            return Ok(total);
-        }
-        // Plain reads and writes finish the job where the kernel cannot copy between these two
-        // files, or where it reported the end early (procfs, some FUSE filesystems).
-        copy_by_reading(src, out, total)
+        super::contents::copy(src, self.file()?, size)
     }
 
     fn set_meta(&mut self, meta: &Meta, src: &File) -> io::Result<()> {
@@ -772,58 +748,6 @@ impl Drop for LocalStaged {
                 self.dir.fd(),
                 OsStr::from_bytes(&self.temp),
                 AtFlags::empty(),
-            );
-        }
-    }
-}
-
-/// Copies the rest of `src` into `out` with plain reads and writes; `total` bytes are already
-/// there. Returns the new total.
-fn copy_by_reading(mut reader: &File, mut writer: &File, mut total: u64) -> io::Result<u64> {
-    // Usually at the end already: probe with a small buffer before allocating a big one.
-    let mut probe = [0u8; 512];
-    let n = loop {
-        match reader.read(&mut probe) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    };
-    if n == 0 {
-        return Ok(total);
-    }
-    writer.write_all(&probe[..n])?;
-    total += n as u64;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        writer.write_all(&buf[..n])?;
-        start_writeback(writer, total, n);
-        total += n as u64;
-    }
-}
-
-/// Bytes copied per `copy_file_range` call; between calls, the disk starts writing what was
-/// copied.
-const CHUNK: usize = 32 << 20;
-
-/// Asks the kernel to start writing `len` bytes at `offset` to disk now, without waiting, so
-/// that a big file's data is mostly on disk by the time the batch is synced, instead of all of
-/// it being written during that one wait. Small files are left to the batch's sync.
-fn start_writeback(out: &File, offset: u64, len: usize) {
-    if offset + len as u64 >= 4 << 20 {
-        // SAFETY: a plain syscall on a valid descriptor; its result is only a hint.
-        unsafe {
-            libc::sync_file_range(
-                out.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
             );
         }
     }

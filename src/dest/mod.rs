@@ -10,6 +10,7 @@
 //! folders or rename, implements `stage` as a local spool and `publish` as one create-only
 //! upload.
 
+mod contents;
 mod identity;
 pub(crate) mod local;
 mod probe;
@@ -142,8 +143,9 @@ pub(crate) struct Opened {
 /// A copy being written, not yet visible under a final name. Dropped unpublished, it is
 /// removed.
 pub(crate) trait Staged: Send {
-    /// Copies `size` bytes of `src` from its current offset (to its end if it has grown);
-    /// returns the number of bytes copied.
+    /// Copies `src`, which holds `size` bytes, from its start (to its end if it has grown);
+    /// returns how far the copy got, which differs from `size` when the source changed. Holes
+    /// in a sparse source stay holes where the destination can keep them.
     fn copy_from(&mut self, src: &File, size: u64) -> io::Result<u64>;
 
     /// Gives the copy `meta`'s owner (as root), mode, `src`'s extended attributes, and times.

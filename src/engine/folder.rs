@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::Sender;
-
 use super::entry::record_deletion_now;
+use super::notes::Notes;
 use super::{
     BATCH_BYTES, BATCH_FILES, Batch, Beside, CLOCK_EVERY, Engine, FolderJob, Ready, Step,
     clone_error, now_stamp,
@@ -40,7 +39,7 @@ struct Opened {
 impl Engine {
     /// Decides on the entries of one source folder and carries the decisions out; regular files
     /// are staged into `batch`.
-    pub(super) fn folder(&self, job: &FolderJob, notes: &Sender<Note>, batch: &mut Batch) {
+    pub(super) fn folder(&self, job: &FolderJob, notes: &Notes, batch: &mut Batch) {
         let src_path = self.tree.src.join(&job.rel);
         let send = |src: PathBuf, step: Step, bytes: u64| {
             let note = match step {
@@ -49,7 +48,7 @@ impl Engine {
                 Step::Unsettled(age) => Note::Unsettled(src, age),
                 Step::Staged(..) => return,
             };
-            let _ = notes.send(note);
+            notes.send(note);
         };
         let Opened {
             src_dir,
@@ -208,7 +207,7 @@ impl Engine {
     }
 
     /// Adds a staged copy to the worker's batch, publishing the batch when it is full.
-    fn stage_into(&self, batch: &mut Batch, ready: Option<Ready>, notes: &Sender<Note>) {
+    fn stage_into(&self, batch: &mut Batch, ready: Option<Ready>, notes: &Notes) {
         let Some(ready) = ready else {
             return;
         };
@@ -237,7 +236,7 @@ impl Engine {
         job: &FolderJob,
         src_names: &HashSet<Vec<u8>>,
         index: &mut FolderIndex,
-        notes: &Sender<Note>,
+        notes: &Notes,
     ) {
         let Some(folder) = job.dest.as_ref().filter(|_| !job.fresh) else {
             return;
@@ -269,7 +268,7 @@ impl Engine {
                     }
                 }
             };
-            let _ = notes.send(Note::Done(Event::new(src, outcome)));
+            notes.send(Note::Done(Event::new(src, outcome)));
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use super::notes::Notes;
 use super::{Engine, FolderJob, FolderRecord, Parent, record_deletion_now};
 use crate::dest::{self, Folder};
 use crate::error::{Failure, Op};
@@ -28,7 +29,7 @@ impl Engine {
         start: &Path,
         defer: Option<Duration>,
         jobs: &Sender<FolderJob>,
-        notes: &Sender<Note>,
+        notes: &Notes,
     ) -> Vec<FolderRecord> {
         let create = !self.settings.dry_run;
         let mut walk = self.tree.walk(start);
@@ -42,7 +43,7 @@ impl Engine {
             let (rel, depth, meta) = match visit {
                 Visit::Folder { rel, depth, meta } => (rel, depth, meta),
                 Visit::Failed(path, failure) => {
-                    let _ = notes.send(Note::Done(Event::failed(path, failure)));
+                    notes.send(Note::Done(Event::failed(path, failure)));
                     continue;
                 }
             };
@@ -61,8 +62,7 @@ impl Engine {
                 Err(e) => {
                     let at = self.dest.path().join(&rel);
                     let failure = Failure::at(Op::CreateFolder, &at, e);
-                    let _ =
-                        notes.send(Note::Done(Event::failed(self.tree.src.join(&rel), failure)));
+                    notes.send(Note::Done(Event::failed(self.tree.src.join(&rel), failure)));
                     walk.skip_current();
                     continue;
                 }
@@ -152,7 +152,7 @@ impl Engine {
         &self,
         paths: &[PathBuf],
         jobs: &Sender<FolderJob>,
-        notes: &Sender<Note>,
+        notes: &Notes,
     ) -> Vec<FolderRecord> {
         let mut by_folder: BTreeMap<PathBuf, Vec<Vec<u8>>> = BTreeMap::new();
         for p in paths {
@@ -187,7 +187,7 @@ impl Engine {
                 Err(e) => {
                     let at = self.dest.path().join(&rel);
                     let failure = Failure::at(Op::CreateFolder, &at, e);
-                    let _ = notes.send(Note::Done(Event::failed(src, failure)));
+                    notes.send(Note::Done(Event::failed(src, failure)));
                     continue;
                 }
             };

@@ -29,10 +29,12 @@ mod budget;
 mod entry;
 mod folder;
 mod jobs;
+mod notes;
 
 pub(crate) use self::budget::Budget;
 
 use self::entry::{publish_free, record_deletion_now};
+use self::notes::Notes;
 
 /// How the engine works, decided once.
 #[derive(Clone, Copy, Debug)]
@@ -299,23 +301,23 @@ impl Engine {
     /// `on_note` on the calling thread. Returns what `produce` returned.
     fn pool<R: Send>(
         &self,
-        produce: impl FnOnce(&Sender<FolderJob>, &Sender<Note>) -> R + Send,
+        produce: impl FnOnce(&Sender<FolderJob>, &Notes) -> R + Send,
         on_note: &mut dyn FnMut(Note),
     ) -> R {
         let jobs = self.settings.limits.jobs;
         let (job_tx, job_rx) = bounded::<FolderJob>(2 * jobs);
-        let (note_tx, note_rx) = bounded::<Note>(4096);
+        let (note_tx, note_rx) = bounded::<Vec<Note>>(64);
         std::thread::scope(|s| {
             let producer = {
                 let note_tx = note_tx.clone();
-                s.spawn(move || produce(&job_tx, &note_tx))
+                s.spawn(move || produce(&job_tx, &Notes::new(note_tx)))
             };
             for _ in 0..jobs {
                 let (rx, tx) = (job_rx.clone(), note_tx.clone());
-                s.spawn(move || self.work(&rx, &tx));
+                s.spawn(move || self.work(&rx, &Notes::new(tx)));
             }
             drop((note_tx, job_rx));
-            for note in note_rx {
+            for note in note_rx.into_iter().flatten() {
                 on_note(note);
             }
             producer
@@ -329,7 +331,7 @@ impl Engine {
         scope: &Scope,
         defer: Option<Duration>,
         jobs: &Sender<FolderJob>,
-        notes: &Sender<Note>,
+        notes: &Notes,
     ) -> Vec<FolderRecord> {
         if scope.full {
             return self.walk_jobs(Path::new(""), defer, jobs, notes);
@@ -391,7 +393,7 @@ impl Engine {
     }
 
     /// One worker: takes folder after folder, publishing its copies in batches.
-    fn work(&self, jobs: &Receiver<FolderJob>, notes: &Sender<Note>) {
+    fn work(&self, jobs: &Receiver<FolderJob>, notes: &Notes) {
         let mut batch = Batch::default();
         loop {
             let job = match jobs.try_recv() {
@@ -408,6 +410,7 @@ impl Engine {
             };
             let _place = self.budget.as_deref().map(Budget::take);
             self.folder(&job, notes, &mut batch);
+            notes.flush();
         }
         self.commit(&mut batch, notes);
     }
@@ -415,7 +418,7 @@ impl Engine {
     /// Publishes a batch of staged copies: one sync makes all their data durable (a `syncfs`,
     /// or an `fsync` for a batch of one), then each gets its final name. A failed sync throws
     /// the whole batch away: which file lost data cannot be known, and a second sync may lie.
-    fn commit(&self, batch: &mut Batch, notes: &Sender<Note>) {
+    fn commit(&self, batch: &mut Batch, notes: &Notes) {
         if batch.items.is_empty() {
             return;
         }
@@ -443,8 +446,9 @@ impl Engine {
                 ready.touched.store(true, Ordering::Relaxed);
             }
             let event = Event::new(ready.src, outcome).with_bytes(ready.size);
-            let _ = notes.send(Note::Done(event));
+            notes.send(Note::Done(event));
         }
+        notes.flush();
         batch.bytes = 0;
         batch.folders = 0;
     }

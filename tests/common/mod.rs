@@ -43,8 +43,20 @@ impl Env {
         }
     }
 
-    /// A sparse source file of `size` bytes: costs no memory or disk to make, and takes a while
-    /// to copy.
+    /// A source file of `size` bytes of data (not holes, which are copied in no time): takes a
+    /// while to copy.
+    pub fn filled(&self, rel: &str, size: u64) -> PathBuf {
+        use std::io::Write;
+        let p = self.src.join(rel);
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8 | 1).collect();
+        let mut f = fs::File::create(&p).expect("filled file");
+        for _ in 0..size / chunk.len() as u64 {
+            f.write_all(&chunk).expect("filled file");
+        }
+        p
+    }
+
+    /// A sparse source file of `size` bytes, all hole: costs no memory or disk to make.
     pub fn sparse(&self, rel: &str, size: u64) -> PathBuf {
         let p = self.src.join(rel);
         fs::File::create(&p)
