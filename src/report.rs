@@ -104,6 +104,9 @@ enum Json<'a> {
         time: String,
         batch: JsonCounts,
         total: JsonCounts,
+        /// Found by the first pass while still being written: copied once they settle.
+        #[serde(skip_serializing_if = "is_zero")]
+        settling: usize,
     },
     Waiting {
         time: String,
@@ -641,17 +644,23 @@ impl<O: Write, E: Write> Reporter<O, E> {
     }
 
     /// After each batch of `watch`: the time, what the batch did, and the totals since start.
-    pub(crate) fn rolling(&mut self, batch: &Counts, totals: &Counts) {
+    pub(crate) fn rolling(&mut self, batch: &Counts, totals: &Counts, settling: usize) {
         let now = chrono::Local::now();
         if self.style.json {
             self.json(&Json::Batch {
                 time: now.to_rfc3339(),
                 batch: batch.into(),
                 total: totals.into(),
+                settling,
             });
         } else if !self.style.quiet {
+            let settling = if settling > 0 {
+                format!(", settling {settling}")
+            } else {
+                String::new()
+            };
             let line = format!(
-                "{} batch: {} | since start: {}",
+                "{} batch: {}{settling} | since start: {}",
                 now.format("%H:%M:%S"),
                 brief(batch),
                 brief(totals)
@@ -841,6 +850,12 @@ impl Progress {
 pub(crate) fn stopping() {
     let _ = io::stderr()
         .write_all(b"Stopping after the copies in flight (Ctrl-C again to stop at once)\n");
+}
+
+/// For serde: a count of nothing is left out.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

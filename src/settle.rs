@@ -76,10 +76,34 @@ impl Settle {
 
     /// When the next path becomes due, if any is waiting.
     pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.pending.values().map(|p| self.due_at(p)).min()
+    }
+
+    fn due_at(&self, p: &Pending) -> Instant {
+        (p.last + self.debounce).min(p.first + self.max_delay)
+    }
+
+    /// How long a burst's files are gathered into one batch: a quarter of the debounce, at
+    /// most a quarter of a second, nothing with `--debounce 0`.
+    pub(crate) fn gather(&self) -> Duration {
+        (self.debounce / 4).min(Duration::from_millis(250))
+    }
+
+    /// When the files due at `now` should be copied: now, unless more become due shortly after
+    /// (a burst being written, an archive being unpacked); then at the next of those, so that
+    /// they go in one batch, with one sync and one rolling line. The wait ends at
+    /// `since + gather`, `since` being when the first of them became due.
+    pub(crate) fn run_at(&self, now: Instant, since: Instant, gather: Duration) -> Instant {
+        let limit = since + gather;
+        if now >= limit {
+            return now;
+        }
         self.pending
             .values()
-            .map(|p| (p.last + self.debounce).min(p.first + self.max_delay))
+            .map(|p| self.due_at(p))
+            .filter(|&at| at > now && at <= limit)
             .min()
+            .unwrap_or(now)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -146,6 +170,28 @@ mod tests {
         }
         // Forced every max-delay while appends go on; the third, after they stopped, has them all.
         assert_eq!(copies, vec![2000, 4100, 6200]);
+    }
+
+    #[test]
+    fn a_burst_is_gathered_for_at_most_the_window_and_a_lone_change_is_not_held() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Settle::new(ms(1000), ms(60_000));
+        s.touch(p("a"), t0);
+        // Due at t0 + 1 s, nothing else coming: copied at once.
+        assert_eq!(
+            s.run_at(t0 + ms(1000), t0 + ms(1000), ms(250)),
+            t0 + ms(1000)
+        );
+        // Files of a burst written 50 ms apart: wait for the next one, never past the window.
+        s.touch(p("b"), t0 + ms(50));
+        s.touch(p("c"), t0 + ms(400));
+        let since = t0 + ms(1000);
+        assert_eq!(s.run_at(since, since, ms(250)), t0 + ms(1050));
+        assert_eq!(s.run_at(t0 + ms(1050), since, ms(250)), t0 + ms(1050));
+        assert_eq!(s.run_at(t0 + ms(1100), since, ms(250)), t0 + ms(1100));
+        // A window of nothing (`--debounce 0`) never waits.
+        assert_eq!(s.run_at(since, since, Duration::ZERO), since);
     }
 
     #[test]

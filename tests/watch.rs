@@ -217,6 +217,61 @@ fn a_storm_of_3000_files_in_100_new_folders_is_mirrored_completely() {
     assert!(out.contains("Failed copies: 0\n"), "{out}");
 }
 
+/// A burst is gathered, not cut into hundreds of batches: 2,000 files written just before the
+/// start (the first pass says they are settling, instead of only "copied 0") and then 3,000
+/// more written over about two seconds into new folders. Before, this printed about 700
+/// rolling lines; now at most one a second while the burst lasts, with exact totals.
+#[test]
+fn a_burst_of_5000_files_gives_a_handful_of_rolling_lines() {
+    let env = Env::new();
+    for d in 0..20 {
+        for f in 0..100 {
+            env.write(format!("old{d:02}/f{f:03}.txt"), format!("{d} {f}"));
+        }
+    }
+    let w = Watch::start(&env, &[]);
+    w.wait_for("the first pass's line", LIMIT, |w| w.batches() >= 1);
+    let first = w.stdout();
+    let first = first.lines().find(|l| l.contains(" batch: ")).unwrap_or("");
+    // The files were written less than the debounce (1 s) ago: every one of them is settling,
+    // unless the machine was slow enough that some were copied already.
+    assert!(
+        first.contains(", settling ") || first.contains("batch: copied 2000,"),
+        "{first}"
+    );
+    let started = std::time::Instant::now();
+    for d in 0..30 {
+        for f in 0..100 {
+            env.write(format!("new{d:02}/f{f:03}.txt"), format!("{d} {f}"));
+            if f % 25 == 0 {
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        }
+    }
+    let burst = started.elapsed();
+    // Counted without reading, while copies come and go.
+    let copies = || {
+        walkdir::WalkDir::new(&env.dst)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(".backup-tmp."))
+            .count()
+    };
+    w.wait_for("all 5000 files", Duration::from_secs(120), |_| {
+        copies() == 5000
+    });
+    let out = stop_ok(w, Signal::INT);
+    assert!(out.contains("Successfully copied: 5000\n"), "{out}");
+    let lines = out.lines().filter(|l| l.contains(" batch: ")).count();
+    // The first pass, about one a second during the burst and its copies, and the last.
+    let most = 3 + usize::try_from(burst.as_secs()).unwrap_or(10) + 2;
+    assert!(
+        lines <= most,
+        "{lines} rolling lines for a {burst:?} burst\n{out}"
+    );
+}
+
 #[test]
 fn a_destination_inside_the_source_causes_no_feedback() {
     let mut env = Env::new();

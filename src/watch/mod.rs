@@ -87,7 +87,16 @@ struct Loop<'a> {
     state: State,
     /// What the loop does when nothing is amiss: `watching` or `polling`.
     idle: &'static str,
+    /// When work first became due while a burst is being gathered into one batch.
+    due_since: Option<Instant>,
+    /// What the batches since the last rolling line did: during a burst, lines are printed at
+    /// most once per `LINE_EVERY`.
+    unprinted: Counts,
+    last_line: Option<Instant>,
 }
+
+/// During a burst, a rolling line at most this often; the totals stay exact.
+const LINE_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs `watch` until a signal sets the engine's stop flag, or SRC goes away (or DST, with
 /// `--exit-on-lost-destination`).
@@ -153,6 +162,9 @@ pub(crate) fn run(
         }
     }
     l.state.set("stopped", l.settle.len());
+    if l.unprinted.total() > 0 {
+        l.print_rolling(false, reporter);
+    }
     drop(l.watcher);
     reporter.summary(&l.totals);
     if l.totals.failed > 0 || l.prune_failed || l.lost_for_good {
@@ -187,11 +199,19 @@ impl<'a> Loop<'a> {
             lost_for_good: false,
             state: State::start(&engine.tree.src, engine.dest.path()),
             idle: "watching",
+            due_since: None,
+            unprinted: Counts::default(),
+            last_line: None,
         }
     }
 
     /// Runs what is due, or else waits for events, a wake-up, or the next deadline.
     fn step(&mut self, reporter: &mut Reporter, wake: &Receiver<()>) {
+        if let Some(at) = self.gathering(Instant::now()) {
+            self.listen(at, reporter, wake);
+            return;
+        }
+        self.due_since = None;
         let scope = self.due();
         if !scope.is_empty() {
             match self.engine.dest.reacquire() {
@@ -218,6 +238,28 @@ impl<'a> Loop<'a> {
         .min()
         .unwrap_or(now + CHECK_EVERY);
         self.listen(deadline, reporter, wake);
+    }
+
+    /// While a burst goes on, when to look again instead of running what is due now: files
+    /// that become due within the gathering window (see `Settle::run_at`), and folders to walk
+    /// (a new folder usually comes with more), wait to go in one batch. `None`: run now.
+    fn gathering(&mut self, now: Instant) -> Option<Instant> {
+        if self.pending.full {
+            return None;
+        }
+        let walks = !self.pending.walks.is_empty();
+        let files = self.settle.next_due().is_some_and(|at| at <= now);
+        if !walks && !files {
+            return None;
+        }
+        let since = *self.due_since.get_or_insert(now);
+        let gather = self.settle.gather();
+        let at = if walks {
+            since + gather
+        } else {
+            self.settle.run_at(now, since, gather)
+        };
+        (at > now).then_some(at)
     }
 
     /// Takes events until `deadline`, a wake-up, or the first batch of them.
@@ -324,9 +366,20 @@ impl<'a> Loop<'a> {
                 self.lost(Away::Full { free }, &line, reporter);
             }
         }
-        if first || counts.total() > 0 {
-            self.totals.merge(counts);
-            reporter.rolling(&counts, &self.totals);
+        self.totals.merge(counts);
+        self.unprinted.merge(counts);
+        let now = Instant::now();
+        let more_soon = !self.pending.walks.is_empty()
+            || self
+                .settle
+                .next_due()
+                .is_some_and(|at| at < now + LINE_EVERY);
+        let quiet_for = self.last_line.map(|at| now.saturating_duration_since(at));
+        if first
+            || (self.unprinted.total() > 0
+                && (!more_soon || quiet_for.is_none_or(|d| d >= LINE_EVERY)))
+        {
+            self.print_rolling(first, reporter);
         }
         self.state.batch(scope.full, &counts, failures);
         if self.away.is_none() {
@@ -337,6 +390,15 @@ impl<'a> Loop<'a> {
             let folders = (!scope.full).then_some(changed);
             self.prune_failed |= prune::after_pass(self.engine, self.policy, folders, reporter);
         }
+    }
+
+    /// The rolling line for the batches since the last one; after the first pass, with the
+    /// files it found still being written, left to settle.
+    fn print_rolling(&mut self, first: bool, reporter: &mut Reporter) {
+        let settling = if first { self.settle.len() } else { 0 };
+        reporter.rolling(&self.unprinted, &self.totals, settling);
+        self.unprinted = Counts::default();
+        self.last_line = Some(Instant::now());
     }
 
     /// The destination cannot be written into now: says so once, and waits; with
