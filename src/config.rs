@@ -202,8 +202,15 @@ impl Config {
         let exclude = Exclude::build(&src, !no_default_ignores, &exclude, &exclude_from)?;
         let jobs = jobs.map(usize::from).unwrap_or_else(|| {
             let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-            // Uploads wait on the network, not on a core.
-            if remote { cpus.max(REMOTE_JOBS) } else { cpus }
+            // Uploads wait on the network, not on a core; local copies wait in their batch's
+            // sync about as long as they copy, so a few more workers than cores keep the cores
+            // busy (50,000 small files on 2 cores: 1.95 s with 2, 1.72 s with 4; with the other
+            // core busy, 2.85 s and 2.3 s).
+            if remote {
+                cpus.max(REMOTE_JOBS)
+            } else {
+                cpus.max(LOCAL_JOBS)
+            }
         });
         use std::io::IsTerminal;
         let style = Style {
@@ -233,6 +240,9 @@ impl Config {
 
 /// Uploads in flight at once to a remote destination, unless `-j` says otherwise.
 const REMOTE_JOBS: usize = 8;
+
+/// Copy workers for a local destination at least, unless `-j` says otherwise.
+const LOCAL_JOBS: usize = 4;
 
 /// How a missing destination is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,9 +304,14 @@ pub(crate) struct Limits {
     pub(crate) jobs: usize,
     /// Folders one worker's batch of staged copies may span before it is published.
     pub(crate) batch_dirs: usize,
+    /// Copies one worker's batch may hold: each may keep its file open until published.
+    pub(crate) batch_files: usize,
     /// Folder handles the walk keeps open.
     pub(crate) walk_open: usize,
 }
+
+/// Copies one worker publishes at once at most: one sync for each this many.
+const BATCH_FILES: usize = 1024;
 
 impl Limits {
     /// Open files kept for standard streams, signals, the destination lock and the watcher.
@@ -308,6 +323,7 @@ impl Limits {
         Limits {
             jobs,
             batch_dirs: (avail.saturating_sub(8 * jobs) / jobs / 2).clamp(1, 64),
+            batch_files: (avail.saturating_sub(8 * jobs) / jobs / 2).clamp(1, BATCH_FILES),
             walk_open: (avail / 8).clamp(1, 10),
         }
     }
@@ -441,6 +457,8 @@ mod tests {
     fn limits_follow_the_open_file_budget() {
         let roomy = Limits::new(2, 1024);
         assert_eq!((roomy.jobs, roomy.batch_dirs, roomy.walk_open), (2, 64, 10));
+        assert_eq!(roomy.batch_files, 246);
+        assert_eq!(Limits::new(2, 1 << 16).batch_files, 1024);
         let tight = Limits::new(8, 32);
         assert_eq!((tight.jobs, tight.batch_dirs, tight.walk_open), (1, 1, 1));
         assert_eq!(Limits::new(16, 100).jobs, 4);

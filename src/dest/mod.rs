@@ -107,8 +107,15 @@ pub(crate) trait Folder: Send + Sync {
     /// Removes a temporary file that an interrupted run left (a regular file only).
     fn remove_leftover(&self, name: &[u8]) -> io::Result<()>;
 
-    /// Starts a new copy that will join `name`'s family.
-    fn stage(&self, name: &[u8]) -> io::Result<Box<dyn Staged>>;
+    /// Starts a new copy that will join `name`'s family and have the permission bits `mode`
+    /// (a destination may create it with them, to spare setting them again).
+    fn stage(&self, name: &[u8], mode: u32) -> io::Result<Box<dyn Staged>>;
+
+    /// `stage`, for a copy that another writer opens by its path (`/proc/self/fd/N`), as
+    /// SQLite does, rather than writing through the handle.
+    fn stage_by_path(&self, name: &[u8], mode: u32) -> io::Result<Box<dyn Staged>> {
+        self.stage(name, mode)
+    }
 
     /// Creates the symlink `name` → `target` with `meta`'s times (and owner, as root), whole or
     /// not at all; `AlreadyExists` when the name is taken.

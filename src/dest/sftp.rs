@@ -620,7 +620,7 @@ impl Folder for SftpFolder {
         }
     }
 
-    fn stage(&self, name: &[u8]) -> io::Result<Box<dyn Staged>> {
+    fn stage(&self, name: &[u8], _mode: u32) -> io::Result<Box<dyn Staged>> {
         let tmp = self.at(&temp_name(name));
         let t = tmp.clone();
         let file = self

@@ -309,7 +309,7 @@ impl Engine {
             Err(e) => return failed(Failure::io(Op::Read, e)),
         };
         meta.mtime = meta.mtime.max(changed);
-        let mut staged = match folder.stage(name) {
+        let mut staged = match folder.stage_by_path(name, meta.mode) {
             Ok(s) => s,
             Err(e) => {
                 return failed(self.dest_failure(
@@ -368,7 +368,7 @@ impl Engine {
                 return Step::Done(Outcome::Skipped("no longer a regular file"));
             }
             let on_dest = |f: Failure, e: &io::Error| failed(self.dest_failure(f, e));
-            let mut staged = match folder.stage(name) {
+            let mut staged = match folder.stage(name, before.mode) {
                 Ok(s) => s,
                 Err(e) => {
                     let failure = Failure::at(Op::WriteInto, folder.path(), clone_error(&e));

@@ -14,8 +14,7 @@ use std::sync::atomic::Ordering;
 use super::entry::record_deletion_now;
 use super::notes::Notes;
 use super::{
-    BATCH_BYTES, BATCH_FILES, Batch, Beside, CLOCK_EVERY, Engine, FolderJob, Ready, Step,
-    clone_error, now_stamp,
+    BATCH_BYTES, Batch, Beside, CLOCK_EVERY, Engine, FolderJob, Ready, Step, clone_error, now_stamp,
 };
 use crate::dest::{Staged, is_temp_name};
 use crate::error::{Failure, Op};
@@ -221,7 +220,7 @@ impl Engine {
         batch.bytes += ready.size;
         batch.items.push(ready);
         if !self.dest.capabilities().group_commit
-            || batch.items.len() >= BATCH_FILES
+            || batch.items.len() >= self.settings.limits.batch_files
             || batch.bytes >= BATCH_BYTES
             || batch.folders >= self.settings.limits.batch_dirs
         {

@@ -178,9 +178,8 @@ struct Batch {
     folders: usize,
 }
 
-/// A batch is published once it holds this many files or bytes, or when its worker runs out of
-/// queued work, whichever comes first.
-const BATCH_FILES: usize = 1024;
+/// A batch is published once it holds this many bytes (or `Limits::batch_files` files), or
+/// when its worker runs out of queued work, whichever comes first.
 const BATCH_BYTES: u64 = 256 << 20;
 
 /// Entries decided between two readings of the clock, when nothing is copied.

@@ -65,12 +65,14 @@ impl Env {
         p
     }
 
-    /// Whether a copy is under way: one of our temporary files is in DST.
+    /// Whether a copy is under way: one of our temporary files is in DST, or a process holds
+    /// an unnamed file (`O_TMPFILE`) open in it.
     pub fn copying(&self) -> bool {
-        tree(&self.dst)
-            .keys()
-            .filter_map(|p| p.file_name())
-            .any(|n| n.to_string_lossy().starts_with(".backup-tmp."))
+        let named = walkdir::WalkDir::new(&self.dst)
+            .into_iter()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with(".backup-tmp."));
+        named || unnamed_file_open_in(&self.dst)
     }
 
     /// A storm: `folders` new folders of `files` files each, written as fast as possible.
@@ -606,3 +608,22 @@ pub fn inotify_watches(pid: Option<u32>) -> usize {
 
 pub mod mounts;
 pub mod stores;
+
+/// Whether some process holds an unnamed file open in `dir` or below: the kernel shows it as
+/// `DIR/#INODE (deleted)`.
+pub fn unnamed_file_open_in(dir: &Path) -> bool {
+    let prefix = format!("{}/", dir.display());
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.filter_map(Result::ok).any(|p| {
+        fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+            fds.filter_map(Result::ok).any(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|t| {
+                    let t = t.to_string_lossy();
+                    t.starts_with(&prefix) && t.contains("/#") && t.ends_with(" (deleted)")
+                })
+            })
+        })
+    })
+}

@@ -551,7 +551,7 @@ impl Folder for StoreFolder {
         self.remove(name)
     }
 
-    fn stage(&self, _name: &[u8]) -> io::Result<Box<dyn Staged>> {
+    fn stage(&self, _name: &[u8], _mode: u32) -> io::Result<Box<dyn Staged>> {
         Ok(Box::new(Upload {
             spool: tempfile::tempfile()?,
             folder: StoreFolder {
