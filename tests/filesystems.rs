@@ -262,6 +262,23 @@ fn what_the_destination_can_hold_is_said_with_verbose() {
     ));
     run.stderr_has("case-sensitive no");
     run.stderr_has("cannot keep permissions; copies keep contents and modification times");
+    // A FUSE driver has no unnamed files: copies go under temporary names.
+    assert!(!run.stderr.contains("unnamed"), "{}", run.context());
+}
+
+/// Where the kernel's driver has `O_TMPFILE`, copies are written unnamed and linked into place,
+/// and `-v` says so; nothing named `.backup-tmp.*` is ever made for them.
+#[test]
+fn copies_are_written_unnamed_where_the_filesystem_can() {
+    for fs in [Fs::Ext4, Fs::Xfs, Fs::Btrfs] {
+        let Some((_mount, env)) = setup(fs) else {
+            continue;
+        };
+        let run = env.once(&["-v"]);
+        run.code(0);
+        run.stderr_has("publish by linking an unnamed copy without replacing");
+        assert_eq!(fs::read(env.dst.join("a.txt")).expect("copied"), b"alpha");
+    }
 }
 
 /// Bytes a file takes on its filesystem.

@@ -133,7 +133,7 @@ impl Local {
     fn with(
         root: Option<OwnedFd>,
         path: &Path,
-        caps: Capabilities,
+        mut caps: Capabilities,
         as_root: bool,
         identity: Option<Identity>,
     ) -> io::Result<Local> {
@@ -156,6 +156,7 @@ impl Local {
             (Some(fd), Some(_)) => Unnamed::probe(fd),
             _ => Unnamed::No,
         };
+        caps.unnamed = unnamed != Unnamed::No;
         let method = match caps.publish {
             Publish::RenameNoReplace | Publish::Unknown => 0,
             Publish::HardLink => 1,

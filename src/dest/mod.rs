@@ -382,6 +382,9 @@ pub(crate) struct Capabilities {
     /// Whether a file keeps its times when it is published (fusefat sets a renamed file's time
     /// to the time of the rename).
     pub publish_keeps_times: bool,
+    /// Whether a copy is written as an unnamed file (`O_TMPFILE`) and linked into place, rather
+    /// than written under a temporary name.
+    pub unnamed: bool,
     pub symlinks: bool,
     /// Whether a symlink's own owner and times can be set (through SFTP they cannot: the call
     /// follows the link).
@@ -415,6 +418,7 @@ impl Capabilities {
             precision: None,
             publish: Publish::Unknown,
             publish_keeps_times: true,
+            unnamed: false,
             symlinks: true,
             symlink_meta: true,
             permissions: true,
@@ -486,6 +490,7 @@ impl Capabilities {
                 ""
             },
             match self.publish {
+                _ if self.unnamed => "linking an unnamed copy without replacing",
                 Publish::RenameNoReplace => "rename without replacing",
                 Publish::HardLink => "hard link",
                 Publish::CheckThenRename => "rename after checking the name is free",

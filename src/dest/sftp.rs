@@ -346,6 +346,7 @@ fn capabilities(publish: Publish) -> Capabilities {
         local_time: false,
         publish,
         publish_keeps_times: true,
+        unnamed: false,
         symlinks: true,
         symlink_meta: false,
         permissions: true,

@@ -154,6 +154,7 @@ fn capabilities(publish: Publish) -> Capabilities {
         local_time: false,
         publish,
         publish_keeps_times: true,
+        unnamed: false,
         symlinks: false,
         symlink_meta: false,
         permissions: true,
