@@ -304,3 +304,74 @@ fn a_fanotify_queue_that_overflows_makes_a_full_pass() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("full pass: events were lost"), "{out}");
 }
+
+/// Whether the fanotify descriptor of `pid` holds an ignore mark on the inode `ino`: an
+/// `ino:HEX` line of its fdinfo.
+fn fanotify_ignores(pid: u32, ino: u64) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let wanted = format!(" ino:{ino:x} ");
+    fds.flatten()
+        .filter(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().contains("[fanotify]"))
+        })
+        .any(|fd| {
+            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            fs::read_to_string(info)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains(&wanted) && l.contains("ignored_mask:"))
+        })
+}
+
+/// A folder outside SRC that events came from (DST's folders above all) gets an ignore mark, so
+/// that the kernel drops its events; moved into SRC, it must be seen again: the marks are
+/// cleared, and what is written in it afterwards is mirrored.
+#[test]
+fn a_folder_ignored_outside_the_source_is_seen_once_moved_in() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    env.write("a.txt", "a");
+    let Some(w) = fanotify_watch(&env) else {
+        return;
+    };
+    w.wait_for("the first pass", Duration::from_secs(30), |_| {
+        env.dst.join("a.txt").exists()
+    });
+    let outside = env.root().join("elsewhere");
+    fs::create_dir(&outside).expect("mkdir");
+    fs::write(outside.join("before.txt"), "written outside").expect("write");
+    let ino = common::ino(&outside);
+    w.wait_for(
+        "an ignore mark on the folder outside SRC",
+        Duration::from_secs(10),
+        |w| fanotify_ignores(w.pid(), ino),
+    );
+    // Events in it now are dropped by the kernel; moved in, it is walked and seen again.
+    fs::write(outside.join("before.txt"), "changed outside").expect("write");
+    fs::rename(&outside, env.src.join("moved")).expect("move in");
+    w.wait_for(
+        "the folder walked, and its batch over",
+        Duration::from_secs(30),
+        |w| {
+            fs::read(env.dst.join("moved/before.txt")).unwrap_or_default() == b"changed outside"
+                && w.stdout().contains("since start: copied 2,")
+        },
+    );
+    fs::write(env.src.join("moved/after.txt"), "written inside").expect("write");
+    fs::write(env.src.join("moved/before.txt"), "changed inside").expect("rewrite");
+    w.wait_for(
+        "the changes made in it after the move",
+        Duration::from_secs(30),
+        |_| {
+            let dir = env.dst.join("moved");
+            fs::read(dir.join("after.txt")).unwrap_or_default() == b"written inside"
+                && common::family(&dir, "before.txt")
+                    .last()
+                    .is_some_and(|n| fs::read(dir.join(n)).unwrap_or_default() == b"changed inside")
+        },
+    );
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+}

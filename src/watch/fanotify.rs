@@ -5,8 +5,13 @@
 //! the backup skips; the folder of an event is found from its file handle
 //! (`open_by_handle_at`), and remembered until a folder is moved or deleted. A queue that
 //! overflowed asks for a full pass, as with inotify.
+//!
+//! A folder outside SRC that events keep coming from (DST above all, when it is on SRC's
+//! filesystem: every copy makes three or four events) gets an ignore mark, so that the kernel
+//! drops what happens in it before it is queued, instead of this reader taking it in and
+//! dropping it. A folder moved into SRC clears every ignore mark, since it may carry one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -33,6 +38,14 @@ const MASK: u64 = libc::FAN_CREATE
 
 /// The folders of recent events, by file handle; forgotten whole when a folder moves.
 const REMEMBERED: usize = 16_384;
+
+/// Folders outside SRC given an ignore mark, at most: each costs a kernel mark, out of
+/// `fs.fanotify.max_user_marks` for all of this user's programs.
+const IGNORED_MAX: usize = 4_096;
+
+/// `FAN_MARK_IGNORE` (Linux 6.0): an ignore mask that, unlike the older
+/// `FAN_MARK_IGNORED_MASK`, applies to a folder's children with `FAN_EVENT_ON_CHILD`.
+const FAN_MARK_IGNORE: libc::c_uint = 0x0000_0400;
 
 /// A running fanotify reader; dropping it stops the thread.
 pub(crate) struct Fanotify {
@@ -88,6 +101,8 @@ impl Fanotify {
             src: src.to_path_buf(),
             skip,
             folders: HashMap::new(),
+            ignored: HashSet::new(),
+            ignoring: true,
         };
         let st = Arc::clone(&stop);
         std::thread::Builder::new()
@@ -104,6 +119,10 @@ struct Reader {
     src: PathBuf,
     skip: Vec<PathBuf>,
     folders: HashMap<Vec<u8>, PathBuf>,
+    /// Folders outside SRC with an ignore mark, by handle.
+    ignored: HashSet<Vec<u8>>,
+    /// False once the kernel refused an ignore mark (older than 6.0, or out of marks).
+    ignoring: bool,
 }
 
 impl Reader {
@@ -179,14 +198,23 @@ impl Reader {
             && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO | libc::FAN_DELETE) != 0;
         // Most events on a whole filesystem are elsewhere (DST among them): dropped before
         // anything is made of them.
-        let path = match self.folders.get(handle) {
-            Some(dir) if dir.starts_with(&self.src) && name == "." => Some(dir.clone()),
-            Some(dir) if dir.starts_with(&self.src) => Some(dir.join(name)),
-            _ => None,
+        let (path, elsewhere) = match self.folders.get(handle) {
+            Some(dir) if dir.starts_with(&self.src) && name == "." => (Some(dir.clone()), false),
+            Some(dir) if dir.starts_with(&self.src) => (Some(dir.join(name)), false),
+            // Not SRC's own ancestors: what happens to SRC itself is reported in them.
+            Some(dir) => (None, !self.src.starts_with(dir)),
+            None => (None, false),
         };
+        if elsewhere {
+            self.ignore(handle);
+        }
         if dir_moved {
-            // A folder moved: any remembered path below it may be wrong now.
+            // A folder moved: any remembered path below it may be wrong now, and one moved
+            // into SRC may carry an ignore mark.
             self.folders.clear();
+            if mask & libc::FAN_MOVED_TO != 0 && path.is_some() {
+                self.forget_ignored();
+            }
         }
         let Some(path) = path.filter(|p| !self.skip.iter().any(|s| p.starts_with(s))) else {
             return;
@@ -196,9 +224,59 @@ impl Reader {
         }
     }
 
-    /// Finds the path of the folder with this handle, now, and remembers it; false when it is
-    /// gone already (ESTALE: what happened in it is reported for its parent too).
-    fn resolve(&mut self, handle: &[u8]) -> bool {
+    /// Gives the folder with this handle, outside SRC, an ignore mark for everything this
+    /// reader asks for, on the folder and its entries; once per folder, while marks last.
+    fn ignore(&mut self, handle: &[u8]) {
+        if !self.ignoring || self.ignored.contains(handle) {
+            return;
+        }
+        if self.ignored.len() >= IGNORED_MAX {
+            self.ignoring = false;
+            return;
+        }
+        let Some(fd) = self.open(handle) else {
+            return;
+        };
+        // SAFETY: plain syscall on two valid descriptors and a C string. The folder is named
+        // "." relative to its handle: an `O_PATH` descriptor on its own is refused (EBADF).
+        let marked = unsafe {
+            libc::fanotify_mark(
+                self.fan.as_raw_fd(),
+                libc::FAN_MARK_ADD | FAN_MARK_IGNORE | libc::FAN_MARK_IGNORED_SURV_MODIFY,
+                MASK | libc::FAN_EVENT_ON_CHILD,
+                fd.as_raw_fd(),
+                c".".as_ptr(),
+            )
+        };
+        if marked < 0 {
+            // Too old a kernel for this kind of mark, or out of marks: events are dropped here
+            // as before.
+            self.ignoring = false;
+            return;
+        }
+        self.ignored.insert(handle.to_vec());
+    }
+
+    /// Removes every ignore mark (the filesystem mark stays).
+    fn forget_ignored(&mut self) {
+        if self.ignored.is_empty() {
+            return;
+        }
+        // SAFETY: plain syscall; a flush of inode marks takes no object.
+        unsafe {
+            libc::fanotify_mark(
+                self.fan.as_raw_fd(),
+                libc::FAN_MARK_FLUSH,
+                0,
+                libc::AT_FDCWD,
+                std::ptr::null(),
+            );
+        }
+        self.ignored.clear();
+    }
+
+    /// Opens the folder with this handle, as a path only; `None` when it is gone.
+    fn open(&self, handle: &[u8]) -> Option<OwnedFd> {
         // SAFETY: `handle` is a whole `struct file_handle` as the kernel wrote it; the call
         // only reads it, and its result is checked.
         let fd = unsafe {
@@ -210,10 +288,18 @@ impl Reader {
             )
         };
         if fd < 0 {
-            return false;
+            return None;
         }
         // SAFETY: a new descriptor owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// Finds the path of the folder with this handle, now, and remembers it; false when it is
+    /// gone already (ESTALE: what happened in it is reported for its parent too).
+    fn resolve(&mut self, handle: &[u8]) -> bool {
+        let Some(fd) = self.open(handle) else {
+            return false;
+        };
         let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
             return false;
         };
