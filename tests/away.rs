@@ -5,18 +5,13 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::mounts::{Fs, Mounted, mount};
-use common::{Env, Watch, family, tree};
+use common::{Env, Watch, family, read, tree};
 use rustix::process::Signal;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn read(p: &Path) -> Vec<u8> {
-    fs::read(p).unwrap_or_default()
-}
 
 /// Mounts `fs`, with DST at `sub` below its root (empty: the mount point itself).
 fn setup(fs: Fs, sub: &str) -> Option<(Mounted, Env)> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Run, Watch};
+use common::{Run, Watch, read};
 use rustix::process::Signal;
 
 /// Three source folders, three destinations, and a config file naming them.
@@ -61,10 +61,6 @@ impl Pairs {
         let env = common::Env::new();
         Run::of(out, &env)
     }
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    fs::read(p).unwrap_or_default()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{Env, Watch};
+use common::{Env, Watch, read};
 use rustix::process::Signal;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -125,10 +125,9 @@ fn hitting_the_watch_limit_at_start_watches_what_fits_and_polls_only_the_rest() 
         "every change, watched and polled",
         Duration::from_secs(60),
         |_| {
-            fs::read(env.dst.join("top.txt")).unwrap_or_default() == b"watched"
+            read(&env.dst.join("top.txt")) == b"watched"
                 && (0..200).all(|d| {
-                    fs::read(env.dst.join(format!("d{d:03}/late.txt"))).unwrap_or_default()
-                        == format!("{d}").as_bytes()
+                    read(&env.dst.join(format!("d{d:03}/late.txt"))) == format!("{d}").as_bytes()
                 })
         },
     );
@@ -171,10 +170,7 @@ fn watches_freed_by_deleted_folders_go_to_polled_ones() {
     w.wait_for(
         "a change in a folder that was polled",
         Duration::from_secs(30),
-        |_| {
-            fs::read(env.dst.join("d000/late.txt")).unwrap_or_default()
-                == b"once polled, now watched"
-        },
+        |_| read(&env.dst.join("d000/late.txt")) == b"once polled, now watched",
     );
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -200,10 +196,9 @@ fn hitting_the_watch_limit_later_polls_the_new_folders_that_do_not_fit() {
     });
     env.write("new29/late.txt", "found by polling");
     w.wait_for("every file", Duration::from_secs(60), |_| {
-        (0..30).all(|d| {
-            fs::read(env.dst.join(format!("new{d:02}/b.txt"))).unwrap_or_default()
-                == format!("{d}").as_bytes()
-        }) && fs::read(env.dst.join("new29/late.txt")).unwrap_or_default() == b"found by polling"
+        (0..30)
+            .all(|d| read(&env.dst.join(format!("new{d:02}/b.txt"))) == format!("{d}").as_bytes())
+            && read(&env.dst.join("new29/late.txt")) == b"found by polling"
     });
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -262,17 +257,15 @@ fn as_root_one_fanotify_mark_sees_every_change_without_a_watch_per_folder() {
     }
     let dst = &env.dst;
     w.wait_for("every change", Duration::from_secs(60), |_| {
-        fs::read(dst.join("d07/deep/b.txt")).unwrap_or_default() == b"written"
+        read(&dst.join("d07/deep/b.txt")) == b"written"
             && common::family(&dst.join("d07/deep"), "a.txt").len() == 2
-            && fs::read(dst.join("moved-in.txt")).unwrap_or_default() == b"from elsewhere"
+            && read(&dst.join("moved-in.txt")) == b"from elsewhere"
             && fs::read_dir(dst).into_iter().flatten().flatten().any(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
                 n.starts_with("leaving_") && n.ends_with("_deleted.txt")
             })
-            && (0..20).all(|i| {
-                fs::read(dst.join(format!("new/inner/f{i}"))).unwrap_or_default()
-                    == format!("{i}").as_bytes()
-            })
+            && (0..20)
+                .all(|i| read(&dst.join(format!("new/inner/f{i}"))) == format!("{i}").as_bytes())
     });
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -355,7 +348,7 @@ fn a_folder_ignored_outside_the_source_is_seen_once_moved_in() {
         "the folder walked, and its batch over",
         Duration::from_secs(30),
         |w| {
-            fs::read(env.dst.join("moved/before.txt")).unwrap_or_default() == b"changed outside"
+            read(&env.dst.join("moved/before.txt")) == b"changed outside"
                 && w.stdout().contains("since start: copied 2,")
         },
     );
@@ -366,10 +359,10 @@ fn a_folder_ignored_outside_the_source_is_seen_once_moved_in() {
         Duration::from_secs(30),
         |_| {
             let dir = env.dst.join("moved");
-            fs::read(dir.join("after.txt")).unwrap_or_default() == b"written inside"
+            read(&dir.join("after.txt")) == b"written inside"
                 && common::family(&dir, "before.txt")
                     .last()
-                    .is_some_and(|n| fs::read(dir.join(n)).unwrap_or_default() == b"changed inside")
+                    .is_some_and(|n| read(&dir.join(n)) == b"changed inside")
         },
     );
     let (code, out, err) = w.stop(Signal::INT);

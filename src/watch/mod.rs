@@ -392,6 +392,14 @@ impl<'a> Loop<'a> {
         }
     }
 
+    /// The one warning about polling: how many folders and how often.
+    fn say_polled_once(&mut self, line: &str, reporter: &mut Reporter) {
+        if !self.said_polled {
+            self.said_polled = true;
+            reporter.warning(line);
+        }
+    }
+
     /// The rolling line for the batches since the last one; after the first pass, with the
     /// files it found still being written, left to settle.
     fn print_rolling(&mut self, first: bool, reporter: &mut Reporter) {
@@ -503,22 +511,16 @@ impl<'a> Loop<'a> {
                 asked,
                 every,
             } => {
-                if !self.said_polled {
-                    self.said_polled = true;
-                    reporter.warning(&notifier::slowed_message(folders, asked, every));
-                }
-                return;
+                let line = notifier::slowed_message(folders, asked, every);
+                return self.say_polled_once(&line, reporter);
             }
             Msg::Polled {
                 watched,
                 polled,
                 every,
             } => {
-                if !self.said_polled {
-                    self.said_polled = true;
-                    reporter.warning(&notifier::polled_message(watched, polled, every));
-                }
-                return;
+                let line = notifier::polled_message(watched, polled, every);
+                return self.say_polled_once(&line, reporter);
             }
         };
         let tree = &self.engine.tree;

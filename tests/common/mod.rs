@@ -308,6 +308,12 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A file's contents, or nothing while it does not exist (yet): for conditions polled while a
+/// copy may or may not have arrived.
+pub fn read(p: &Path) -> Vec<u8> {
+    fs::read(p).unwrap_or_default()
+}
+
 pub fn set_mtime(p: &Path, secs: i64, nanos: u32) {
     filetime::set_symlink_file_times(
         p,
