@@ -55,8 +55,7 @@ fn a_storm_that_overflows_the_event_queue_is_still_mirrored_completely() {
     w.wait_for("all 3000 files", Duration::from_secs(120), |_| {
         env.storm_missing(100, 30) == 0
     });
-    let (code, out, err) = w.stop(Signal::INT);
-    assert_eq!(code, Some(0), "{out}{err}");
+    let (out, _) = stop_ok(w);
     assert!(out.contains("Successfully copied: 3000\n"), "{out}");
 }
 
@@ -131,8 +130,7 @@ fn hitting_the_watch_limit_at_start_watches_what_fits_and_polls_only_the_rest() 
                 })
         },
     );
-    let (code, out, err) = w.stop(Signal::INT);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_ok(w);
 }
 
 #[test]
@@ -172,8 +170,7 @@ fn watches_freed_by_deleted_folders_go_to_polled_ones() {
         Duration::from_secs(30),
         |_| read(&env.dst.join("d000/late.txt")) == b"once polled, now watched",
     );
-    let (code, out, err) = w.stop(Signal::INT);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_ok(w);
 }
 
 #[test]
@@ -200,8 +197,7 @@ fn hitting_the_watch_limit_later_polls_the_new_folders_that_do_not_fit() {
             .all(|d| read(&env.dst.join(format!("new{d:02}/b.txt"))) == format!("{d}").as_bytes())
             && read(&env.dst.join("new29/late.txt")) == b"found by polling"
     });
-    let (code, out, err) = w.stop(Signal::INT);
-    assert_eq!(code, Some(0), "{out}{err}");
+    let (_, err) = stop_ok(w);
     assert_eq!(
         err.lines().filter(|l| l.contains(LIMIT_LINE)).count(),
         1,
@@ -210,6 +206,13 @@ fn hitting_the_watch_limit_later_polls_the_new_folders_that_do_not_fit() {
 }
 
 /// `watch --events fanotify`, or `None` with the reason where this is not root.
+/// Stops a watch with Ctrl-C, checks that it ended well, and returns its stdout and stderr.
+fn stop_ok(w: Watch) -> (String, String) {
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{out}{err}");
+    (out, err)
+}
+
 fn fanotify_watch(env: &Env) -> Option<Watch> {
     if !rustix::process::geteuid().is_root() {
         eprintln!("SKIPPED: fanotify needs root (CAP_SYS_ADMIN)");
@@ -267,8 +270,7 @@ fn as_root_one_fanotify_mark_sees_every_change_without_a_watch_per_folder() {
             && (0..20)
                 .all(|i| read(&dst.join(format!("new/inner/f{i}"))) == format!("{i}").as_bytes())
     });
-    let (code, out, err) = w.stop(Signal::INT);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_ok(w);
 }
 
 #[test]
@@ -293,8 +295,7 @@ fn a_fanotify_queue_that_overflows_makes_a_full_pass() {
     w.wait_for("all 3000 files", Duration::from_secs(120), |_| {
         env.storm_missing(100, 30) == 0
     });
-    let (code, out, err) = w.stop(Signal::INT);
-    assert_eq!(code, Some(0), "{out}{err}");
+    let (out, _) = stop_ok(w);
     assert!(out.contains("full pass: events were lost"), "{out}");
 }
 
@@ -365,6 +366,5 @@ fn a_folder_ignored_outside_the_source_is_seen_once_moved_in() {
                     .is_some_and(|n| read(&dir.join(n)) == b"changed inside")
         },
     );
-    let (code, out, err) = w.stop(Signal::INT);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_ok(w);
 }
