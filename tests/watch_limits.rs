@@ -302,21 +302,69 @@ fn a_fanotify_queue_that_overflows_makes_a_full_pass() {
 /// Whether the fanotify descriptor of `pid` holds an ignore mark on the inode `ino`: an
 /// `ino:HEX` line of its fdinfo.
 fn fanotify_ignores(pid: u32, ino: u64) -> bool {
+    fanotify_ignore_marks(pid).contains(&ino)
+}
+
+/// The inodes with a non-empty ignore mask in the process's fanotify groups, as its fdinfo
+/// lists them (`fanotify ino:1a2b sdev:… mflags:… mask:… ignored_mask:40000ce …`).
+fn fanotify_ignore_marks(pid: u32) -> Vec<u64> {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
+        return Vec::new();
     };
-    let wanted = format!(" ino:{ino:x} ");
+    let field = |line: &str, name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+    };
     fds.flatten()
         .filter(|fd| {
             fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().contains("[fanotify]"))
         })
-        .any(|fd| {
+        .flat_map(|fd| {
             let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
             fs::read_to_string(info)
                 .unwrap_or_default()
                 .lines()
-                .any(|l| l.contains(&wanted) && l.contains("ignored_mask:"))
+                .filter(|l| field(l, "ignored_mask:").is_some_and(|m| m != 0))
+                .filter_map(|l| field(l, "ino:"))
+                .collect::<Vec<_>>()
         })
+        .collect()
+}
+
+/// Ignore marks are bounded (4,096 folders): past that, the folder marked first gives its mark
+/// up, so that a first pass into a DST of many folders keeps its newest folders marked instead
+/// of giving up on marks.
+#[test]
+fn ignore_marks_stay_bounded_and_go_to_the_newest_folders() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    env.write("a.txt", "a");
+    let Some(w) = fanotify_watch(&env) else {
+        return;
+    };
+    w.wait_for("the first pass", Duration::from_secs(30), |_| {
+        env.dst.join("a.txt").exists()
+    });
+    let outside = env.root().join("elsewhere");
+    let folders: Vec<PathBuf> = (0..4_200)
+        .map(|i| outside.join(format!("d{i:04}")))
+        .collect();
+    for dir in &folders {
+        fs::create_dir_all(dir).expect("mkdir");
+        fs::write(dir.join("f"), "x").expect("write");
+    }
+    let (first, last) = (common::ino(&folders[0]), common::ino(&folders[4_199]));
+    w.wait_for(
+        "an ignore mark on the folder written last",
+        Duration::from_secs(30),
+        |w| fanotify_ignores(w.pid(), last),
+    );
+    let marks = fanotify_ignore_marks(w.pid());
+    assert!(marks.len() <= 4_096, "{} ignore marks", marks.len());
+    assert!(marks.len() >= 4_000, "only {} ignore marks", marks.len());
+    assert!(!marks.contains(&first), "the first folder kept its mark");
+    stop_ok(w);
 }
 
 /// A folder outside SRC that events came from (DST's folders above all) gets an ignore mark, so

@@ -9,9 +9,11 @@
 //! A folder outside SRC that events keep coming from (DST above all, when it is on SRC's
 //! filesystem: every copy makes three or four events) gets an ignore mark, so that the kernel
 //! drops what happens in it before it is queued, instead of this reader taking it in and
-//! dropping it. A folder moved into SRC clears every ignore mark, since it may carry one.
+//! dropping it. Marks are bounded: past `IGNORED_MAX`, the folder marked first loses its mark
+//! (a first pass writes DST folder by folder, so the folders marked longest ago are done). A
+//! folder moved into SRC clears every ignore mark, since it may carry one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -39,7 +41,7 @@ const MASK: u64 = libc::FAN_CREATE
 /// The folders of recent events, by file handle; forgotten whole when a folder moves.
 const REMEMBERED: usize = 16_384;
 
-/// Folders outside SRC given an ignore mark, at most: each costs a kernel mark, out of
+/// Folders outside SRC with an ignore mark at a time, at most: each costs a kernel mark, out of
 /// `fs.fanotify.max_user_marks` for all of this user's programs.
 const IGNORED_MAX: usize = 4_096;
 
@@ -102,6 +104,7 @@ impl Fanotify {
             skip,
             folders: HashMap::new(),
             ignored: HashSet::new(),
+            marked: VecDeque::new(),
             ignoring: true,
         };
         let st = Arc::clone(&stop);
@@ -121,6 +124,8 @@ struct Reader {
     folders: HashMap<Vec<u8>, PathBuf>,
     /// Folders outside SRC with an ignore mark, by handle.
     ignored: HashSet<Vec<u8>>,
+    /// The same handles, in the order they were marked: the first gives its mark up.
+    marked: VecDeque<Vec<u8>>,
     /// False once the kernel refused an ignore mark (older than 6.0, or out of marks).
     ignoring: bool,
 }
@@ -225,36 +230,49 @@ impl Reader {
     }
 
     /// Gives the folder with this handle, outside SRC, an ignore mark for everything this
-    /// reader asks for, on the folder and its entries; once per folder, while marks last.
+    /// reader asks for, on the folder and its entries; once per folder while it has one. Past
+    /// `IGNORED_MAX`, the folder marked first gives its mark up.
     fn ignore(&mut self, handle: &[u8]) {
         if !self.ignoring || self.ignored.contains(handle) {
             return;
         }
-        if self.ignored.len() >= IGNORED_MAX {
-            self.ignoring = false;
-            return;
+        while self.marked.len() >= IGNORED_MAX {
+            let Some(oldest) = self.marked.pop_front() else {
+                break;
+            };
+            self.ignored.remove(&oldest);
+            // A folder that is gone took its mark with it.
+            if let Some(fd) = self.open(&oldest) {
+                self.mark(&fd, libc::FAN_MARK_REMOVE);
+            }
         }
         let Some(fd) = self.open(handle) else {
             return;
         };
-        // SAFETY: plain syscall on two valid descriptors and a C string. The folder is named
-        // "." relative to its handle: an `O_PATH` descriptor on its own is refused (EBADF).
-        let marked = unsafe {
-            libc::fanotify_mark(
-                self.fan.as_raw_fd(),
-                libc::FAN_MARK_ADD | FAN_MARK_IGNORE | libc::FAN_MARK_IGNORED_SURV_MODIFY,
-                MASK | libc::FAN_EVENT_ON_CHILD,
-                fd.as_raw_fd(),
-                c".".as_ptr(),
-            )
-        };
-        if marked < 0 {
+        if !self.mark(&fd, libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORED_SURV_MODIFY) {
             // Too old a kernel for this kind of mark, or out of marks: events are dropped here
             // as before.
             self.ignoring = false;
             return;
         }
         self.ignored.insert(handle.to_vec());
+        self.marked.push_back(handle.to_vec());
+    }
+
+    /// Adds or removes the ignore mark of the folder open as `fd`; false when refused.
+    fn mark(&self, fd: &OwnedFd, how: libc::c_uint) -> bool {
+        // SAFETY: plain syscall on two valid descriptors and a C string. The folder is named
+        // "." relative to its handle: an `O_PATH` descriptor on its own is refused (EBADF).
+        let done = unsafe {
+            libc::fanotify_mark(
+                self.fan.as_raw_fd(),
+                how | FAN_MARK_IGNORE,
+                MASK | libc::FAN_EVENT_ON_CHILD,
+                fd.as_raw_fd(),
+                c".".as_ptr(),
+            )
+        };
+        done == 0
     }
 
     /// Removes every ignore mark (the filesystem mark stays).
@@ -273,6 +291,7 @@ impl Reader {
             );
         }
         self.ignored.clear();
+        self.marked.clear();
     }
 
     /// Opens the folder with this handle, as a path only; `None` when it is gone.
