@@ -332,6 +332,16 @@ fn fanotify_ignore_marks(pid: u32) -> Vec<u64> {
         .collect()
 }
 
+/// `fanotify_watch` over a SRC of one file, once that file is copied.
+fn fanotify_watch_one_file(env: &Env) -> Option<Watch> {
+    env.write("a.txt", "a");
+    let w = fanotify_watch(env)?;
+    w.wait_for("the first pass", Duration::from_secs(30), |_| {
+        env.dst.join("a.txt").exists()
+    });
+    Some(w)
+}
+
 /// Ignore marks are bounded (4,096 folders): past that, the folder marked first gives its mark
 /// up, so that a first pass into a DST of many folders keeps its newest folders marked instead
 /// of giving up on marks.
@@ -339,13 +349,9 @@ fn fanotify_ignore_marks(pid: u32) -> Vec<u64> {
 fn ignore_marks_stay_bounded_and_go_to_the_newest_folders() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
-    env.write("a.txt", "a");
-    let Some(w) = fanotify_watch(&env) else {
+    let Some(w) = fanotify_watch_one_file(&env) else {
         return;
     };
-    w.wait_for("the first pass", Duration::from_secs(30), |_| {
-        env.dst.join("a.txt").exists()
-    });
     let outside = env.root().join("elsewhere");
     let folders: Vec<PathBuf> = (0..4_200)
         .map(|i| outside.join(format!("d{i:04}")))
@@ -374,13 +380,9 @@ fn ignore_marks_stay_bounded_and_go_to_the_newest_folders() {
 fn a_folder_ignored_outside_the_source_is_seen_once_moved_in() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
-    env.write("a.txt", "a");
-    let Some(w) = fanotify_watch(&env) else {
+    let Some(w) = fanotify_watch_one_file(&env) else {
         return;
     };
-    w.wait_for("the first pass", Duration::from_secs(30), |_| {
-        env.dst.join("a.txt").exists()
-    });
     let outside = env.root().join("elsewhere");
     fs::create_dir(&outside).expect("mkdir");
     fs::write(outside.join("before.txt"), "written outside").expect("write");
