@@ -320,10 +320,12 @@ impl Limits {
     pub(crate) fn new(jobs: usize, open_files: u64) -> Limits {
         let avail = open_files.saturating_sub(Self::RESERVED) as usize;
         let jobs = jobs.clamp(1, (avail / 16).max(1));
+        // What one worker's batch may hold open: its folders, or its unnamed copies.
+        let per_batch = avail.saturating_sub(8 * jobs) / jobs / 2;
         Limits {
             jobs,
-            batch_dirs: (avail.saturating_sub(8 * jobs) / jobs / 2).clamp(1, 64),
-            batch_files: (avail.saturating_sub(8 * jobs) / jobs / 2).clamp(1, BATCH_FILES),
+            batch_dirs: per_batch.clamp(1, 64),
+            batch_files: per_batch.clamp(1, BATCH_FILES),
             walk_open: (avail / 8).clamp(1, 10),
         }
     }

@@ -196,8 +196,13 @@ impl Reader {
         if self.folders.len() > REMEMBERED {
             self.folders.clear();
         }
-        if !self.folders.contains_key(handle) && !self.resolve(handle) {
-            return;
+        // A folder seen for the first time stays open for this event: it may get an ignore mark.
+        let mut opened = None;
+        if !self.folders.contains_key(handle) {
+            opened = self.resolve(handle);
+            if opened.is_none() {
+                return;
+            }
         }
         let dir_moved = mask & libc::FAN_ONDIR != 0
             && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO | libc::FAN_DELETE) != 0;
@@ -211,7 +216,7 @@ impl Reader {
             None => (None, false),
         };
         if elsewhere {
-            self.ignore(handle);
+            self.ignore(handle, opened);
         }
         if dir_moved {
             // A folder moved: any remembered path below it may be wrong now, and one moved
@@ -229,26 +234,25 @@ impl Reader {
         }
     }
 
-    /// Gives the folder with this handle, outside SRC, an ignore mark for everything this
-    /// reader asks for, on the folder and its entries; once per folder while it has one. Past
-    /// `IGNORED_MAX`, the folder marked first gives its mark up.
-    fn ignore(&mut self, handle: &[u8]) {
+    /// Gives the folder with this handle (`opened`, where it is open already), outside SRC, an
+    /// ignore mark for everything this reader asks for, on the folder and its entries; once per
+    /// folder while it has one. Past `IGNORED_MAX`, the folder marked first gives its mark up.
+    fn ignore(&mut self, handle: &[u8], opened: Option<OwnedFd>) {
         if !self.ignoring || self.ignored.contains(handle) {
             return;
         }
-        while self.marked.len() >= IGNORED_MAX {
-            let Some(oldest) = self.marked.pop_front() else {
-                break;
-            };
-            self.ignored.remove(&oldest);
-            // A folder that is gone took its mark with it.
-            if let Some(fd) = self.open(&oldest) {
-                self.mark(&fd, libc::FAN_MARK_REMOVE);
-            }
-        }
-        let Some(fd) = self.open(handle) else {
+        let Some(fd) = opened.or_else(|| self.open(handle)) else {
             return;
         };
+        if self.marked.len() >= IGNORED_MAX
+            && let Some(oldest) = self.marked.pop_front()
+        {
+            self.ignored.remove(&oldest);
+            // A folder that is gone took its mark with it.
+            if let Some(old) = self.open(&oldest) {
+                self.mark(&old, libc::FAN_MARK_REMOVE);
+            }
+        }
         if !self.mark(&fd, libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORED_SURV_MODIFY) {
             // Too old a kernel for this kind of mark, or out of marks: events are dropped here
             // as before.
@@ -313,20 +317,17 @@ impl Reader {
         Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
 
-    /// Finds the path of the folder with this handle, now, and remembers it; false when it is
-    /// gone already (ESTALE: what happened in it is reported for its parent too).
-    fn resolve(&mut self, handle: &[u8]) -> bool {
-        let Some(fd) = self.open(handle) else {
-            return false;
-        };
-        let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
-            return false;
-        };
+    /// Finds the path of the folder with this handle, now, and remembers it; the folder, open,
+    /// or `None` when it is gone already (ESTALE: what happened in it is reported for its
+    /// parent too).
+    fn resolve(&mut self, handle: &[u8]) -> Option<OwnedFd> {
+        let fd = self.open(handle)?;
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
         if path.as_os_str().as_bytes().ends_with(b" (deleted)") {
-            return false;
+            return None;
         }
         self.folders.insert(handle.to_vec(), path);
-        true
+        Some(fd)
     }
 }
 
