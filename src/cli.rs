@@ -232,7 +232,8 @@ pub struct PassArgs {
     #[arg(short = 'c', long)]
     pub checksum: bool,
 
-    /// Number of files handled in parallel [default: the number of CPUs].
+    /// Number of files handled in parallel [default: the number of CPUs, at least 4; at least 8
+    /// for a remote destination].
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
 
