@@ -74,6 +74,9 @@ pub(crate) enum Failure {
     TooLarge { fs: String, size: u64, limit: u64 },
     /// Not copied: the destination is full (said once for the run, not per file).
     DestinationFull,
+    /// A SQLite database that another program keeps locked in the middle of a write: neither a
+    /// consistent copy nor the file alone holds a committed state.
+    DatabaseLocked,
 }
 
 impl Failure {
@@ -124,6 +127,10 @@ impl fmt::Display for Failure {
                 display(Path::new(std::ffi::OsStr::from_bytes(other)))
             ),
             Failure::DestinationFull => f.write_str("the destination is full"),
+            Failure::DatabaseLocked => f.write_str(
+                "a SQLite database that another program keeps locked in the middle of a write; \
+                 not copied (the next run tries again)",
+            ),
             Failure::TooLarge { fs, size, limit } => write!(
                 f,
                 "{size} bytes is larger than the destination ({fs}) can hold (at most {limit} \

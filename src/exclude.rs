@@ -9,7 +9,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 /// Files that are never worth a version, left out unless `--no-default-ignores`: every copy is
 /// kept forever, so each editor swap file, lock file and half-downloaded file copied would stay
 /// as a permanent version. In gitignore syntax (`\#` is a literal `#`).
-pub(crate) const DEFAULT_IGNORES: [&str; 14] = [
+pub(crate) const DEFAULT_IGNORES: [&str; 21] = [
     // Editors: vim's swap files and its write test, Emacs' backups, locks and autosaves.
     "*.swp",
     "*.swx",
@@ -17,8 +17,19 @@ pub(crate) const DEFAULT_IGNORES: [&str; 14] = [
     "*~",
     ".#*",
     "\\#*#",
-    // LibreOffice's lock files.
+    // LibreOffice's lock files, and the temporary file it saves into before renaming it.
     ".~lock.*#",
+    "lu*.tmp",
+    // rsync's temporary file for NAME, `.NAME.XXXXXX` with six random letters and digits: a
+    // name with one capital or digit among the last six (all but 1 in 190 of rsync's; a dotfile
+    // such as `.env.sample` is kept). A file its writer keeps open is not copied anyway (see
+    // `settle`), whatever its name.
+    ".?*.[A-Z0-9]?????",
+    ".?*.?[A-Z0-9]????",
+    ".?*.??[A-Z0-9]???",
+    ".?*.???[A-Z0-9]??",
+    ".?*.????[A-Z0-9]?",
+    ".?*.?????[A-Z0-9]",
     // Downloads in progress: Firefox, Chrome, Safari.
     "*.part",
     "*.crdownload",
@@ -154,6 +165,23 @@ mod tests {
             assert!(on.excludes(p(litter), false), "{litter}");
         }
         assert!(on.excludes(p(".Trash-1000"), true));
+        for temp in [
+            ".report.odt.Xa81Qz",
+            ".data.csv.a1b2c3",
+            "sub/.x.ZZZZZZ",
+            "lu8412ab3.tmp",
+        ] {
+            assert!(on.excludes(p(temp), false), "{temp}");
+        }
+        for kept in [
+            ".env.sample",
+            ".bashrc.backup",
+            ".profile",
+            ".config",
+            "a.Xa81Qz",
+        ] {
+            assert!(!on.excludes(p(kept), false), "{kept}");
+        }
         assert!(!on.excludes(p("report.txt"), false));
         assert!(!on.excludes(p("#notes.txt"), false));
         let back =

@@ -77,6 +77,52 @@ impl History {
     }
 }
 
+/// What DST shows of one of its folders, to tell when the folder was there: folders leave no
+/// versions of their own, so their past is read from their family's records (a file of that
+/// name, deletions) and from these signs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FolderSigns {
+    /// When DST's folder was made (a local stamp), where the filesystem keeps birth times.
+    pub(crate) born: Option<u64>,
+    /// Its modification time: the source folder's, as the last pass that saw it left it.
+    pub(crate) modified: u64,
+    /// The newest capture (a version or a deletion record) in it or below it, at or before the
+    /// time asked about.
+    pub(crate) newest: Option<u64>,
+}
+
+/// Whether the name whose family is `family` (its versions as a file and its deletions, if it
+/// has any) was a folder at `at`, given the signs of the folder DST holds under that name.
+/// Whether the folder it is in was there is the caller's to check.
+///
+/// The newest record by then decides: a file version means it was a file. A deletion right
+/// after a file version is the file's: the folder, made where the file was, came after that
+/// file's last copy. Any other deletion is the folder's own: it was gone, unless something
+/// shows it back since (see `shows_life`). With no record, the folder was there once DST shows
+/// it.
+pub(crate) fn folder_at(family: Option<&History>, signs: &FolderSigns, at: u64) -> bool {
+    let versions = family.map_or(&[][..], |h| &h.versions[..]);
+    let since = match versions.iter().rposition(|v| v.captured <= at) {
+        None => None,
+        Some(i) if !versions[i].is_deletion() => return false,
+        Some(i) => Some(match i.checked_sub(1).map(|p| &versions[p]) {
+            Some(file) if !file.is_deletion() => file.captured,
+            _ => versions[i].captured,
+        }),
+    };
+    shows_life(signs, since, at)
+}
+
+/// Whether DST shows the folder there in `[since, at]`: made then, its source folder changed
+/// then (a time before the folder was made in DST is the source's own, and shows nothing), or
+/// anything copied or recorded in it then.
+fn shows_life(signs: &FolderSigns, since: Option<u64>, at: u64) -> bool {
+    let within = |t: u64| since.is_none_or(|s| t >= s) && t <= at;
+    signs.born.is_some_and(within)
+        || (within(signs.modified) && signs.born.is_none_or(|b| signs.modified >= b))
+        || signs.newest.is_some_and(within)
+}
+
 /// Groups a destination folder's entries into file histories, sorted by file name.
 ///
 /// `sources` are the names in the matching source folder, when it is known: a name that a
@@ -568,5 +614,72 @@ mod tests {
             Ok(utc.with_timezone(&chrono::Local).naive_local())
         );
         assert!(parse_when("yesterday-ish", now).is_err());
+    }
+
+    #[test]
+    fn a_folder_is_there_from_when_dst_shows_it_until_a_record_says_otherwise() {
+        let v = |name: &str, captured: u64| Version {
+            name: name.as_bytes().to_vec(),
+            key: naming::original_name(name.as_bytes()).map(|(_, k)| k),
+            captured,
+            size: 1,
+        };
+        let t = |hms: u64| 20261206000000 + hms;
+        let signs = FolderSigns {
+            born: Some(t(100)),
+            modified: t(50),
+            newest: None,
+        };
+        // Never anything else: there from when DST made it (an empty folder too).
+        assert!(!folder_at(None, &signs, t(99)));
+        assert!(folder_at(None, &signs, t(100)));
+        // A file, then the folder in its place (the file's deletion recorded at the swap).
+        let swapped = History {
+            name: b"x".to_vec(),
+            versions: vec![
+                v("x_20261206_000010", t(10)),
+                v("x_20261206_000100_deleted", t(100)),
+            ],
+        };
+        assert!(!folder_at(Some(&swapped), &signs, t(50)), "a file then");
+        assert!(folder_at(Some(&swapped), &signs, t(100)));
+        // Then a file again: the folder's deletion, then the file's version.
+        let back = History {
+            name: b"x".to_vec(),
+            versions: vec![
+                v("x_20261206_000010", t(10)),
+                v("x_20261206_000100_deleted", t(100)),
+                v("x_20261206_000200_deleted", t(200)),
+                v("x_20261206_000200_1", t(200)),
+            ],
+        };
+        assert!(folder_at(Some(&back), &signs, t(150)));
+        assert!(!folder_at(Some(&back), &signs, t(200)));
+        // Deleted, and back: only from when something shows it back.
+        let gone = History {
+            name: b"x".to_vec(),
+            versions: vec![v("x_20261206_000300_deleted", t(300))],
+        };
+        assert!(folder_at(Some(&gone), &signs, t(299)));
+        assert!(!folder_at(Some(&gone), &signs, t(400)));
+        let refilled = FolderSigns {
+            newest: Some(t(350)),
+            ..signs
+        };
+        assert!(!folder_at(Some(&gone), &refilled, t(340)));
+        assert!(folder_at(Some(&gone), &refilled, t(400)));
+        let remade = FolderSigns {
+            modified: t(360),
+            ..signs
+        };
+        assert!(folder_at(Some(&gone), &remade, t(360)));
+        // Without birth times, the source folder's time shows it.
+        let unborn = FolderSigns {
+            born: None,
+            modified: t(50),
+            newest: None,
+        };
+        assert!(folder_at(None, &unborn, t(60)));
+        assert!(!folder_at(None, &unborn, t(40)));
     }
 }

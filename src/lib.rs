@@ -257,6 +257,10 @@ fn run_pair(
         limits: config.limits,
         dry_run: config.dry_run,
         each_unchanged: config.style.verbose,
+        lock_patience: config
+            .watch
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |w| w.max_delay),
     };
     let engine = Engine::new(tree, dest, settings, stop).with_budget(shared.budget.clone());
     if config.verify {

@@ -539,6 +539,13 @@ impl FolderIndex {
         }
     }
 
+    /// Whether any name here records a deletion.
+    pub(crate) fn has_deletions(&self) -> bool {
+        self.versions
+            .values()
+            .any(|vs| vs.iter().any(|(k, _)| k.deleted))
+    }
+
     /// The newest member of `name`'s family.
     pub(crate) fn latest(&self, name: &[u8]) -> Option<Member> {
         self.family(name).pop()

@@ -17,11 +17,11 @@ pub(crate) enum Outcome {
     /// This many entries of the folder `Event::src` were unchanged: one message for a folder
     /// instead of one per file, since nothing is printed for them unless `--verbose`.
     UnchangedIn(u64),
-    /// Its contents were current; the newest copy at this path got its mode, owner and extended
-    /// attributes set again.
-    Updated(PathBuf),
+    /// Its contents were current; the newest copy at this path got what changed of its mode,
+    /// owner, extended attributes or times set again.
+    Updated(PathBuf, Refreshed),
     /// With `--dry-run` (and for `verify`): the newest copy's metadata would be set again.
-    WouldUpdate(PathBuf),
+    WouldUpdate(PathBuf, Refreshed),
     /// Gone from SRC: its deletion is recorded in DST under this name (an empty file).
     Deleted(PathBuf),
     /// With `--dry-run`: its deletion would be recorded under this name.
@@ -42,6 +42,35 @@ pub(crate) enum Change {
     Changed,
     /// Its newest copy has its size and time but other contents (found with `--checksum`).
     Contents,
+}
+
+/// What a metadata-only change set again on a file's newest copy, whose contents are current.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Refreshed {
+    pub mode: bool,
+    pub owner: bool,
+    pub xattrs: bool,
+    /// Its modification time: the file was touched, or rewritten with the same bytes.
+    pub time: bool,
+}
+
+impl Refreshed {
+    /// What changed, in the words the `Updated:` line uses.
+    pub(crate) fn words(self) -> Vec<&'static str> {
+        [
+            (self.mode, "permissions"),
+            (self.owner, "owner"),
+            (self.xattrs, "attributes"),
+            (self.time, "time"),
+        ]
+        .into_iter()
+        .filter_map(|(changed, word)| changed.then_some(word))
+        .collect()
+    }
+
+    pub(crate) fn any(self) -> bool {
+        self.mode || self.owner || self.xattrs || self.time
+    }
 }
 
 /// One source entry and what became of it.
@@ -82,6 +111,13 @@ pub(crate) enum Note {
     /// Kept changing while it was read, every attempt (the event holds the failure): a failure
     /// for `once`; `watch` tries again once the file settles.
     Busy(Event),
+    /// A database that another program keeps locked, so that no consistent copy could be read
+    /// within the time one attempt may take: `watch` tries again later (`true` the first time
+    /// in a row, to say so once with `-v`).
+    Locked(PathBuf, bool),
+    /// Not copied because the run was asked to stop while it was being read: the next run
+    /// copies it.
+    Left(PathBuf),
     /// Something the run worked around, for a `warning:` line.
     Warning(String),
 }
@@ -91,7 +127,7 @@ impl Note {
     pub(crate) fn into_event(self) -> Option<Event> {
         match self {
             Note::Done(ev) | Note::Busy(ev) => Some(ev),
-            Note::Unsettled(..) | Note::Warning(_) => None,
+            Note::Unsettled(..) | Note::Locked(..) | Note::Left(_) | Note::Warning(_) => None,
         }
     }
 }
@@ -113,8 +149,8 @@ impl Counts {
             // A metadata change carried into DST counts with the copies.
             Outcome::Copied(_)
             | Outcome::WouldCopy(..)
-            | Outcome::Updated(_)
-            | Outcome::WouldUpdate(_) => self.copied += 1,
+            | Outcome::Updated(..)
+            | Outcome::WouldUpdate(..) => self.copied += 1,
             Outcome::Unchanged => self.unchanged += 1,
             Outcome::UnchangedIn(n) => self.unchanged += n,
             Outcome::Skipped(_) | Outcome::Vanished => self.skipped += 1,

@@ -10,7 +10,7 @@ use crate::dest::Capabilities;
 use crate::error::Failure;
 use crate::meta::{Kind, Meta, Time};
 use crate::naming::{FolderIndex, fold_case};
-use crate::outcome::Change;
+use crate::outcome::{Change, Refreshed};
 use crate::settle::unsettled_for;
 
 /// What is known of one source entry and its newest copy when the decision is made.
@@ -67,9 +67,10 @@ pub(crate) enum Decision {
     /// The contents are current but the metadata may not be (the file's change time is after
     /// its copy's): compare the extended attributes, then decide again.
     CompareXattrs,
-    /// The newest copy holds the contents; its mode, owner or extended attributes are set
-    /// again from the source, in place (nothing is overwritten: the bytes stay as they are).
-    Refresh,
+    /// The newest copy holds the contents; what changed of its mode, owner, extended
+    /// attributes or times is set again from the source, in place (nothing is overwritten: the
+    /// bytes stay as they are).
+    Refresh(Refreshed),
     /// Modified this long ago, too recently: copy it once it has settled.
     Defer(Duration),
     /// Never opened: FIFOs block on open, devices and sockets have no contents to back up.
@@ -204,6 +205,30 @@ pub(crate) fn gone(
     only: Option<&std::collections::HashSet<Vec<u8>>>,
     case_sensitive: bool,
 ) -> Vec<Vec<u8>> {
+    absent(index, src, only, case_sensitive, false)
+}
+
+/// The families in a destination folder whose name is no longer in SRC and whose newest member
+/// records a deletion: where DST holds a folder of that name, it may still stand (see
+/// `engine::shape`). `only` and `src` as for `gone`.
+pub(crate) fn gone_after_deletion(
+    index: &FolderIndex,
+    src: &std::collections::HashSet<Vec<u8>>,
+    only: Option<&std::collections::HashSet<Vec<u8>>>,
+    case_sensitive: bool,
+) -> Vec<Vec<u8>> {
+    absent(index, src, only, case_sensitive, true)
+}
+
+/// The families absent from SRC (but for our temporary files and what drives put there by
+/// themselves) whose newest member records a deletion (`recorded`) or does not.
+fn absent(
+    index: &FolderIndex,
+    src: &std::collections::HashSet<Vec<u8>>,
+    only: Option<&std::collections::HashSet<Vec<u8>>>,
+    case_sensitive: bool,
+    recorded: bool,
+) -> Vec<Vec<u8>> {
     let folded: std::collections::HashSet<Vec<u8>> = if case_sensitive {
         Default::default()
     } else {
@@ -228,7 +253,7 @@ pub(crate) fn gone(
                 && !LITTER.contains(&name.as_slice())
                 && index
                     .latest(name)
-                    .is_some_and(|m| !m.key.is_some_and(|k| k.deleted))
+                    .is_some_and(|m| m.key.is_some_and(|k| k.deleted) == recorded)
         })
         .collect()
 }
@@ -247,40 +272,60 @@ fn compare(facts: &Facts, rules: &Rules) -> Result<Change, Decision> {
         return if latest.kind == Kind::File
             && same_time(changed, latest.mtime, dest.precision, dest.local_time)
         {
-            Err(metadata(facts, latest, rules.dest))
+            Err(metadata(facts, latest, rules.dest, false))
         } else {
             Ok(Change::Changed)
         };
     }
     let same_meta = unchanged(&facts.src, latest, rules.dest);
+    let same_size = latest.kind == Kind::File && latest.size == facts.src.size;
     if !rules.checksum {
-        return if same_meta {
-            Err(metadata(facts, latest, rules.dest))
-        } else {
-            Ok(Change::Changed)
-        };
+        if same_meta {
+            return Err(metadata(facts, latest, rules.dest, false));
+        }
+        // Same size, another time: a touch, a checkout, git freshening an object. The bytes
+        // are compared before a whole copy of identical ones is made; equal, the newest copy
+        // takes the new time in place (where a copy's metadata can change at all).
+        if same_size && rules.dest.refresh {
+            return match facts.same_contents {
+                None => Err(Decision::CompareContents),
+                Some(true) => Err(metadata(facts, latest, rules.dest, true)),
+                Some(false) => Ok(Change::Changed),
+            };
+        }
+        return Ok(Change::Changed);
     }
-    if latest.kind != Kind::File || latest.size != facts.src.size {
+    if !same_size {
         return Ok(Change::Changed);
     }
     match facts.same_contents {
         None => Err(Decision::CompareContents),
-        Some(true) => Err(metadata(facts, latest, rules.dest)),
+        Some(true) => Err(metadata(
+            facts,
+            latest,
+            rules.dest,
+            !same_meta && rules.dest.refresh,
+        )),
         Some(false) if same_meta => Ok(Change::Contents),
         Some(false) => Ok(Change::Changed),
     }
 }
 
 /// For a file whose newest copy holds its contents: whether that copy's own mode, owner and
-/// extended attributes still are the source's, as far as the destination keeps them. Extended
+/// extended attributes still are the source's, as far as the destination keeps them, and
+/// whether its time must follow (`retime`: the same bytes under a new time). Extended
 /// attributes are only looked at when the file's change time is after its copy's (a chmod,
 /// chown or setfattr since), so that a pass with nothing changed reads none.
-fn metadata(facts: &Facts, latest: &Meta, dest: &Capabilities) -> Decision {
+fn metadata(facts: &Facts, latest: &Meta, dest: &Capabilities, retime: bool) -> Decision {
     let src = &facts.src;
-    let mode = dest.permissions && dest.refresh && src.mode != latest.mode;
-    let owner = dest.owners && (src.uid, src.gid) != (latest.uid, latest.gid);
-    if mode || owner || facts.xattrs_differ == Some(true) {
-        return Decision::Refresh;
+    let what = Refreshed {
+        mode: dest.permissions && dest.refresh && src.mode != latest.mode,
+        owner: dest.owners && (src.uid, src.gid) != (latest.uid, latest.gid),
+        xattrs: facts.xattrs_differ == Some(true),
+        time: retime,
+    };
+    if what.any() {
+        return Decision::Refresh(what);
     }
     if dest.xattrs && facts.xattrs_differ.is_none() && src.ctime > latest.ctime {
         return Decision::CompareXattrs;
@@ -543,9 +588,10 @@ mod tests {
             same_contents: Some(true),
             ..Facts::default()
         };
+        // Equal bytes under another time: the copy takes the time, no new version.
         assert!(matches!(
             decide_file(&equal, &checksum),
-            Decision::Unchanged
+            Decision::Refresh(Refreshed { time: true, .. })
         ));
     }
 
@@ -706,7 +752,11 @@ mod tests {
         };
         assert!(matches!(
             decide_file(&facts(chmodded, None), &rules()),
-            Decision::Refresh
+            Decision::Refresh(Refreshed {
+                mode: true,
+                time: false,
+                ..
+            })
         ));
         // Same mode and owner: attributes are only looked at when the file changed since.
         let mut touched = file(3, t(5, 5));
@@ -717,7 +767,7 @@ mod tests {
         ));
         assert!(matches!(
             decide_file(&facts(touched, Some(true)), &rules()),
-            Decision::Refresh
+            Decision::Refresh(Refreshed { xattrs: true, .. })
         ));
         assert!(matches!(
             decide_file(&facts(touched, Some(false)), &rules()),
@@ -738,6 +788,58 @@ mod tests {
         assert!(matches!(
             decide_file(&facts(chmodded, None), &on_fat),
             Decision::Unchanged
+        ));
+    }
+
+    #[test]
+    fn a_new_time_on_the_same_bytes_is_compared_before_anything_is_copied() {
+        let copy = file(3, t(5, 5));
+        let touched = file(3, t(9, 0));
+        let facts = |same| Facts {
+            src: touched,
+            latest: Some(copy),
+            same_contents: same,
+            ..Facts::default()
+        };
+        assert!(matches!(
+            decide_file(&facts(None), &rules()),
+            Decision::CompareContents
+        ));
+        assert!(matches!(
+            decide_file(&facts(Some(true)), &rules()),
+            Decision::Refresh(Refreshed {
+                time: true,
+                mode: false,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decide_file(&facts(Some(false)), &rules()),
+            Decision::Copy {
+                change: Change::Changed,
+                ..
+            }
+        ));
+        // Another size is another file: no reading.
+        let grown = Facts {
+            src: file(4, t(9, 0)),
+            latest: Some(copy),
+            ..Facts::default()
+        };
+        assert!(matches!(
+            decide_file(&grown, &rules()),
+            Decision::Copy { .. }
+        ));
+        // Where a copy's metadata cannot change (a bucket), comparing would buy nothing.
+        let mut store = CAPS.clone();
+        store.refresh = false;
+        let on_store = Rules {
+            dest: &store,
+            ..rules()
+        };
+        assert!(matches!(
+            decide_file(&facts(None), &on_store),
+            Decision::Copy { .. }
         ));
     }
 }

@@ -62,10 +62,12 @@ enum Json<'a> {
     Updated {
         src: JsonPath<'a>,
         dst: JsonPath<'a>,
+        changed: Vec<&'static str>,
     },
     WouldUpdate {
         src: JsonPath<'a>,
         dst: JsonPath<'a>,
+        changed: Vec<&'static str>,
     },
     Deleted {
         src: JsonPath<'a>,
@@ -113,6 +115,9 @@ enum Json<'a> {
         remembered: usize,
         total: JsonCounts,
     },
+    Left {
+        changes: usize,
+    },
     Summary {
         #[serde(flatten)]
         counts: JsonCounts,
@@ -134,6 +139,8 @@ enum Json<'a> {
         size: u64,
         latest: bool,
         deleted: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        folder: Option<JsonPath<'a>>,
     },
     Restored {
         from: JsonPath<'a>,
@@ -223,6 +230,8 @@ pub(crate) struct Listed<'a> {
     pub name: &'a Path,
     /// The record of a deletion, not a copy.
     pub deleted: bool,
+    /// For the record of a deletion of a folder the file is in: that folder, relative to DST.
+    pub folder: Option<&'a Path>,
 }
 
 /// Writes lines for events and summaries. Write errors on the output (a closed pipe) are
@@ -319,15 +328,15 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 put(" -> ", dst);
                 false
             }
-            Outcome::Updated(dst) | Outcome::WouldUpdate(dst) if !s.quiet => {
-                let label = if matches!(ev.outcome, Outcome::Updated(_)) {
+            Outcome::Updated(dst, what) | Outcome::WouldUpdate(dst, what) if !s.quiet => {
+                let label = if matches!(ev.outcome, Outcome::Updated(..)) {
                     "Updated: "
                 } else {
                     "Would update: "
                 };
                 put(label, &ev.src);
                 put(" -> ", dst);
-                line.extend_from_slice(b" (permissions, owner, attributes)");
+                line.extend_from_slice(format!(" ({})", what.words().join(", ")).as_bytes());
                 false
             }
             Outcome::Deleted(dst) | Outcome::WouldDelete(dst) if !s.quiet => {
@@ -380,13 +389,15 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 dst: JsonPath(dst),
                 bytes: ev.bytes,
             },
-            Outcome::Updated(dst) => Json::Updated {
+            Outcome::Updated(dst, what) => Json::Updated {
                 src,
                 dst: JsonPath(dst),
+                changed: what.words(),
             },
-            Outcome::WouldUpdate(dst) => Json::WouldUpdate {
+            Outcome::WouldUpdate(dst, what) => Json::WouldUpdate {
                 src,
                 dst: JsonPath(dst),
+                changed: what.words(),
             },
             Outcome::Deleted(dst) => Json::Deleted {
                 src,
@@ -463,6 +474,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
                     size: v.size,
                     latest: i + 1 == versions.len(),
                     deleted: v.deleted,
+                    folder: v.folder.map(JsonPath),
                 });
             }
             return;
@@ -477,6 +489,11 @@ impl<O: Write, E: Write> Reporter<O, E> {
             };
             block.extend_from_slice(format!("\n  {}  {size:>12}  ", v.captured).as_bytes());
             escape_into(&mut block, v.name);
+            if let Some(folder) = v.folder {
+                block.extend_from_slice(b"  (its folder ");
+                escape_into(&mut block, folder);
+                block.extend_from_slice(b" deleted)");
+            }
             if i + 1 == versions.len() {
                 block.extend_from_slice(b"  (latest)");
             }
@@ -746,6 +763,22 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 brief(totals)
             );
             self.stdout_line(line.into_bytes());
+        }
+        self.flush();
+    }
+
+    /// When `watch` stops with changes not yet copied (still settling, or a database locked):
+    /// how many, left for the next run, whose first pass finds them.
+    pub(crate) fn left(&mut self, changes: usize) {
+        if self.style.json {
+            self.json(&Json::Left { changes });
+        } else {
+            self.stderr_line(&format!(
+                "Stopped with {changes} changed {} not copied yet (still being written or \
+                 settling); the next run copies {}",
+                if changes == 1 { "file" } else { "files" },
+                if changes == 1 { "it" } else { "them" },
+            ));
         }
         self.flush();
     }

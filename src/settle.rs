@@ -3,7 +3,7 @@
 //! a walk sees them as modification times (`unsettled_for`). No I/O here; the clock is passed in.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::meta::Time;
@@ -19,7 +19,10 @@ pub(crate) fn unsettled_for(mtime: Time, now: SystemTime, window: Duration) -> O
 }
 
 /// Files waiting to settle: each is copied once quiet for `debounce`, or, if it never goes
-/// quiet, once `max_delay` has passed since its first unsettled change.
+/// quiet, once `max_delay` has passed since its first unsettled change. A file that was written
+/// and not yet closed by its writer (a download, a slow copy, a log) is not quiet, however long
+/// since the last write: only `max_delay` brings it out, so that a partial file is copied at
+/// most once per `max_delay` rather than at every pause of its writer.
 #[derive(Debug)]
 pub(crate) struct Settle {
     debounce: Duration,
@@ -31,6 +34,21 @@ pub(crate) struct Settle {
 struct Pending {
     first: Instant,
     last: Instant,
+    /// Written since its writer last closed it.
+    open: bool,
+    /// Not to be tried before then (a database another program keeps locked).
+    not_before: Option<Instant>,
+}
+
+impl Pending {
+    fn new(at: Instant) -> Pending {
+        Pending {
+            first: at,
+            last: at,
+            open: false,
+            not_before: None,
+        }
+    }
 }
 
 impl Settle {
@@ -44,34 +62,52 @@ impl Settle {
 
     /// Records a change of `path` seen at `at`.
     pub(crate) fn touch(&mut self, path: PathBuf, at: Instant) {
-        self.pending
-            .entry(path)
-            .and_modify(|p| {
-                p.last = p.last.max(at);
-                p.first = p.first.min(at);
-            })
-            .or_insert(Pending {
-                first: at,
-                last: at,
-            });
+        self.entry(path, at);
+    }
+
+    fn entry(&mut self, path: PathBuf, at: Instant) -> &mut Pending {
+        let p = self.pending.entry(path).or_insert(Pending::new(at));
+        p.last = p.last.max(at);
+        p.first = p.first.min(at);
+        p
+    }
+
+    /// Records a write to `path` seen at `at`: its writer holds it open until `closed`.
+    pub(crate) fn wrote(&mut self, path: PathBuf, at: Instant) {
+        self.entry(path, at).open = true;
+    }
+
+    /// Records that the writer of `path` closed it at `at`.
+    pub(crate) fn closed(&mut self, path: PathBuf, at: Instant) {
+        self.entry(path, at).open = false;
+    }
+
+    /// Whether `path` is waiting, written and not closed since.
+    pub(crate) fn is_open(&self, path: &Path) -> bool {
+        self.pending.get(path).is_some_and(|p| p.open)
+    }
+
+    /// Leaves `path` waiting until `at` at least (a database that another program keeps locked
+    /// is tried again then), whatever else happens to it meanwhile.
+    pub(crate) fn retry(&mut self, path: PathBuf, at: Instant) {
+        let quiet_by = at.checked_sub(self.debounce).unwrap_or(at);
+        let p = self.pending.entry(path).or_insert(Pending::new(quiet_by));
+        p.not_before = Some(p.not_before.map_or(at, |t| t.max(at)));
     }
 
     /// Removes and returns the paths due at `now`, in path order.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<PathBuf> {
-        let (debounce, max_delay) = (self.debounce, self.max_delay);
-        let mut out: Vec<PathBuf> = Vec::new();
-        self.pending.retain(|path, p| {
-            let quiet = now.saturating_duration_since(p.last) >= debounce;
-            let overdue = now.saturating_duration_since(p.first) >= max_delay;
-            if quiet || overdue {
-                out.push(path.clone());
-                false
-            } else {
-                true
-            }
-        });
-        out.sort();
-        out
+        let mut due: Vec<PathBuf> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| self.due_at(p) <= now)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in &due {
+            self.pending.remove(path);
+        }
+        due.sort();
+        due
     }
 
     /// When the next path becomes due, if any is waiting.
@@ -80,7 +116,13 @@ impl Settle {
     }
 
     fn due_at(&self, p: &Pending) -> Instant {
-        (p.last + self.debounce).min(p.first + self.max_delay)
+        let overdue = p.first + self.max_delay;
+        let settled = if p.open {
+            overdue
+        } else {
+            (p.last + self.debounce).min(overdue)
+        };
+        p.not_before.map_or(settled, |t| settled.max(t))
     }
 
     /// How long a burst's files are gathered into one batch: a quarter of the debounce, at
@@ -205,5 +247,38 @@ mod tests {
         s.touch(p("b"), ms(0));
         assert_eq!(s.due(ms(120)), vec![p("b")]);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_file_held_open_by_its_writer_waits_for_its_close_or_max_delay() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = Settle::new(Duration::from_millis(100), Duration::from_millis(5000));
+        // A slow writer: a block every 500 ms, far apart enough to look quiet in between.
+        for i in 0..6 {
+            s.wrote(p("slow"), ms(i * 500));
+            assert!(s.due(ms(i * 500 + 400)).is_empty(), "paused at {i}");
+        }
+        assert!(s.is_open(Path::new("slow")));
+        s.closed(p("slow"), ms(2600));
+        assert!(s.due(ms(2650)).is_empty());
+        assert_eq!(s.due(ms(2700)), vec![p("slow")]);
+        // One that never closes comes out at max-delay, as any file that never settles.
+        s.wrote(p("log"), ms(3000));
+        assert_eq!(s.next_due(), Some(ms(8000)));
+        assert_eq!(s.due(ms(8000)), vec![p("log")]);
+    }
+
+    #[test]
+    fn a_retry_is_never_earlier_than_asked() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = Settle::new(Duration::from_millis(100), Duration::from_millis(1000));
+        s.retry(p("db"), ms(5000));
+        assert_eq!(s.next_due(), Some(ms(5000)));
+        // Changes meanwhile do not bring it forward.
+        s.touch(p("db"), ms(4000));
+        assert!(s.due(ms(4999)).is_empty());
+        assert_eq!(s.due(ms(5000)), vec![p("db")]);
     }
 }

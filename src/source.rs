@@ -58,6 +58,13 @@ pub(crate) fn open_file(dir: &OwnedFd, name: &[u8]) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// `open_file` of a path: a file `watch` looks into (its first bytes) between passes.
+pub(crate) fn open_path(path: &Path) -> io::Result<File> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().unwrap_or_default();
+    open_file(&open_folder(dir)?, name.as_bytes())
+}
+
 /// A path that leads to the entry `name` of the open folder `dir` (through `/proc/self/fd`), for
 /// a library that opens files by path, such as SQLite: it finds the folder that was opened, not
 /// whatever its path leads to now.

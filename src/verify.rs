@@ -22,7 +22,7 @@ pub(crate) fn run(engine: &Engine, reporter: &mut Reporter) -> Status {
             match &ev.outcome {
                 // A check records nothing, deletions neither.
                 Outcome::WouldDelete(_) => {}
-                Outcome::WouldUpdate(_) => {
+                Outcome::WouldUpdate(..) => {
                     record(&mut findings, Change::Changed);
                     reporter.finding(&ev.src, Change::Changed);
                 }

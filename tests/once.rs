@@ -418,9 +418,12 @@ fn checksum_compares_contents_not_times() {
     let a = env.write("a.txt", "same");
     env.once(&[]).code(0);
     set_mtime(&a, 1_000_000_000, 0);
+    // Same bytes, another time: no new version; the newest copy takes the time.
     let run = env.once(&["--checksum"]);
     run.code(0);
-    assert_eq!(run.summary("Unchanged"), 1, "{}", run.context());
+    run.stdout_has(" (time)");
+    assert_eq!(common::family(&env.dst, "a.txt").len(), 1);
+    assert_eq!(env.once(&["--checksum"]).summary("Unchanged"), 1);
     // Same size and time, different bytes: only --checksum sees it.
     let d = env.dst.join("a.txt");
     fs::write(&a, "SAME").expect("write");
@@ -600,4 +603,34 @@ fn as_another_user_a_read_only_folder_still_takes_new_versions() {
     assert_eq!(run.summary("Successfully copied"), 1, "{}", run.context());
     assert_eq!(common::family(&env.dst.join("ro"), "a.txt").len(), 2);
     assert_eq!(mode(&env.dst.join("ro")), 0o555, "the mode is put back");
+}
+
+#[test]
+fn a_new_time_on_the_same_bytes_makes_no_new_version() {
+    // git "freshens" an object by setting its time; `touch` does the same.
+    let env = Env::new();
+    let obj = env.write("objects/ab/cdef", "zlib bytes");
+    env.once(&[]).code(0);
+    let copy = env.dst.join("objects/ab/cdef");
+    let inode = ino(&copy);
+    set_mtime(&obj, 2_000_000_000, 5);
+    let run = env.once(&[]);
+    run.code(0);
+    run.stdout_has(&format!(
+        "Updated: {} -> {} (time)",
+        obj.display(),
+        copy.display()
+    ));
+    assert_eq!(
+        common::family(&env.dst.join("objects/ab"), "cdef"),
+        ["cdef"]
+    );
+    assert_eq!(ino(&copy), inode, "in place");
+    assert_eq!(mtime_ns(&copy), (2_000_000_000, 5));
+    assert_eq!(env.once(&[]).summary("Unchanged"), 1);
+    // The same size with other bytes is a new version.
+    fs::write(&obj, "zlib BYTES").expect("write");
+    let run = env.once(&[]);
+    assert_eq!(run.copied().len(), 1, "{}", run.context());
+    assert_eq!(common::family(&env.dst.join("objects/ab"), "cdef").len(), 2);
 }

@@ -9,32 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Env, Run, Watch, tree};
+use common::{Env, Run, Watch, next_second, restore, tree};
 use rustix::process::Signal;
-
-/// Waits (bounded) until the wall clock is in a later second than now, so that two runs get
-/// different version stamps, and returns the second that was left, as `--at` takes it.
-fn next_second() -> String {
-    let now = chrono::Local::now();
-    let start = now.timestamp();
-    assert!(common::wait_until(Duration::from_secs(3), || {
-        chrono::Local::now().timestamp() > start
-    }));
-    now.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-fn restore(env: &Env, path: &str, to: &Path, at: &str) -> Run {
-    let out = Command::new(common::bin())
-        .arg("restore")
-        .arg(&env.dst)
-        .arg(path)
-        .arg("--to")
-        .arg(to)
-        .args(["--at", at])
-        .output()
-        .expect("restore");
-    Run::of(out, env)
-}
 
 /// The files under `root`, relative, with their contents.
 fn files(root: &Path) -> BTreeSet<(PathBuf, String)> {

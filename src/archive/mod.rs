@@ -35,6 +35,21 @@ pub(crate) struct Archive {
     dest: Arc<dyn Destination>,
 }
 
+/// One folder of DST as read for its history.
+pub(crate) struct Listing {
+    pub(crate) dir: Arc<dyn Folder>,
+    pub(crate) histories: Vec<History>,
+    pub(crate) folders: Vec<Subfolder>,
+}
+
+/// A folder in a folder of DST, and what DST shows of it.
+pub(crate) struct Subfolder {
+    pub(crate) name: Vec<u8>,
+    pub(crate) meta: crate::meta::Meta,
+    /// When DST made it (a local stamp), where the filesystem says.
+    pub(crate) born: Option<u64>,
+}
+
 /// The local time of a stamp, as `versions` and `restore` print it.
 pub(crate) fn when(stamp: u64) -> String {
     naming::naive_of(stamp)
@@ -118,8 +133,20 @@ impl Archive {
         rel: &Path,
         sources: Option<&HashSet<Vec<u8>>>,
     ) -> io::Result<(Arc<dyn Folder>, Vec<History>)> {
+        let listing = self.listing(rel, sources)?;
+        Ok((listing.dir, listing.histories))
+    }
+
+    /// The file histories in the folder `rel`, and the folders in it with what DST shows of
+    /// each.
+    pub(crate) fn listing(
+        &self,
+        rel: &Path,
+        sources: Option<&HashSet<Vec<u8>>>,
+    ) -> io::Result<Listing> {
         let dir = self.folder(rel)?;
         let mut entries = Vec::new();
+        let mut folders = Vec::new();
         for name in dir.list()? {
             if is_temp_name(&name) {
                 continue;
@@ -130,6 +157,11 @@ impl Archive {
                 Err(e) => return Err(e),
             };
             if meta.kind == Kind::Dir {
+                folders.push(Subfolder {
+                    name,
+                    meta,
+                    born: born.map(naming::stamp_at),
+                });
                 continue;
             }
             entries.push(Entry {
@@ -139,7 +171,35 @@ impl Archive {
                 size: meta.size,
             });
         }
-        Ok((dir, history::histories(&entries, sources)))
+        Ok(Listing {
+            histories: history::histories(&entries, sources),
+            dir,
+            folders,
+        })
+    }
+
+    /// The recorded deletions of the folder `rel` and of every folder above it: each folder
+    /// (relative to DST) and the record. A file in such a folder was gone from then on, until a
+    /// copy of it made later.
+    pub(crate) fn folder_deletions(&self, rel: &Path) -> Vec<(PathBuf, history::Version)> {
+        let mut out = Vec::new();
+        for folder in rel.ancestors() {
+            let (Some(parent), Some(name)) = (folder.parent(), folder.file_name()) else {
+                continue;
+            };
+            let Ok((_, histories)) = self.histories(parent, None) else {
+                continue;
+            };
+            if let Some(h) = find(&histories, name.as_bytes()) {
+                out.extend(
+                    h.versions
+                        .iter()
+                        .filter(|v| v.is_deletion())
+                        .map(|v| (folder.to_path_buf(), v.clone())),
+                );
+            }
+        }
+        out
     }
 
     /// The names of the folders right in the folder `rel` of DST.
@@ -229,19 +289,46 @@ pub(crate) fn versions(args: VersionsArgs) -> Status {
             Some(name) => find(&histories, name).into_iter().collect(),
             None => histories.iter().collect(),
         };
+        // A file asked about by name also shows when a folder it is in was deleted.
+        let above = match only {
+            Some(_) => archive.folder_deletions(&rel),
+            None => Vec::new(),
+        };
         for h in chosen {
             let file = dir.path().join(OsStr::from_bytes(&h.name));
-            let list: Vec<Listed<'_>> = h
+            let mut list: Vec<(u64, Listed<'_>)> = h
                 .versions
                 .iter()
-                .map(|v| Listed {
-                    path: dir.path().join(OsStr::from_bytes(&v.name)),
-                    captured: when(v.captured),
-                    size: v.size,
-                    name: Path::new(OsStr::from_bytes(&v.name)),
-                    deleted: v.is_deletion(),
+                .map(|v| {
+                    let row = Listed {
+                        path: dir.path().join(OsStr::from_bytes(&v.name)),
+                        captured: when(v.captured),
+                        size: v.size,
+                        name: Path::new(OsStr::from_bytes(&v.name)),
+                        deleted: v.is_deletion(),
+                        folder: None,
+                    };
+                    (v.captured, row)
                 })
                 .collect();
+            for (folder, v) in &above {
+                let parent = folder.parent().unwrap_or(Path::new(""));
+                list.push((
+                    v.captured,
+                    Listed {
+                        path: archive.root().join(parent).join(OsStr::from_bytes(&v.name)),
+                        captured: when(v.captured),
+                        size: 0,
+                        name: Path::new(OsStr::from_bytes(&v.name)),
+                        deleted: true,
+                        folder: Some(folder.as_path()),
+                    },
+                ));
+            }
+            // In time order; a copy made in the second of its folder's deletion came after it
+            // (as a restore takes it).
+            list.sort_by_key(|(captured, row)| (*captured, row.folder.is_none()));
+            let list: Vec<Listed<'_>> = list.into_iter().map(|(_, row)| row).collect();
             out.history(&file, &list);
             shown += 1;
         }

@@ -1,7 +1,6 @@
 //! `backup restore DST PATH --to TARGET [--at TIME]`: a file or a folder written back as it was
 //! at a point in time, through the same staging and no-replace publishing as a backup.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -33,6 +32,8 @@ struct Pick {
 struct Plan {
     root: PathBuf,
     picks: Vec<Pick>,
+    /// The folders that were there (empty ones too), from DST and to TARGET, relative.
+    folders: Vec<(PathBuf, PathBuf)>,
     left_out: u64,
     folder: bool,
 }
@@ -54,7 +55,7 @@ fn restore(args: &RestoreArgs, out: &mut Reporter) -> Result<Status, String> {
     let target = archive.resolve(&args.path)?;
     let plan = plan(&archive, &target, naming::stamp_of(&at), args)?;
     let root = std::path::absolute(&plan.root).map_err(|e| reason(&e))?;
-    check_targets(&archive, &root, &plan.picks, &args.to)?;
+    check_targets(&archive, &root, &plan, &args.to)?;
     if plan.picks.is_empty() && !plan.folder {
         return Ok(Status::Success);
     }
@@ -62,7 +63,7 @@ fn restore(args: &RestoreArgs, out: &mut Reporter) -> Result<Status, String> {
     std::fs::create_dir_all(&root)
         .map_err(|e| named(format!("cannot be created: {}", reason(&e))))?;
     let dest = Local::open(&root).map_err(|e| named(e.to_string()))?;
-    let (restored, failed) = write_all(&archive, &dest, &root, &plan.picks, out);
+    let (restored, failed) = write_all(&archive, &dest, &root, &plan, out);
     out.restore_summary(
         &at.format("%Y-%m-%d %H:%M:%S").to_string(),
         restored,
@@ -94,6 +95,19 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &RestoreArgs) -> Resu
                     super::when(v.captured)
                 ));
             }
+            // Gone with a folder it was in, unless copied again since.
+            if let Some((folder, gone)) = archive
+                .folder_deletions(dir)
+                .into_iter()
+                .filter(|(_, d)| d.captured <= at && d.captured > v.captured)
+                .max_by_key(|(_, d)| d.captured)
+            {
+                return Err(format!(
+                    "{shown} was deleted with its folder {} at {}; choose an earlier --at",
+                    display(&folder),
+                    super::when(gone.captured)
+                ));
+            }
             let (root, to_name) = if args.to.is_dir() {
                 (args.to.clone(), h.name.clone())
             } else {
@@ -116,27 +130,30 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &RestoreArgs) -> Resu
             Ok(Plan {
                 root,
                 picks: vec![pick],
+                folders: Vec::new(),
                 left_out: 0,
                 folder: false,
             })
         }
         Target::Folder(rel) => {
-            let (picks, left_out) = folder_picks(archive, rel, at)?;
+            let found = folder_picks(archive, rel, at)?;
             Ok(Plan {
                 root: args.to.clone(),
-                picks,
-                left_out,
+                picks: found.picks,
+                folders: found.folders,
+                left_out: found.left_out,
                 folder: true,
             })
         }
     }
 }
 
-/// Every file under the folder `rel` as it was at `at`: the newest version of each by then,
-/// unless the newest thing by then records its deletion, or the deletion of a folder it is in
-/// (a folder deleted at M holds nothing captured before M). Returns the picks and how many files
-/// were left out (no version yet, or deleted by then).
-fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<(Vec<Pick>, u64), String> {
+/// Every file and folder under the folder `rel` as it was at `at`: the newest version of each
+/// file by then, unless the newest thing by then records its deletion, or the deletion of a
+/// folder it is in (a folder deleted at M holds nothing captured before M); and every folder
+/// that was there then (see `history::folder_at`), empty ones too. Returns the file picks, the
+/// folders (from, to), and how many files were left out (no version yet, or deleted by then).
+fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<FolderPicks, String> {
     let unreadable = |rel: &Path, e: io::Error| {
         format!("{}: {}", display(&archive.root().join(rel)), reason(&e))
     };
@@ -148,43 +165,84 @@ fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<(Vec<Pick>, u6
             .and_then(|(_, hs)| find(&hs, name.as_bytes()).and_then(|h| h.deleted_by(at))),
         _ => None,
     };
-    // For each folder: the newest deletion, at or before `at`, of it or of a folder above it.
-    let mut cuts: HashMap<PathBuf, Option<u64>> = HashMap::from([(rel.to_path_buf(), own)]);
-    let (mut picks, mut left_out) = (Vec::new(), 0);
-    for sub in archive.folders(rel) {
-        let (_, histories) = archive
-            .histories(&sub, None)
+    let mut out = FolderPicks::default();
+    // Each folder that was there at `at`, with the newest deletion by then of it or of a
+    // folder above it.
+    let mut queue = std::collections::VecDeque::from([(rel.to_path_buf(), own)]);
+    while let Some((sub, cut)) = queue.pop_front() {
+        let listing = archive
+            .listing(&sub, None)
             .map_err(|e| unreadable(&sub, e))?;
-        let cut = cuts.get(&sub).copied().flatten();
         let to_dir = sub.strip_prefix(rel).unwrap_or(&sub).to_path_buf();
-        for h in &histories {
-            let child = sub.join(OsStr::from_bytes(&h.name));
-            cuts.insert(child, cut.max(h.deleted_by(at)));
+        if sub != rel {
+            out.folders.push((sub.clone(), to_dir.clone()));
+        }
+        for h in &listing.histories {
             match h.restorable_at(at) {
                 // Times are whole seconds: what was captured in the second of the folder's
                 // deletion is taken to be after it (a folder made where a file was is filled
                 // right after that file's deletion is recorded).
-                Some(v) if cut.is_none_or(|c| v.captured >= c) => picks.push(Pick {
+                Some(v) if cut.is_none_or(|c| v.captured >= c) => out.picks.push(Pick {
                     from_dir: sub.clone(),
                     version: v.name.clone(),
                     to_dir: to_dir.clone(),
                     to_name: h.name.clone(),
                 }),
-                _ if h.has_copies() => left_out += 1,
+                _ if h.has_copies() => out.left_out += 1,
                 _ => {}
             }
         }
-        // Folders with no record of their own inherit this one's.
-        for name in archive.subfolders(&sub) {
-            cuts.entry(sub.join(name)).or_insert(cut);
+        for folder in &listing.folders {
+            let child = sub.join(OsStr::from_bytes(&folder.name));
+            let family = listing.histories.iter().find(|h| h.name == folder.name);
+            let mut signs = history::FolderSigns {
+                born: folder.born,
+                modified: naming::stamp_at(folder.meta.mtime),
+                newest: None,
+            };
+            let mut there = history::folder_at(family, &signs, at);
+            // Only a folder deleted once needs to show that it came back: what was copied into
+            // it since is looked for then.
+            if !there && family.is_some_and(|h| h.deleted_by(at).is_some()) {
+                signs.newest = newest_below(archive, &child, at);
+                there = history::folder_at(family, &signs, at);
+            }
+            if there {
+                let deleted = family.and_then(|h| h.deleted_by(at));
+                queue.push_back((child, cut.max(deleted)));
+            }
         }
     }
-    Ok((picks, left_out))
+    Ok(out)
+}
+
+/// What a folder restore writes besides its root.
+#[derive(Default)]
+struct FolderPicks {
+    picks: Vec<Pick>,
+    /// Every folder that was there, from DST and to TARGET, relative.
+    folders: Vec<(PathBuf, PathBuf)>,
+    left_out: u64,
+}
+
+/// The newest capture (a version or a record of a deletion) at or before `at` in the folder
+/// `rel` of DST or below it.
+fn newest_below(archive: &Archive, rel: &Path, at: u64) -> Option<u64> {
+    archive
+        .folders(rel)
+        .iter()
+        .filter_map(|dir| archive.histories(dir, None).ok())
+        .flat_map(|(_, hs)| {
+            hs.into_iter()
+                .flat_map(|h| h.versions.into_iter().map(|v| v.captured))
+        })
+        .filter(|&c| c <= at)
+        .max()
 }
 
 /// Never into the backup itself, and never over anything: every target is checked before any
 /// is written.
-fn check_targets(archive: &Archive, root: &Path, picks: &[Pick], to: &Path) -> Result<(), String> {
+fn check_targets(archive: &Archive, root: &Path, plan: &Plan, to: &Path) -> Result<(), String> {
     let mut probe = root.to_path_buf();
     while !probe.exists() && probe.pop() {}
     if let Ok(existing) = std::fs::canonicalize(&probe)
@@ -196,29 +254,55 @@ fn check_targets(archive: &Archive, root: &Path, picks: &[Pick], to: &Path) -> R
             display(archive.root())
         ));
     }
-    for p in picks {
+    let taken = |path: &Path| {
+        format!(
+            "{} already exists; restore never overwrites (choose another --to)",
+            display(path)
+        )
+    };
+    for p in &plan.picks {
         let path = root.join(&p.to_dir).join(OsStr::from_bytes(&p.to_name));
         if std::fs::symlink_metadata(&path).is_ok() {
-            return Err(format!(
-                "{} already exists; restore never overwrites (choose another --to)",
-                display(&path)
-            ));
+            return Err(taken(&path));
+        }
+    }
+    // A folder that is there already is restored into; anything else in its place is not.
+    for (_, to_dir) in &plan.folders {
+        let path = root.join(to_dir);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+            return Err(taken(&path));
         }
     }
     Ok(())
 }
 
-/// Writes every pick, then gives the folders it made their metadata and makes the new names
-/// durable. Returns (restored, failed).
+/// Makes every folder that was there (empty ones too), writes every pick, then gives the
+/// folders it made their metadata and makes the new names durable. Returns (restored, failed).
 fn write_all(
     archive: &Archive,
     dest: &Local,
     root: &Path,
-    picks: &[Pick],
+    plan: &Plan,
     out: &mut Reporter,
 ) -> (u64, u64) {
     let (mut restored, mut failed) = (0u64, 0u64);
+    let picks = &plan.picks;
     let mut made_dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for (from_dir, to_dir) in &plan.folders {
+        match dest::open_path(dest, to_dir, true) {
+            Ok(Some(opened)) if opened.created => {
+                made_dirs.push((to_dir.clone(), from_dir.clone()))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failed += 1;
+                out.event(&Event::failed(
+                    root.join(to_dir),
+                    Failure::io(Op::CreateFolder, e),
+                ));
+            }
+        }
+    }
     for p in picks {
         let from = archive
             .root()

@@ -715,10 +715,14 @@ impl Folder for LocalFolder {
         Ok(())
     }
 
-    fn update_meta(&self, name: &[u8], meta: &Meta, src: &File) -> io::Result<()> {
+    fn update_meta(&self, name: &[u8], meta: &Meta, src: &File, times: bool) -> io::Result<()> {
         let caps = &self.0.ctx.caps;
         let out = self.open_read(name)?;
-        let times = timestamps(&Meta::from_stat(&rustix::fs::fstat(&out)?));
+        let times = if times {
+            timestamps(meta)
+        } else {
+            timestamps(&Meta::from_stat(&rustix::fs::fstat(&out)?))
+        };
         if caps.owners {
             rustix::fs::fchown(
                 &out,
@@ -738,7 +742,8 @@ impl Folder for LocalFolder {
             }
             copy_xattrs(src, &out)?;
         }
-        // Setting attributes leaves the modification time; the access time is put back too.
+        // Setting attributes leaves the modification time as it was (or as asked); the access
+        // time is put back too.
         rustix::fs::futimens(&out, &times)?;
         Ok(())
     }

@@ -128,8 +128,9 @@ pub(crate) trait Folder: Send + Sync {
     fn sync(&self) -> io::Result<()>;
 
     /// Sets the mode, owner (as kept) and extended attributes of the existing file `name` to
-    /// `meta`'s and `src`'s, leaving its contents and times as they are.
-    fn update_meta(&self, name: &[u8], meta: &Meta, src: &File) -> io::Result<()>;
+    /// `meta`'s and `src`'s, and with `times` its times to `meta`'s, leaving its contents as
+    /// they are.
+    fn update_meta(&self, name: &[u8], meta: &Meta, src: &File, times: bool) -> io::Result<()>;
 
     /// Creates the empty file `name`, failing (`AlreadyExists`) rather than replacing: the
     /// record of a deletion.

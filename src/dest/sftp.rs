@@ -669,9 +669,9 @@ impl Folder for SftpFolder {
         Ok(())
     }
 
-    fn update_meta(&self, name: &[u8], meta: &Meta, _src: &File) -> io::Result<()> {
+    fn update_meta(&self, name: &[u8], meta: &Meta, _src: &File, times: bool) -> io::Result<()> {
         let p = self.at(name);
-        let attrs = attributes(meta, false);
+        let attrs = attributes(meta, times);
         self.shared
             .run(|c| async move { c.sftp.fs().set_metadata(p, attrs).await })
     }

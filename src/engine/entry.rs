@@ -8,15 +8,18 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::{Beside, Engine, FolderJob, Step, clone_error, now_stamp};
+use super::{Beside, Engine, FolderJob, Step, clone_error, now_stamp, shape};
+use crate::database::NoSnapshot;
 use crate::dest::Folder;
 use crate::error::{Failure, Op};
 use crate::meta::{Kind, Meta};
 use crate::naming::FolderIndex;
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, Refreshed};
 use crate::plan::{self, Decision, Facts, Now, RETRY_BACKOFF};
 use crate::source;
 
@@ -40,7 +43,7 @@ impl Engine {
             Err(e) => return Some((Step::Done(Outcome::Failed(Failure::io(Op::Read, e))), 0)),
         };
         let size = src.size;
-        let mut facts = match self.facts(src_dir, name, src, job.dest.as_deref(), index) {
+        let mut facts = match self.facts(src_dir, name, src, job.dest.as_deref(), index, job.cut) {
             Ok(f) => f,
             Err(outcome) => return Some((Step::Done(outcome), size)),
         };
@@ -64,40 +67,45 @@ impl Engine {
             Decision::Unchanged | Decision::CompareContents | Decision::CompareXattrs => {
                 Step::Done(Outcome::Unchanged)
             }
-            Decision::Refresh => self.refresh(src_dir, name, &facts.src, job, index),
+            Decision::Refresh(what) => self.refresh(src_dir, name, &facts.src, job, index, what),
             Decision::Skip(why) => Step::Done(Outcome::Skipped(why)),
             Decision::Defer(age) => Step::Unsettled(age),
             Decision::Fail(failure) => Step::Done(Outcome::Failed(failure)),
-            Decision::Copy { to, change } => {
-                index.record(name, to.clone());
-                match &job.dest {
-                    _ if self.was_full() && !self.settings.dry_run => {
-                        Step::Done(Outcome::Failed(Failure::DestinationFull))
-                    }
-                    Some(folder) if !self.settings.dry_run => {
-                        self.carry_out(src_dir, name, &facts, &**folder, to, index)
-                    }
-                    None if !self.settings.dry_run => {
-                        Step::Done(Outcome::Failed(Failure::DestinationFull))
-                    }
-                    _ => {
-                        let base = job.dest.as_ref().map_or_else(
-                            || self.dest.path().join(&job.rel),
-                            |f| f.path().to_path_buf(),
-                        );
-                        Step::Done(Outcome::WouldCopy(
-                            base.join(OsStr::from_bytes(&to)),
-                            change,
-                        ))
-                    }
+            Decision::Copy { to, change } => match &job.dest {
+                _ if self.was_full() && !self.settings.dry_run => {
+                    Step::Done(Outcome::Failed(Failure::DestinationFull))
                 }
-            }
+                Some(folder) if !self.settings.dry_run => {
+                    let at = Place {
+                        src_dir,
+                        name,
+                        folder: &**folder,
+                        src: self.tree.src.join(&job.rel).join(OsStr::from_bytes(name)),
+                    };
+                    self.carry_out(&at, &facts, index)
+                }
+                None if !self.settings.dry_run => {
+                    Step::Done(Outcome::Failed(Failure::DestinationFull))
+                }
+                _ => {
+                    index.record(name, to.clone());
+                    let base = job.dest.as_ref().map_or_else(
+                        || self.dest.path().join(&job.rel),
+                        |f| f.path().to_path_buf(),
+                    );
+                    Step::Done(Outcome::WouldCopy(
+                        base.join(OsStr::from_bytes(&to)),
+                        change,
+                    ))
+                }
+            },
         };
         Some((step, size))
     }
 
-    /// A folder in DST where SRC now has a file: its deletion is recorded first, so that the
-    /// file's versions come after it and a restore gives back one shape at a time.
+    /// A folder in DST where SRC now has a file: its deletion is recorded first (while DST's
+    /// records still show the folder there, see `shape`), so that the file's versions come
+    /// after it and a restore gives back one shape at a time.
     fn folder_replaced(
         &self,
         job: &FolderJob,
@@ -105,13 +113,24 @@ impl Engine {
         index: &mut FolderIndex,
         name: &[u8],
     ) -> Result<(), Failure> {
-        if let (Some(folder), Some(latest)) = (&job.dest, &facts.latest)
-            && latest.kind == Kind::Dir
-            && matches!(facts.src.kind, Kind::File | Kind::Symlink)
-            && !self.settings.dry_run
-        {
-            record_deletion_now(&**folder, index, name)
-                .map_err(|e| Failure::at(Op::WriteInto, folder.path(), e))?;
+        let Some(folder) = &job.dest else {
+            return Ok(());
+        };
+        if self.settings.dry_run || !matches!(facts.src.kind, Kind::File | Kind::Symlink) {
+            return Ok(());
+        }
+        let at = |e: io::Error| Failure::at(Op::WriteInto, folder.path(), e);
+        let there = match &facts.latest {
+            Some(latest) => latest.kind == Kind::Dir,
+            // The newest record is a deletion: a folder may stand under the plain name still.
+            None => {
+                index.family(name).first().is_some_and(|m| m.key.is_none())
+                    && folder.stat(name).is_ok_and(|m| m.kind == Kind::Dir)
+                    && shape::record_folder_gone(&**folder, index, name).map_err(at)?
+            }
+        };
+        if there {
+            record_deletion_now(&**folder, index, name).map_err(at)?;
             job.touched.store(true, Ordering::Relaxed);
         }
         Ok(())
@@ -126,11 +145,25 @@ impl Engine {
         src: Meta,
         folder: Option<&dyn Folder>,
         index: &FolderIndex,
+        cut: Option<u64>,
     ) -> Result<Facts, Outcome> {
-        // After a recorded deletion the file has no copy: it is new again.
+        // After a recorded deletion the file has no copy: it is new again. So is a file whose
+        // copies are all from before its folder's deletion was recorded (the folder came
+        // back): a restore leaves those out.
         let member = index
             .latest(name)
             .filter(|m| !m.key.is_some_and(|k| k.deleted));
+        let member = match (member, cut, folder) {
+            (Some(m), Some(cut), Some(folder))
+                if m.key.is_some_and(|k| k.stamp < cut)
+                    || (m.key.is_none()
+                        && folder.stat(&m.name).is_ok_and(|s| s.kind != Kind::Dir)
+                        && shape::captured(folder, &m).is_ok_and(|c| c < cut)) =>
+            {
+                None
+            }
+            (m, ..) => m,
+        };
         let latest = match (folder, member) {
             (Some(folder), Some(member)) => match folder.stat(&member.name) {
                 Ok(meta) => Some((meta, member.name)),
@@ -214,8 +247,8 @@ impl Engine {
             .unwrap_or(false)
     }
 
-    /// Carries out a refresh decision: the newest copy's mode, owner and extended attributes
-    /// set again from the source, its contents untouched.
+    /// Carries out a refresh decision: what changed of the newest copy's mode, owner, extended
+    /// attributes and times set again from the source, its contents untouched.
     fn refresh(
         &self,
         src_dir: &OwnedFd,
@@ -223,46 +256,48 @@ impl Engine {
         meta: &Meta,
         job: &FolderJob,
         index: &FolderIndex,
+        what: Refreshed,
     ) -> Step {
         let (Some(folder), Some(latest)) = (&job.dest, index.latest(name)) else {
             return Step::Done(Outcome::Unchanged);
         };
         let path = folder.path().join(OsStr::from_bytes(&latest.name));
         if self.settings.dry_run {
-            return Step::Done(Outcome::WouldUpdate(path));
+            return Step::Done(Outcome::WouldUpdate(path, what));
         }
         let done = source::open_file(src_dir, name)
-            .and_then(|src| folder.update_meta(&latest.name, meta, &src));
+            .and_then(|src| folder.update_meta(&latest.name, meta, &src, what.time));
         match done {
-            Ok(()) => Step::Done(Outcome::Updated(path)),
+            Ok(()) => Step::Done(Outcome::Updated(path, what)),
             Err(e) => Step::Done(Outcome::Failed(Failure::at(Op::SetMetadata, &path, e))),
         }
     }
 
     /// Carries out a copy decision: a symlink is published at once, a regular file is staged.
-    fn carry_out(
-        &self,
-        src_dir: &OwnedFd,
-        name: &[u8],
-        facts: &Facts,
-        folder: &dyn Folder,
-        to: Vec<u8>,
-        index: &mut FolderIndex,
-    ) -> Step {
+    /// The name of the copy is chosen once its contents are read: a version is named for the
+    /// time it captured.
+    fn carry_out(&self, at: &Place, facts: &Facts, index: &mut FolderIndex) -> Step {
         let Some((target, _)) = &facts.link else {
-            if let Some(changed) = facts.database {
-                return self.stage_database(src_dir, name, folder, to, changed);
-            }
-            return self.stage_file(src_dir, name, folder, to);
+            let step = match facts.database {
+                Some(changed) => self.stage_database(at, index, changed),
+                None => self.stage_file(at),
+            };
+            return match step {
+                Staged::Copy(staged) => name_staged(staged, at.name, index),
+                Staged::Done(step) => step,
+            };
         };
         let case_sensitive = self.dest.capabilities().case_sensitive;
-        let outcome = publish_free(folder, case_sensitive, name, to, |n| {
-            folder.symlink(target, n, &facts.src)
+        let Some(first) = index.target(at.name, now_stamp()) else {
+            return Step::Done(Outcome::Failed(Failure::NameTooLong));
+        };
+        let outcome = publish_free(at.folder, case_sensitive, at.name, first, |n| {
+            at.folder.symlink(target, n, &facts.src)
         });
         if let Outcome::Copied(path) = &outcome
             && let Some(n) = path.file_name()
         {
-            index.record(name, n.as_bytes().to_vec());
+            index.record(at.name, n.as_bytes().to_vec());
         }
         Step::Done(outcome)
     }
@@ -285,118 +320,342 @@ impl Engine {
 
     /// Copies a SQLite database with SQLite's own online backup: one file holding its last
     /// committed state, WAL content included, given the time of its newest change (in any of
-    /// its files). A file that is no database after all, or one SQLite cannot read (locked
-    /// exclusively, encrypted, corrupt), is copied as a file, with a warning for the latter.
+    /// its files). A file that is no database after all, or whose file alone is the database,
+    /// is copied as a file; one SQLite cannot read (encrypted, corrupt) too, with a warning. One
+    /// that another program keeps locked is left for later (see `locked`). A copy that holds
+    /// what the newest copy holds makes no new version (see `dedupe`).
     fn stage_database(
         &self,
-        src_dir: &OwnedFd,
-        name: &[u8],
-        folder: &dyn Folder,
-        to: Vec<u8>,
+        at: &Place,
+        index: &FolderIndex,
         changed: crate::meta::Time,
-    ) -> Step {
-        let failed = |f: Failure| Step::Done(Outcome::Failed(f));
-        let src = match source::open_file(src_dir, name) {
+    ) -> Staged {
+        let failed = |f: Failure| Staged::Done(Step::Done(Outcome::Failed(f)));
+        let src = match source::open_file(at.src_dir, at.name) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Step::Done(Outcome::Vanished),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Staged::Done(Step::Done(Outcome::Vanished));
+            }
             Err(e) => return failed(Failure::io(Op::Open, e)),
         };
         if !crate::database::is_database(&src) {
-            return self.stage_file(src_dir, name, folder, to);
+            return self.stage_file(at);
         }
         let mut meta = match source::fstat(&src) {
             Ok(m) => m,
             Err(e) => return failed(Failure::io(Op::Read, e)),
         };
         meta.mtime = meta.mtime.max(changed);
-        let mut staged = match folder.stage_by_path(name, meta.mode) {
+        let staged = match at.folder.stage_by_path(at.name, meta.mode) {
             Ok(s) => s,
             Err(e) => {
-                return failed(self.dest_failure(
-                    Failure::at(Op::WriteInto, folder.path(), clone_error(&e)),
-                    &e,
-                ));
+                let failure = Failure::at(Op::WriteInto, at.folder.path(), clone_error(&e));
+                return failed(self.dest_failure(failure, &e));
             }
         };
-        let path = source::path_of(src_dir, name);
-        let copied = staged
-            .file()
-            .map_err(|e| e.to_string())
-            .and_then(|out| crate::database::snapshot(&path, out));
-        if let Err(why) = copied {
-            drop(staged);
-            let real = std::fs::read_link(path.parent().unwrap_or(&path))
-                .map_or(path.clone(), |dir| dir.join(OsStr::from_bytes(name)));
-            self.warn(format!(
-                "{}: SQLite cannot read it as a database ({why}); copied as a file",
-                crate::escape::display(&real)
-            ));
-            return self.stage_file(src_dir, name, folder, to);
+        let path = source::path_of(at.src_dir, at.name);
+        let patience = crate::database::Patience {
+            wait: DATABASE_WAIT,
+            stop: &self.stop,
+        };
+        let copied = match staged.file() {
+            Ok(out) => crate::database::snapshot(&path, out, &patience),
+            Err(e) => Err(NoSnapshot::Unreadable(e.to_string())),
+        };
+        match copied {
+            Ok(()) => {
+                self.unlocked(&at.src);
+                self.finish(at, staged, &meta, &src, Some(index))
+            }
+            Err(NoSnapshot::Whole) => {
+                drop(staged);
+                self.unlocked(&at.src);
+                self.stage_file(at)
+            }
+            Err(NoSnapshot::Unreadable(why)) => {
+                drop(staged);
+                self.warn(format!(
+                    "{}: SQLite cannot read it as a database ({why}); copied as a file",
+                    crate::escape::display(&at.src)
+                ));
+                self.stage_file(at)
+            }
+            Err(NoSnapshot::Stopped) => Staged::Done(Step::Left),
+            Err(NoSnapshot::Locked) => {
+                drop(staged);
+                self.locked(at, &path, index, changed)
+            }
         }
-        if let Err(e) = staged.set_meta(&meta, &src) {
-            return failed(self.dest_failure(Failure::io(Op::SetMetadata, clone_error(&e)), &e));
-        }
-        if let Err(e) = staged.close() {
-            return failed(self.dest_failure(Failure::io(Op::Write, clone_error(&e)), &e));
-        }
-        Step::Staged(staged, to)
     }
 
-    /// Copies a regular file into a staged copy, retrying with back-off while it changes under
-    /// the read; a copy that may mix two states is thrown away, never published.
-    fn stage_file(&self, src_dir: &OwnedFd, name: &[u8], folder: &dyn Folder, to: Vec<u8>) -> Step {
+    /// A database that no consistent copy could be read of, since another program keeps it
+    /// locked. Until it has been locked for `--max-delay` (at once in `once`), it is left for
+    /// later. Then it is copied as the file on disk, with one warning, when that file is a
+    /// committed state that SQLite finds sound: in WAL mode the last checkpointed state (what
+    /// its `-wal` holds is missing), in rollback mode every committed change. In the middle of
+    /// a write (a hot journal) the file alone is no state at all: it is not copied.
+    fn locked(
+        &self,
+        at: &Place,
+        path: &Path,
+        index: &FolderIndex,
+        changed: crate::meta::Time,
+    ) -> Staged {
+        let (since, first) = self.lock_began(&at.src);
+        let waited = since.elapsed();
+        let patience = self.settings.lock_patience;
+        if waited < patience {
+            return Staged::Done(Step::Locked(first));
+        }
+        let shown = crate::escape::display(&at.src);
+        let secs = waited.as_secs();
+        let not_now = |why: &str| {
+            if patience.is_zero() {
+                return Staged::Done(Step::Done(Outcome::Failed(Failure::DatabaseLocked)));
+            }
+            self.warn_locked(
+                &at.src,
+                format!(
+                    "{shown}: locked by another program for {secs} s, {why}; not copied while \
+                     it stays so (tried again every {} s)",
+                    LOCKED_RETRY.as_secs()
+                ),
+            );
+            Staged::Done(Step::Locked(false))
+        };
+        if crate::database::mid_write(path) {
+            return not_now("in the middle of a write");
+        }
+        let (staged, mut meta, src) = match self.read_into(at, true) {
+            Ok(read) => read,
+            Err(step) => return Staged::Done(step),
+        };
+        if !staged.file().is_ok_and(crate::database::sound) {
+            drop(staged);
+            return not_now("and its file alone is not a sound database");
+        }
+        meta.mtime = meta.mtime.max(changed);
+        self.relock(&at.src);
+        self.warn_locked(
+            &at.src,
+            format!(
+                "{shown}: locked by another program for {secs} s; copied as the file on disk, \
+                 without what its -wal holds if it has one (a consistent copy is taken again \
+                 once the lock is let go)"
+            ),
+        );
+        self.finish(at, staged, &meta, &src, Some(index))
+    }
+
+    /// Gives a staged copy its metadata and ends its writing. With the folder's `index`, the
+    /// copy of a database that holds what its newest copy holds is dropped (see `dedupe`).
+    fn finish(
+        &self,
+        at: &Place,
+        mut staged: Box<dyn crate::dest::Staged>,
+        meta: &Meta,
+        src: &File,
+        index: Option<&FolderIndex>,
+    ) -> Staged {
+        let failed = |f: Failure, e: &io::Error| {
+            Staged::Done(Step::Done(Outcome::Failed(self.dest_failure(f, e))))
+        };
+        if let Err(e) = staged.set_meta(meta, src) {
+            return failed(Failure::io(Op::SetMetadata, clone_error(&e)), &e);
+        }
+        if let Some(index) = index
+            && let Some(done) = self.dedupe(at, &*staged, meta, src, index)
+        {
+            return Staged::Done(done);
+        }
+        if let Err(e) = staged.close() {
+            return failed(Failure::io(Op::Write, clone_error(&e)), &e);
+        }
+        Staged::Copy(staged)
+    }
+
+    /// A copy of a database that holds what its newest copy holds (SQLite bumps counters in the
+    /// header on every write and every copy, so the bytes alone would say it changed) makes no
+    /// new version: the newest copy takes the time of the source's newest change instead, so
+    /// that the next pass finds it current. `None`: the copy is new.
+    fn dedupe(
+        &self,
+        at: &Place,
+        staged: &dyn crate::dest::Staged,
+        meta: &Meta,
+        src: &File,
+        index: &FolderIndex,
+    ) -> Option<Step> {
+        let latest = index
+            .latest(at.name)
+            .filter(|m| !m.key.is_some_and(|k| k.deleted))?;
+        let newest = at.folder.open_read(&latest.name).ok()?;
+        let copy = crate::database::readable(staged.file().ok()?).ok()?;
+        if !crate::database::same_database(&copy, &newest).unwrap_or(false) {
+            return None;
+        }
+        let path = at.folder.path().join(OsStr::from_bytes(&latest.name));
+        let current = at.folder.stat(&latest.name).ok()?;
+        if current.mtime == meta.mtime || !self.dest.capabilities().refresh {
+            return Some(Step::Done(Outcome::Unchanged));
+        }
+        let what = Refreshed {
+            time: true,
+            ..Refreshed::default()
+        };
+        Some(Step::Done(
+            match at.folder.update_meta(&latest.name, meta, src, true) {
+                Ok(()) => Outcome::Updated(path, what),
+                Err(e) => Outcome::Failed(Failure::at(Op::SetMetadata, &path, e)),
+            },
+        ))
+    }
+
+    /// Copies a regular file into a staged copy (see `read_into`) and finishes it.
+    fn stage_file(&self, at: &Place) -> Staged {
+        match self.read_into(at, false) {
+            Ok((staged, meta, src)) => self.finish(at, staged, &meta, &src, None),
+            Err(step) => Staged::Done(step),
+        }
+    }
+
+    /// Reads a regular file into a new staged copy, retrying with back-off while it changes
+    /// under the read; a copy that may mix two states is thrown away, never published. Returns
+    /// the copy, the file's metadata as read and the open file. `by_path`: a copy that SQLite
+    /// will open by its path.
+    fn read_into(
+        &self,
+        at: &Place,
+        by_path: bool,
+    ) -> Result<(Box<dyn crate::dest::Staged>, Meta, File), Step> {
         let failed = |f: Failure| Step::Done(Outcome::Failed(f));
         for wait in std::iter::once(None).chain(RETRY_BACKOFF.iter().map(Some)) {
             if let Some(wait) = wait {
                 std::thread::sleep(*wait);
             }
-            let src = match source::open_file(src_dir, name) {
+            let src = match source::open_file(at.src_dir, at.name) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Step::Done(Outcome::Vanished);
+                    return Err(Step::Done(Outcome::Vanished));
                 }
                 Err(e) if source::is_symlink_now(&e) => {
-                    return Step::Done(Outcome::Skipped("no longer a regular file"));
+                    return Err(Step::Done(Outcome::Skipped("no longer a regular file")));
                 }
-                Err(e) => return failed(Failure::io(Op::Open, e)),
+                Err(e) => return Err(failed(Failure::io(Op::Open, e))),
             };
-            let before = match source::fstat(&src) {
-                Ok(m) => m,
-                Err(e) => return failed(Failure::io(Op::Read, e)),
-            };
+            let before = source::fstat(&src).map_err(|e| failed(Failure::io(Op::Read, e)))?;
             if before.kind != Kind::File {
-                return Step::Done(Outcome::Skipped("no longer a regular file"));
+                return Err(Step::Done(Outcome::Skipped("no longer a regular file")));
             }
             let on_dest = |f: Failure, e: &io::Error| failed(self.dest_failure(f, e));
-            let mut staged = match folder.stage(name, before.mode) {
-                Ok(s) => s,
-                Err(e) => {
-                    let failure = Failure::at(Op::WriteInto, folder.path(), clone_error(&e));
-                    return on_dest(failure, &e);
-                }
+            let staging = if by_path {
+                at.folder.stage_by_path(at.name, before.mode)
+            } else {
+                at.folder.stage(at.name, before.mode)
             };
-            let copied = match staged.copy_from(&src, before.size) {
-                Ok(n) => n,
-                Err(e) => return on_dest(Failure::io(Op::Copy, clone_error(&e)), &e),
-            };
-            let after = match source::fstat(&src) {
-                Ok(m) => m,
-                Err(e) => return failed(Failure::io(Op::Read, e)),
-            };
+            let mut staged = staging.map_err(|e| {
+                on_dest(
+                    Failure::at(Op::WriteInto, at.folder.path(), clone_error(&e)),
+                    &e,
+                )
+            })?;
+            let copied = staged
+                .copy_from(&src, before.size)
+                .map_err(|e| on_dest(Failure::io(Op::Copy, clone_error(&e)), &e))?;
+            let after = source::fstat(&src).map_err(|e| failed(Failure::io(Op::Read, e)))?;
             if plan::changed_while_read(&before, &after, copied) {
                 continue;
             }
-            if let Err(e) = staged.set_meta(&before, &src) {
-                return on_dest(Failure::io(Op::SetMetadata, clone_error(&e)), &e);
-            }
-            if let Err(e) = staged.close() {
-                return on_dest(Failure::io(Op::Write, clone_error(&e)), &e);
-            }
-            return Step::Staged(staged, to);
+            return Ok((staged, before, src));
         }
-        Step::Busy(Failure::KeptChanging {
+        Err(Step::Busy(Failure::KeptChanging {
             attempts: RETRY_BACKOFF.len() + 1,
-        })
+        }))
+    }
+
+    /// When the database `src` was first found locked, in this run of locks, and whether that
+    /// is now.
+    fn lock_began(&self, src: &Path) -> (Instant, bool) {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        match locks.get(src) {
+            Some(lock) => (lock.since, false),
+            None => {
+                let now = Instant::now();
+                locks.insert(
+                    src.to_path_buf(),
+                    Lock {
+                        since: now,
+                        warned: false,
+                    },
+                );
+                (now, true)
+            }
+        }
+    }
+
+    /// A copy was taken while the lock lasts: the next one waits `--max-delay` again.
+    fn relock(&self, src: &Path) {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(lock) = locks.get_mut(src) {
+            lock.since = Instant::now();
+        }
+    }
+
+    /// The database is no longer locked: a later lock is a new one, said again.
+    fn unlocked(&self, src: &Path) {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.remove(src);
+    }
+
+    /// The one warning for a run of locks of one database.
+    fn warn_locked(&self, src: &Path, line: String) {
+        let first = {
+            let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            locks
+                .get_mut(src)
+                .is_some_and(|lock| !std::mem::replace(&mut lock.warned, true))
+        };
+        if first {
+            self.warn(line);
+        }
+    }
+}
+
+/// How long one attempt at a consistent copy of a database waits for another program's lock.
+const DATABASE_WAIT: Duration = Duration::from_millis(500);
+
+/// How often `watch` tries again to copy a database that another program keeps locked.
+pub(crate) const LOCKED_RETRY: Duration = Duration::from_secs(5);
+
+/// A database found locked by another program: since when, and whether that was said.
+pub(crate) struct Lock {
+    since: Instant,
+    warned: bool,
+}
+
+/// Where a copy of one entry comes from and goes to.
+pub(super) struct Place<'a> {
+    src_dir: &'a OwnedFd,
+    name: &'a [u8],
+    folder: &'a dyn Folder,
+    /// The entry's path in SRC, for messages and for what is remembered about it.
+    src: PathBuf,
+}
+
+/// A staged copy, or what became of the entry instead.
+enum Staged {
+    Copy(Box<dyn crate::dest::Staged>),
+    Done(Step),
+}
+
+/// Names a staged copy for the time its contents were read: the next free version name now.
+fn name_staged(staged: Box<dyn crate::dest::Staged>, name: &[u8], index: &mut FolderIndex) -> Step {
+    match index.target(name, now_stamp()) {
+        Some(to) => {
+            index.record(name, to.clone());
+            Step::Staged(staged, to)
+        }
+        None => Step::Done(Outcome::Failed(Failure::NameTooLong)),
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use super::entry::record_deletion_now;
 use super::notes::Notes;
+use super::shape;
 use super::{
     BATCH_BYTES, Batch, Beside, CLOCK_EVERY, Engine, FolderJob, Ready, Step, clone_error, now_stamp,
 };
@@ -45,6 +46,8 @@ impl Engine {
                 Step::Done(outcome) => Note::Done(Event::new(src, outcome).with_bytes(bytes)),
                 Step::Busy(failure) => Note::Busy(Event::failed(src, failure)),
                 Step::Unsettled(age) => Note::Unsettled(src, age),
+                Step::Locked(first) => Note::Locked(src, first),
+                Step::Left => Note::Left(src),
                 Step::Staged(..) => return,
             };
             notes.send(note);
@@ -127,7 +130,14 @@ impl Engine {
     fn open_job(&self, job: &FolderJob, src_path: &Path) -> Result<Option<Opened>, Failure> {
         let src_dir = match source::open_folder(src_path) {
             Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Gone, or a file or symlink now: its parent's job sees to what is there.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory
+                    || source::is_symlink_now(&e) =>
+            {
+                return Ok(None);
+            }
             Err(e) => return Err(Failure::io(Op::Read, e)),
         };
         let listing = source::list(&src_dir).map_err(|e| Failure::io(Op::Read, e))?;
@@ -241,7 +251,31 @@ impl Engine {
             return;
         };
         let case_sensitive = self.dest.capabilities().case_sensitive;
-        let gone = plan::gone(index, src_names, job.only.as_ref(), case_sensitive);
+        let mut gone = plan::gone(index, src_names, job.only.as_ref(), case_sensitive);
+        if let Some(cut) = job.cut {
+            // Copies from before the folder's deletion are gone already, as far as a restore
+            // goes; folders are decided by their own records below.
+            gone.retain(|name| {
+                index.latest(name).is_some_and(|m| {
+                    folder.stat(&m.name).is_ok_and(|s| s.kind == Kind::Dir)
+                        || shape::captured(&**folder, &m).is_ok_and(|c| c >= cut)
+                })
+            });
+        }
+        // Folders whose newest record is a deletion, which DST's records may still show there:
+        // one that came in a file's place, or came back after its own deletion.
+        if index.has_deletions() {
+            let dirs = shape::subfolders(&**folder);
+            for name in
+                plan::gone_after_deletion(index, src_names, job.only.as_ref(), case_sensitive)
+            {
+                if dirs.contains(&name)
+                    && shape::record_folder_gone(&**folder, index, &name).unwrap_or(false)
+                {
+                    gone.push(name);
+                }
+            }
+        }
         let src_path = self.tree.src.join(&job.rel);
         for name in gone {
             let src = src_path.join(OsStr::from_bytes(&name));

@@ -3,6 +3,7 @@
 //! is in the way of a folder moves aside into its own family.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -13,13 +14,24 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use super::notes::Notes;
-use super::{Engine, FolderJob, FolderRecord, Parent, record_deletion_now};
+use super::{Engine, FolderJob, FolderRecord, Parent, now_stamp, record_deletion_now, shape};
 use crate::dest::{self, Folder};
 use crate::error::{Failure, Op};
 use crate::meta::Meta;
 use crate::naming::FolderIndex;
 use crate::outcome::{Event, Note};
 use crate::scan::Visit;
+
+/// What a walk learns of a folder it arrives at that DST already has.
+#[derive(Clone, Copy, Debug, Default)]
+struct Arrival {
+    /// Its newest deletion, or the one just recorded for a file it replaced.
+    cut: Option<u64>,
+    /// A record was written into its parent.
+    recorded: bool,
+    /// Back after its deletion, its change time not moved since.
+    back: bool,
+}
 
 impl Engine {
     /// Walks the folder `start` (relative to SRC) and everything below it, opening (and, unless
@@ -49,7 +61,7 @@ impl Engine {
             };
             let parent = match depth {
                 0 => None,
-                _ => Some(stack[depth - 1].0.as_ref()),
+                _ => Some(stack[depth - 1].folder.as_ref()),
             };
             let opened = self.open_folder(parent, &rel, create);
             let opened = match opened {
@@ -60,17 +72,33 @@ impl Engine {
                     None
                 }
                 Err(e) => {
-                    let at = self.dest.path().join(&rel);
-                    let failure = Failure::at(Op::CreateFolder, &at, e);
-                    notes.send(Note::Done(Event::failed(self.tree.src.join(&rel), failure)));
+                    self.folder_failed(&rel, Op::CreateFolder, e, notes);
                     walk.skip_current();
                     continue;
                 }
             };
             let created = opened.as_ref().is_some_and(|o| o.created);
-            if created && depth > 0 {
-                stack[depth - 1].1.store(true, Ordering::Relaxed);
+            stack.truncate(depth);
+            let arrived = match (&opened, stack.last_mut()) {
+                (Some(o), _) if o.created => Ok(Arrival::default()),
+                (Some(o), Some(up)) => self.arrive_below(up, &rel, &o.meta),
+                (Some(o), None) => self.arrive_from_root(&rel, &o.meta),
+                (None, _) => Ok(Arrival::default()),
+            };
+            let arrival = match arrived {
+                Ok(a) => a,
+                Err(e) => {
+                    self.folder_failed(&rel, Op::WriteInto, e, notes);
+                    walk.skip_current();
+                    continue;
+                }
+            };
+            if let Some(up) = stack.last()
+                && (created || arrival.recorded)
+            {
+                up.touched.store(true, Ordering::Relaxed);
             }
+            let cut = stack.last().and_then(|up| up.cut).max(arrival.cut);
             let touched = Arc::new(AtomicBool::new(false));
             records.push(FolderRecord {
                 rel: rel.clone(),
@@ -78,10 +106,16 @@ impl Engine {
                 dest: opened.as_ref().map(|o| o.meta).unwrap_or_default(),
                 created,
                 touched: Arc::clone(&touched),
+                back: arrival.back,
             });
             let folder = opened.map(|o| o.folder);
-            stack.truncate(depth);
-            stack.push((folder.clone(), Arc::clone(&touched)));
+            stack.push(Parent {
+                folder: folder.clone(),
+                touched: Arc::clone(&touched),
+                fresh: created,
+                cut,
+                index: None,
+            });
             let job = FolderJob {
                 rel,
                 dest: folder,
@@ -89,12 +123,121 @@ impl Engine {
                 only: None,
                 touched,
                 defer,
+                cut,
             };
             if jobs.send(job).is_err() {
                 break;
             }
         }
         records
+    }
+
+    /// The folder `rel` failed in DST: said as the source folder's failure.
+    fn folder_failed(&self, rel: &Path, op: Op, e: io::Error, notes: &Notes) {
+        let failure = Failure::at(op, &self.dest.path().join(rel), e);
+        notes.send(Note::Done(Event::failed(self.tree.src.join(rel), failure)));
+    }
+
+    /// The folder `rel`, which SRC and DST both have, as the records of its parent (open on
+    /// the walk's path as `up`) show it: a file it replaced gets its deletion recorded now.
+    fn arrive_below(&self, up: &mut Parent, rel: &Path, meta: &Meta) -> io::Result<Arrival> {
+        let (Some(parent), Some(name)) = (up.folder.as_ref(), rel.file_name()) else {
+            return Ok(Arrival::default());
+        };
+        if up.fresh {
+            return Ok(Arrival::default());
+        }
+        if up.index.is_none() {
+            let case_sensitive = self.dest.capabilities().case_sensitive;
+            up.index = Some(FolderIndex::with_case(
+                parent.list()?,
+                &HashSet::new(),
+                case_sensitive,
+            ));
+        }
+        let index = up
+            .index
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no index"))?;
+        let src_dir = self.tree.src.join(rel.parent().unwrap_or(Path::new("")));
+        self.arrive(&**parent, index, name.as_bytes(), &src_dir, meta)
+    }
+
+    /// `arrive_below` for a folder whose parent the walk has not open: from the root of DST
+    /// down, each folder's own deletion and those of the folders above it.
+    fn arrive_from_root(&self, rel: &Path, meta: &Meta) -> io::Result<Arrival> {
+        let mut arrival = Arrival::default();
+        let Some(mut folder) = self.dest.folder(Path::new(""))? else {
+            return Ok(arrival);
+        };
+        let case_sensitive = self.dest.capabilities().case_sensitive;
+        let mut src_dir = self.tree.src.clone();
+        let names: Vec<_> = rel.iter().collect();
+        for (i, name) in names.iter().enumerate() {
+            let mut index = FolderIndex::with_case(folder.list()?, &HashSet::new(), case_sensitive);
+            let Some(child) = folder.child(name, false)? else {
+                return Ok(arrival);
+            };
+            let last = i + 1 == names.len();
+            let here = if last {
+                self.arrive(&*folder, &mut index, name.as_bytes(), &src_dir, meta)?
+            } else {
+                let is_source = |n: &[u8]| {
+                    src_dir
+                        .join(OsStr::from_bytes(n))
+                        .symlink_metadata()
+                        .is_ok()
+                };
+                let standing = shape::standing(&index, name.as_bytes(), &is_source);
+                Arrival {
+                    cut: standing.deleted,
+                    ..Arrival::default()
+                }
+            };
+            arrival = Arrival {
+                cut: arrival.cut.max(here.cut),
+                ..here
+            };
+            src_dir.push(name);
+            folder = child.folder;
+        }
+        Ok(arrival)
+    }
+
+    /// The folder `name` of `parent` (indexed as `index`), which SRC has as a folder in
+    /// `src_dir`, with DST's own metadata `meta`: where it stands in its family's records (see
+    /// `shape`), and what that asks for.
+    fn arrive(
+        &self,
+        parent: &dyn Folder,
+        index: &mut FolderIndex,
+        name: &[u8],
+        src_dir: &Path,
+        meta: &Meta,
+    ) -> io::Result<Arrival> {
+        let is_source = |n: &[u8]| {
+            src_dir
+                .join(OsStr::from_bytes(n))
+                .symlink_metadata()
+                .is_ok()
+        };
+        let standing = shape::standing(index, name, &is_source);
+        if standing.replaces_file && !self.settings.dry_run {
+            record_deletion_now(parent, index, name)?;
+            return Ok(Arrival {
+                cut: Some(now_stamp()),
+                recorded: true,
+                back: false,
+            });
+        }
+        Ok(Arrival {
+            cut: standing.deleted,
+            recorded: false,
+            back: standing.returned
+                && standing
+                    .deleted
+                    .is_some_and(|d| crate::naming::stamp_at(meta.ctime) < d),
+        })
     }
 
     /// Opens (and, with `create`, makes) the destination folder for `rel`: from its parent's
@@ -181,6 +324,9 @@ impl Engine {
             let opened = std::fs::symlink_metadata(&src)
                 .and_then(|m| Ok((m, self.open_folder(None, &rel, !self.settings.dry_run)?)));
             let (src_meta, opened) = match opened {
+                // No longer a folder (a file took its place since the event): its parent's job
+                // sees to the file, and DST's folder never gets a file's metadata.
+                Ok((m, _)) if !m.is_dir() => continue,
                 Ok(v) => v,
                 // The folder itself is gone: its own removal is recorded in its parent.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -191,14 +337,28 @@ impl Engine {
                     continue;
                 }
             };
-            let touched = Arc::new(AtomicBool::new(false));
             let created = opened.as_ref().is_some_and(|o| o.created);
+            let arrival = match &opened {
+                Some(o) if !created => self.arrive_from_root(&rel, &o.meta),
+                _ => Ok(Arrival::default()),
+            };
+            let arrival = match arrival {
+                Ok(a) => a,
+                Err(e) => {
+                    let at = self.dest.path().join(&rel);
+                    let failure = Failure::at(Op::WriteInto, &at, e);
+                    notes.send(Note::Done(Event::failed(src, failure)));
+                    continue;
+                }
+            };
+            let touched = Arc::new(AtomicBool::new(false));
             records.push(FolderRecord {
                 rel: rel.clone(),
                 src: Meta::from_std(&src_meta),
                 dest: opened.as_ref().map(|o| o.meta).unwrap_or_default(),
                 created,
                 touched: Arc::clone(&touched),
+                back: arrival.back,
             });
             if names.is_empty() {
                 continue;
@@ -210,6 +370,7 @@ impl Engine {
                 only: Some(names.into_iter().collect()),
                 touched,
                 defer: None,
+                cut: arrival.cut,
             };
             if jobs.send(job).is_err() {
                 break;

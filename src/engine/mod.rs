@@ -30,8 +30,10 @@ mod entry;
 mod folder;
 mod jobs;
 mod notes;
+mod shape;
 
 pub(crate) use self::budget::Budget;
+pub(crate) use self::entry::LOCKED_RETRY;
 
 use self::entry::{publish_free, record_deletion_now};
 use self::notes::Notes;
@@ -45,6 +47,10 @@ pub(crate) struct Settings {
     pub dry_run: bool,
     /// Report each unchanged file (for `--verbose`), not just a count per folder.
     pub each_unchanged: bool,
+    /// How long a database that another program keeps locked is left for later before it is
+    /// copied as the file on disk: `--max-delay` in `watch`, nothing in `once`, which has no
+    /// later.
+    pub lock_patience: Duration,
 }
 
 /// What one run of the engine covers.
@@ -86,6 +92,8 @@ pub(crate) struct Engine {
     warnings: std::sync::Mutex<Vec<String>>,
     /// Shared with the other pairs of a `watch`: how many workers may copy at once.
     budget: Option<Arc<Budget>>,
+    /// Databases found locked by another program, by their path in SRC.
+    locks: std::sync::Mutex<std::collections::HashMap<PathBuf, entry::Lock>>,
 }
 
 /// The work for one source folder: decide on its entries (all of them, or only the named ones).
@@ -103,6 +111,10 @@ struct FolderJob {
     /// In `watch`, files found by a walk that changed less than this long ago are left to
     /// settle instead of copied mid-write.
     defer: Option<Duration>,
+    /// When the newest deletion of this folder, or of a folder above it, was recorded: copies
+    /// made before then are gone as far as a restore is concerned, so a file whose copies are
+    /// all older is copied again (the folder came back).
+    cut: Option<u64>,
 }
 
 /// A folder that a run visited, and what it needs once its contents are done: the source's
@@ -114,6 +126,9 @@ struct FolderRecord {
     dest: Meta,
     created: bool,
     touched: Arc<AtomicBool>,
+    /// A folder back after its deletion was recorded, whose change time has not moved since:
+    /// setting its metadata moves it, so that a later deletion is recorded too.
+    back: bool,
 }
 
 impl FolderRecord {
@@ -125,6 +140,7 @@ impl FolderRecord {
     /// time), or what the destination keeps of it differs from the source's.
     fn needs_meta(&self, caps: &Capabilities) -> bool {
         self.changed_entries()
+            || self.back
             || (caps.permissions && self.src.mode != self.dest.mode)
             || !plan::same_time(
                 self.src.mtime,
@@ -145,14 +161,25 @@ struct Beside {
 }
 
 /// A destination folder on the walk's current path (`None` in a dry run where it does not exist
-/// yet), and the flag its jobs set when they publish into it.
-type Parent = (Option<Arc<dyn Folder>>, Arc<AtomicBool>);
+/// yet), the flag its jobs set when they publish into it, the deletion that cuts off what it
+/// held before (`FolderJob::cut`), and its names once they were needed.
+struct Parent {
+    folder: Option<Arc<dyn Folder>>,
+    touched: Arc<AtomicBool>,
+    fresh: bool,
+    cut: Option<u64>,
+    index: Option<crate::naming::FolderIndex>,
+}
 
 /// What became of one entry in a worker.
 enum Step {
     Done(Outcome),
     Busy(Failure),
     Unsettled(Duration),
+    /// A database another program keeps locked, left for later (`true` the first time).
+    Locked(bool),
+    /// Not done: the run was asked to stop while it was read.
+    Left,
     /// Copied and waiting in a batch to be published under the name reserved for it.
     Staged(Box<dyn Staged>, Vec<u8>),
 }
@@ -203,6 +230,7 @@ impl Engine {
             full: AtomicBool::new(false),
             warnings: std::sync::Mutex::new(Vec::new()),
             budget: None,
+            locks: std::sync::Mutex::default(),
         }
     }
 

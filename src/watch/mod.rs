@@ -27,7 +27,7 @@ use crate::archive::prune;
 use crate::cli::Events;
 use crate::config::WatchConfig;
 use crate::dest::Unavailable;
-use crate::engine::{Engine, Scope};
+use crate::engine::{Engine, LOCKED_RETRY, Scope};
 use crate::error::{Failure, Status, reason};
 use crate::escape::display;
 use crate::history::Policy;
@@ -164,6 +164,10 @@ pub(crate) fn run(
     l.state.set("stopped", l.settle.len());
     if l.unprinted.total() > 0 {
         l.print_rolling(false, reporter);
+    }
+    let left = l.settle.len() + l.pending.walks.len();
+    if left > 0 && !l.lost_for_good {
+        reporter.left(left);
     }
     drop(l.watcher);
     reporter.summary(&l.totals);
@@ -330,6 +334,20 @@ impl<'a> Loop<'a> {
                     }
                     // Still being written: it will settle later.
                     Note::Busy(ev) => settle.touch(rel(&ev.src), now),
+                    Note::Locked(path, first) => {
+                        settle.retry(rel(&path), now + LOCKED_RETRY);
+                        if first {
+                            reporter.detail(&format!(
+                                "{}: a SQLite database locked by another program; tried again \
+                                 every {} s, and copied as the file on disk if still locked \
+                                 after --max-delay",
+                                display(&path),
+                                LOCKED_RETRY.as_secs()
+                            ));
+                        }
+                    }
+                    // Stopped while it was read: owed to the next run.
+                    Note::Left(path) => settle.touch(rel(&path), now),
                     Note::Warning(line) => reporter.warning(&line),
                     Note::Done(ev) => match &ev.outcome {
                         Outcome::Failed(Failure::DestinationFull) => not_copied += 1,
@@ -339,7 +357,17 @@ impl<'a> Loop<'a> {
                                 failures.push(format!("{}: {f}", display(&ev.src)));
                             }
                             reporter.event(&ev);
-                            counts.add(&ev.outcome);
+                            // A file found unchanged after the first pass (after its event, or
+                            // by a rescan) was counted when it was seen first, by that pass or
+                            // when it was copied.
+                            let again = !first
+                                && matches!(
+                                    ev.outcome,
+                                    Outcome::Unchanged | Outcome::UnchangedIn(_)
+                                );
+                            if !again {
+                                counts.add(&ev.outcome);
+                            }
                         }
                     },
                 }
@@ -542,8 +570,8 @@ impl<'a> Loop<'a> {
                     (p, "excluded")
                 }
                 Work::Changed(p) => {
-                    self.settle.touch(p.clone(), at);
-                    (p, "copy once settled")
+                    let decision = self.changed(&p, &event.kind, at);
+                    (p, decision)
                 }
                 Work::Arrived(p) => {
                     let decision = self.arrived(&p, at, reporter);
@@ -551,6 +579,48 @@ impl<'a> Loop<'a> {
                 }
             };
             reporter.decision(&tree.src.join(&path), what, decision);
+        }
+    }
+
+    /// The contents or metadata of `p` changed. A write leaves it open until its writer closes
+    /// it (a SQLite database, which its application keeps open, excepted); a change of a
+    /// database's `-wal` or `-journal` is a change of the database, and what SQLite does with
+    /// its `-shm` or to open and close its files is none.
+    fn changed(&mut self, p: &Path, kind: &notify::EventKind, at: Instant) -> &'static str {
+        use notify::EventKind as K;
+        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        let src = &self.engine.tree.src;
+        if let Some((base, shm)) = companion(src, p) {
+            let data = matches!(
+                kind,
+                K::Create(_)
+                    | K::Remove(_)
+                    | K::Modify(ModifyKind::Data(_) | ModifyKind::Any)
+                    | K::Modify(ModifyKind::Name(_))
+            );
+            if shm || !data {
+                return "SQLite's working file: no change of its database";
+            }
+            self.settle.touch(base, at);
+            return "its database is copied once settled";
+        }
+        match kind {
+            K::Modify(ModifyKind::Data(_)) => {
+                if self.settle.is_open(p) || is_database(&src.join(p)) {
+                    self.settle.touch(p.to_path_buf(), at);
+                } else {
+                    self.settle.wrote(p.to_path_buf(), at);
+                }
+                "copy once closed and settled"
+            }
+            K::Access(AccessKind::Close(AccessMode::Write)) => {
+                self.settle.closed(p.to_path_buf(), at);
+                "copy once settled"
+            }
+            _ => {
+                self.settle.touch(p.to_path_buf(), at);
+                "copy once settled"
+            }
         }
     }
 
@@ -716,4 +786,23 @@ fn source_still_there(engine: &Engine, src_id: (u64, u64)) -> Result<(), String>
         )),
         Err(e) => Err(format!("source {}: {}", display(src), reason(&e))),
     }
+}
+
+/// For a SQLite companion (`NAME-wal`, `NAME-journal`, `NAME-shm`) whose database is a file
+/// beside it in SRC: the database's path, and whether it is the `-shm`.
+fn companion(src: &Path, p: &Path) -> Option<(PathBuf, bool)> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = p.file_name()?.as_bytes();
+    let base = crate::database::base_of(name)?;
+    let db = p.with_file_name(std::ffi::OsStr::from_bytes(&base));
+    std::fs::symlink_metadata(src.join(&db))
+        .ok()
+        .filter(std::fs::Metadata::is_file)?;
+    Some((db, name.ends_with(b"-shm")))
+}
+
+/// Whether the file at `path` starts with SQLite's header: its application keeps it open while
+/// it runs, so that it is never closed after a write.
+fn is_database(path: &Path) -> bool {
+    crate::source::open_path(path).is_ok_and(|f| crate::database::is_database(&f))
 }

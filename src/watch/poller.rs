@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use notify::event::{CreateKind, DataChange, EventKind, ModifyKind, RemoveKind};
+use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind};
 
 /// The share of one core that polling may take.
 pub(crate) const BUDGET: f64 = 0.02;
@@ -115,11 +115,13 @@ pub(crate) fn diff(dir: &Path, before: &Look, after: &Look) -> Vec<notify::Event
             O::Equal => {
                 let ((_, was, was_dir), (name, now, is_dir)) = (before.get(i), after.get(j));
                 if was != now || was_dir != is_dir {
-                    // A folder that is another folder now is walked; a file is copied.
+                    // A folder that is another folder now is walked; a file is copied. A look
+                    // sees that it changed, not a write: nothing says whether its writer still
+                    // holds it open, so it settles by time alone.
                     let kind = if is_dir {
                         created(true)
                     } else {
-                        EventKind::Modify(ModifyKind::Data(DataChange::Any))
+                        EventKind::Modify(ModifyKind::Any)
                     };
                     out.push(event(kind, name));
                 }
@@ -335,7 +337,7 @@ fn look_at(set: &Mutex<Set>, dir: &Path, sink: &impl Sink) {
                 let kind = if is_dir {
                     EventKind::Create(CreateKind::Folder)
                 } else {
-                    EventKind::Modify(ModifyKind::Data(DataChange::Any))
+                    EventKind::Modify(ModifyKind::Any)
                 };
                 notify::Event::new(kind).add_path(dir.join(std::ffi::OsStr::from_bytes(&name)))
             })
@@ -419,10 +421,7 @@ mod tests {
         let got = kinds(&diff(dir, &before, &after));
         let want = vec![
             ("/s/d/gone".to_string(), EventKind::Remove(RemoveKind::Any)),
-            (
-                "/s/d/grown".to_string(),
-                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
-            ),
+            ("/s/d/grown".to_string(), EventKind::Modify(ModifyKind::Any)),
             ("/s/d/new".to_string(), EventKind::Create(CreateKind::File)),
             (
                 "/s/d/newdir".to_string(),

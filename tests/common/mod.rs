@@ -154,6 +154,31 @@ impl Env {
     }
 }
 
+/// `backup restore DST PATH --to TO --at AT`.
+pub fn restore(env: &Env, path: &str, to: &Path, at: &str) -> Run {
+    let out = Command::new(bin())
+        .arg("restore")
+        .arg(&env.dst)
+        .arg(path)
+        .arg("--to")
+        .arg(to)
+        .args(["--at", at])
+        .output()
+        .expect("restore");
+    Run::of(out, env)
+}
+
+/// Waits (bounded) until the wall clock is in a later second than now, so that two runs get
+/// different version stamps, and returns the second that was left, as `--at` takes it.
+pub fn next_second() -> String {
+    let now = chrono::Local::now();
+    let start = now.timestamp();
+    assert!(wait_until(Duration::from_secs(3), || {
+        chrono::Local::now().timestamp() > start
+    }));
+    now.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
 pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("backup")
 }

@@ -580,7 +580,7 @@ impl Folder for StoreFolder {
         Ok(())
     }
 
-    fn update_meta(&self, _name: &[u8], _meta: &Meta, _src: &File) -> io::Result<()> {
+    fn update_meta(&self, _name: &[u8], _meta: &Meta, _src: &File, _times: bool) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "an object's metadata cannot change without rewriting it",
