@@ -498,3 +498,44 @@ fn watch_copies_at_idle_priority_unless_told_otherwise() {
     assert_eq!(nice_of(w.pid()), nice_of(std::process::id()), "as started");
     stop_ok(w, Signal::INT);
 }
+
+#[test]
+fn a_file_seen_again_unchanged_is_counted_once_and_a_stop_names_what_was_left() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let n = 20;
+    for i in 0..n {
+        let p = env.write(format!("f{i:02}.txt"), format!("{i}"));
+        common::set_mtime(&p, 1_700_000_000, 0);
+    }
+    env.once(&[]).code(0);
+    let w = Watch::start(&env, &["--debounce", "200ms", "-v"]);
+    let up_to_date = |w: &Watch| w.stdout().matches("Up to date: ").count();
+    w.wait_for("the first pass", LIMIT, |w| up_to_date(w) >= n);
+    // The same mode again: an event, and nothing changed.
+    for i in 0..n {
+        let p = env.src.join(format!("f{i:02}.txt"));
+        let mode = fs::metadata(&p).expect("stat").permissions().mode();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    w.wait_for("each file looked at again", LIMIT, |w| {
+        up_to_date(w) >= 2 * n
+    });
+    // A file still being written when the watch stops is left for the next run, and said.
+    let mut open = fs::File::create(env.src.join("writing.bin")).expect("create");
+    open.write_all(b"partial").expect("write");
+    w.wait_for("the write event", LIMIT, |w| {
+        w.stdout().contains("writing.bin (written)")
+    });
+    let (code, out, err) = w.stop(Signal::INT);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("Total files processed: {n}\n")),
+        "each file once\n{out}"
+    );
+    assert!(
+        err.contains("Stopped with 1 changed file not copied yet"),
+        "{err}"
+    );
+    drop(open);
+}

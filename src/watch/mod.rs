@@ -409,6 +409,9 @@ impl<'a> Loop<'a> {
         {
             self.print_rolling(first, reporter);
         }
+        // Lines of a batch that prints no rolling line (only unchanged files, with -v) are not
+        // left in the buffer until the next one.
+        reporter.flush();
         self.state.batch(scope.full, &counts, failures);
         if self.away.is_none() {
             self.state.set(self.idle, self.settle.len());
