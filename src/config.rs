@@ -1,5 +1,6 @@
 //! Parsed arguments become decisions, once: canonical paths, validated before anything is
-//! written (SPEC §3), and the settings the rest of the program reads. No later module sees clap.
+//! written (docs/GUIDE.md, "Before anything is written"), and the settings the rest of the
+//! program reads. No later module sees clap.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -353,7 +354,8 @@ fn open_file_budget() -> u64 {
     current
 }
 
-/// Every row of SPEC §3 that can be checked without writing: returns canonical (SRC, DST).
+/// Every row of "Before anything is written" (docs/GUIDE.md) that can be checked without
+/// writing: returns canonical (SRC, DST).
 pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, PathBuf), String> {
     let src_err = |why: String| format!("source {}: {why}", display(src_arg));
     let dst_err = |why: String| format!("destination {}: {why}", display(dst_arg));

@@ -1,4 +1,4 @@
-//! The naming rule (SPEC §4), as pure functions over byte strings.
+//! The naming rule (docs/DESIGN.md, "The naming rule"), as pure functions over byte strings.
 //!
 //! A source file `NAME` = `STEM[.EXT]` owns, in its destination folder, the *family* `NAME` plus
 //! every `STEM_YYYYMMDD_HHMMSS[_N][.EXT]`. Everything the tool knows about history it reads back

@@ -1,4 +1,5 @@
-//! Every row of SPEC §3: bad input gets one clear line naming the path, and nothing is written.
+//! Every row of "Before anything is written" (docs/GUIDE.md): bad input gets one clear line
+//! naming the path, and nothing is written.
 
 mod common;
 
