@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{Command, CommonArgs, PassArgs, PolicyArgs};
+use crate::dest::Location;
 use crate::error::reason;
 use crate::escape::display;
 use crate::exclude::Exclude;
@@ -23,7 +24,7 @@ pub(crate) struct Config {
     /// The source folder, canonical.
     pub(crate) src: PathBuf,
     /// The destination folder, canonical (its missing tail resolved lexically).
-    pub(crate) dst: PathBuf,
+    pub(crate) dst: Location,
     /// Destinations inside the source, left out of every walk and watch: this pair's own, and
     /// with a config file every other pair's, so that no pair backs up another's versions.
     pub(crate) skip: Vec<PathBuf>,
@@ -147,7 +148,10 @@ impl Config {
                 .map_err(|e| format!("pair {name}: {e}"))?;
             out.push(config);
         }
-        let dsts: Vec<PathBuf> = out.iter().map(|c| c.dst.clone()).collect();
+        let dsts: Vec<PathBuf> = out
+            .iter()
+            .filter_map(|c| c.dst.folder().map(Path::to_path_buf))
+            .collect();
         for config in &mut out {
             let inside = dsts.iter().filter(|d| d.starts_with(&config.src));
             for d in inside {
@@ -189,15 +193,15 @@ impl Config {
             json,
         } = pass;
         let (src, dst) = check_paths(&src, &dst)?;
-        let remote = crate::dest::is_remote(&dst);
-        let create_dst = if remote {
-            None
-        } else {
-            how_to_create(&dst, mkpath)?
+        let remote = dst.over_network();
+        let create_dst = match dst.folder() {
+            Some(folder) => how_to_create(folder, mkpath)?,
+            None => None,
         };
         let skip = dst
-            .starts_with(&src)
-            .then(|| dst.clone())
+            .folder()
+            .filter(|d| d.starts_with(&src))
+            .map(Path::to_path_buf)
             .into_iter()
             .collect();
         let exclude = Exclude::build(&src, !no_default_ignores, &exclude, &exclude_from)?;
@@ -356,7 +360,7 @@ fn open_file_budget() -> u64 {
 
 /// Every row of "Before anything is written" (docs/GUIDE.md) that can be checked without
 /// writing: returns canonical (SRC, DST).
-pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, PathBuf), String> {
+pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, Location), String> {
     let src_err = |why: String| format!("source {}: {why}", display(src_arg));
     let dst_err = |why: String| format!("destination {}: {why}", display(dst_arg));
 
@@ -372,10 +376,8 @@ pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, Pa
     std::fs::read_dir(src_arg).map_err(|e| src_err(format!("cannot be read: {}", reason(&e))))?;
     let src = std::fs::canonicalize(src_arg).map_err(|e| src_err(reason(&e)))?;
 
-    match crate::dest::remote(dst_arg) {
-        Some(Ok(_)) => return Ok((src, dst_arg.to_path_buf())),
-        Some(Err(why)) => return Err(why),
-        None => {}
+    if let remote @ (Location::S3(..) | Location::Sftp(..)) = Location::parse(dst_arg)? {
+        return Ok((src, remote));
     }
     let dst = match std::fs::metadata(dst_arg) {
         Ok(md) if md.is_dir() => {
@@ -417,7 +419,7 @@ pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, Pa
             display(&dst)
         ));
     }
-    Ok((src, dst))
+    Ok((src, Location::Local(dst)))
 }
 
 /// The canonical form of a path that does not exist yet: its longest existing ancestor made

@@ -204,29 +204,26 @@ fn run_pair(
     shared: &Shared,
 ) -> Status {
     let mut reporter = Reporter::stdio(config.style);
+    let dst = config.dst.path();
     if let Some(name) = &config.name {
         reporter.info(&format!(
             "Pair {name}: {} -> {}",
             display(&config.src),
-            display(&config.dst)
+            display(dst)
         ));
     }
     if let (Some(how), false) = (config.create_dst, config.dry_run) {
-        let made = match how {
-            config::Create::Folder => std::fs::create_dir(&config.dst),
-            config::Create::Path => std::fs::create_dir_all(&config.dst),
-        };
-        if let Err(e) = made {
+        if let Err(e) = config.dst.create(how == config::Create::Path) {
             let why = format!("cannot be created: {}", reason(&e));
-            reporter.error(&format!("destination {}: {why}", display(&config.dst)));
+            reporter.error(&format!("destination {}: {why}", display(dst)));
             return Status::Failure;
         }
-        reporter.created(&config.dst);
+        reporter.created(dst);
     }
     let dest: Arc<dyn Destination> = match dest::open(&config.dst, !config.dry_run) {
         Ok(d) => d,
         Err(e) => {
-            reporter.error(&format!("destination {}: {e}", display(&config.dst)));
+            reporter.error(&format!("destination {}: {e}", display(dst)));
             return Status::Failure;
         }
     };

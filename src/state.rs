@@ -81,6 +81,19 @@ impl State {
         state
     }
 
+    /// A state kept nowhere: for a loop under test.
+    #[cfg(test)]
+    pub(crate) fn detached(src: &Path, dst: &Path) -> State {
+        State {
+            path: None,
+            snapshot: Snapshot {
+                src: src.to_path_buf(),
+                dst: dst.to_path_buf(),
+                ..Snapshot::default()
+            },
+        }
+    }
+
     pub(crate) fn set(&mut self, state: &str, pending: usize) {
         if self.snapshot.state != state || self.snapshot.pending != pending {
             self.snapshot.state = state.to_string();

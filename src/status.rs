@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::cli::StatusArgs;
-use crate::dest::is_temp_name;
+use crate::dest::{Location, is_temp_name};
 use crate::error::Status;
 use crate::pairs;
 use crate::report::{PairStatus, Reporter, Style};
@@ -19,17 +19,28 @@ pub(crate) fn run(args: StatusArgs) -> Status {
         ..Style::default()
     });
     let pairs = match (&args.src, &args.dst) {
-        (Some(src), Some(dst)) => vec![(None, canonical(src), canonical(dst))],
+        (Some(src), Some(dst)) => vec![(None, src.clone(), dst.clone())],
         _ => match pairs::chosen(args.config.as_deref(), &args.only) {
             Ok(pairs) => pairs
                 .into_iter()
-                .map(|p| (Some(p.name), canonical(&p.src), canonical(&p.dst)))
+                .map(|p| (Some(p.name), p.src, p.dst))
                 .collect(),
             Err(e) => {
                 out.error(&e);
                 return Status::Failure;
             }
         },
+    };
+    let pairs: Vec<(Option<String>, PathBuf, Location)> = match pairs
+        .into_iter()
+        .map(|(name, src, dst)| Ok((name, canonical(&src), located(&dst)?)))
+        .collect::<Result<_, String>>()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            out.error(&e);
+            return Status::Failure;
+        }
     };
     let mut bad = false;
     for (name, src, dst) in pairs {
@@ -41,14 +52,15 @@ pub(crate) fn run(args: StatusArgs) -> Status {
 }
 
 /// The pair's status now.
-fn check(name: Option<String>, src: &Path, dst: &Path, stale_after: Duration) -> PairStatus {
-    let running = state::read(src, dst).filter(|s| s.state != "stopped" && state::alive(s.pid));
+fn check(name: Option<String>, src: &Path, dst: &Location, stale_after: Duration) -> PairStatus {
+    let running =
+        state::read(src, dst.path()).filter(|s| s.state != "stopped" && state::alive(s.pid));
     let newest = newest_copy(dst);
     let age = newest.and_then(|t| SystemTime::now().duration_since(t).ok());
     PairStatus {
         name,
         src: src.to_path_buf(),
-        dst: dst.to_path_buf(),
+        dst: dst.path().to_path_buf(),
         failing: running.as_ref().is_some_and(|s| s.failing),
         stale: age.is_none_or(|a| a > stale_after),
         running,
@@ -58,37 +70,23 @@ fn check(name: Option<String>, src: &Path, dst: &Path, stale_after: Duration) ->
 
 /// Paths as `watch` keeps them: canonical where they exist.
 fn canonical(p: &Path) -> PathBuf {
-    if crate::dest::is_remote(p) {
-        return p.to_path_buf();
-    }
     std::fs::canonicalize(p)
         .or_else(|_| std::path::absolute(p))
         .unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// When the newest copy in DST was written (the latest change time of its files: a copy's is
-/// when it was published, or when its metadata was last set again).
-fn newest_copy(dst: &Path) -> Option<SystemTime> {
-    if crate::dest::is_remote(dst) {
-        return newest_remote(dst);
-    }
-    use std::os::unix::fs::MetadataExt;
-    walkdir::WalkDir::new(dst)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && !is_temp_name(e.file_name().as_bytes()))
-        .filter_map(|e| e.metadata().ok())
-        .filter_map(|m| {
-            let secs = u64::try_from(m.ctime()).ok()?;
-            SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-        })
-        .max()
+/// DST as `watch` keeps it: a folder canonical where it exists, else as given.
+fn located(dst: &Path) -> Result<Location, String> {
+    Ok(match Location::parse(dst)? {
+        Location::Local(folder) => Location::Local(canonical(&folder)),
+        remote => remote,
+    })
 }
 
-/// The same for a bucket or a server, read through the destination seam without writing: the
-/// upload time of each object (a listing gives it), the change time of each file.
-fn newest_remote(dst: &Path) -> Option<SystemTime> {
+/// When the newest copy in DST was written, read through the destination seam without writing:
+/// the latest change time of its files (a copy's is when it was published, or when its metadata
+/// was last set again; an object's, when it was uploaded).
+fn newest_copy(dst: &Location) -> Option<SystemTime> {
     use crate::meta::Kind;
     let dest = crate::dest::open(dst, false).ok()?;
     let mut newest = None;

@@ -62,14 +62,15 @@ impl Archive {
     /// locked like a backup locks it, so that a prune never runs into a running backup).
     pub(crate) fn open(dst: &Path, write: bool) -> Result<Archive, String> {
         let named = |why: String| format!("destination {}: {why}", display(dst));
-        let root = if dest::is_remote(dst) {
-            dst.to_path_buf()
-        } else {
-            let md = std::fs::metadata(dst).map_err(|e| named(reason(&e)))?;
-            if !md.is_dir() {
-                return Err(named("not a directory".into()));
+        let root = match dest::Location::parse(dst)? {
+            dest::Location::Local(path) => {
+                let md = std::fs::metadata(&path).map_err(|e| named(reason(&e)))?;
+                if !md.is_dir() {
+                    return Err(named("not a directory".into()));
+                }
+                dest::Location::Local(std::fs::canonicalize(&path).map_err(|e| named(reason(&e)))?)
             }
-            std::fs::canonicalize(dst).map_err(|e| named(reason(&e)))?
+            remote => remote,
         };
         let dest = dest::open(&root, write).map_err(|e| named(e.to_string()))?;
         Ok(Archive { dest })

@@ -11,8 +11,12 @@
 //! upload.
 
 mod contents;
+#[cfg(test)]
+mod contract;
 mod identity;
 pub(crate) mod local;
+#[cfg(test)]
+pub(crate) mod mem;
 mod probe;
 pub(crate) mod sftp;
 pub(crate) mod store;
@@ -21,7 +25,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::reason;
@@ -56,6 +60,12 @@ pub(crate) trait Destination: Send + Sync {
 
     /// Makes everything written so far durable, for a whole batch of staged copies at once.
     fn sync_all(&self) -> io::Result<()>;
+
+    /// Whether it is reached over the network (a bucket, a server) rather than through a
+    /// mounted filesystem: a lost one "cannot be reached" rather than "is gone (unmounted?)".
+    fn over_network(&self) -> bool {
+        false
+    }
 
     /// Reads again what a destination that answers from a listing kept since it was opened,
     /// before a full pass: the truth is what DST holds now, whatever else changed it. Nothing to
@@ -173,48 +183,92 @@ pub(crate) trait Staged: Send {
     fn publish(&mut self, name: &[u8]) -> io::Result<()>;
 }
 
-/// A DST given as a URL.
-pub(crate) enum Remote {
-    S3(store::Location),
-    Sftp(sftp::Address),
+/// Where DST is, parsed once from the command line or the config file: a folder, a bucket or a
+/// folder on an SSH server. Everything after that asks the `Location` or the opened
+/// `Destination`, never the text it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A folder on a mounted filesystem (canonical once it is known to exist).
+    Local(PathBuf),
+    /// `s3://BUCKET/PREFIX`, and that text as it is shown.
+    S3(store::Location, PathBuf),
+    /// `sftp://[USER@]HOST[:PORT]/PATH`, and that text as it is shown.
+    Sftp(sftp::Address, PathBuf),
 }
 
-/// What DST names when it is a URL: `None` for a path (a colon in a folder name included), an
-/// error for a URL that this tool cannot write to.
-pub(crate) fn remote(dst: &Path) -> Option<Result<Remote, String>> {
-    let text = dst.to_str()?;
-    let (scheme, _) = text.split_once("://")?;
-    if scheme.is_empty()
-        || !scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '+')
-    {
-        return None;
+impl Location {
+    /// DST as given: a URL of a kind this tool writes to, else a path (a colon in a folder name
+    /// included); an error for a URL of another kind.
+    pub(crate) fn parse(dst: &Path) -> Result<Location, String> {
+        let Some(text) = dst.to_str() else {
+            return Ok(Location::Local(dst.to_path_buf()));
+        };
+        let Some((scheme, _)) = text.split_once("://") else {
+            return Ok(Location::Local(dst.to_path_buf()));
+        };
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        {
+            return Ok(Location::Local(dst.to_path_buf()));
+        }
+        match scheme {
+            "s3" => store::Location::parse(text).map(|l| {
+                let url = PathBuf::from(l.url());
+                Location::S3(l, url)
+            }),
+            "sftp" => sftp::Address::parse(text).map(|a| {
+                let url = PathBuf::from(a.url());
+                Location::Sftp(a, url)
+            }),
+            _ => Err(format!(
+                "destination {text}: unknown kind of destination '{scheme}://' (use a folder, \
+                 s3://BUCKET/PREFIX or sftp://[USER@]HOST[:PORT]/PATH)"
+            )),
+        }
     }
-    Some(match scheme {
-        "s3" => store::Location::parse(text).map(Remote::S3),
-        "sftp" => sftp::Address::parse(text).map(Remote::Sftp),
-        _ => Err(format!(
-            "destination {text}: unknown kind of destination '{scheme}://' (use a folder, \
-             s3://BUCKET/PREFIX or sftp://[USER@]HOST[:PORT]/PATH)"
-        )),
-    })
+
+    /// How DST is named in messages and in the state file: its folder, or its URL.
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Location::Local(p) | Location::S3(_, p) | Location::Sftp(_, p) => p,
+        }
+    }
+
+    /// The folder, for a destination on a mounted filesystem.
+    pub(crate) fn folder(&self) -> Option<&Path> {
+        match self {
+            Location::Local(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether it is reached over the network rather than through a mounted filesystem: what
+    /// waits on it is the network, not a disk.
+    pub(crate) fn over_network(&self) -> bool {
+        !matches!(self, Location::Local(_))
+    }
+
+    /// Makes a missing local destination: the folder alone, or with its parents (`all`).
+    /// Nothing to make for a bucket or a server, where folders come with what is written.
+    pub(crate) fn create(&self, all: bool) -> io::Result<()> {
+        match self {
+            Location::Local(p) if all => std::fs::create_dir_all(p),
+            Location::Local(p) => std::fs::create_dir(p),
+            _ => Ok(()),
+        }
+    }
 }
 
-/// Whether DST names a remote destination rather than a folder.
-pub(crate) fn is_remote(dst: &Path) -> bool {
-    remote(dst).is_some()
-}
-
-/// Opens DST, a folder or a URL, to write into it, or read-only (a dry run, `verify`,
-/// `versions`, `restore`): then nothing is written, not even a probe or a lock.
-pub(crate) fn open(dst: &Path, write: bool) -> Result<Arc<dyn Destination>, OpenError> {
-    match remote(dst) {
-        Some(Ok(Remote::S3(loc))) => Ok(Arc::new(store::Store::open(&loc, write)?)),
-        Some(Ok(Remote::Sftp(addr))) => Ok(Arc::new(sftp::SftpDest::open(&addr, write)?)),
-        Some(Err(why)) => Err(OpenError::Open(io::Error::other(why))),
-        None if write => Ok(Arc::new(local::Local::open(dst)?)),
-        None => Ok(Arc::new(local::Local::open_read_only(dst, false)?)),
+/// Opens DST to write into it, or read-only (a dry run, `verify`, `versions`, `restore`): then
+/// nothing is written, not even a probe or a lock.
+pub(crate) fn open(dst: &Location, write: bool) -> Result<Arc<dyn Destination>, OpenError> {
+    match dst {
+        Location::S3(loc, _) => Ok(Arc::new(store::Store::open(loc, write)?)),
+        Location::Sftp(addr, _) => Ok(Arc::new(sftp::SftpDest::open(addr, write)?)),
+        Location::Local(path) if write => Ok(Arc::new(local::Local::open(path)?)),
+        Location::Local(path) => Ok(Arc::new(local::Local::open_read_only(path, false)?)),
     }
 }
 

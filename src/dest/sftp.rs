@@ -362,6 +362,10 @@ fn capabilities(publish: Publish) -> Capabilities {
 }
 
 impl Destination for SftpDest {
+    fn over_network(&self) -> bool {
+        true
+    }
+
     fn path(&self) -> &Path {
         &self.shared.url
     }

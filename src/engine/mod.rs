@@ -31,6 +31,10 @@ mod folder;
 mod jobs;
 mod notes;
 mod shape;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) use self::tests::engine as for_tests;
 
 pub(crate) use self::budget::Budget;
 pub(crate) use self::entry::LOCKED_RETRY;

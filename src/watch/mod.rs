@@ -134,7 +134,8 @@ pub(crate) fn run(
         display(&engine.tree.src)
     ));
     reporter.detail(&watcher.plan());
-    let mut l = Loop::new(engine, cfg, policy, feed, watcher);
+    let state = State::start(&engine.tree.src, engine.dest.path());
+    let mut l = Loop::new(engine, cfg, policy, feed, watcher, state);
     if l.watcher.is_polling() {
         l.idle = "polling";
     }
@@ -184,6 +185,7 @@ impl<'a> Loop<'a> {
         policy: &'a Policy,
         feed: Feed,
         watcher: Watcher,
+        state: State,
     ) -> Loop<'a> {
         Loop {
             engine,
@@ -201,7 +203,7 @@ impl<'a> Loop<'a> {
             said_polled: false,
             last_waiting: None,
             lost_for_good: false,
-            state: State::start(&engine.tree.src, engine.dest.path()),
+            state,
             idle: "watching",
             due_since: None,
             unprinted: Counts::default(),
@@ -459,7 +461,7 @@ impl<'a> Loop<'a> {
                 "Destination {dst} is in use: {why}; waiting for it to finish; changes are \
                  remembered"
             ),
-            Away::Gone if crate::dest::is_remote(self.engine.dest.path()) => format!(
+            Away::Gone if self.engine.dest.over_network() => format!(
                 "Destination {dst} cannot be reached: {why}; waiting for it to come back; \
                  changes are remembered"
             ),
@@ -808,4 +810,66 @@ fn companion(src: &Path, p: &Path) -> Option<(PathBuf, bool)> {
 /// it runs, so that it is never closed after a write.
 fn is_database(path: &Path) -> bool {
     crate::source::open_path(path).is_ok_and(|f| crate::database::is_database(&f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dest::mem::Mem;
+    use crate::report::Style;
+
+    fn config() -> WatchConfig {
+        WatchConfig {
+            debounce: Duration::from_millis(10),
+            max_delay: Duration::from_secs(1),
+            poll: Some(Duration::from_secs(3600)),
+            events: Events::Auto,
+            rescan_every: None,
+            exit_on_lost: false,
+            low_priority: false,
+        }
+    }
+
+    #[test]
+    fn a_lost_destination_is_waited_for_and_what_is_owed_is_copied_when_it_is_back() {
+        let src = tempfile::tempdir().expect("tempdir");
+        std::fs::write(src.path().join("a.txt"), "a").expect("write");
+        let dest = Mem::new(Path::new("/dst"));
+        let engine = crate::engine::for_tests(src.path(), &dest);
+        let cfg = config();
+        let policy = Policy::default();
+        let feed = Feed::new();
+        let watcher = Watcher::poll(src.path(), Duration::from_secs(3600), &feed);
+        let state = State::detached(src.path(), Path::new("/dst"));
+        let mut l = Loop::new(&engine, &cfg, &policy, feed, watcher, state);
+        let mut reporter = Reporter::stdio(Style {
+            quiet: true,
+            ..Style::default()
+        });
+        let (_wake_tx, wake) = crossbeam_channel::bounded::<()>(1);
+
+        dest.faults()
+            .gone
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        l.batch(Scope::full(), true, &mut reporter);
+        assert!(matches!(l.away, Some(Away::Gone)), "{:?}", l.away);
+        assert!(l.pending.full, "a pass is owed");
+        assert!(dest.paths().is_empty());
+        assert_eq!(l.totals.failed, 0, "owed, not failed");
+
+        // Still gone: it keeps waiting.
+        l.wait(&mut reporter, &wake);
+        assert!(l.away.is_some());
+
+        dest.faults()
+            .gone
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        l.wait(&mut reporter, &wake);
+        assert!(l.away.is_none(), "back");
+        let scope = l.due();
+        assert!(scope.full, "the owed pass");
+        l.batch(scope, false, &mut reporter);
+        assert_eq!(dest.read(Path::new("a.txt")).expect("copied"), b"a");
+        assert_eq!(l.totals.copied, 1);
+    }
 }

@@ -242,6 +242,10 @@ fn folder_meta() -> Meta {
 }
 
 impl Destination for Store {
+    fn over_network(&self) -> bool {
+        true
+    }
+
     fn path(&self) -> &Path {
         &self.shared.url
     }
