@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::options::{Events, Priority, parse_duration};
 
 const NAMING: &str = "\
 NAMING: the destination is a plain copy of the source tree. Nothing in it is ever overwritten: \
@@ -403,50 +405,71 @@ pub struct WatchArgs {
     pub priority: Priority,
 }
 
-/// Where `watch` gets change events from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Events {
-    Auto,
-    Fanotify,
-    Inotify,
-}
-
-/// How `watch` competes for the disk and the CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Priority {
-    /// Idle I/O priority, nice 10.
-    Low,
-    /// As started.
-    Normal,
-}
-
-/// Durations as `500ms`, `2s`, `1h 30m`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+impl clap::ValueEnum for Events {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Events::Auto, Events::Fanotify, Events::Inotify]
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (try 500ms, 2s, 1m)"))
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            Events::Auto => PossibleValue::new("auto"),
+            Events::Fanotify => PossibleValue::new("fanotify"),
+            Events::Inotify => PossibleValue::new("inotify"),
+        })
+    }
+}
+
+impl clap::ValueEnum for Priority {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Priority::Low, Priority::Normal]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            Priority::Low => PossibleValue::new("low").help("Idle I/O priority, nice 10"),
+            Priority::Normal => PossibleValue::new("normal").help("As started"),
+        })
+    }
+}
+
+/// Reads the command line; a usage error is clap's own message and exit 2.
+pub(crate) fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Cli {
+    Cli::parse_from(args)
+}
+
+/// A usage error of `subcommand` found after parsing: clap's format, exit 2.
+pub(crate) fn usage_error(subcommand: &str, message: &str) -> ! {
+    let mut cli = Cli::command();
+    let sub = cli
+        .find_subcommand_mut(subcommand)
+        .map(|c| c.clone().bin_name(format!("backup {subcommand}")));
+    sub.unwrap_or(cli)
+        .error(clap::error::ErrorKind::MissingRequiredArgument, message)
+        .exit()
+}
+
+/// The completion script for `shell`.
+pub(crate) fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "backup", &mut out);
+    out
+}
+
+/// The manual page, in roff.
+pub(crate) fn man() -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("soon").is_err());
     }
 }

@@ -7,12 +7,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Command, CommonArgs, PassArgs, PolicyArgs};
+use crate::cli::{Cli, Command, CommonArgs, PassArgs, PolicyArgs, ServiceCommand};
 use crate::dest::Location;
 use crate::error::reason;
 use crate::escape::display;
 use crate::exclude::Exclude;
 use crate::history::Policy;
+use crate::options::{Events, Priority};
 use crate::pairs;
 use crate::report::Style;
 
@@ -50,13 +51,125 @@ pub(crate) struct WatchConfig {
     pub(crate) debounce: Duration,
     pub(crate) max_delay: Duration,
     pub(crate) poll: Option<Duration>,
-    pub(crate) events: crate::cli::Events,
+    pub(crate) events: Events,
     /// `None` when periodic full passes are off.
     pub(crate) rescan_every: Option<Duration>,
     /// Exit when DST goes away, instead of waiting for it.
     pub(crate) exit_on_lost: bool,
     /// Copy at idle I/O priority and low CPU priority.
     pub(crate) low_priority: bool,
+}
+
+/// What the command line asks for, resolved: clap's types end in this module.
+pub(crate) enum Job {
+    /// `once`, `watch` or `verify`, over SRC and DST or the config file's pairs.
+    Backup(Vec<Config>),
+    Versions(Versions),
+    Restore(Restore),
+    Prune(Prune),
+    Status(StatusJob),
+    Service(Service),
+    /// Text to print as it is: a completion script, the manual page.
+    Print(Vec<u8>),
+}
+
+/// `backup versions`.
+pub(crate) struct Versions {
+    pub(crate) dst: PathBuf,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) json: bool,
+}
+
+/// `backup restore`.
+pub(crate) struct Restore {
+    pub(crate) dst: PathBuf,
+    pub(crate) path: PathBuf,
+    pub(crate) to: PathBuf,
+    /// As given: read against the clock when the restore starts.
+    pub(crate) at: String,
+    pub(crate) quiet: bool,
+    pub(crate) json: bool,
+}
+
+/// `backup prune`.
+pub(crate) struct Prune {
+    pub(crate) dst: PathBuf,
+    /// Never empty.
+    pub(crate) policy: Policy,
+    pub(crate) source: Option<PathBuf>,
+    pub(crate) dry_run: bool,
+    pub(crate) quiet: bool,
+    pub(crate) json: bool,
+}
+
+/// `backup status`: SRC and DST, or pairs of the config file.
+pub(crate) struct StatusJob {
+    pub(crate) pair: Option<(PathBuf, PathBuf)>,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) only: Vec<String>,
+    pub(crate) stale_after: Duration,
+    pub(crate) json: bool,
+}
+
+/// `backup service`.
+pub(crate) enum Service {
+    Install { config: Option<PathBuf> },
+    Uninstall,
+    Status,
+}
+
+/// Resolves the parsed command line. A usage error found only now (`prune` without a policy)
+/// exits 2 in clap's words; any other error is the message for `error: …`.
+pub(crate) fn job(cli: Cli) -> Result<Job, String> {
+    Ok(match cli.command {
+        Command::Completions { shell } => Job::Print(crate::cli::completions(shell)),
+        Command::Man => {
+            Job::Print(crate::cli::man().map_err(|e| format!("cannot write: {}", reason(&e)))?)
+        }
+        Command::Versions(a) => Job::Versions(Versions {
+            dst: a.dst,
+            path: a.path,
+            json: a.json,
+        }),
+        Command::Restore(a) => Job::Restore(Restore {
+            dst: a.dst,
+            path: a.path,
+            to: a.to,
+            at: a.at,
+            quiet: a.quiet,
+            json: a.json,
+        }),
+        Command::Prune(a) => {
+            let policy = Policy::from(a.policy);
+            if policy.is_empty() {
+                crate::cli::usage_error(
+                    "prune",
+                    "prune needs a policy: --keep-last N, --keep-within DURATION or --staggered",
+                );
+            }
+            Job::Prune(Prune {
+                dst: a.dst,
+                policy,
+                source: a.source,
+                dry_run: a.dry_run,
+                quiet: a.quiet,
+                json: a.json,
+            })
+        }
+        Command::Status(a) => Job::Status(StatusJob {
+            pair: a.src.zip(a.dst),
+            config: a.config,
+            only: a.only,
+            stale_after: a.stale_after,
+            json: a.json,
+        }),
+        Command::Service(s) => Job::Service(match s {
+            ServiceCommand::Install { config } => Service::Install { config },
+            ServiceCommand::Uninstall => Service::Uninstall,
+            ServiceCommand::Status => Service::Status,
+        }),
+        command => Job::Backup(Config::from_cli(command)?),
+    })
 }
 
 impl Config {
@@ -73,7 +186,7 @@ impl Config {
                     events: a.events,
                     rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
                     exit_on_lost: a.exit_on_lost_destination,
-                    low_priority: a.priority == crate::cli::Priority::Low,
+                    low_priority: a.priority == Priority::Low,
                 };
                 (a.common, Some(w), false, false)
             }
@@ -135,12 +248,11 @@ impl Config {
                     debounce,
                     max_delay: o.max_delay.unwrap_or(Duration::from_secs(60)).max(debounce),
                     poll: o.poll.filter(|d| !d.is_zero()),
-                    events: o.events.unwrap_or(crate::cli::Events::Auto),
+                    events: o.events.unwrap_or_default(),
                     rescan_every: Some(o.rescan_every.unwrap_or(Duration::from_secs(3600)))
                         .filter(|d| !d.is_zero()),
                     exit_on_lost: o.exit_on_lost_destination.unwrap_or(false),
-                    low_priority: o.priority.unwrap_or(crate::cli::Priority::Low)
-                        == crate::cli::Priority::Low,
+                    low_priority: o.priority.unwrap_or_default() == Priority::Low,
                 }
             });
             let name = pair.name;

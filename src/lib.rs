@@ -32,7 +32,7 @@
 //! traits, never which backend they talk to.
 
 mod archive;
-pub mod cli;
+mod cli;
 mod config;
 mod database;
 mod dest;
@@ -44,6 +44,7 @@ mod history;
 mod meta;
 mod naming;
 mod once;
+mod options;
 mod outcome;
 mod pairs;
 mod plan;
@@ -60,10 +61,7 @@ mod watch;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use clap::CommandFactory;
-
-use crate::cli::{Cli, Command};
-use crate::config::Config;
+use crate::config::{Config, Job};
 use crate::dest::Destination;
 use crate::engine::{Engine, Settings};
 use crate::error::reason;
@@ -73,15 +71,19 @@ use crate::scan::Tree;
 
 pub use crate::error::Status;
 
-/// Runs the parsed command line to the end.
-pub fn run(cli: Cli) -> Status {
-    match cli.command {
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "backup", &mut std::io::stdout());
-            Status::Success
+/// Runs the command line `args` (the program's name first) to the end.
+pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Status {
+    let job = match config::job(cli::parse(args)) {
+        Ok(job) => job,
+        Err(message) => {
+            Reporter::stdio(Style::default()).error(&message);
+            return Status::Failure;
         }
-        Command::Man => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+    };
+    match job {
+        Job::Print(text) => {
+            use std::io::Write;
+            match std::io::stdout().write_all(&text) {
                 Ok(()) => Status::Success,
                 Err(e) => {
                     Reporter::stdio(Style::default())
@@ -90,46 +92,19 @@ pub fn run(cli: Cli) -> Status {
                 }
             }
         }
-        Command::Service(command) => service::run(command),
-        Command::Status(args) => status::run(args),
-        Command::Versions(args) => archive::versions(args),
-        Command::Restore(args) => archive::restore::run(args),
-        Command::Prune(args) => {
-            if history::Policy::from(args.policy.clone()).is_empty() {
-                prune_needs_a_policy();
-            }
-            archive::prune::run(args)
-        }
-        command => backup(command),
+        Job::Service(job) => service::run(job),
+        Job::Status(job) => status::run(&job),
+        Job::Versions(job) => archive::versions(&job),
+        Job::Restore(job) => archive::restore::run(&job),
+        Job::Prune(job) => archive::prune::run(&job),
+        Job::Backup(configs) => backup(configs),
     }
-}
-
-/// A usage error, exit 2, in clap's own words and format.
-fn prune_needs_a_policy() -> ! {
-    let mut cli = Cli::command();
-    let prune = cli
-        .find_subcommand_mut("prune")
-        .map(|c| c.clone().bin_name("backup prune"));
-    prune
-        .unwrap_or(cli)
-        .error(
-            clap::error::ErrorKind::MissingRequiredArgument,
-            "prune needs a policy: --keep-last N, --keep-within DURATION or --staggered",
-        )
-        .exit()
 }
 
 /// `once`, `watch` or `verify`: of SRC and DST, or of every pair of the config file (`once`
 /// one after another; `watch` all at once, each in its own thread, stopped by the same signal,
 /// sharing one inotify instance and one budget of workers).
-fn backup(command: Command) -> Status {
-    let configs = match Config::from_cli(command) {
-        Ok(c) => c,
-        Err(message) => {
-            Reporter::stdio(Style::default()).error(&message);
-            return Status::Failure;
-        }
-    };
+fn backup(configs: Vec<Config>) -> Status {
     let (stop, wake) = match signals() {
         Ok(s) => s,
         Err(e) => {

@@ -1,8 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = backup::cli::Cli::parse();
-    backup::run(cli).into()
+    backup::run(std::env::args_os()).into()
 }

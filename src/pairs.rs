@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{Events, Priority};
 use crate::escape::display;
+use crate::options::{Events, Priority};
 
 /// Declares a table of the file: its own fields, then every option (each optional), with
 /// unknown keys refused; and `options()`, its options alone. One list of options for the top
@@ -120,7 +120,7 @@ impl Options {
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    crate::cli::parse_duration(&text)
+    crate::options::parse_duration(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cli::ServiceCommand;
+use crate::config::Service;
 use crate::error::{Status, reason};
 use crate::escape::display;
 use crate::pairs;
@@ -14,12 +14,12 @@ use crate::report::{Reporter, Style};
 /// The unit's name.
 const UNIT: &str = "backup.service";
 
-pub(crate) fn run(command: ServiceCommand) -> Status {
+pub(crate) fn run(command: Service) -> Status {
     let mut out = Reporter::stdio(Style::default());
     let result = match command {
-        ServiceCommand::Install { config } => install(config, &mut out),
-        ServiceCommand::Uninstall => uninstall(&mut out),
-        ServiceCommand::Status => return systemctl(&["status", UNIT], &mut out, true),
+        Service::Install { config } => install(config, &mut out),
+        Service::Uninstall => uninstall(&mut out),
+        Service::Status => return systemctl(&["status", UNIT], &mut out, true),
     };
     match result {
         Ok(status) => status,

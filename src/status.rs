@@ -6,20 +6,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::cli::StatusArgs;
+use crate::config::StatusJob;
 use crate::dest::{Location, is_temp_name};
 use crate::error::Status;
 use crate::pairs;
 use crate::report::{PairStatus, Reporter, Style};
 use crate::state;
 
-pub(crate) fn run(args: StatusArgs) -> Status {
+pub(crate) fn run(args: &StatusJob) -> Status {
     let mut out = Reporter::stdio(Style {
         json: args.json,
         ..Style::default()
     });
-    let pairs = match (&args.src, &args.dst) {
-        (Some(src), Some(dst)) => vec![(None, src.clone(), dst.clone())],
+    let pairs = match &args.pair {
+        Some((src, dst)) => vec![(None, src.clone(), dst.clone())],
         _ => match pairs::chosen(args.config.as_deref(), &args.only) {
             Ok(pairs) => pairs
                 .into_iter()

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::VersionsArgs;
+use crate::config::Versions;
 use crate::dest::{self, Destination, Folder, is_temp_name};
 use crate::error::{Status, reason};
 use crate::escape::display;
@@ -253,7 +253,7 @@ fn reporter(json: bool, quiet: bool, dry_run: bool) -> Reporter {
 }
 
 /// `backup versions DST [PATH]`
-pub(crate) fn versions(args: VersionsArgs) -> Status {
+pub(crate) fn versions(args: &Versions) -> Status {
     let mut out = reporter(args.json, false, false);
     let archive = match Archive::open(&args.dst, false) {
         Ok(a) => a,

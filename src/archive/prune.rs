@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::{Archive, reporter};
-use crate::cli::PruneArgs;
+use crate::config::Prune;
 use crate::engine::Engine;
 use crate::error::{Failure, Op, Status, reason};
 use crate::escape::display;
@@ -114,9 +114,9 @@ pub(crate) fn after_pass(
 }
 
 /// `backup prune DST --keep-last N | --keep-within DURATION | --staggered`
-pub(crate) fn run(args: PruneArgs) -> Status {
+pub(crate) fn run(args: &Prune) -> Status {
     let mut out = reporter(args.json, args.quiet, args.dry_run);
-    let policy = Policy::from(args.policy);
+    let policy = args.policy;
     let archive = match Archive::open(&args.dst, !args.dry_run) {
         Ok(a) => a,
         Err(e) => {

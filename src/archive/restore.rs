@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Archive, Target, find, reporter};
-use crate::cli::RestoreArgs;
+use crate::config::Restore;
 use crate::dest::local::Local;
 use crate::dest::{self, Destination, Folder};
 use crate::error::{Failure, Op, Status, reason};
@@ -38,9 +38,9 @@ struct Plan {
     folder: bool,
 }
 
-pub(crate) fn run(args: RestoreArgs) -> Status {
+pub(crate) fn run(args: &Restore) -> Status {
     let mut out = reporter(args.json, args.quiet, false);
-    match restore(&args, &mut out) {
+    match restore(args, &mut out) {
         Ok(status) => status,
         Err(e) => {
             out.error(&e);
@@ -49,7 +49,7 @@ pub(crate) fn run(args: RestoreArgs) -> Status {
     }
 }
 
-fn restore(args: &RestoreArgs, out: &mut Reporter) -> Result<Status, String> {
+fn restore(args: &Restore, out: &mut Reporter) -> Result<Status, String> {
     let archive = Archive::open(&args.dst, false)?;
     let at = history::parse_when(&args.at, chrono::Local::now())?;
     let target = archive.resolve(&args.path)?;
@@ -74,7 +74,7 @@ fn restore(args: &RestoreArgs, out: &mut Reporter) -> Result<Status, String> {
 }
 
 /// Which version of which file goes where.
-fn plan(archive: &Archive, target: &Target, at: u64, args: &RestoreArgs) -> Result<Plan, String> {
+fn plan(archive: &Archive, target: &Target, at: u64, args: &Restore) -> Result<Plan, String> {
     let unreadable = |rel: &Path, e: io::Error| {
         format!("{}: {}", display(&archive.root().join(rel)), reason(&e))
     };
