@@ -44,6 +44,116 @@ pub(crate) fn copy(src: &File, out: &File, size: u64) -> io::Result<u64> {
     Ok(size + copy_rest(src, out, size)?)
 }
 
+/// Makes `out`, a clone of `base`, hold what `src` (of `size` bytes) holds, writing only the
+/// blocks that differ: every other block stays shared with `base`, which is only read. A block
+/// of zeros where `base` has data becomes a hole, so that holes stay holes. Returns how far the
+/// copy got, as `copy` does.
+pub(crate) fn patch(src: &File, base: &File, out: &File, size: u64) -> io::Result<u64> {
+    let base_len = base.metadata()?.len();
+    let (mut a, mut b) = (vec![0u8; PATCH_CHUNK], vec![0u8; PATCH_CHUNK]);
+    let mut at = 0u64;
+    while at < size {
+        let want = usize::try_from((size - at).min(PATCH_CHUNK as u64)).unwrap_or(PATCH_CHUNK);
+        let n = read_full_at(src, &mut a[..want], at)?;
+        if n == 0 {
+            // It shrank while it was read.
+            return Ok(at);
+        }
+        let m = if at < base_len {
+            read_full_at(base, &mut b[..n], at)?
+        } else {
+            0
+        };
+        // Compared, and written, in blocks much larger than a filesystem's, so that the calls
+        // stay few, and small enough that a change of a few bytes costs little.
+        let mut off = 0;
+        while off < n {
+            let end = (off + BLOCK).min(n);
+            let same = end <= m && a[off..end] == b[off..end];
+            if !same {
+                write_block(out, &a[off..end], at + off as u64, end <= m)?;
+            }
+            off = end;
+        }
+        at += n as u64;
+    }
+    if base_len != size {
+        rustix::fs::ftruncate(out, size)?;
+    }
+    Ok(size + copy_rest(src, out, size)?)
+}
+
+/// Compare and write granularity of `patch`.
+const BLOCK: usize = 64 << 10;
+/// What `patch` reads at once.
+const PATCH_CHUNK: usize = 1 << 20;
+
+/// Writes one block of a patched copy at `at`. Zeros over data the clone shares with its base
+/// (`shared`) become a hole; elsewhere they are written, as any other bytes.
+fn write_block(out: &File, data: &[u8], at: u64, shared: bool) -> io::Result<()> {
+    if shared && data.iter().all(|&b| b == 0) {
+        let punched = rustix::fs::fallocate(
+            out,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            at,
+            data.len() as u64,
+        );
+        if punched.is_ok() {
+            return Ok(());
+        }
+    }
+    out.write_all_at(data, at)
+}
+
+/// Fills `buf` from `at` as far as the file goes.
+fn read_full_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read_at(&mut buf[filled..], at + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Whether a copy is in so many pieces that a clone of it would be slow to read and to clone
+/// again: a file rewritten a little thousands of times. Its next version is then written whole,
+/// in one piece again. Where the filesystem cannot say (`FIEMAP`), it is taken not to be.
+pub(crate) fn too_fragmented(file: &File) -> bool {
+    extents(file).is_some_and(|n| n > MOST_EXTENTS)
+}
+
+/// Past this many extents, a version is written whole (see `too_fragmented`).
+const MOST_EXTENTS: u32 = 16_384;
+
+/// How many extents the file's data is in, by `FS_IOC_FIEMAP` asked for a count only.
+fn extents(file: &File) -> Option<u32> {
+    /// `struct fiemap` of linux/fiemap.h, without its extent array (none is asked for).
+    #[repr(C)]
+    #[derive(Default)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+    }
+    // _IOWR('f', 11, struct fiemap)
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    let mut map = Fiemap {
+        length: u64::MAX,
+        ..Fiemap::default()
+    };
+    // SAFETY: FS_IOC_FIEMAP reads and writes a `struct fiemap`, which `Fiemap` lays out exactly
+    // (32 bytes); with `extent_count` 0 the kernel writes no extents after it, only the count.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Fiemap) };
+    (r == 0).then_some(map.mapped_extents)
+}
+
 /// Where a source file's data lies.
 enum Layout {
     /// No holes (the usual case, told by its block count without asking for its layout).
@@ -276,5 +386,38 @@ mod tests {
         // Told a smaller size than the file now has: the copy reports the extra bytes.
         let out2 = File::create_new(dir.path().join("out2")).expect("out2");
         assert_eq!(copy(&src, &out2, 4 << 20).expect("copy"), 8 << 20);
+    }
+
+    /// A file holding `data`, in a temporary folder.
+    fn file_of(data: &[u8]) -> File {
+        let mut f = tempfile::tempfile().expect("tempfile");
+        f.write_all(data).expect("write");
+        f
+    }
+
+    #[test]
+    fn a_patched_copy_holds_the_source_whatever_changed() {
+        let base: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        // A few bytes changed in the middle, a block zeroed, grown, shrunk, emptied.
+        let mut changed = base.clone();
+        changed[150_000] ^= 0xff;
+        changed[70_000..140_000].fill(0);
+        cases.push(changed);
+        let mut grown = base.clone();
+        grown.extend_from_slice(&[7u8; 123_456]);
+        cases.push(grown);
+        cases.push(base[..100_001].to_vec());
+        cases.push(Vec::new());
+        for want in cases {
+            let src = file_of(&want);
+            let base_file = file_of(&base);
+            // What a clone of the base starts as.
+            let out = file_of(&base);
+            let got = patch(&src, &base_file, &out, want.len() as u64).expect("patch");
+            assert_eq!(got, want.len() as u64);
+            assert!(read_all(&out) == want, "{} bytes", want.len());
+            assert!(read_all(&base_file) == base, "the base is only read");
+        }
     }
 }

@@ -22,7 +22,9 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use super::identity::{self, Identity};
-use super::{Capabilities, Destination, Folder, OpenError, Opened, Publish, Staged, Unavailable};
+use super::{
+    Capabilities, Destination, Folder, OpenError, Opened, Patched, Publish, Staged, Unavailable,
+};
 use crate::meta::{Kind, Meta, Time};
 
 /// A local destination folder. A run that writes holds it open and locked while it writes; in
@@ -795,6 +797,18 @@ impl Staged for LocalStaged {
 
     fn copy_from(&mut self, src: &File, size: u64) -> io::Result<u64> {
         super::contents::copy(src, self.file()?, size)
+    }
+
+    fn copy_changed(&mut self, src: &File, size: u64, base: &File) -> io::Result<Patched> {
+        if !self.dir.0.ctx.caps.clone || super::contents::too_fragmented(base) {
+            return Ok(Patched::Whole(None));
+        }
+        let out = self.file()?;
+        // The ioctl, not copy_file_range, which falls back to copying without saying so.
+        if let Err(e) = rustix::fs::ioctl_ficlone(out, base) {
+            return Ok(Patched::Whole(Some(e.into())));
+        }
+        super::contents::patch(src, base, out, size).map(Patched::Copied)
     }
 
     fn set_meta(&mut self, meta: &Meta, src: &File) -> io::Result<()> {

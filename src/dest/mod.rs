@@ -178,9 +178,27 @@ pub(crate) trait Staged: Send {
     /// Makes this one copy's data durable (where a batch has only one).
     fn sync(&self) -> io::Result<()>;
 
+    /// Copies `src` (of `size` bytes) as a clone of `base`, the newest copy of the same file in
+    /// this destination, with only the blocks that differ written: the new version shares every
+    /// other block with `base`, which is never written. Where that cannot be done, nothing is
+    /// written and the answer says so (`Whole`), and the caller copies whole with `copy_from`.
+    fn copy_changed(&mut self, _src: &File, _size: u64, _base: &File) -> io::Result<Patched> {
+        Ok(Patched::Whole(None))
+    }
+
     /// Publishes the copy under `name`, never replacing: `AlreadyExists` when taken, and the
     /// copy stays staged for another name.
     fn publish(&mut self, name: &[u8]) -> io::Result<()>;
+}
+
+/// What became of `Staged::copy_changed`.
+#[derive(Debug)]
+pub(crate) enum Patched {
+    /// A clone of the base with what differs written; how far the copy got, as `copy_from`.
+    Copied(u64),
+    /// Nothing written: copy whole. With the reason, where this destination can clone but not
+    /// this file (Btrfs will not clone between a NOCOW file and another).
+    Whole(Option<io::Error>),
 }
 
 /// Where DST is, parsed once from the command line or the config file: a folder, a bucket or a
@@ -460,6 +478,9 @@ pub(crate) struct Capabilities {
     /// Whether copies are published in batches that share one sync; where nothing is shared
     /// (an upload is durable when acknowledged), each copy is published as soon as it is staged.
     pub group_commit: bool,
+    /// Whether a file can share blocks with another (a clone): a new version then costs only
+    /// what changed since the one before.
+    pub clone: bool,
 }
 
 impl Capabilities {
@@ -484,6 +505,7 @@ impl Capabilities {
             max_file_size: None,
             refresh: true,
             group_commit: true,
+            clone: false,
         }
     }
 
@@ -537,7 +559,7 @@ impl Capabilities {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         let mut line = format!(
             "{}: times kept to {precision}{}; publish by {}; symlinks {}, permissions {}, \
-             owners {}, xattrs {}, case-sensitive {}",
+             owners {}, xattrs {}, case-sensitive {}, clones {}",
             self.kind,
             if self.local_time {
                 " in local time"
@@ -561,6 +583,7 @@ impl Capabilities {
             yes_no(self.owners),
             yes_no(self.xattrs),
             yes_no(self.case_sensitive),
+            yes_no(self.clone),
         );
         if !self.refuses.is_empty() {
             let refused: Vec<String> = self.refuses.iter().map(ToString::to_string).collect();

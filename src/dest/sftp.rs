@@ -358,6 +358,7 @@ fn capabilities(publish: Publish) -> Capabilities {
         refresh: true,
         // Each copy is made durable on its own (fsync@openssh.com): there is no sync to share.
         group_commit: false,
+        clone: false,
     }
 }
 

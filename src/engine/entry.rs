@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::{Beside, Engine, FolderJob, Step, clone_error, now_stamp, shape};
 use crate::database::NoSnapshot;
-use crate::dest::Folder;
+use crate::dest::{Folder, Patched};
 use crate::error::{Failure, Op};
 use crate::meta::{Kind, Meta};
 use crate::naming::FolderIndex;
@@ -280,7 +280,15 @@ impl Engine {
         let Some((target, _)) = &facts.link else {
             let step = match facts.database {
                 Some(changed) => self.stage_database(at, index, changed),
-                None => self.stage_file(at),
+                None => {
+                    // A new version starts from the copy before, where DST can share blocks.
+                    let base = facts
+                        .latest
+                        .filter(|m| m.kind == Kind::File)
+                        .and_then(|_| index.latest(at.name))
+                        .map(|m| m.name);
+                    self.stage_file(at, base.as_deref())
+                }
             };
             return match step {
                 Staged::Copy(staged) => name_staged(staged, at.name, index),
@@ -339,7 +347,7 @@ impl Engine {
             Err(e) => return failed(Failure::io(Op::Open, e)),
         };
         if !crate::database::is_database(&src) {
-            return self.stage_file(at);
+            return self.stage_file(at, None);
         }
         let mut meta = match source::fstat(&src) {
             Ok(m) => m,
@@ -370,7 +378,7 @@ impl Engine {
             Err(NoSnapshot::Whole) => {
                 drop(staged);
                 self.unlocked(&at.src);
-                self.stage_file(at)
+                self.stage_file(at, None)
             }
             Err(NoSnapshot::Unreadable(why)) => {
                 drop(staged);
@@ -378,7 +386,7 @@ impl Engine {
                     "{}: SQLite cannot read it as a database ({why}); copied as a file",
                     crate::escape::display(&at.src)
                 ));
-                self.stage_file(at)
+                self.stage_file(at, None)
             }
             Err(NoSnapshot::Stopped) => Staged::Done(Step::Left),
             Err(NoSnapshot::Locked) => {
@@ -426,7 +434,7 @@ impl Engine {
         if crate::database::mid_write(path) {
             return not_now("in the middle of a write");
         }
-        let (staged, mut meta, src) = match self.read_into(at, true) {
+        let (staged, mut meta, src) = match self.read_into(at, true, None) {
             Ok(read) => read,
             Err(step) => return Staged::Done(step),
         };
@@ -512,8 +520,8 @@ impl Engine {
     }
 
     /// Copies a regular file into a staged copy (see `read_into`) and finishes it.
-    fn stage_file(&self, at: &Place) -> Staged {
-        match self.read_into(at, false) {
+    fn stage_file(&self, at: &Place, base: Option<&[u8]>) -> Staged {
+        match self.read_into(at, false, base) {
             Ok((staged, meta, src)) => self.finish(at, staged, &meta, &src, None),
             Err(step) => Staged::Done(step),
         }
@@ -522,11 +530,13 @@ impl Engine {
     /// Reads a regular file into a new staged copy, retrying with back-off while it changes
     /// under the read; a copy that may mix two states is thrown away, never published. Returns
     /// the copy, the file's metadata as read and the open file. `by_path`: a copy that SQLite
-    /// will open by its path.
+    /// will open by its path. `base`: the file's newest copy in the folder, which the new one
+    /// starts as a clone of where the destination can share blocks.
     fn read_into(
         &self,
         at: &Place,
         by_path: bool,
+        base: Option<&[u8]>,
     ) -> Result<(Box<dyn crate::dest::Staged>, Meta, File), Step> {
         let failed = |f: Failure| Step::Done(Outcome::Failed(f));
         for wait in std::iter::once(None).chain(RETRY_BACKOFF.iter().map(Some)) {
@@ -559,8 +569,8 @@ impl Engine {
                     &e,
                 )
             })?;
-            let copied = staged
-                .copy_from(&src, before.size)
+            let copied = self
+                .copy(at, &mut *staged, &src, before.size, base)
                 .map_err(|e| on_dest(Failure::io(Op::Copy, clone_error(&e)), &e))?;
             let after = source::fstat(&src).map_err(|e| failed(Failure::io(Op::Read, e)))?;
             if plan::changed_while_read(&before, &after, copied) {
@@ -571,6 +581,35 @@ impl Engine {
         Err(Step::Busy(Failure::KeptChanging {
             attempts: RETRY_BACKOFF.len() + 1,
         }))
+    }
+
+    /// Copies `src` into `staged`: as a clone of `base` with what changed written, where the
+    /// destination can, else whole.
+    fn copy(
+        &self,
+        at: &Place,
+        staged: &mut dyn crate::dest::Staged,
+        src: &File,
+        size: u64,
+        base: Option<&[u8]>,
+    ) -> io::Result<u64> {
+        if self.dest.capabilities().clone
+            && let Some(base) = base.and_then(|b| at.folder.open_read(b).ok())
+        {
+            match staged.copy_changed(src, size, &base)? {
+                Patched::Copied(n) => return Ok(n),
+                Patched::Whole(Some(why)) if !self.said_no_clone.swap(true, Ordering::Relaxed) => {
+                    self.warn(format!(
+                        "{}: cannot share blocks with its copy before ({}); copied whole (said \
+                         once)",
+                        crate::escape::display(&at.src),
+                        crate::error::reason(&why)
+                    ));
+                }
+                Patched::Whole(_) => {}
+            }
+        }
+        staged.copy_from(src, size)
     }
 
     /// When the database `src` was first found locked, in this run of locks, and whether that

@@ -96,6 +96,8 @@ pub(crate) struct Engine {
     warnings: std::sync::Mutex<Vec<String>>,
     /// Shared with the other pairs of a `watch`: how many workers may copy at once.
     budget: Option<Arc<Budget>>,
+    /// Whether a file that could not share blocks with its copy before was said (once a run).
+    said_no_clone: AtomicBool,
     /// Databases found locked by another program, by their path in SRC.
     locks: std::sync::Mutex<std::collections::HashMap<PathBuf, entry::Lock>>,
 }
@@ -235,6 +237,7 @@ impl Engine {
             warnings: std::sync::Mutex::new(Vec::new()),
             budget: None,
             locks: std::sync::Mutex::default(),
+            said_no_clone: AtomicBool::new(false),
         }
     }
 

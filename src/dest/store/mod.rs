@@ -165,6 +165,7 @@ fn capabilities(publish: Publish) -> Capabilities {
         max_file_size: Some(MAX_OBJECT),
         refresh: false,
         group_commit: false,
+        clone: false,
     }
 }
 

@@ -1,0 +1,138 @@
+//! What versions cost: on a destination that can share blocks (Btrfs, XFS with reflink), a new
+//! version of a big file that changed a little costs what changed, and every older version
+//! still reads back byte for byte. Elsewhere (ext4) versions are whole copies, as before.
+
+mod common;
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+use common::mounts::{Fs, mount};
+use common::{Env, family};
+
+const SIZE: usize = 32 << 20;
+const MIB: usize = 1 << 20;
+
+/// Bytes in use on the filesystem at `path`.
+fn used(path: &Path) -> u64 {
+    let st = rustix::fs::statvfs(path).expect("statvfs");
+    (st.f_blocks - st.f_bfree) * st.f_frsize
+}
+
+fn sync() {
+    let ok = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "sync");
+}
+
+/// Deterministic bytes that do not compress or repeat.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Five versions of a file of `size` bytes, each with a thirty-second of it rewritten; returns
+/// how much DST grew after the first copy and the probe's line, having checked every version
+/// byte for byte.
+fn five_versions(fs: Fs, size: usize) -> Option<(u64, String)> {
+    let m = match mount(fs) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: {}: {why}", fs.name());
+            return None;
+        }
+    };
+    let mut env = Env::on_tmpfs();
+    env.dst = m.path.join("backup");
+    let mut contents = noise(size, 1);
+    let piece = size / 32;
+    let path = env.write("disk.img", &contents);
+    let first = env.once(&["-v"]);
+    first.code(0);
+    let probe = first
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("Destination "))
+        .unwrap_or_default()
+        .to_string();
+    sync();
+    let before = used(&m.path);
+    let mut expected = vec![contents.clone()];
+    for i in 1..=5u64 {
+        common::next_second();
+        let at = (i as usize) * (size / 6) + 12_345;
+        let patch = noise(piece, 100 + i);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.seek(SeekFrom::Start(at as u64)).expect("seek");
+        f.write_all(&patch).expect("write");
+        drop(f);
+        contents[at..at + piece].copy_from_slice(&patch);
+        let r = env.once(&[]);
+        r.code(0);
+        assert_eq!(r.copied().len(), 1, "{}", r.context());
+        expected.push(contents.clone());
+    }
+    sync();
+    let grew = used(&m.path).saturating_sub(before);
+    let versions = family(&env.dst, "disk.img");
+    assert_eq!(versions.len(), 6, "{versions:?}");
+    for (name, want) in versions.iter().zip(&expected) {
+        let got = fs::read(env.dst.join(name)).expect("read a version");
+        assert!(
+            got == *want,
+            "{name} does not hold what it held when it was made"
+        );
+    }
+    let verify = common::Run::of(
+        env.cmd("verify")
+            .arg("--checksum")
+            .output()
+            .expect("verify"),
+        &env,
+    );
+    verify.code(0);
+    eprintln!("{}: DST grew {} KiB for 5 versions", fs.name(), grew >> 10);
+    Some((grew, probe))
+}
+
+#[test]
+fn on_btrfs_a_new_version_costs_what_changed() {
+    let Some((grew, probe)) = five_versions(Fs::Btrfs, SIZE) else {
+        return;
+    };
+    assert!(probe.contains("clones yes"), "{probe}");
+    // 5 MiB rewritten; whole copies would be 160 MiB. Btrfs keeps its metadata twice.
+    assert!(grew <= 12 * MIB as u64, "DST grew {} KiB", grew >> 10);
+}
+
+#[test]
+fn on_xfs_with_reflink_a_new_version_costs_what_changed() {
+    let Some((grew, probe)) = five_versions(Fs::Xfs, SIZE) else {
+        return;
+    };
+    assert!(probe.contains("clones yes"), "{probe}");
+    assert!(grew <= 10 * MIB as u64, "DST grew {} KiB", grew >> 10);
+}
+
+#[test]
+fn on_ext4_versions_are_whole_copies_and_read_back_whole() {
+    // The test image is 64 MiB: six whole copies of 6 MiB fit.
+    let size = 6 * MIB;
+    let Some((grew, probe)) = five_versions(Fs::Ext4, size) else {
+        return;
+    };
+    assert!(probe.contains("clones no"), "{probe}");
+    assert!(grew >= 5 * size as u64, "DST grew {} KiB", grew >> 10);
+}
