@@ -136,3 +136,42 @@ fn on_ext4_versions_are_whole_copies_and_read_back_whole() {
     assert!(probe.contains("clones no"), "{probe}");
     assert!(grew >= 5 * size as u64, "DST grew {} KiB", grew >> 10);
 }
+
+#[test]
+fn on_btrfs_a_clone_refused_is_copied_whole_and_said_once() {
+    let m = match mount(Fs::Btrfs) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: {}: {why}", Fs::Btrfs.name());
+            return;
+        }
+    };
+    let mut env = Env::on_tmpfs();
+    env.dst = m.path.join("backup");
+    let mut contents = noise(2 * MIB, 7);
+    let path = env.write("f.bin", &contents);
+    env.once(&[]).code(0);
+    // New files in DST get copy-on-write off; Btrfs refuses to clone those from the copy before.
+    let chattr = std::process::Command::new("chattr")
+        .arg("+C")
+        .arg(&env.dst)
+        .status();
+    if !chattr.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: chattr +C does not work here");
+        return;
+    }
+    let mut said = 0;
+    for i in 1..=2u64 {
+        common::next_second();
+        contents[(i as usize) * 4096] ^= 0xff;
+        fs::write(&path, &contents).expect("write");
+        let r = env.once(&[]);
+        r.code(0);
+        said += r.stderr.matches("cannot share blocks with its copy before").count();
+        let newest = family(&env.dst, "f.bin");
+        let got = fs::read(env.dst.join(newest.last().expect("a version"))).expect("read");
+        assert!(got == contents, "the newest version holds the file");
+    }
+    // The first refusal is said; the next version (copy-on-write off like the one before) clones.
+    assert_eq!(said, 1);
+}
