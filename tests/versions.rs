@@ -167,7 +167,10 @@ fn on_btrfs_a_clone_refused_is_copied_whole_and_said_once() {
         fs::write(&path, &contents).expect("write");
         let r = env.once(&[]);
         r.code(0);
-        said += r.stderr.matches("cannot share blocks with its copy before").count();
+        said += r
+            .stderr
+            .matches("cannot share blocks with its copy before")
+            .count();
         let newest = family(&env.dst, "f.bin");
         let got = fs::read(env.dst.join(newest.last().expect("a version"))).expect("read");
         assert!(got == contents, "the newest version holds the file");

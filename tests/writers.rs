@@ -124,12 +124,18 @@ fn a_maildir_is_restored_with_its_empty_folders_and_their_modes() {
         fs::create_dir_all(&dir).expect("mkdir");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
     }
-    env.write(
-        "Mail/INBOX/cur/1700000000.M1P1.host:2,S",
-        "From: a\n\nhello\n",
-    );
+    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    // A mail client delivers: written into tmp/, moved into new/, then read and moved into cur/.
+    let tmp = env.write("Mail/INBOX/tmp/1700000000.M1P1.host", "From: a\n\nhello\n");
+    let new = env.src.join("Mail/INBOX/new/1700000000.M1P1.host");
+    fs::rename(&tmp, &new).expect("deliver");
+    let cur = env.src.join("Mail/INBOX/cur/1700000000.M1P1.host:2,S");
+    fs::rename(&new, &cur).expect("read");
+    w.wait_for("the message in cur/", LIMIT, |_| {
+        common::read(&env.dst.join("Mail/INBOX/cur/1700000000.M1P1.host:2,S")).starts_with(b"From")
+    });
+    stop(w);
     let mtime = common::mtime_ns(&env.src.join("Mail/INBOX/new"));
-    env.once(&[]).code(0);
     let to = env.root().join("restored");
     let r = restore(&env, ".", &to, "now");
     r.code(0);
