@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::mounts::{Fs, Mounted, mount};
+use common::mounts::{Fs, Mounted};
 use common::{Env, Watch, family, read, tree};
 use rustix::process::Signal;
 
@@ -15,20 +15,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// Mounts `fs`, with DST at `sub` below its root (empty: the mount point itself).
 fn setup(fs: Fs, sub: &str) -> Option<(Mounted, Env)> {
-    let m = match mount(fs) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED: {}: {why}", fs.name());
-            return None;
-        }
-    };
-    let mut env = Env::on_tmpfs();
-    env.dst = if sub.is_empty() {
-        m.path.clone()
-    } else {
-        m.path.join(sub)
-    };
-    Some((m, env))
+    common::mounts::env_on(fs, sub)
 }
 
 /// Lets `span` pass while checking that `still` holds all along.

@@ -11,7 +11,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::Duration;
 
-use common::mounts::{Fs, Mounted, mount};
+use common::mounts::{Fs, Mounted};
 use common::{Env, Watch, family, tree};
 use rustix::process::Signal;
 
@@ -32,15 +32,7 @@ const EVERYTHING: Expect = Expect {
 
 /// Mounts `fs` and puts DST on it; `None` (with the reason printed) where that cannot be done.
 fn setup(fs: Fs) -> Option<(Mounted, Env)> {
-    let m = match mount(fs) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED: {}: {why}", fs.name());
-            return None;
-        }
-    };
-    let mut env = Env::on_tmpfs();
-    env.dst = m.path.join("backup");
+    let (m, env) = common::mounts::env_on(fs, "backup")?;
     env.write("a.txt", "alpha");
     env.write("sub/b.txt", "bravo");
     env.write("README.md", "upper");

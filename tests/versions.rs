@@ -8,8 +8,8 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use common::mounts::{Fs, mount};
-use common::{Env, family};
+use common::family;
+use common::mounts::{Fs, env_on};
 
 const SIZE: usize = 32 << 20;
 const MIB: usize = 1 << 20;
@@ -44,15 +44,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// how much DST grew after the first copy and the probe's line, having checked every version
 /// byte for byte.
 fn five_versions(fs: Fs, size: usize) -> Option<(u64, String)> {
-    let m = match mount(fs) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED: {}: {why}", fs.name());
-            return None;
-        }
-    };
-    let mut env = Env::on_tmpfs();
-    env.dst = m.path.join("backup");
+    let (m, env) = env_on(fs, "backup")?;
     let mut contents = noise(size, 1);
     let piece = size / 32;
     let path = env.write("disk.img", &contents);
@@ -139,15 +131,9 @@ fn on_ext4_versions_are_whole_copies_and_read_back_whole() {
 
 #[test]
 fn on_btrfs_a_clone_refused_is_copied_whole_and_said_once() {
-    let m = match mount(Fs::Btrfs) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED: {}: {why}", Fs::Btrfs.name());
-            return;
-        }
+    let Some((_m, env)) = env_on(Fs::Btrfs, "backup") else {
+        return;
     };
-    let mut env = Env::on_tmpfs();
-    env.dst = m.path.join("backup");
     let mut contents = noise(2 * MIB, 7);
     let path = env.write("f.bin", &contents);
     env.once(&[]).code(0);

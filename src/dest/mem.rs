@@ -234,14 +234,23 @@ impl MemFolder {
         Ok(())
     }
 
-    fn node_meta(&self, name: &[u8]) -> io::Result<(Meta, Time)> {
+    /// What `look` finds in the entry `name`.
+    fn with_node<T>(
+        &self,
+        name: &[u8],
+        look: impl FnOnce(&Node) -> io::Result<T>,
+    ) -> io::Result<T> {
         self.shared.check()?;
         let tree = self.shared.tree();
-        let node = tree
-            .nodes
-            .get(&self.at(name))
-            .ok_or(io::ErrorKind::NotFound)?;
-        Ok((node.meta, node.born))
+        look(
+            tree.nodes
+                .get(&self.at(name))
+                .ok_or(io::ErrorKind::NotFound)?,
+        )
+    }
+
+    fn node_meta(&self, name: &[u8]) -> io::Result<(Meta, Time)> {
+        self.with_node(name, |node| Ok((node.meta, node.born)))
     }
 }
 
@@ -315,28 +324,20 @@ impl Folder for MemFolder {
     }
 
     fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>> {
-        self.shared.check()?;
-        let tree = self.shared.tree();
-        let node = tree
-            .nodes
-            .get(&self.at(name))
-            .ok_or(io::ErrorKind::NotFound)?;
-        if node.meta.kind != Kind::Symlink {
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
-        Ok(node.target.clone())
+        self.with_node(name, |node| {
+            if node.meta.kind != Kind::Symlink {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            Ok(node.target.clone())
+        })
     }
 
     fn open_read(&self, name: &[u8]) -> io::Result<File> {
-        self.shared.check()?;
-        let file = {
-            let tree = self.shared.tree();
-            let node = tree
-                .nodes
-                .get(&self.at(name))
-                .ok_or(io::ErrorKind::NotFound)?;
-            Arc::clone(node.data.as_ref().ok_or(io::ErrorKind::InvalidInput)?)
-        };
+        let file = self.with_node(name, |node| {
+            Ok(Arc::clone(
+                node.data.as_ref().ok_or(io::ErrorKind::InvalidInput)?,
+            ))
+        })?;
         reopen(&file)
     }
 

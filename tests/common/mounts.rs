@@ -95,6 +95,25 @@ fn have(cmd: &str) -> Result<(), String> {
     }
 }
 
+/// Mounts `fs` and a SRC on tmpfs with DST at `sub` below the mount's root (empty: the mount
+/// point itself); `None`, with the reason printed, where that cannot be done here.
+pub fn env_on(fs: Fs, sub: &str) -> Option<(Mounted, super::Env)> {
+    let m = match mount(fs) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: {}: {why}", fs.name());
+            return None;
+        }
+    };
+    let mut env = super::Env::on_tmpfs();
+    env.dst = if sub.is_empty() {
+        m.path.clone()
+    } else {
+        m.path.join(sub)
+    };
+    Some((m, env))
+}
+
 /// Formats and mounts `fs` in a new temporary folder (on tmpfs where there is one, so that the
 /// images cost no disk); `Err` says why it cannot be done here.
 pub fn mount(fs: Fs) -> Result<Mounted, String> {
