@@ -300,9 +300,9 @@ fn a_database_written_all_the_time_gets_one_version_per_max_delay() {
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "{err}");
     let versions = family(&env.dst, "busy.db");
-    // 6 s of writing at --max-delay 2s, and the final state: not one version per debounce
-    // (that was 30).
-    assert!(versions.len() <= 5, "{versions:?}\n{out}");
+    // 6 s of writing at --max-delay 2s (about three), and the final state: not one version per
+    // debounce (that was 30). One more is allowed for a loaded machine's timing.
+    assert!(versions.len() <= 6, "{versions:?}\n{out}");
     for v in &versions {
         assert_eq!(inspect(&env.dst.join(v)).0, "ok", "{v}");
     }

@@ -51,6 +51,20 @@ fn restore_each(env: &Env, points: &[(String, Vec<(&str, &str)>)]) {
     }
 }
 
+/// Whether every file in SRC has its contents as its newest copy in DST.
+fn mirrored(env: &Env) -> bool {
+    tree(&env.src).into_iter().all(|(rel, node)| match node {
+        Node::File { data, .. } => {
+            let dir = env.dst.join(rel.parent().unwrap_or(Path::new("")));
+            let name = rel.file_name().unwrap_or_default().to_string_lossy();
+            family(&dir, &name)
+                .last()
+                .is_some_and(|v| common::read(&dir.join(v)) == data)
+        }
+        _ => true,
+    })
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
@@ -95,12 +109,9 @@ fn a_git_repository_after_gc_is_restored_as_a_working_repository() {
     let refs = repo.join(".git/refs/heads");
     assert!(fs::read_dir(&refs).expect("refs").next().is_none());
     let head = git(&repo, &["rev-parse", "HEAD"]);
-    let packed = fs::read(repo.join(".git/packed-refs")).expect("packed-refs");
-    w.wait_for("the packed refs in DST", LIMIT, |_| {
-        family(&env.dst.join("repo/.git"), "packed-refs")
-            .last()
-            .is_some_and(|v| common::read(&env.dst.join("repo/.git").join(v)) == packed)
-    });
+    // gc writes its pack under a temporary name and renames it; the repository is whole in DST
+    // once every file has its contents as its newest copy there.
+    w.wait_for("the whole repository in DST", LIMIT, |_| mirrored(&env));
     let out = stop(w);
     let to = env.root().join("restored");
     let r = restore(&env, "repo", &to, "now");
