@@ -85,11 +85,12 @@ pub(crate) struct Patience<'a> {
 /// make SQLite create a `-shm`.
 pub(crate) fn snapshot(src: &Path, out: &File, patience: &Patience) -> Result<(), NoSnapshot> {
     use rusqlite::{Connection, OpenFlags};
-    let unreadable = |e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+    let unreadable = |e: rusqlite::Error| {
+        if is_busy(&e) {
             NoSnapshot::Locked
+        } else {
+            NoSnapshot::Unreadable(e.to_string())
         }
-        _ => NoSnapshot::Unreadable(e.to_string()),
     };
     let wal = match journal_of(src) {
         Journal::Wal => match companion_len(src, b"-wal") {
@@ -126,7 +127,7 @@ pub(crate) fn snapshot(src: &Path, out: &File, patience: &Patience) -> Result<()
         loop {
             match from.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;") {
                 Ok(()) => break,
-                Err(e) if unreadable(clone_sqlite(&e)) == NoSnapshot::Locked => {
+                Err(e) if is_busy(&e) => {
                     let _ = from.execute_batch("ROLLBACK");
                     wait()?;
                 }
@@ -142,14 +143,12 @@ pub(crate) fn snapshot(src: &Path, out: &File, patience: &Patience) -> Result<()
     from.close().map_err(|(_, e)| unreadable(e))
 }
 
-/// A SQLite error again, to look at its code after the first was consumed.
-fn clone_sqlite(e: &rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqliteFailure(code, msg) => {
-            rusqlite::Error::SqliteFailure(*code, msg.clone())
-        }
-        other => rusqlite::Error::InvalidParameterName(other.to_string()),
-    }
+/// Whether SQLite said another connection holds a lock that keeps this one out.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// How long a busy database is left before it is looked at again within one attempt.
@@ -197,9 +196,7 @@ fn copy_pages(
                 }
             }
             Ok(_) => wait()?,
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-                wait()?;
-            }
+            Err(e) if is_busy(&e) => wait()?,
             Err(e) => return Err(NoSnapshot::Unreadable(e.to_string())),
         }
     }
@@ -275,8 +272,8 @@ pub(crate) fn same_database(a: &File, b: &File) -> std::io::Result<bool> {
     let (mut ba, mut bb) = (vec![0u8; 128 * 1024], vec![0u8; 128 * 1024]);
     let mut at = 0u64;
     while at < la {
-        let n = read_at(a, &mut ba, at)?;
-        let m = read_at(b, &mut bb, at)?;
+        let n = crate::source::read_full_at(a, &mut ba, at)?;
+        let m = crate::source::read_full_at(b, &mut bb, at)?;
         if n != m || n == 0 {
             return Ok(false);
         }
@@ -300,19 +297,6 @@ pub(crate) fn same_database(a: &File, b: &File) -> std::io::Result<bool> {
 /// may only write.
 pub(crate) fn readable(file: &File) -> std::io::Result<File> {
     File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-}
-
-fn read_at(f: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match rustix::io::pread(f, &mut buf[filled..], at + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -123,6 +123,13 @@ fn shows_life(signs: &FolderSigns, since: Option<u64>, at: u64) -> bool {
         || signs.newest.is_some_and(within)
 }
 
+/// When the filesystem says an entry was written, as a local stamp: its birth time, or its
+/// change time where there is none. What a copy under the plain name (no time in it) counts as
+/// captured at.
+pub(crate) fn written_at(meta: &crate::meta::Meta, born: Option<crate::meta::Time>) -> u64 {
+    naming::stamp_at(born.unwrap_or(meta.ctime))
+}
+
 /// Groups a destination folder's entries into file histories, sorted by file name.
 ///
 /// `sources` are the names in the matching source folder, when it is known: a name that a

@@ -98,6 +98,21 @@ pub(crate) fn same_bytes(mut a: File, mut b: File) -> io::Result<bool> {
     }
 }
 
+/// Fills `buf` from `at` as far as the file goes (`pread`, so the file's offset stays).
+pub(crate) fn read_full_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read_at(&mut buf[filled..], at + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {

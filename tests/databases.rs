@@ -286,7 +286,8 @@ fn a_database_written_all_the_time_gets_one_version_per_max_delay() {
         writer
             .execute("INSERT INTO t VALUES (randomblob(100))", [])
             .expect("insert");
-        std::thread::sleep(Duration::from_millis(50));
+        // The workload: a commit every 50 ms.
+        common::hold_for(Duration::from_millis(50));
     }
     let rows: i64 = writer
         .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -316,7 +317,7 @@ fn a_version_holds_nothing_committed_after_the_time_in_its_name() {
     writer
         .execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES ('before');")
         .expect("schema");
-    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    let w = Watch::start(&env, &["--debounce", "200ms", "-v"]);
     w.wait_for("the first copy", Duration::from_secs(30), |_| {
         !family(&env.dst, "ledger.db").is_empty()
     });
@@ -325,7 +326,11 @@ fn a_version_holds_nothing_committed_after_the_time_in_its_name() {
     writer
         .execute_batch("BEGIN EXCLUSIVE; INSERT INTO t VALUES ('late');")
         .expect("begin");
-    std::thread::sleep(Duration::from_secs(2));
+    w.wait_for(
+        "a copy tried while the transaction keeps readers out",
+        Duration::from_secs(30),
+        |w| w.stderr().contains("locked by another program"),
+    );
     writer.execute_batch("COMMIT").expect("commit");
     let committed = chrono::Local::now();
     w.wait_for("the commit in DST", Duration::from_secs(30), |_| {

@@ -269,7 +269,7 @@ fn rewriter(
                 f.write_all(&buf).expect("write");
             }
             if !pause.is_zero() {
-                std::thread::sleep(pause);
+                common::hold_for(pause);
             }
         }
     })

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Env, Watch, family, ino, read};
+use common::{Env, Watch, family, hold_for, ino, read};
 use rustix::process::Signal;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -18,12 +18,6 @@ fn wait_family(w: &Watch, dir: &Path, name: &str, n: usize) -> Vec<String> {
         family(dir, name).len() >= n
     });
     family(dir, name)
-}
-
-/// Lets `span` pass, to show that something does *not* happen in it (a second version).
-fn hold_for(span: Duration) {
-    let end = Instant::now() + span;
-    common::wait_until(span + Duration::from_secs(1), || Instant::now() >= end);
 }
 
 fn stop_ok(w: Watch, sig: Signal) -> String {
@@ -92,7 +86,7 @@ fn fifty_writes_in_half_a_second_give_one_version() {
     let gap = Duration::from_millis(10);
     for i in 0..50 {
         writeln!(f, "write {i}").expect("write");
-        std::thread::sleep(gap);
+        hold_for(gap);
     }
     drop(f);
     let fam = wait_family(&w, &env.dst, "burst.txt", 2);
@@ -122,7 +116,7 @@ fn a_file_that_never_settles_is_copied_every_max_delay_untorn() {
         writeln!(f, "line {i:05} {}", "x".repeat(40)).expect("append");
         i += 1;
         // The workload: one append every 100 ms.
-        std::thread::sleep(append_every);
+        hold_for(append_every);
         versions_while_appending = family(&env.dst, "app.log").len() - 1;
     }
     drop(f);

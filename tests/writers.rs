@@ -396,7 +396,7 @@ fn libreoffice_s_save_leaves_no_version_of_its_temporary_file() {
     // than the debounce), then renamed over the document.
     let temp = env.src.join("lu41327xyz.tmp");
     fs::write(&temp, "second draft").expect("write");
-    std::thread::sleep(Duration::from_millis(800));
+    common::hold_for(Duration::from_millis(800));
     fs::rename(&temp, &doc).expect("rename");
     w.wait_for("the saved document", LIMIT, |_| {
         family(&env.dst, "report.odt")
@@ -421,7 +421,7 @@ fn a_file_its_writer_keeps_open_is_copied_once_closed_not_prefix_by_prefix() {
     for i in 0..6u8 {
         f.write_all(&[i; 4096]).expect("write");
         f.flush().expect("flush");
-        std::thread::sleep(Duration::from_millis(400));
+        common::hold_for(Duration::from_millis(400));
     }
     assert!(
         family(&env.dst, "download.iso").is_empty(),

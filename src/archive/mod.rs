@@ -168,7 +168,7 @@ impl Archive {
             entries.push(Entry {
                 name,
                 modified: naming::stamp_at(meta.mtime),
-                written: naming::stamp_at(born.unwrap_or(meta.ctime)),
+                written: history::written_at(&meta, born),
                 size: meta.size,
             });
         }

@@ -54,13 +54,13 @@ pub(crate) fn patch(src: &File, base: &File, out: &File, size: u64) -> io::Resul
     let mut at = 0u64;
     while at < size {
         let want = usize::try_from((size - at).min(PATCH_CHUNK as u64)).unwrap_or(PATCH_CHUNK);
-        let n = read_full_at(src, &mut a[..want], at)?;
+        let n = crate::source::read_full_at(src, &mut a[..want], at)?;
         if n == 0 {
             // It shrank while it was read.
             return Ok(at);
         }
         let m = if at < base_len {
-            read_full_at(base, &mut b[..n], at)?
+            crate::source::read_full_at(base, &mut b[..n], at)?
         } else {
             0
         };
@@ -103,20 +103,6 @@ fn write_block(out: &File, data: &[u8], at: u64, shared: bool) -> io::Result<()>
         }
     }
     out.write_all_at(data, at)
-}
-
-/// Fills `buf` from `at` as far as the file goes.
-fn read_full_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read_at(&mut buf[filled..], at + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Whether a copy is in so many pieces that a clone of it would be slow to read and to clone

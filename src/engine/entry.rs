@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::{Beside, Engine, FolderJob, Step, clone_error, now_stamp, shape};
 use crate::database::NoSnapshot;
-use crate::dest::{Folder, Patched};
+use crate::dest::{Folder, Patched, Staged};
 use crate::error::{Failure, Op};
 use crate::meta::{Kind, Meta};
 use crate::naming::FolderIndex;
@@ -155,10 +155,7 @@ impl Engine {
             .filter(|m| !m.key.is_some_and(|k| k.deleted));
         let member = match (member, cut, folder) {
             (Some(m), Some(cut), Some(folder))
-                if m.key.is_some_and(|k| k.stamp < cut)
-                    || (m.key.is_none()
-                        && folder.stat(&m.name).is_ok_and(|s| s.kind != Kind::Dir)
-                        && shape::captured(folder, &m).is_ok_and(|c| c < cut)) =>
+                if shape::copy_captured(folder, &m).is_ok_and(|c| c.is_some_and(|c| c < cut)) =>
             {
                 None
             }
@@ -291,8 +288,8 @@ impl Engine {
                 }
             };
             return match step {
-                Staged::Copy(staged) => name_staged(staged, at.name, index),
-                Staged::Done(step) => step,
+                Prepared::Copy(staged) => name_staged(staged, at.name, index),
+                Prepared::Done(step) => step,
             };
         };
         let case_sensitive = self.dest.capabilities().case_sensitive;
@@ -337,12 +334,12 @@ impl Engine {
         at: &Place,
         index: &FolderIndex,
         changed: crate::meta::Time,
-    ) -> Staged {
-        let failed = |f: Failure| Staged::Done(Step::Done(Outcome::Failed(f)));
+    ) -> Prepared {
+        let failed = |f: Failure| Prepared::Done(Step::Done(Outcome::Failed(f)));
         let src = match source::open_file(at.src_dir, at.name) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Staged::Done(Step::Done(Outcome::Vanished));
+                return Prepared::Done(Step::Done(Outcome::Vanished));
             }
             Err(e) => return failed(Failure::io(Op::Open, e)),
         };
@@ -388,7 +385,7 @@ impl Engine {
                 ));
                 self.stage_file(at, None)
             }
-            Err(NoSnapshot::Stopped) => Staged::Done(Step::Left),
+            Err(NoSnapshot::Stopped) => Prepared::Done(Step::Left),
             Err(NoSnapshot::Locked) => {
                 drop(staged);
                 self.locked(at, &path, index, changed)
@@ -408,18 +405,18 @@ impl Engine {
         path: &Path,
         index: &FolderIndex,
         changed: crate::meta::Time,
-    ) -> Staged {
+    ) -> Prepared {
         let (since, first) = self.lock_began(&at.src);
         let waited = since.elapsed();
         let patience = self.settings.lock_patience;
         if waited < patience {
-            return Staged::Done(Step::Locked(first));
+            return Prepared::Done(Step::Locked(first));
         }
         let shown = crate::escape::display(&at.src);
         let secs = waited.as_secs();
         let not_now = |why: &str| {
             if patience.is_zero() {
-                return Staged::Done(Step::Done(Outcome::Failed(Failure::DatabaseLocked)));
+                return Prepared::Done(Step::Done(Outcome::Failed(Failure::DatabaseLocked)));
             }
             self.warn_locked(
                 &at.src,
@@ -429,14 +426,14 @@ impl Engine {
                     LOCKED_RETRY.as_secs()
                 ),
             );
-            Staged::Done(Step::Locked(false))
+            Prepared::Done(Step::Locked(false))
         };
         if crate::database::mid_write(path) {
             return not_now("in the middle of a write");
         }
         let (staged, mut meta, src) = match self.read_into(at, true, None) {
             Ok(read) => read,
-            Err(step) => return Staged::Done(step),
+            Err(step) => return Prepared::Done(step),
         };
         if !staged.file().is_ok_and(crate::database::sound) {
             drop(staged);
@@ -460,13 +457,13 @@ impl Engine {
     fn finish(
         &self,
         at: &Place,
-        mut staged: Box<dyn crate::dest::Staged>,
+        mut staged: Box<dyn Staged>,
         meta: &Meta,
         src: &File,
         index: Option<&FolderIndex>,
-    ) -> Staged {
+    ) -> Prepared {
         let failed = |f: Failure, e: &io::Error| {
-            Staged::Done(Step::Done(Outcome::Failed(self.dest_failure(f, e))))
+            Prepared::Done(Step::Done(Outcome::Failed(self.dest_failure(f, e))))
         };
         if let Err(e) = staged.set_meta(meta, src) {
             return failed(Failure::io(Op::SetMetadata, clone_error(&e)), &e);
@@ -474,12 +471,12 @@ impl Engine {
         if let Some(index) = index
             && let Some(done) = self.dedupe(at, &*staged, meta, src, index)
         {
-            return Staged::Done(done);
+            return Prepared::Done(done);
         }
         if let Err(e) = staged.close() {
             return failed(Failure::io(Op::Write, clone_error(&e)), &e);
         }
-        Staged::Copy(staged)
+        Prepared::Copy(staged)
     }
 
     /// A copy of a database that holds what its newest copy holds (SQLite bumps counters in the
@@ -489,7 +486,7 @@ impl Engine {
     fn dedupe(
         &self,
         at: &Place,
-        staged: &dyn crate::dest::Staged,
+        staged: &dyn Staged,
         meta: &Meta,
         src: &File,
         index: &FolderIndex,
@@ -520,10 +517,10 @@ impl Engine {
     }
 
     /// Copies a regular file into a staged copy (see `read_into`) and finishes it.
-    fn stage_file(&self, at: &Place, base: Option<&[u8]>) -> Staged {
+    fn stage_file(&self, at: &Place, base: Option<&[u8]>) -> Prepared {
         match self.read_into(at, false, base) {
             Ok((staged, meta, src)) => self.finish(at, staged, &meta, &src, None),
-            Err(step) => Staged::Done(step),
+            Err(step) => Prepared::Done(step),
         }
     }
 
@@ -537,7 +534,7 @@ impl Engine {
         at: &Place,
         by_path: bool,
         base: Option<&[u8]>,
-    ) -> Result<(Box<dyn crate::dest::Staged>, Meta, File), Step> {
+    ) -> Result<(Box<dyn Staged>, Meta, File), Step> {
         let failed = |f: Failure| Step::Done(Outcome::Failed(f));
         for wait in std::iter::once(None).chain(RETRY_BACKOFF.iter().map(Some)) {
             if let Some(wait) = wait {
@@ -588,7 +585,7 @@ impl Engine {
     fn copy(
         &self,
         at: &Place,
-        staged: &mut dyn crate::dest::Staged,
+        staged: &mut dyn Staged,
         src: &File,
         size: u64,
         base: Option<&[u8]>,
@@ -682,13 +679,13 @@ pub(super) struct Place<'a> {
 }
 
 /// A staged copy, or what became of the entry instead.
-enum Staged {
-    Copy(Box<dyn crate::dest::Staged>),
+enum Prepared {
+    Copy(Box<dyn Staged>),
     Done(Step),
 }
 
 /// Names a staged copy for the time its contents were read: the next free version name now.
-fn name_staged(staged: Box<dyn crate::dest::Staged>, name: &[u8], index: &mut FolderIndex) -> Step {
+fn name_staged(staged: Box<dyn Staged>, name: &[u8], index: &mut FolderIndex) -> Step {
     match index.target(name, now_stamp()) {
         Some(to) => {
             index.record(name, to.clone());

@@ -257,8 +257,7 @@ impl Engine {
             // goes; folders are decided by their own records below.
             gone.retain(|name| {
                 index.latest(name).is_some_and(|m| {
-                    folder.stat(&m.name).is_ok_and(|s| s.kind == Kind::Dir)
-                        || shape::captured(&**folder, &m).is_ok_and(|c| c >= cut)
+                    shape::copy_captured(&**folder, &m).is_ok_and(|c| c.is_none_or(|c| c >= cut))
                 })
             });
         }

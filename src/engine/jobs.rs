@@ -2,7 +2,8 @@
 //! walk order, or the paths that `watch` saw change, grouped by folder. A file or symlink that
 //! is in the way of a folder moves aside into its own family.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -82,7 +83,7 @@ impl Engine {
             let arrived = match (&opened, stack.last_mut()) {
                 (Some(o), _) if o.created => Ok(Arrival::default()),
                 (Some(o), Some(up)) => self.arrive_below(up, &rel, &o.meta),
-                (Some(o), None) => self.arrive_from_root(&rel, &o.meta),
+                (Some(o), None) => self.arrive_from_root(&rel, &o.meta, &mut HashMap::new()),
                 (None, _) => Ok(Arrival::default()),
             };
             let arrival = match arrived {
@@ -164,8 +165,15 @@ impl Engine {
     }
 
     /// `arrive_below` for a folder whose parent the walk has not open: from the root of DST
-    /// down, each folder's own deletion and those of the folders above it.
-    fn arrive_from_root(&self, rel: &Path, meta: &Meta) -> io::Result<Arrival> {
+    /// down, each folder's own deletion and those of the folders above it. `indexes` keeps the
+    /// names of each DST folder listed on the way (by its path relative to DST), so that the
+    /// folders of one batch list their common ancestors once.
+    fn arrive_from_root(
+        &self,
+        rel: &Path,
+        meta: &Meta,
+        indexes: &mut HashMap<PathBuf, FolderIndex>,
+    ) -> io::Result<Arrival> {
         let mut arrival = Arrival::default();
         let Some(mut folder) = self.dest.folder(Path::new(""))? else {
             return Ok(arrival);
@@ -173,14 +181,22 @@ impl Engine {
         let case_sensitive = self.dest.capabilities().case_sensitive;
         let mut src_dir = self.tree.src.clone();
         let names: Vec<_> = rel.iter().collect();
+        let mut at = PathBuf::new();
         for (i, name) in names.iter().enumerate() {
-            let mut index = FolderIndex::with_case(folder.list()?, &HashSet::new(), case_sensitive);
+            let index = match indexes.entry(at.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(FolderIndex::with_case(
+                    folder.list()?,
+                    &HashSet::new(),
+                    case_sensitive,
+                )),
+            };
             let Some(child) = folder.child(name, false)? else {
                 return Ok(arrival);
             };
             let last = i + 1 == names.len();
             let here = if last {
-                self.arrive(&*folder, &mut index, name.as_bytes(), &src_dir, meta)?
+                self.arrive(&*folder, index, name.as_bytes(), &src_dir, meta)?
             } else {
                 let is_source = |n: &[u8]| {
                     src_dir
@@ -188,7 +204,7 @@ impl Engine {
                         .symlink_metadata()
                         .is_ok()
                 };
-                let standing = shape::standing(&index, name.as_bytes(), &is_source);
+                let standing = shape::standing(index, name.as_bytes(), &is_source);
                 Arrival {
                     cut: standing.deleted,
                     ..Arrival::default()
@@ -199,6 +215,7 @@ impl Engine {
                 ..here
             };
             src_dir.push(name);
+            at.push(name);
             folder = child.folder;
         }
         Ok(arrival)
@@ -308,17 +325,14 @@ impl Engine {
                 _ => {
                     let parent = p.parent().unwrap_or(Path::new("")).to_path_buf();
                     let name = p.file_name().map(|n| n.as_bytes().to_vec());
-                    let names = by_folder.entry(parent).or_default();
-                    // A database's commits show as changes of its -wal or -journal: the
-                    // database is what gets copied (the folder's job skips the companion).
-                    if let Some(n) = &name {
-                        names.extend(crate::database::base_of(n));
-                    }
-                    names.extend(name);
+                    // (A change of a database's -wal or -journal comes here as its database:
+                    // `watch` settles the database on it.)
+                    by_folder.entry(parent).or_default().extend(name);
                 }
             }
         }
         let mut records = Vec::new();
+        let mut indexes = HashMap::new();
         for (rel, names) in by_folder {
             let src = self.tree.src.join(&rel);
             let opened = std::fs::symlink_metadata(&src)
@@ -339,7 +353,7 @@ impl Engine {
             };
             let created = opened.as_ref().is_some_and(|o| o.created);
             let arrival = match &opened {
-                Some(o) if !created => self.arrive_from_root(&rel, &o.meta),
+                Some(o) if !created => self.arrive_from_root(&rel, &o.meta, &mut indexes),
                 _ => Ok(Arrival::default()),
             };
             let arrival = match arrival {

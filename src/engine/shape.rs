@@ -106,14 +106,15 @@ pub(super) fn record_folder_gone(
     })
 }
 
-/// When the member `member` of a family in `folder` was captured: the time in its name, or for
-/// the plain name when it was written (its birth, else its change time), as history reads it.
-pub(super) fn captured(folder: &dyn Folder, member: &Member) -> io::Result<u64> {
+/// When the copy `member` of a family in `folder` was captured: the time in its name, or for
+/// the plain name when it was written, as history reads it. `None` for a folder under the plain
+/// name, which is no copy.
+pub(super) fn copy_captured(folder: &dyn Folder, member: &Member) -> io::Result<Option<u64>> {
     if let Some(key) = member.key {
-        return Ok(key.stamp);
+        return Ok(Some(key.stamp));
     }
     let (meta, born) = folder.entry(&member.name)?;
-    Ok(naming::stamp_at(born.unwrap_or(meta.ctime)))
+    Ok((meta.kind != crate::meta::Kind::Dir).then(|| crate::history::written_at(&meta, born)))
 }
 
 /// The names of `folder` that are folders, once, for a job that needs them.

@@ -333,6 +333,13 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Lets `span` pass, polled like every other wait: a workload's pace, or a stretch in which
+/// something must *not* happen.
+pub fn hold_for(span: Duration) {
+    let end = Instant::now() + span;
+    wait_until(span + Duration::from_secs(1), || Instant::now() >= end);
+}
+
 /// A file's contents, or nothing while it does not exist (yet): for conditions polled while a
 /// copy may or may not have arrived.
 pub fn read(p: &Path) -> Vec<u8> {
