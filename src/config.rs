@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use crate::cli::{Cli, Command, CommonArgs, PassArgs, PolicyArgs, ServiceCommand};
 use crate::dest::Location;
-use crate::error::reason;
-use crate::escape::display;
+use crate::error::{About, Error, Why};
 use crate::exclude::Exclude;
 use crate::history::Policy;
 use crate::options::{Events, Priority};
@@ -36,14 +35,29 @@ pub(crate) struct Config {
     pub(crate) style: Style,
     /// DST is missing, and is created (unless this is a dry run).
     pub(crate) create_dst: Option<Create>,
-    /// `--dry-run`: decide and print, write nothing.
-    pub(crate) dry_run: bool,
-    /// `verify`: a dry run whose would-be copies are findings.
-    pub(crate) verify: bool,
     /// Old versions to prune after each pass or batch; empty for none.
     pub(crate) policy: Policy,
-    /// `None` for `once`.
-    pub(crate) watch: Option<WatchConfig>,
+    pub(crate) mode: Mode,
+}
+
+/// What a run over a pair does.
+#[derive(Clone, Debug)]
+pub(crate) enum Mode {
+    /// `once`: one pass.
+    Once,
+    /// `once --dry-run`: decide and print, write nothing.
+    DryRun,
+    /// `verify`: a dry run whose would-be copies are findings.
+    Verify,
+    /// `watch`: one pass, then every change until stopped.
+    Watch(WatchConfig),
+}
+
+impl Mode {
+    /// Whether nothing is written.
+    pub(crate) fn reads_only(&self) -> bool {
+        matches!(self, Mode::DryRun | Mode::Verify)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -120,12 +134,10 @@ pub(crate) enum Service {
 
 /// Resolves the parsed command line. A usage error found only now (`prune` without a policy)
 /// exits 2 in clap's words; any other error is the message for `error: …`.
-pub(crate) fn job(cli: Cli) -> Result<Job, String> {
+pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
     Ok(match cli.command {
         Command::Completions { shell } => Job::Print(crate::cli::completions(shell)),
-        Command::Man => {
-            Job::Print(crate::cli::man().map_err(|e| format!("cannot write: {}", reason(&e)))?)
-        }
+        Command::Man => Job::Print(crate::cli::man().map_err(|e| Error::run(Why::Output(e)))?),
         Command::Versions(a) => Job::Versions(Versions {
             dst: a.dst,
             path: a.path,
@@ -168,56 +180,50 @@ pub(crate) fn job(cli: Cli) -> Result<Job, String> {
             ServiceCommand::Uninstall => Service::Uninstall,
             ServiceCommand::Status => Service::Status,
         }),
-        command => Job::Backup(Config::from_cli(command)?),
+        Command::Once(a) => {
+            let mode = if a.dry_run { Mode::DryRun } else { Mode::Once };
+            Job::Backup(Config::from_cli(a.common, mode)?)
+        }
+        Command::Watch(a) => {
+            let w = WatchConfig {
+                debounce: a.debounce,
+                max_delay: a.max_delay.max(a.debounce),
+                poll: a.poll.filter(|d| !d.is_zero()),
+                events: a.events,
+                rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
+                exit_on_lost: a.exit_on_lost_destination,
+                low_priority: a.priority == Priority::Low,
+            };
+            Job::Backup(Config::from_cli(a.common, Mode::Watch(w))?)
+        }
+        Command::Verify(a) => {
+            let common = CommonArgs {
+                src: Some(a.src),
+                dst: Some(a.dst),
+                config: None,
+                only: Vec::new(),
+                mkpath: false,
+                pass: a.pass,
+                policy: PolicyArgs::default(),
+            };
+            Job::Backup(Config::from_cli(common, Mode::Verify)?)
+        }
     })
 }
 
 impl Config {
     /// Validates the command line of `once`, `watch` or `verify`, and without SRC and DST the
     /// config file's pairs; the error is the message for `error: …`.
-    pub(crate) fn from_cli(command: Command) -> Result<Vec<Config>, String> {
-        let (common, watch, dry_run, verify) = match command {
-            Command::Once(a) => (a.common, None, a.dry_run, false),
-            Command::Watch(a) => {
-                let w = WatchConfig {
-                    debounce: a.debounce,
-                    max_delay: a.max_delay.max(a.debounce),
-                    poll: a.poll.filter(|d| !d.is_zero()),
-                    events: a.events,
-                    rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
-                    exit_on_lost: a.exit_on_lost_destination,
-                    low_priority: a.priority == Priority::Low,
-                };
-                (a.common, Some(w), false, false)
-            }
-            // Checking is a dry run whose would-be copies are the findings.
-            Command::Verify(a) => {
-                let common = CommonArgs {
-                    src: Some(a.src),
-                    dst: Some(a.dst),
-                    config: None,
-                    only: Vec::new(),
-                    mkpath: false,
-                    pass: a.pass,
-                    policy: PolicyArgs::default(),
-                };
-                (common, None, true, true)
-            }
-            _ => return Err("not a backup command".into()),
-        };
+    pub(crate) fn from_cli(common: CommonArgs, mode: Mode) -> Result<Vec<Config>, Error> {
         if common.src.is_some() {
-            return Ok(vec![Config::build(common, watch, dry_run, verify, None)?]);
+            return Ok(vec![Config::build(common, mode, None)?]);
         }
-        Config::from_file(common, watch, dry_run)
+        Config::from_file(common, &mode)
     }
 
     /// Every pair of the config file (or those `--only` names), each with the file's settings
     /// and the command line's output options. Pairs watched together share the CPUs.
-    fn from_file(
-        cli: CommonArgs,
-        watch: Option<WatchConfig>,
-        dry_run: bool,
-    ) -> Result<Vec<Config>, String> {
+    fn from_file(cli: CommonArgs, mode: &Mode) -> Result<Vec<Config>, Error> {
         let pairs = pairs::chosen(cli.config.as_deref(), &cli.only)?;
         let mut out = Vec::new();
         for pair in pairs {
@@ -242,22 +248,25 @@ impl Config {
                     staggered: o.staggered.unwrap_or(false),
                 },
             };
-            let watch = watch.as_ref().map(|_| {
-                let debounce = o.debounce.unwrap_or(Duration::from_secs(1));
-                WatchConfig {
-                    debounce,
-                    max_delay: o.max_delay.unwrap_or(Duration::from_secs(60)).max(debounce),
-                    poll: o.poll.filter(|d| !d.is_zero()),
-                    events: o.events.unwrap_or_default(),
-                    rescan_every: Some(o.rescan_every.unwrap_or(Duration::from_secs(3600)))
-                        .filter(|d| !d.is_zero()),
-                    exit_on_lost: o.exit_on_lost_destination.unwrap_or(false),
-                    low_priority: o.priority.unwrap_or_default() == Priority::Low,
+            let mode = match mode {
+                Mode::Watch(_) => {
+                    let debounce = o.debounce.unwrap_or(Duration::from_secs(1));
+                    Mode::Watch(WatchConfig {
+                        debounce,
+                        max_delay: o.max_delay.unwrap_or(Duration::from_secs(60)).max(debounce),
+                        poll: o.poll.filter(|d| !d.is_zero()),
+                        events: o.events.unwrap_or_default(),
+                        rescan_every: Some(o.rescan_every.unwrap_or(Duration::from_secs(3600)))
+                            .filter(|d| !d.is_zero()),
+                        exit_on_lost: o.exit_on_lost_destination.unwrap_or(false),
+                        low_priority: o.priority.unwrap_or_default() == Priority::Low,
+                    })
                 }
-            });
+                other => other.clone(),
+            };
             let name = pair.name;
-            let config = Config::build(common, watch, dry_run, false, Some(name.clone()))
-                .map_err(|e| format!("pair {name}: {e}"))?;
+            let config =
+                Config::build(common, mode, Some(name.clone())).map_err(|e| e.in_pair(&name))?;
             out.push(config);
         }
         let dsts: Vec<PathBuf> = out
@@ -276,13 +285,7 @@ impl Config {
     }
 
     /// Validates one pair and makes every decision a run of it needs.
-    fn build(
-        common: CommonArgs,
-        watch: Option<WatchConfig>,
-        dry_run: bool,
-        verify: bool,
-        name: Option<String>,
-    ) -> Result<Config, String> {
+    fn build(common: CommonArgs, mode: Mode, name: Option<String>) -> Result<Config, Error> {
         let CommonArgs {
             src,
             dst,
@@ -292,7 +295,7 @@ impl Config {
             ..
         } = common;
         let (Some(src), Some(dst)) = (src, dst) else {
-            return Err("give SRC and DST".into());
+            return Err(Error::run(Why::NoSrcDst));
         };
         let PassArgs {
             checksum,
@@ -335,7 +338,7 @@ impl Config {
             quiet,
             verbose,
             progress: !json && !quiet && std::io::stderr().is_terminal(),
-            dry_run,
+            dry_run: mode.reads_only(),
         };
         Ok(Config {
             name,
@@ -347,10 +350,8 @@ impl Config {
             exclude,
             style,
             create_dst,
-            dry_run,
-            verify,
             policy: policy.into(),
-            watch,
+            mode,
         })
     }
 }
@@ -373,16 +374,14 @@ pub(crate) enum Create {
 /// How a missing DST is to be made: only itself when its parent exists, the whole path with
 /// `--mkpath`, else not at all: a missing parent is often a drive that is not mounted, and the
 /// copy would fill the system disk.
-fn how_to_create(dst: &Path, mkpath: bool) -> Result<Option<Create>, String> {
+fn how_to_create(dst: &Path, mkpath: bool) -> Result<Option<Create>, Error> {
     match missing_parent(dst) {
         _ if dst.is_dir() => Ok(None),
         None => Ok(Some(Create::Folder)),
         Some(_) if mkpath => Ok(Some(Create::Path)),
-        Some(parent) => Err(format!(
-            "destination {}: the folder {} does not exist (is the drive mounted?); --mkpath \
-             creates the whole path",
-            display(dst),
-            display(&parent)
+        Some(parent) => Err(Error::new(
+            About::Destination(dst.to_path_buf()),
+            Why::ParentMissing(parent),
         )),
     }
 }
@@ -472,38 +471,35 @@ fn open_file_budget() -> u64 {
 
 /// Every row of "Before anything is written" (docs/GUIDE.md) that can be checked without
 /// writing: returns canonical (SRC, DST).
-pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, Location), String> {
-    let src_err = |why: String| format!("source {}: {why}", display(src_arg));
-    let dst_err = |why: String| format!("destination {}: {why}", display(dst_arg));
+pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, Location), Error> {
+    let src_err = |why| Error::new(About::Source(src_arg.to_path_buf()), why);
+    let dst_err = |why| Error::new(About::Destination(dst_arg.to_path_buf()), why);
 
-    let md = std::fs::metadata(src_arg).map_err(|e| src_err(reason(&e)))?;
+    let md = std::fs::metadata(src_arg).map_err(|e| src_err(Why::Io(e)))?;
     if !md.is_dir() {
-        return Err(src_err("not a directory".into()));
+        return Err(src_err(Why::NotADirectory));
     }
     rustix::fs::access(
         src_arg,
         rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK,
     )
-    .map_err(|e| src_err(format!("cannot be read: {}", reason(&e.into()))))?;
-    std::fs::read_dir(src_arg).map_err(|e| src_err(format!("cannot be read: {}", reason(&e))))?;
-    let src = std::fs::canonicalize(src_arg).map_err(|e| src_err(reason(&e)))?;
+    .map_err(|e| src_err(Why::Unreadable(e.into())))?;
+    std::fs::read_dir(src_arg).map_err(|e| src_err(Why::Unreadable(e)))?;
+    let src = std::fs::canonicalize(src_arg).map_err(|e| src_err(Why::Io(e)))?;
 
     if let remote @ (Location::S3(..) | Location::Sftp(..)) = Location::parse(dst_arg)? {
         return Ok((src, remote));
     }
     let dst = match std::fs::metadata(dst_arg) {
         Ok(md) if md.is_dir() => {
-            let dst = std::fs::canonicalize(dst_arg).map_err(|e| dst_err(reason(&e)))?;
-            let smd = std::fs::metadata(&src).map_err(|e| src_err(reason(&e)))?;
+            let dst = std::fs::canonicalize(dst_arg).map_err(|e| dst_err(Why::Io(e)))?;
+            let smd = std::fs::metadata(&src).map_err(|e| src_err(Why::Io(e)))?;
             if (md.dev(), md.ino()) == (smd.dev(), smd.ino()) {
-                return Err(format!(
-                    "source and destination are the same folder: {}",
-                    display(&src)
-                ));
+                return Err(Error::run(Why::SameFolder(src)));
             }
             dst
         }
-        Ok(_) => return Err(dst_err("not a directory".into())),
+        Ok(_) => return Err(dst_err(Why::NotADirectory)),
         Err(e)
             if matches!(
                 e.kind(),
@@ -511,33 +507,26 @@ pub(crate) fn check_paths(src_arg: &Path, dst_arg: &Path) -> Result<(PathBuf, Lo
             ) =>
         {
             if std::fs::symlink_metadata(dst_arg).is_ok() {
-                return Err(dst_err("a symlink to a folder that does not exist".into()));
+                return Err(dst_err(Why::DanglingLink));
             }
             resolve_missing(dst_arg).map_err(dst_err)?
         }
-        Err(e) => return Err(dst_err(reason(&e))),
+        Err(e) => return Err(dst_err(Why::Io(e))),
     };
 
     if src == dst {
-        return Err(format!(
-            "source and destination are the same folder: {}",
-            display(&src)
-        ));
+        return Err(Error::run(Why::SameFolder(src)));
     }
     if src.starts_with(&dst) {
-        return Err(format!(
-            "source {} is inside the destination {}: the copy would write into its own source",
-            display(&src),
-            display(&dst)
-        ));
+        return Err(Error::run(Why::SourceInsideDestination { src, dst }));
     }
     Ok((src, Location::Local(dst)))
 }
 
 /// The canonical form of a path that does not exist yet: its longest existing ancestor made
 /// canonical, then the rest of the components, `..` taken lexically.
-fn resolve_missing(path: &Path) -> Result<PathBuf, String> {
-    let mut existing = std::path::absolute(path).map_err(|e| reason(&e))?;
+fn resolve_missing(path: &Path) -> Result<PathBuf, Why> {
+    let mut existing = std::path::absolute(path).map_err(Why::Io)?;
     let mut rest = Vec::new();
     while !existing.exists() {
         let Some(last) = existing.components().next_back() else {
@@ -548,12 +537,9 @@ fn resolve_missing(path: &Path) -> Result<PathBuf, String> {
             break;
         }
     }
-    let mut out = std::fs::canonicalize(&existing).map_err(|e| reason(&e))?;
+    let mut out = std::fs::canonicalize(&existing).map_err(Why::Io)?;
     if !out.is_dir() {
-        return Err(format!(
-            "cannot be created: {} is not a directory",
-            display(&out)
-        ));
+        return Err(Why::AncestorNotAFolder(out));
     }
     for name in rest.iter().rev() {
         match Path::new(name).components().next() {
@@ -588,7 +574,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let base = std::fs::canonicalize(tmp.path()).expect("canonical");
         let p = base.join("new/../other/deeper");
-        assert_eq!(resolve_missing(&p), Ok(base.join("other/deeper")));
+        assert_eq!(resolve_missing(&p).ok(), Some(base.join("other/deeper")));
     }
 
     #[test]
@@ -597,6 +583,6 @@ mod tests {
         let f = tmp.path().join("f");
         std::fs::write(&f, b"x").expect("write");
         let err = resolve_missing(&f.join("sub")).expect_err("under a file");
-        assert!(err.contains("not a directory"), "{err}");
+        assert!(matches!(err, Why::AncestorNotAFolder(_)), "{err}");
     }
 }

@@ -154,6 +154,342 @@ impl Failure {
     }
 }
 
+/// Why a command cannot start or go on: what it is about, and why. Worded once, here, and
+/// printed once, as `error: <this>`; per-entry problems are `Failure`s instead.
+#[derive(Debug)]
+pub(crate) struct Error {
+    /// The pair of the config file it happened in.
+    pub pair: Option<String>,
+    pub about: About,
+    /// Boxed: the reasons carry paths, and an error is rare while a `Result` is everywhere.
+    pub why: Box<Why>,
+}
+
+/// What a command error is about: named before the reason.
+#[derive(Debug)]
+pub(crate) enum About {
+    /// The run as a whole: the reason says it all.
+    Run,
+    Source(PathBuf),
+    /// DST: a folder, or a URL as given.
+    Destination(PathBuf),
+    Config(PathBuf),
+    /// A command-line option and the path it was given: `--to P`, `--source P`.
+    Option(&'static str, PathBuf),
+    /// An exclusion pattern: from the command line, or one of the default ignores.
+    Glob {
+        default: bool,
+        glob: String,
+    },
+    /// A file or folder that the command reads or writes.
+    Path(PathBuf),
+}
+
+/// Why a command cannot start or go on.
+#[derive(Debug)]
+pub(crate) enum Why {
+    /// An OS call failed.
+    Io(io::Error),
+    NotADirectory,
+    Unreadable(io::Error),
+    NotCreated(io::Error),
+    /// `--to`'s folder, or its parent, is not a folder.
+    AncestorNotAFolder(PathBuf),
+    /// DST is a symlink to a folder that does not exist.
+    DanglingLink,
+    /// The folder above DST is missing too: often a drive that is not mounted.
+    ParentMissing(PathBuf),
+    SameFolder(PathBuf),
+    SourceInsideDestination {
+        src: PathBuf,
+        dst: PathBuf,
+    },
+    /// SRC was replaced (or moved away) while `watch` ran.
+    SourceReplaced,
+    /// `once`/`watch`/`verify` with neither SRC and DST nor a config file.
+    NoPairs,
+    /// Only one of SRC and DST.
+    NoSrcDst,
+    /// The config file holds no pair.
+    NoBackupTable,
+    /// Two pairs of the config file write into one destination, or one inside the other.
+    Overlap {
+        line: usize,
+        first: String,
+        second: String,
+        into: PathBuf,
+        other: Option<PathBuf>,
+    },
+    /// `--only NAME` names no pair of the file.
+    NoSuchPair {
+        name: String,
+        names: Vec<String>,
+    },
+    /// The config file does not parse: at that line, what the TOML reader said.
+    Toml {
+        line: Option<usize>,
+        message: String,
+    },
+    /// A pattern that does not parse: what the pattern reader said.
+    Pattern(String),
+    NoSuchFile,
+    /// A duration that does not read: what the duration reader said.
+    Duration(String),
+    /// A time for `--at` that does not read.
+    When(String),
+    /// A URL of a kind this tool does not write to.
+    UnknownScheme(String),
+    /// `s3://` without a bucket.
+    NoBucket,
+    /// `.` or `..` in a bucket's prefix.
+    DotsInBucket,
+    /// `sftp://` without a host.
+    NoHost,
+    BadPort,
+    /// The destination could not be opened.
+    Open(crate::dest::OpenError),
+    /// The destination cannot be written into now.
+    Unavailable(crate::dest::Unavailable),
+    /// The destination filled up: how many files were not copied.
+    Full {
+        dst: PathBuf,
+        not_copied: u64,
+    },
+    /// A path given to `versions`/`restore` outside DST.
+    NotInside {
+        path: PathBuf,
+        dst: PathBuf,
+    },
+    NoVersions {
+        file: PathBuf,
+        dst: PathBuf,
+    },
+    NoVersionYet {
+        file: PathBuf,
+        at: String,
+    },
+    DeletedBy {
+        file: PathBuf,
+        at: String,
+    },
+    DeletedWithFolder {
+        file: PathBuf,
+        folder: PathBuf,
+        at: String,
+    },
+    NotAFileName,
+    /// `--to` inside DST.
+    IntoDestination(PathBuf),
+    /// A restore target exists.
+    Exists(PathBuf),
+    /// Neither `XDG_CONFIG_HOME` nor `HOME`.
+    NoHome,
+    /// `service install` without a config file.
+    NoConfig,
+    /// This program's own path cannot be found.
+    NoProgram(io::Error),
+    /// `systemctl --user ARGS` could not be run.
+    Systemctl {
+        args: String,
+        error: io::Error,
+    },
+    /// Signals cannot be handled.
+    Signals(io::Error),
+    /// Standard output cannot be written.
+    Output(io::Error),
+    /// Changes in SRC cannot be watched: with fanotify, or at all (what notify said).
+    Fanotify(io::Error),
+    Watch(String),
+}
+
+impl Error {
+    pub(crate) fn new(about: About, why: Why) -> Error {
+        Error {
+            pair: None,
+            about,
+            why: Box::new(why),
+        }
+    }
+
+    /// An error about the run as a whole.
+    pub(crate) fn run(why: Why) -> Error {
+        Error::new(About::Run, why)
+    }
+
+    /// The same error, as one pair of the config file's.
+    pub(crate) fn in_pair(mut self, name: &str) -> Error {
+        self.pair = Some(name.to_string());
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = &self.pair {
+            write!(f, "pair {name}: ")?;
+        }
+        match &self.about {
+            About::Run => {}
+            About::Source(p) => write!(f, "source {}: ", display(p))?,
+            About::Destination(p) => write!(f, "destination {}: ", display(p))?,
+            About::Config(p) => write!(f, "config {}: ", display(p))?,
+            About::Option(flag, p) => write!(f, "{flag} {}: ", display(p))?,
+            About::Glob { default, glob } => {
+                let what = if *default {
+                    "default ignore"
+                } else {
+                    "--exclude"
+                };
+                write!(f, "{what} {glob:?}: ")?;
+            }
+            About::Path(p) => write!(f, "{}: ", display(p))?,
+        }
+        self.why.fmt(f)
+    }
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::Io(e) => f.write_str(&reason(e)),
+            Why::NotADirectory => f.write_str("not a directory"),
+            Why::Unreadable(e) => write!(f, "cannot be read: {}", reason(e)),
+            Why::NotCreated(e) => write!(f, "cannot be created: {}", reason(e)),
+            Why::AncestorNotAFolder(p) => {
+                write!(f, "cannot be created: {} is not a directory", display(p))
+            }
+            Why::DanglingLink => f.write_str("a symlink to a folder that does not exist"),
+            Why::ParentMissing(p) => write!(
+                f,
+                "the folder {} does not exist (is the drive mounted?); --mkpath creates the \
+                 whole path",
+                display(p)
+            ),
+            Why::SameFolder(p) => write!(
+                f,
+                "source and destination are the same folder: {}",
+                display(p)
+            ),
+            Why::SourceInsideDestination { src, dst } => write!(
+                f,
+                "source {} is inside the destination {}: the copy would write into its own \
+                 source",
+                display(src),
+                display(dst)
+            ),
+            Why::SourceReplaced => {
+                f.write_str("it is no longer the folder that this run started with")
+            }
+            Why::NoPairs => f.write_str(
+                "give SRC and DST, or pairs in a config file (--config FILE, or \
+                 $XDG_CONFIG_HOME/backup/config.toml)",
+            ),
+            Why::NoSrcDst => f.write_str("give SRC and DST"),
+            Why::NoBackupTable => f.write_str("no [[backup]] table: nothing to back up"),
+            Why::Overlap {
+                line,
+                first,
+                second,
+                into,
+                other,
+            } => {
+                write!(f, "line {line}: dst: pairs {first} and {second} ")?;
+                match other {
+                    None => write!(f, "both write into {}", display(into))?,
+                    Some(other) => write!(
+                        f,
+                        "write into {} and {}, one inside the other",
+                        display(into),
+                        display(other)
+                    )?,
+                }
+                f.write_str("; each destination takes one pair")
+            }
+            Why::NoSuchPair { name, names } => write!(
+                f,
+                "--only {name}: no such pair (the file names {})",
+                names.join(", ")
+            ),
+            Why::Toml { line, message } => match line {
+                Some(line) => write!(f, "line {line}: {message}"),
+                None => f.write_str(message),
+            },
+            Why::Pattern(text) => f.write_str(text),
+            Why::Watch(text) => write!(f, "cannot watch for changes: {text}"),
+            Why::NoSuchFile => f.write_str("no such file"),
+            Why::Duration(text) => write!(f, "{text} (try 500ms, 2s, 1m)"),
+            Why::When(text) => write!(
+                f,
+                "cannot read {text:?} as a time: use 2026-11-26 15:30, an RFC 3339 time, or a \
+                 duration ago like 2h or 3 days"
+            ),
+            Why::UnknownScheme(scheme) => write!(
+                f,
+                "unknown kind of destination '{scheme}://' (use a folder, s3://BUCKET/PREFIX or \
+                 sftp://[USER@]HOST[:PORT]/PATH)"
+            ),
+            Why::NoBucket => f.write_str("no bucket named (s3://BUCKET/PREFIX)"),
+            Why::DotsInBucket => f.write_str("'.' and '..' have no meaning in a bucket"),
+            Why::NoHost => f.write_str("no host named (sftp://[USER@]HOST[:PORT]/PATH)"),
+            Why::BadPort => f.write_str("the port is not a number"),
+            Why::Open(e) => e.fmt(f),
+            Why::Unavailable(e) => e.fmt(f),
+            Why::Full { dst, not_copied } => write!(
+                f,
+                "destination {} is full ({not_copied} files not copied)",
+                display(dst)
+            ),
+            Why::NotInside { path, dst } => write!(
+                f,
+                "{} is not inside the destination {}",
+                display(path),
+                display(dst)
+            ),
+            Why::NoVersions { file, dst } => {
+                write!(f, "no versions of {} in {}", display(file), display(dst))
+            }
+            Why::NoVersionYet { file, at } => {
+                write!(f, "{} had no version yet at {at}", display(file))
+            }
+            Why::DeletedBy { file, at } => write!(
+                f,
+                "{} was deleted at {at}; choose an earlier --at",
+                display(file)
+            ),
+            Why::DeletedWithFolder { file, folder, at } => write!(
+                f,
+                "{} was deleted with its folder {} at {at}; choose an earlier --at",
+                display(file),
+                display(folder)
+            ),
+            Why::NotAFileName => f.write_str("not a file name"),
+            Why::IntoDestination(dst) => write!(
+                f,
+                "inside the destination {}; restore somewhere else",
+                display(dst)
+            ),
+            Why::Exists(p) => write!(
+                f,
+                "{} already exists; restore never overwrites (choose another --to)",
+                display(p)
+            ),
+            Why::NoHome => f.write_str("neither XDG_CONFIG_HOME nor HOME is set"),
+            Why::NoConfig => f.write_str("no config file: give --config FILE"),
+            Why::NoProgram(e) => write!(f, "cannot find this program: {e}"),
+            Why::Systemctl { args, error } => write!(
+                f,
+                "systemctl --user {args}: {} (is systemd running?)",
+                reason(error)
+            ),
+            Why::Signals(e) => write!(f, "cannot handle signals: {}", reason(e)),
+            Why::Output(e) => write!(f, "cannot write: {}", reason(e)),
+            Why::Fanotify(e) => write!(f, "cannot watch with fanotify: {}", reason(e)),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
 /// Whether an OS error says that the destination is full (no space, or over quota).
 pub(crate) fn is_full(e: &io::Error) -> bool {
     matches!(

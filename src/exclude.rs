@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
+use crate::error::{About, Error, Why};
+
 /// Files that are never worth a version, left out unless `--no-default-ignores`: every copy is
 /// kept forever, so each editor swap file, lock file and half-downloaded file copied would stay
 /// as a permanent version. In gitignore syntax (`\#` is a literal `#`).
@@ -66,36 +68,48 @@ impl Exclude {
         defaults: bool,
         globs: &[String],
         files: &[PathBuf],
-    ) -> Result<Exclude, String> {
+    ) -> Result<Exclude, Error> {
         let mut b = GitignoreBuilder::new(src);
+        let bad_glob = |default: bool, glob: &str, e: ignore::Error| {
+            let glob = glob.to_string();
+            Error::new(About::Glob { default, glob }, Why::Pattern(e.to_string()))
+        };
+        // The file is named once, by the error's subject.
+        let bad_file = |about: About, e: ignore::Error| {
+            let e = match e {
+                ignore::Error::WithPath { err, .. } => *err,
+                e => e,
+            };
+            Error::new(about, Why::Pattern(e.to_string()))
+        };
         if defaults {
             for glob in DEFAULT_IGNORES {
                 b.add_line(None, glob)
-                    .map_err(|e| format!("default ignore {glob:?}: {e}"))?;
+                    .map_err(|e| bad_glob(true, glob, e))?;
             }
         }
         for glob in globs {
             b.add_line(None, glob)
-                .map_err(|e| format!("--exclude {glob:?}: {e}"))?;
+                .map_err(|e| bad_glob(false, glob, e))?;
         }
         for file in files {
+            let flag = |why| Error::new(About::Option("--exclude-from", file.clone()), why);
             if !file.is_file() {
-                return Err(format!(
-                    "--exclude-from {}: no such file",
-                    crate::escape::display(file)
-                ));
+                return Err(flag(Why::NoSuchFile));
             }
             if let Some(e) = b.add(file) {
-                return Err(format!("--exclude-from {e}"));
+                return Err(bad_file(About::Option("--exclude-from", file.clone()), e));
             }
         }
         let own = src.join(IGNORE_FILE);
         if own.is_file()
             && let Some(e) = b.add(&own)
         {
-            return Err(e.to_string());
+            return Err(bad_file(About::Path(own), e));
         }
-        let matcher = b.build().map_err(|e| e.to_string())?;
+        let matcher = b
+            .build()
+            .map_err(|e| Error::run(Why::Pattern(e.to_string())))?;
         Ok(Exclude { matcher })
     }
 
@@ -201,6 +215,6 @@ mod tests {
     fn a_bad_glob_is_named() {
         let err =
             Exclude::build(Path::new("/s"), false, &["{a,b".to_string()], &[]).expect_err("bad");
-        assert!(err.contains("{a,b"), "{err}");
+        assert!(err.to_string().starts_with("--exclude \"{a,b\": "), "{err}");
     }
 }

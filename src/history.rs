@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 
+use crate::error::{Error, Why};
 use crate::naming::{self, VersionKey};
 
 /// One non-folder entry of a destination folder, as read from the disk.
@@ -275,7 +276,7 @@ pub(crate) fn to_prune(versions: &[Version], policy: &Policy, now: u64) -> Vec<u
 pub(crate) fn parse_when(
     s: &str,
     now: chrono::DateTime<chrono::Local>,
-) -> Result<NaiveDateTime, String> {
+) -> Result<NaiveDateTime, Error> {
     let s = s.trim();
     if s == "now" {
         return Ok(now.naive_local());
@@ -297,14 +298,12 @@ pub(crate) fn parse_when(
         return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default());
     }
     let ago = s.strip_suffix("ago").unwrap_or(s).trim();
-    let d = humantime::parse_duration(ago).map_err(|_| {
-        format!(
-            "cannot read {s:?} as a time: use 2026-11-26 15:30, an RFC 3339 time, or a duration \
-             ago like 2h or 3 days"
-        )
-    })?;
-    let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
-    Ok(now.naive_local() - d)
+    let unreadable = || Error::run(Why::When(s.to_string()));
+    let d = humantime::parse_duration(ago).map_err(|_| unreadable())?;
+    let d = chrono::Duration::from_std(d).map_err(|_| unreadable())?;
+    now.naive_local()
+        .checked_sub_signed(d)
+        .ok_or_else(unreadable)
 }
 
 #[cfg(test)]
@@ -595,30 +594,36 @@ mod tests {
                 .expect("date")
         };
         assert_eq!(
-            parse_when("2026-11-25 14:30", now),
-            Ok(ymd(2026, 11, 25, 14, 30, 0))
+            parse_when("2026-11-25 14:30", now).ok(),
+            Some(ymd(2026, 11, 25, 14, 30, 0))
         );
         assert_eq!(
-            parse_when("2026-11-25T14:30:05", now),
-            Ok(ymd(2026, 11, 25, 14, 30, 5))
+            parse_when("2026-11-25T14:30:05", now).ok(),
+            Some(ymd(2026, 11, 25, 14, 30, 5))
         );
         assert_eq!(
-            parse_when("2026-11-25", now),
-            Ok(ymd(2026, 11, 25, 0, 0, 0))
+            parse_when("2026-11-25", now).ok(),
+            Some(ymd(2026, 11, 25, 0, 0, 0))
         );
-        assert_eq!(parse_when("2h", now), Ok(ymd(2026, 11, 26, 13, 0, 0)));
         assert_eq!(
-            parse_when("3 days ago", now),
-            Ok(ymd(2026, 11, 23, 15, 0, 0))
+            parse_when("2h", now).ok(),
+            Some(ymd(2026, 11, 26, 13, 0, 0))
         );
-        assert_eq!(parse_when("now", now), Ok(ymd(2026, 11, 26, 15, 0, 0)));
+        assert_eq!(
+            parse_when("3 days ago", now).ok(),
+            Some(ymd(2026, 11, 23, 15, 0, 0))
+        );
+        assert_eq!(
+            parse_when("now", now).ok(),
+            Some(ymd(2026, 11, 26, 15, 0, 0))
+        );
         let utc = chrono::Utc
             .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
             .single()
             .expect("utc");
         assert_eq!(
-            parse_when("2026-11-25T10:00:00Z", now),
-            Ok(utc.with_timezone(&chrono::Local).naive_local())
+            parse_when("2026-11-25T10:00:00Z", now).ok(),
+            Some(utc.with_timezone(&chrono::Local).naive_local())
         );
         assert!(parse_when("yesterday-ish", now).is_err());
     }

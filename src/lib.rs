@@ -61,12 +61,12 @@ mod watch;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::config::{Config, Job};
+use crate::config::{Config, Job, Mode};
 use crate::dest::Destination;
 use crate::engine::{Engine, Settings};
-use crate::error::reason;
+use crate::error::{About, Error, Why};
 use crate::escape::display;
-use crate::report::{Reporter, Style};
+use crate::report::{Detail, Message, Reporter, Style, Warning};
 use crate::scan::Tree;
 
 pub use crate::error::Status;
@@ -86,8 +86,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Status {
             match std::io::stdout().write_all(&text) {
                 Ok(()) => Status::Success,
                 Err(e) => {
-                    Reporter::stdio(Style::default())
-                        .error(&format!("cannot write: {}", reason(&e)));
+                    Reporter::stdio(Style::default()).error(&Error::run(Why::Output(e)));
                     Status::Failure
                 }
             }
@@ -101,6 +100,20 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Status {
     }
 }
 
+/// For the test suites, not the program: opens DST (a folder, an `s3://` or an `sftp://` URL;
+/// it must be empty) for writing, and checks every promise of the destination seam on it,
+/// panicking at the first one broken, and at a DST that cannot be opened.
+#[doc(hidden)]
+pub fn check_destination(dst: &std::path::Path) {
+    let opened = dest::Location::parse(dst)
+        .map_err(|e| e.to_string())
+        .and_then(|at| dest::open(&at, true).map_err(|e| e.to_string()));
+    match opened {
+        Ok(dest) => dest::contract::promises(&*dest),
+        Err(e) => panic!("destination {}: {e}", display(dst)),
+    }
+}
+
 /// `once`, `watch` or `verify`: of SRC and DST, or of every pair of the config file (`once`
 /// one after another; `watch` all at once, each in its own thread, stopped by the same signal,
 /// sharing one inotify instance and one budget of workers).
@@ -108,12 +121,11 @@ fn backup(configs: Vec<Config>) -> Status {
     let (stop, wake) = match signals() {
         Ok(s) => s,
         Err(e) => {
-            let why = format!("cannot handle signals: {}", reason(&e));
-            Reporter::stdio(Style::default()).error(&why);
+            Reporter::stdio(Style::default()).error(&Error::run(Why::Signals(e)));
             return Status::Failure;
         }
     };
-    let watching = configs.iter().any(|c| c.watch.is_some());
+    let watching = configs.iter().any(|c| matches!(c.mode, Mode::Watch(_)));
     let hub = watch::Hub::new();
     let budget = (watching && configs.len() > 1).then(|| {
         let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
@@ -181,40 +193,40 @@ fn run_pair(
     let mut reporter = Reporter::stdio(config.style);
     let dst = config.dst.path();
     if let Some(name) = &config.name {
-        reporter.info(&format!(
-            "Pair {name}: {} -> {}",
-            display(&config.src),
-            display(dst)
-        ));
+        reporter.say(&Message::Pair {
+            name,
+            src: &config.src,
+            dst,
+        });
     }
-    if let (Some(how), false) = (config.create_dst, config.dry_run) {
+    let about = || About::Destination(dst.to_path_buf());
+    let write = !config.mode.reads_only();
+    if let (Some(how), true) = (config.create_dst, write) {
         if let Err(e) = config.dst.create(how == config::Create::Path) {
-            let why = format!("cannot be created: {}", reason(&e));
-            reporter.error(&format!("destination {}: {why}", display(dst)));
+            reporter.error(&Error::new(about(), Why::NotCreated(e)));
             return Status::Failure;
         }
-        reporter.created(dst);
+        reporter.say(&Message::Created(dst));
     }
-    let dest: Arc<dyn Destination> = match dest::open(&config.dst, !config.dry_run) {
+    let dest: Arc<dyn Destination> = match dest::open(&config.dst, write) {
         Ok(d) => d,
         Err(e) => {
-            reporter.error(&format!("destination {}: {e}", display(dst)));
+            reporter.error(&Error::new(about(), Why::Open(e)));
             return Status::Failure;
         }
     };
     let caps = dest.capabilities();
-    reporter.detail(&format!(
-        "Destination {}: {}",
-        display(dest.path()),
-        caps.describe()
-    ));
+    reporter.say(&Message::Detail(Detail::Capabilities {
+        dst: dest.path(),
+        caps,
+    }));
     let as_root = rustix::process::geteuid().is_root();
     for loss in caps.losses(as_root) {
-        reporter.warning(&format!(
-            "destination {} ({}) {loss}",
-            display(dest.path()),
-            caps.kind
-        ));
+        reporter.warning(&Warning::Loses {
+            dst: dest.path().to_path_buf(),
+            kind: caps.kind.clone(),
+            loss,
+        });
     }
     // Without times that stick, size and time cannot tell a changed file from an unchanged one.
     let checksum = config.checksum || (caps.probed && caps.precision.is_none());
@@ -227,20 +239,18 @@ fn run_pair(
     let settings = Settings {
         checksum,
         limits: config.limits,
-        dry_run: config.dry_run,
+        dry_run: !write,
         each_unchanged: config.style.verbose,
-        lock_patience: config
-            .watch
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |w| w.max_delay),
+        lock_patience: match &config.mode {
+            Mode::Watch(w) => w.max_delay,
+            _ => std::time::Duration::ZERO,
+        },
     };
     let engine = Engine::new(tree, dest, settings, stop).with_budget(shared.budget.clone());
-    if config.verify {
-        return verify::run(&engine, &mut reporter);
-    }
-    match &config.watch {
-        None => once::run(&engine, &config.policy, &mut reporter),
-        Some(w) => watch::run(
+    match &config.mode {
+        Mode::Verify => verify::run(&engine, &mut reporter),
+        Mode::Once | Mode::DryRun => once::run(&engine, &config.policy, &mut reporter),
+        Mode::Watch(w) => watch::run(
             &engine,
             w,
             &config.policy,

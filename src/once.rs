@@ -4,19 +4,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::archive::prune;
 use crate::engine::Engine;
-use crate::error::{Failure, Status};
-use crate::escape::display;
+use crate::error::{About, Error, Failure, Status, Why};
 use crate::history::Policy;
 use crate::outcome::{Counts, Note, Outcome};
-use crate::report::Reporter;
+use crate::report::{Message, Reporter};
 
 pub(crate) fn run(engine: &Engine, policy: &Policy, reporter: &mut Reporter) -> Status {
     let mut counts = Counts::default();
     let mut not_copied = 0u64;
     with_progress(engine, reporter, |reporter| {
         engine.pass(&mut |note: Note| {
-            if let Note::Warning(line) = &note {
-                reporter.warning(line);
+            if let Note::Warning(w) = &note {
+                reporter.warning(w);
             }
             if let Some(ev) = note.into_event() {
                 if let Outcome::Failed(Failure::DestinationFull) = ev.outcome {
@@ -28,17 +27,18 @@ pub(crate) fn run(engine: &Engine, policy: &Policy, reporter: &mut Reporter) -> 
         })
     });
     let mut status = Status::failed_if(counts.failed > 0);
-    let dst = display(engine.dest.path());
+    let dst = engine.dest.path().to_path_buf();
     if engine.was_full() {
-        reporter.error(&format!(
-            "destination {dst} is full ({not_copied} files not copied)"
-        ));
+        reporter.error(&Error::run(Why::Full {
+            dst: dst.clone(),
+            not_copied,
+        }));
     }
     if let Err(e) = engine.dest.still_there() {
-        reporter.error(&format!("destination {dst}: {e}"));
+        reporter.error(&Error::new(About::Destination(dst), Why::Unavailable(e)));
         status = Status::Failure;
     }
-    reporter.summary(&counts);
+    reporter.say(&Message::Summary(&counts));
     if engine.stopped() {
         return Status::Interrupted;
     }

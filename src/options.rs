@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::error::{Error, Why};
+
 /// Where `watch` gets change events from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,12 +29,12 @@ pub enum Priority {
 }
 
 /// Durations as `500ms`, `2s`, `1h 30m`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, Error> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (try 500ms, 2s, 1m)"))
+    humantime::parse_duration(s).map_err(|e| Error::run(Why::Duration(e.to_string())))
 }
 
 #[cfg(test)]
@@ -41,10 +43,13 @@ mod tests {
 
     #[test]
     fn durations_read_as_people_write_them() {
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0").ok(), Some(Duration::ZERO));
+        assert_eq!(parse_duration("2").ok(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("1h").ok(), Some(Duration::from_secs(3600)));
         assert!(parse_duration("soon").is_err());
     }
 }

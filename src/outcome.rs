@@ -119,7 +119,7 @@ pub(crate) enum Note {
     /// copies it.
     Left(PathBuf),
     /// Something the run worked around, for a `warning:` line.
-    Warning(String),
+    Warning(crate::report::Warning),
 }
 
 impl Note {

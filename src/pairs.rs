@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::escape::display;
+use crate::error::{About, Error, Why};
 use crate::options::{Events, Priority};
 
 /// Declares a table of the file: its own fields, then every option (each optional), with
@@ -164,26 +164,25 @@ pub(crate) fn default_path() -> Option<PathBuf> {
 
 /// The pairs a command without SRC and DST means: those of `config`, else of the default file
 /// when there is one, keeping those named in `only`.
-pub(crate) fn chosen(config: Option<&Path>, only: &[String]) -> Result<Vec<Pair>, String> {
+pub(crate) fn chosen(config: Option<&Path>, only: &[String]) -> Result<Vec<Pair>, Error> {
     let path = match config {
         Some(p) => p.to_path_buf(),
-        None => default_path().filter(|p| p.exists()).ok_or(
-            "give SRC and DST, or pairs in a config file (--config FILE, or \
-             $XDG_CONFIG_HOME/backup/config.toml)",
-        )?,
+        None => default_path()
+            .filter(|p| p.exists())
+            .ok_or(Error::run(Why::NoPairs))?,
     };
     load(&path, only)
 }
 
 /// Reads the pairs from `path`, keeping those named in `only` (all when empty). The error is
 /// the `error:` line: the file, and the line and key at fault.
-pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {
-    let named = |why: String| format!("config {}: {why}", display(path));
-    let text = std::fs::read_to_string(path).map_err(|e| named(crate::error::reason(&e)))?;
+pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, Error> {
+    let named = |why| Error::new(About::Config(path.to_path_buf()), why);
+    let text = std::fs::read_to_string(path).map_err(|e| named(Why::Io(e)))?;
     let file: FileTable = toml::from_str(&text).map_err(|e| named(toml_error(&text, &e)))?;
     let defaults = file.options();
     if file.backup.is_empty() {
-        return Err(named("no [[backup]] table: nothing to back up".into()));
+        return Err(named(Why::NoBackupTable));
     }
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut pairs: Vec<Pair> = Vec::new();
@@ -197,21 +196,21 @@ pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {
         let overlap = seen
             .iter()
             .find(|(d, _, _)| d.starts_with(&key) || key.starts_with(d));
+        // The outer pair would list, verify and prune the inner pair's copies as its own, and
+        // a folder of the same name in its source would mix the two.
         if let Some((theirs, other, _)) = overlap {
-            let why = if *theirs == key {
-                format!("both write into {}", display(&dst))
+            let (into, inner) = if *theirs == key {
+                (dst.clone(), None)
             } else {
-                // The outer pair would list, verify and prune the inner pair's copies as its
-                // own, and a folder of the same name in its source would mix the two.
-                format!(
-                    "write into {} and {}, one inside the other",
-                    display(theirs),
-                    display(&key)
-                )
+                (theirs.clone(), Some(key.clone()))
             };
-            return Err(named(format!(
-                "line {line}: dst: pairs {other} and {name} {why}; each destination takes one pair"
-            )));
+            return Err(named(Why::Overlap {
+                line,
+                first: other.clone(),
+                second: name,
+                into,
+                other: inner,
+            }));
         }
         seen.push((key, name.clone(), line));
         pairs.push(Pair {
@@ -222,11 +221,10 @@ pub(crate) fn load(path: &Path, only: &[String]) -> Result<Vec<Pair>, String> {
         });
     }
     if let Some(missing) = only.iter().find(|n| !pairs.iter().any(|p| &p.name == *n)) {
-        let names: Vec<&str> = pairs.iter().map(|p| p.name.as_str()).collect();
-        return Err(named(format!(
-            "--only {missing}: no such pair (the file names {})",
-            names.join(", ")
-        )));
+        return Err(named(Why::NoSuchPair {
+            name: missing.clone(),
+            names: pairs.iter().map(|p| p.name.clone()).collect(),
+        }));
     }
     pairs.retain(|p| only.is_empty() || only.contains(&p.name));
     Ok(pairs)
@@ -245,24 +243,24 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// toml's error as one line: `line N: <message>`, with the key it names.
-fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().replace('\n', " ");
-    match e.span() {
-        Some(span) => format!("line {}: {message}", line_of(text, span.start)),
-        None => message,
+fn toml_error(text: &str, e: &toml::de::Error) -> Why {
+    Why::Toml {
+        line: e.span().map(|span| line_of(text, span.start)),
+        message: e.message().replace('\n', " "),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::escape::display;
 
     fn load_text(text: &str, only: &[&str]) -> Result<Vec<Pair>, String> {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("config.toml");
         std::fs::write(&path, text).expect("write");
         let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
-        load(&path, &only).map_err(|e| e.replace(&display(&path), "FILE"))
+        load(&path, &only).map_err(|e| e.to_string().replace(&display(&path), "FILE"))
     }
 
     #[test]

@@ -5,21 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::Service;
-use crate::error::{Status, reason};
-use crate::escape::display;
+use crate::config::Service as Job;
+use crate::error::{About, Error, Status, Why};
 use crate::pairs;
-use crate::report::{Reporter, Style};
+use crate::report::{Message, Reporter, Service, Style};
 
 /// The unit's name.
 const UNIT: &str = "backup.service";
 
-pub(crate) fn run(command: Service) -> Status {
+pub(crate) fn run(job: Job) -> Status {
     let mut out = Reporter::stdio(Style::default());
-    let result = match command {
-        Service::Install { config } => install(config, &mut out),
-        Service::Uninstall => uninstall(&mut out),
-        Service::Status => return systemctl(&["status", UNIT], &mut out, true),
+    let result = match job {
+        Job::Install { config } => install(config, &mut out),
+        Job::Uninstall => uninstall(&mut out),
+        Job::Status => return systemctl(&["status", UNIT], &mut out, true),
     };
     match result {
         Ok(status) => status,
@@ -31,39 +30,38 @@ pub(crate) fn run(command: Service) -> Status {
 }
 
 /// Where user units go: `$XDG_CONFIG_HOME/systemd/user`, or `~/.config/systemd/user`.
-fn unit_folder() -> Result<PathBuf, String> {
+fn unit_folder() -> Result<PathBuf, Error> {
     std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .map(|base| base.join("systemd").join("user"))
-        .ok_or_else(|| "neither XDG_CONFIG_HOME nor HOME is set".to_string())
+        .ok_or(Error::run(Why::NoHome))
 }
 
-fn install(config: Option<PathBuf>, out: &mut Reporter) -> Result<Status, String> {
+fn install(config: Option<PathBuf>, out: &mut Reporter) -> Result<Status, Error> {
     let config = match config {
         Some(c) => c,
-        None => pairs::default_path().ok_or("no config file: give --config FILE")?,
+        None => pairs::default_path().ok_or(Error::run(Why::NoConfig))?,
     };
     let config = std::fs::canonicalize(&config)
-        .map_err(|e| format!("config {}: {}", display(&config), reason(&e)))?;
+        .map_err(|e| Error::new(About::Config(config), Why::Io(e)))?;
     // The service would only fail over and over on a file that does not hold.
     let pairs = pairs::load(&config, &[])?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| Error::run(Why::NoProgram(e)))?;
     let sources: Vec<PathBuf> = pairs.iter().map(|p| p.src.clone()).collect();
     let text = unit(&exe, &config, &sources);
     let folder = unit_folder()?;
     std::fs::create_dir_all(&folder)
-        .map_err(|e| format!("{}: {}", display(&folder), reason(&e)))?;
+        .map_err(|e| Error::new(About::Path(folder.clone()), Why::Io(e)))?;
     let path = folder.join(UNIT);
     write_atomically(&path, &text)?;
-    out.info(&format!("Wrote {}", display(&path)));
+    out.say(&Message::Service(Service::Wrote(&path)));
     if !systemd_runs() {
-        out.info(&format!(
-            "systemd is not running for this user, so the service was not enabled; the unit \
-             is:\n\n{text}\nWith systemd: systemctl --user daemon-reload && systemctl --user \
-             enable --now {UNIT}"
-        ));
+        out.say(&Message::Service(Service::NotEnabled {
+            unit: &text,
+            name: UNIT,
+        }));
         return Ok(Status::Success);
     }
     let reloaded = systemctl(&["daemon-reload"], out, false);
@@ -72,24 +70,22 @@ fn install(config: Option<PathBuf>, out: &mut Reporter) -> Result<Status, String
     }
     let enabled = systemctl(&["enable", "--now", UNIT], out, false);
     if enabled == Status::Success {
-        out.info(&format!(
-            "Enabled and started {UNIT}: `backup service status` shows how it runs"
-        ));
+        out.say(&Message::Service(Service::Enabled { name: UNIT }));
     }
     Ok(enabled)
 }
 
-fn uninstall(out: &mut Reporter) -> Result<Status, String> {
+fn uninstall(out: &mut Reporter) -> Result<Status, Error> {
     let path = unit_folder()?.join(UNIT);
     if systemd_runs() {
         let _ = systemctl(&["disable", "--now", UNIT], out, false);
     }
     match std::fs::remove_file(&path) {
-        Ok(()) => out.info(&format!("Removed {}", display(&path))),
+        Ok(()) => out.say(&Message::Service(Service::Removed(&path))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            out.info(&format!("{} was not installed", display(&path)));
+            out.say(&Message::Service(Service::NotInstalled(&path)));
         }
-        Err(e) => return Err(format!("{}: {}", display(&path), reason(&e))),
+        Err(e) => return Err(Error::new(About::Path(path), Why::Io(e))),
     }
     if systemd_runs() {
         let _ = systemctl(&["daemon-reload"], out, false);
@@ -117,21 +113,20 @@ fn systemctl(args: &[&str], out: &mut Reporter, show: bool) -> Status {
         Ok(s) if s.success() => Status::Success,
         Ok(_) => Status::Failure,
         Err(e) => {
-            out.error(&format!(
-                "systemctl --user {}: {} (is systemd running?)",
-                args.join(" "),
-                reason(&e)
-            ));
+            out.error(&Error::run(Why::Systemctl {
+                args: args.join(" "),
+                error: e,
+            }));
             Status::Failure
         }
     }
 }
 
-fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
     let temp = path.with_extension("service.new");
     std::fs::write(&temp, text)
         .and_then(|()| std::fs::rename(&temp, path))
-        .map_err(|e| format!("{}: {}", display(path), reason(&e)))
+        .map_err(|e| Error::new(About::Path(path.to_path_buf()), Why::Io(e)))
 }
 
 /// A word of a command line as systemd reads it: quoted, with `\`, `"` and `%` escaped.

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::StatusJob;
 use crate::dest::{Location, is_temp_name};
-use crate::error::Status;
+use crate::error::{Error, Status};
 use crate::pairs;
-use crate::report::{PairStatus, Reporter, Style};
+use crate::report::{Message, PairStatus, Reporter, Style};
 use crate::state;
 
 pub(crate) fn run(args: &StatusJob) -> Status {
@@ -34,7 +34,7 @@ pub(crate) fn run(args: &StatusJob) -> Status {
     let pairs: Vec<(Option<String>, PathBuf, Location)> = match pairs
         .into_iter()
         .map(|(name, src, dst)| Ok((name, canonical(&src), located(&dst)?)))
-        .collect::<Result<_, String>>()
+        .collect::<Result<_, Error>>()
     {
         Ok(p) => p,
         Err(e) => {
@@ -46,7 +46,7 @@ pub(crate) fn run(args: &StatusJob) -> Status {
     for (name, src, dst) in pairs {
         let status = check(name, &src, &dst, args.stale_after);
         bad |= status.failing || status.stale;
-        out.pair_status(&status);
+        out.say(&Message::Status(&status));
     }
     Status::failed_if(bad)
 }
@@ -76,7 +76,7 @@ fn canonical(p: &Path) -> PathBuf {
 }
 
 /// DST as `watch` keeps it: a folder canonical where it exists, else as given.
-fn located(dst: &Path) -> Result<Location, String> {
+fn located(dst: &Path) -> Result<Location, Error> {
     Ok(match Location::parse(dst)? {
         Location::Local(folder) => Location::Local(canonical(&folder)),
         remote => remote,

@@ -5,15 +5,15 @@ use crate::engine::Engine;
 use crate::error::Status;
 use crate::once::with_progress;
 use crate::outcome::{Change, Counts, Note, Outcome};
-use crate::report::{Findings, Reporter};
+use crate::report::{Findings, Message, Reporter};
 
 pub(crate) fn run(engine: &Engine, reporter: &mut Reporter) -> Status {
     let mut counts = Counts::default();
     let mut findings = Findings::default();
     with_progress(engine, reporter, |reporter| {
         engine.pass(&mut |note: Note| {
-            if let Note::Warning(line) = &note {
-                reporter.warning(line);
+            if let Note::Warning(w) = &note {
+                reporter.warning(w);
             }
             let Some(ev) = note.into_event() else {
                 return;
@@ -24,17 +24,26 @@ pub(crate) fn run(engine: &Engine, reporter: &mut Reporter) -> Status {
                 Outcome::WouldDelete(_) => {}
                 Outcome::WouldUpdate(..) => {
                     record(&mut findings, Change::Changed);
-                    reporter.finding(&ev.src, Change::Changed);
+                    reporter.say(&Message::Finding {
+                        src: &ev.src,
+                        change: Change::Changed,
+                    });
                 }
                 Outcome::WouldCopy(_, change) => {
                     record(&mut findings, *change);
-                    reporter.finding(&ev.src, *change);
+                    reporter.say(&Message::Finding {
+                        src: &ev.src,
+                        change: *change,
+                    });
                 }
                 _ => reporter.event(&ev),
             }
         })
     });
-    reporter.verify_summary(&counts, &findings);
+    reporter.say(&Message::VerifySummary {
+        counts: &counts,
+        findings: &findings,
+    });
     if engine.stopped() {
         Status::Interrupted
     } else {

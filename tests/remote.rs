@@ -648,3 +648,59 @@ fn a_full_pass_lists_the_bucket_again_and_puts_back_what_was_removed() {
     let (code, _, _) = w.stop(Signal::INT);
     assert_eq!(code, Some(0));
 }
+
+/// The destination seam's promises (`src/dest/contract.rs`: publish never replaces, a dropped
+/// copy leaves nothing, a taken name is reported, listings show what was published…), checked
+/// on a bucket of each server and on a folder of an SSH server as on memory and a local folder.
+/// Each check runs in a child process of this test binary, given the settings the program
+/// reads from its environment, so that no test changes this process's environment.
+#[test]
+fn the_seams_promises_hold_on_buckets_and_on_an_sftp_server() {
+    let mut checked = 0;
+    for store in [stores::s3s_fs(), stores::garage()].into_iter().flatten() {
+        let mut child = promises_child(&store.url("promises"));
+        store.env(&mut child);
+        run_promises(child, &store.endpoint);
+        checked += 1;
+    }
+    if let Some(ssh) = Ssh::start() {
+        let folder = tempfile::tempdir().expect("server folder");
+        let mut child = promises_child(&ssh.url(folder.path()));
+        child.env("BACKUP_SSH", &ssh.command);
+        run_promises(child, "sftp");
+        checked += 1;
+    }
+    if checked == 0 {
+        stores::unavailable("no server to check the promises on");
+    }
+}
+
+/// This test binary, to run only `promises_in_this_process` on `dst`.
+fn promises_child(dst: &Path) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("this test binary"));
+    c.args(["promises_in_this_process", "--exact", "--nocapture"])
+        .env("BACKUP_PROMISES_DST", dst);
+    c
+}
+
+fn run_promises(mut child: Command, on: &str) {
+    let out = child.output().expect("run the promises");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promises broken on {on}:\n{said}");
+    assert!(
+        said.contains("1 passed"),
+        "nothing was checked on {on}:\n{said}"
+    );
+}
+
+/// The child's half of the test above: does nothing unless that test started it.
+#[test]
+fn promises_in_this_process() {
+    if let Some(dst) = std::env::var_os("BACKUP_PROMISES_DST") {
+        backup::check_destination(Path::new(&dst));
+    }
+}

@@ -14,12 +14,11 @@ use std::sync::Arc;
 
 use crate::config::Versions;
 use crate::dest::{self, Destination, Folder, is_temp_name};
-use crate::error::{Status, reason};
-use crate::escape::display;
+use crate::error::{About, Error, Status, Why};
 use crate::history::{self, Entry, History};
 use crate::meta::Kind;
 use crate::naming;
-use crate::report::{Listed, Reporter, Style};
+use crate::report::{Listed, Message, Reporter, Style};
 
 /// What a PATH argument names in DST.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,19 +59,19 @@ pub(crate) fn when(stamp: u64) -> String {
 impl Archive {
     /// Opens DST, which must be an existing folder. Read-only unless `write` (then it is
     /// locked like a backup locks it, so that a prune never runs into a running backup).
-    pub(crate) fn open(dst: &Path, write: bool) -> Result<Archive, String> {
-        let named = |why: String| format!("destination {}: {why}", display(dst));
+    pub(crate) fn open(dst: &Path, write: bool) -> Result<Archive, Error> {
+        let named = |why| Error::new(About::Destination(dst.to_path_buf()), why);
         let root = match dest::Location::parse(dst)? {
             dest::Location::Local(path) => {
-                let md = std::fs::metadata(&path).map_err(|e| named(reason(&e)))?;
+                let md = std::fs::metadata(&path).map_err(|e| named(Why::Io(e)))?;
                 if !md.is_dir() {
-                    return Err(named("not a directory".into()));
+                    return Err(named(Why::NotADirectory));
                 }
-                dest::Location::Local(std::fs::canonicalize(&path).map_err(|e| named(reason(&e)))?)
+                dest::Location::Local(std::fs::canonicalize(&path).map_err(|e| named(Why::Io(e)))?)
             }
             remote => remote,
         };
-        let dest = dest::open(&root, write).map_err(|e| named(e.to_string()))?;
+        let dest = dest::open(&root, write).map_err(|e| named(Why::Open(e)))?;
         Ok(Archive { dest })
     }
 
@@ -95,7 +94,7 @@ impl Archive {
     }
 
     /// What PATH names: a path inside DST, or one relative to the backed-up tree.
-    pub(crate) fn resolve(&self, path: &Path) -> Result<Target, String> {
+    pub(crate) fn resolve(&self, path: &Path) -> Result<Target, Error> {
         let rel = if path.is_absolute() {
             let parent = path.parent().unwrap_or(path);
             let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
@@ -106,11 +105,10 @@ impl Archive {
             full.strip_prefix(self.root())
                 .map(Path::to_path_buf)
                 .map_err(|_| {
-                    format!(
-                        "{} is not inside the destination {}",
-                        display(path),
-                        display(self.root())
-                    )
+                    Error::run(Why::NotInside {
+                        path: path.to_path_buf(),
+                        dst: self.root().to_path_buf(),
+                    })
                 })?
         } else {
             path.components()
@@ -281,7 +279,7 @@ pub(crate) fn versions(args: &Versions) -> Status {
             Ok(h) => h,
             Err(e) => {
                 let at = archive.root().join(&rel);
-                out.error(&format!("{}: {}", display(&at), reason(&e)));
+                out.error(&Error::new(About::Path(at), Why::Io(e)));
                 status = Status::Failure;
                 continue;
             }
@@ -330,17 +328,19 @@ pub(crate) fn versions(args: &Versions) -> Status {
             // (as a restore takes it).
             list.sort_by_key(|(captured, row)| (*captured, row.folder.is_none()));
             let list: Vec<Listed<'_>> = list.into_iter().map(|(_, row)| row).collect();
-            out.history(&file, &list);
+            out.say(&Message::History {
+                file: &file,
+                versions: &list,
+            });
             shown += 1;
         }
     }
     out.flush();
     if let (0, Target::File(dir, name)) = (shown, &target) {
-        out.error(&format!(
-            "no versions of {} in {}",
-            display(&dir.join(OsStr::from_bytes(name))),
-            display(archive.root())
-        ));
+        out.error(&Error::run(Why::NoVersions {
+            file: dir.join(OsStr::from_bytes(name)),
+            dst: archive.root().to_path_buf(),
+        }));
         return Status::Failure;
     }
     status

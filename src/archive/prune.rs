@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use super::{Archive, reporter};
 use crate::config::Prune;
 use crate::engine::Engine;
-use crate::error::{Failure, Op, Status, reason};
-use crate::escape::display;
+use crate::error::{About, Error, Failure, Op, Status, Why};
 use crate::history::{self, Policy};
 use crate::naming;
 use crate::outcome::Event;
-use crate::report::Reporter;
+use crate::report::{Message, Reporter};
 
 /// What a pruning run did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -68,7 +67,7 @@ fn prune(
                 match if dry_run { Ok(()) } else { dir.remove(name) } {
                     Ok(()) => {
                         tally.pruned += 1;
-                        out.pruned(&path);
+                        out.say(&Message::Pruned(&path));
                     }
                     Err(e) => {
                         tally.failed += 1;
@@ -82,7 +81,12 @@ fn prune(
 }
 
 fn summary(out: &mut Reporter, t: &Pruned) {
-    out.prune_summary(t.files, t.kept, t.pruned, t.failed);
+    out.say(&Message::PruneSummary {
+        files: t.files,
+        kept: t.kept,
+        pruned: t.pruned,
+        failed: t.failed,
+    });
 }
 
 /// Prunes by `policy` in the DST folders `rels` (all of them when `None`) after a pass or
@@ -128,8 +132,8 @@ pub(crate) fn run(args: &Prune) -> Status {
         None => None,
         Some(Ok(s)) => Some(s),
         Some(Err(e)) => {
-            let shown = display(args.source.as_deref().unwrap_or(Path::new("")));
-            out.error(&format!("--source {shown}: {}", reason(&e)));
+            let shown = args.source.clone().unwrap_or_default();
+            out.error(&Error::new(About::Option("--source", shown), Why::Io(e)));
             return Status::Failure;
         }
     };

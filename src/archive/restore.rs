@@ -11,13 +11,12 @@ use super::{Archive, Target, find, reporter};
 use crate::config::Restore;
 use crate::dest::local::Local;
 use crate::dest::{self, Destination, Folder};
-use crate::error::{Failure, Op, Status, reason};
-use crate::escape::display;
+use crate::error::{About, Error, Failure, Op, Status, Why};
 use crate::history;
 use crate::meta::Kind;
 use crate::naming;
 use crate::outcome::Event;
-use crate::report::Reporter;
+use crate::report::{Message, Reporter};
 
 /// One file to write back: where its version lives in DST, and where it goes under TARGET.
 struct Pick {
@@ -49,51 +48,56 @@ pub(crate) fn run(args: &Restore) -> Status {
     }
 }
 
-fn restore(args: &Restore, out: &mut Reporter) -> Result<Status, String> {
+fn restore(args: &Restore, out: &mut Reporter) -> Result<Status, Error> {
     let archive = Archive::open(&args.dst, false)?;
     let at = history::parse_when(&args.at, chrono::Local::now())?;
     let target = archive.resolve(&args.path)?;
     let plan = plan(&archive, &target, naming::stamp_of(&at), args)?;
-    let root = std::path::absolute(&plan.root).map_err(|e| reason(&e))?;
+    let to = |why| Error::new(About::Option("--to", args.to.clone()), why);
+    let root = std::path::absolute(&plan.root).map_err(|e| to(Why::Io(e)))?;
     check_targets(&archive, &root, &plan, &args.to)?;
     if plan.picks.is_empty() && !plan.folder {
         return Ok(Status::Success);
     }
-    let named = |why: String| format!("--to {}: {why}", display(&args.to));
-    std::fs::create_dir_all(&root)
-        .map_err(|e| named(format!("cannot be created: {}", reason(&e))))?;
-    let dest = Local::open(&root).map_err(|e| named(e.to_string()))?;
+    std::fs::create_dir_all(&root).map_err(|e| to(Why::NotCreated(e)))?;
+    let dest = Local::open(&root).map_err(|e| to(Why::Open(e)))?;
     let (restored, failed) = write_all(&archive, &dest, &root, &plan, out);
-    out.restore_summary(
-        &at.format("%Y-%m-%d %H:%M:%S").to_string(),
+    out.say(&Message::RestoreSummary {
+        at: &at.format("%Y-%m-%d %H:%M:%S").to_string(),
         restored,
-        plan.left_out,
+        left_out: plan.left_out,
         failed,
-    );
+    });
     Ok(Status::failed_if(failed > 0))
 }
 
 /// Which version of which file goes where.
-fn plan(archive: &Archive, target: &Target, at: u64, args: &Restore) -> Result<Plan, String> {
-    let unreadable = |rel: &Path, e: io::Error| {
-        format!("{}: {}", display(&archive.root().join(rel)), reason(&e))
-    };
+fn plan(archive: &Archive, target: &Target, at: u64, args: &Restore) -> Result<Plan, Error> {
+    let unreadable =
+        |rel: &Path, e: io::Error| Error::new(About::Path(archive.root().join(rel)), Why::Io(e));
     match target {
         Target::File(dir, name) => {
             let (_, histories) = archive
                 .histories(dir, None)
                 .map_err(|e| unreadable(dir, e))?;
-            let shown = display(&dir.join(OsStr::from_bytes(name)));
-            let h = find(&histories, name)
-                .ok_or_else(|| format!("no versions of {shown} in {}", display(archive.root())))?;
-            let v = h
-                .at(at)
-                .ok_or_else(|| format!("{shown} had no version yet at {}", super::when(at)))?;
+            let file = dir.join(OsStr::from_bytes(name));
+            let h = find(&histories, name).ok_or_else(|| {
+                Error::run(Why::NoVersions {
+                    file: file.clone(),
+                    dst: archive.root().to_path_buf(),
+                })
+            })?;
+            let v = h.at(at).ok_or_else(|| {
+                Error::run(Why::NoVersionYet {
+                    file: file.clone(),
+                    at: super::when(at),
+                })
+            })?;
             if v.is_deletion() {
-                return Err(format!(
-                    "{shown} was deleted at {}; choose an earlier --at",
-                    super::when(v.captured)
-                ));
+                return Err(Error::run(Why::DeletedBy {
+                    file,
+                    at: super::when(v.captured),
+                }));
             }
             // Gone with a folder it was in, unless copied again since.
             if let Some((folder, gone)) = archive
@@ -102,19 +106,18 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &Restore) -> Result<P
                 .filter(|(_, d)| d.captured <= at && d.captured > v.captured)
                 .max_by_key(|(_, d)| d.captured)
             {
-                return Err(format!(
-                    "{shown} was deleted with its folder {} at {}; choose an earlier --at",
-                    display(&folder),
-                    super::when(gone.captured)
-                ));
+                return Err(Error::run(Why::DeletedWithFolder {
+                    file,
+                    folder,
+                    at: super::when(gone.captured),
+                }));
             }
             let (root, to_name) = if args.to.is_dir() {
                 (args.to.clone(), h.name.clone())
             } else {
-                let name = args
-                    .to
-                    .file_name()
-                    .ok_or_else(|| format!("--to {}: not a file name", display(&args.to)))?;
+                let name = args.to.file_name().ok_or_else(|| {
+                    Error::new(About::Option("--to", args.to.clone()), Why::NotAFileName)
+                })?;
                 let parent = args.to.parent().filter(|p| !p.as_os_str().is_empty());
                 (
                     parent.unwrap_or(Path::new(".")).to_path_buf(),
@@ -153,10 +156,9 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &Restore) -> Result<P
 /// folder it is in (a folder deleted at M holds nothing captured before M); and every folder
 /// that was there then (see `history::folder_at`), empty ones too. Returns the file picks, the
 /// folders (from, to), and how many files were left out (no version yet, or deleted by then).
-fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<FolderPicks, String> {
-    let unreadable = |rel: &Path, e: io::Error| {
-        format!("{}: {}", display(&archive.root().join(rel)), reason(&e))
-    };
+fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<FolderPicks, Error> {
+    let unreadable =
+        |rel: &Path, e: io::Error| Error::new(About::Path(archive.root().join(rel)), Why::Io(e));
     // The restored folder's own deletion is recorded in its parent.
     let own = match (rel.parent(), rel.file_name()) {
         (Some(parent), Some(name)) => archive
@@ -242,24 +244,18 @@ fn newest_below(archive: &Archive, rel: &Path, at: u64) -> Option<u64> {
 
 /// Never into the backup itself, and never over anything: every target is checked before any
 /// is written.
-fn check_targets(archive: &Archive, root: &Path, plan: &Plan, to: &Path) -> Result<(), String> {
+fn check_targets(archive: &Archive, root: &Path, plan: &Plan, to: &Path) -> Result<(), Error> {
     let mut probe = root.to_path_buf();
     while !probe.exists() && probe.pop() {}
     if let Ok(existing) = std::fs::canonicalize(&probe)
         && existing.starts_with(archive.root())
     {
-        return Err(format!(
-            "--to {}: inside the destination {}; restore somewhere else",
-            display(to),
-            display(archive.root())
+        return Err(Error::new(
+            About::Option("--to", to.to_path_buf()),
+            Why::IntoDestination(archive.root().to_path_buf()),
         ));
     }
-    let taken = |path: &Path| {
-        format!(
-            "{} already exists; restore never overwrites (choose another --to)",
-            display(path)
-        )
-    };
+    let taken = |path: &Path| Error::run(Why::Exists(path.to_path_buf()));
     for p in &plan.picks {
         let path = root.join(&p.to_dir).join(OsStr::from_bytes(&p.to_name));
         if std::fs::symlink_metadata(&path).is_ok() {
@@ -311,7 +307,10 @@ fn write_all(
         match restore_one(archive, dest, p, &mut made_dirs) {
             Ok(to) => {
                 restored += 1;
-                out.restored(&from, &to);
+                out.say(&Message::Restored {
+                    from: &from,
+                    to: &to,
+                });
             }
             Err(why) => {
                 failed += 1;

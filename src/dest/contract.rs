@@ -1,6 +1,7 @@
-//! The seam's promises, written once and run against every kind of destination that a test can
-//! make here: in memory and a local folder (S3 and SFTP need their servers, which
-//! `tests/remote.rs` starts; it runs the same promises through the binary).
+//! The seam's promises, written once and run against every kind of destination: in memory and a
+//! local folder by the unit tests below, S3 and SFTP by `tests/remote.rs` (through
+//! `backup::check_destination`), which starts their servers. Test code: it panics at the first
+//! promise broken, and nothing in the program calls it.
 
 use std::ffi::OsStr;
 use std::fs::File;

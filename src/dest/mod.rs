@@ -11,8 +11,7 @@
 //! upload.
 
 mod contents;
-#[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 mod identity;
 pub(crate) mod local;
 #[cfg(test)]
@@ -28,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::reason;
+use crate::error::{About, Error, Why, reason};
 use crate::meta::{Meta, Time};
 
 /// A destination, opened for one run.
@@ -217,7 +216,7 @@ pub(crate) enum Location {
 impl Location {
     /// DST as given: a URL of a kind this tool writes to, else a path (a colon in a folder name
     /// included); an error for a URL of another kind.
-    pub(crate) fn parse(dst: &Path) -> Result<Location, String> {
+    pub(crate) fn parse(dst: &Path) -> Result<Location, Error> {
         let Some(text) = dst.to_str() else {
             return Ok(Location::Local(dst.to_path_buf()));
         };
@@ -240,9 +239,9 @@ impl Location {
                 let url = PathBuf::from(a.url());
                 Location::Sftp(a, url)
             }),
-            _ => Err(format!(
-                "destination {text}: unknown kind of destination '{scheme}://' (use a folder, \
-                 s3://BUCKET/PREFIX or sftp://[USER@]HOST[:PORT]/PATH)"
+            _ => Err(Error::new(
+                About::Destination(dst.to_path_buf()),
+                Why::UnknownScheme(scheme.to_string()),
             )),
         }
     }
@@ -277,6 +276,11 @@ impl Location {
             _ => Ok(()),
         }
     }
+}
+
+/// The scheme of a URL (`s3` of `s3://b/p`), or nothing.
+pub(crate) fn scheme_of(text: &str) -> String {
+    text.split_once("://").map_or("", |(s, _)| s).to_string()
 }
 
 /// Opens DST to write into it, or read-only (a dry run, `verify`, `versions`, `restore`): then
@@ -345,6 +349,26 @@ pub(crate) enum Unavailable {
     Replaced { now: String, was: String },
     /// Another run holds the destination's lock.
     Locked,
+}
+
+/// The same state, said in the same words: for saying a state once, not once a second.
+impl PartialEq for Unavailable {
+    fn eq(&self, other: &Unavailable) -> bool {
+        match (self, other) {
+            (Unavailable::Gone(a), Unavailable::Gone(b)) => {
+                (a.kind(), a.raw_os_error()) == (b.kind(), b.raw_os_error())
+            }
+            (
+                Unavailable::Replaced { now, was },
+                Unavailable::Replaced {
+                    now: now2,
+                    was: was2,
+                },
+            ) => (now, was) == (now2, was2),
+            (Unavailable::Locked, Unavailable::Locked) => true,
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Unavailable {
@@ -509,91 +533,35 @@ impl Capabilities {
         }
     }
 
-    /// What copies into this destination lose, one line per kind, for the warnings at the start
-    /// of a run. Owners are only kept as root, so they are only missed then.
-    pub(crate) fn losses(&self, as_root: bool) -> Vec<&'static str> {
+    /// What copies into this destination lose, for the warnings at the start of a run. Owners
+    /// are only kept as root, so they are only missed then.
+    pub(crate) fn losses(&self, as_root: bool) -> Vec<Loss> {
         if !self.probed {
             return Vec::new();
         }
-        let mut out = Vec::new();
-        if self.precision.is_none() {
-            out.push(
-                "cannot keep modification times; files are compared by their contents instead \
-                 (as with --checksum)",
-            );
-        }
-        let mut lose = |lost: bool, what: &'static str| {
-            if lost {
-                out.push(what);
-            }
-        };
-        lose(
-            !self.permissions,
-            "cannot keep permissions; copies keep contents and modification times",
-        );
-        lose(
-            as_root && !self.owners,
-            "cannot keep owners; copies keep contents and modification times",
-        );
-        lose(
-            !self.xattrs,
-            "cannot keep extended attributes; copies keep contents and modification times",
-        );
-        lose(
-            self.symlinks && !self.symlink_meta,
-            "cannot set the owner and times of symlinks; symlinks keep their targets",
-        );
-        out
+        [
+            (self.precision.is_none(), Loss::Times),
+            (!self.permissions, Loss::Permissions),
+            (as_root && !self.owners, Loss::Owners),
+            (!self.xattrs, Loss::Xattrs),
+            (self.symlinks && !self.symlink_meta, Loss::SymlinkMeta),
+        ]
+        .into_iter()
+        .filter_map(|(lost, loss)| lost.then_some(loss))
+        .collect()
     }
+}
 
-    /// One line for `--verbose`: what was found.
-    pub(crate) fn describe(&self) -> String {
-        let precision = match (self.precision, self.probed) {
-            (Some(ns), true) => precision_words(ns),
-            (Some(ns), false) => {
-                format!("{} as its entries show (not probed)", precision_words(ns))
-            }
-            (None, true) => "nothing: times set are not kept".to_string(),
-            (None, false) => "an unknown step (not probed)".to_string(),
-        };
-        let yes_no = |b: bool| if b { "yes" } else { "no" };
-        let mut line = format!(
-            "{}: times kept to {precision}{}; publish by {}; symlinks {}, permissions {}, \
-             owners {}, xattrs {}, case-sensitive {}, clones {}",
-            self.kind,
-            if self.local_time {
-                " in local time"
-            } else {
-                ""
-            },
-            match self.publish {
-                _ if self.unnamed => "linking an unnamed copy without replacing",
-                Publish::RenameNoReplace => "rename without replacing",
-                Publish::HardLink => "hard link",
-                Publish::CheckThenRename => "rename after checking the name is free",
-                Publish::CreateOnly => "create-only upload (If-None-Match honoured)",
-                Publish::UniqueNames => {
-                    "upload under a name the listing shows free (the store ignores \
-                     If-None-Match; one writer per prefix, kept by a lock object)"
-                }
-                Publish::Unknown => "rename, else hard link",
-            },
-            yes_no(self.symlinks),
-            yes_no(self.permissions),
-            yes_no(self.owners),
-            yes_no(self.xattrs),
-            yes_no(self.case_sensitive),
-            yes_no(self.clone),
-        );
-        if !self.refuses.is_empty() {
-            let refused: Vec<String> = self.refuses.iter().map(ToString::to_string).collect();
-            line.push_str(&format!("; names: {}", refused.join(", ")));
-        }
-        if let Some(max) = self.max_file_size {
-            line.push_str(&format!("; largest file {max} bytes"));
-        }
-        line
-    }
+/// What copies into a destination cannot keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Loss {
+    /// Modification times: files are compared by their contents instead.
+    Times,
+    Permissions,
+    Owners,
+    Xattrs,
+    /// The owner and times of symlinks.
+    SymlinkMeta,
 }
 
 /// Whether a filesystem of this name stores FAT's local-time timestamps.
@@ -603,16 +571,6 @@ pub(crate) fn is_fat_family(kind: &str) -> bool {
 
 /// FAT32's largest file: 4 GiB less one byte.
 pub(crate) const FAT_MAX_FILE: u64 = (4 << 30) - 1;
-
-fn precision_words(ns: u64) -> String {
-    match ns {
-        1 => "1 ns".into(),
-        n if n % 1_000_000_000 == 0 => format!("{} s", n / 1_000_000_000),
-        n if n % 1_000_000 == 0 => format!("{} ms", n / 1_000_000),
-        n if n % 1_000 == 0 => format!("{} µs", n / 1_000),
-        n => format!("{n} ns"),
-    }
-}
 
 /// The resolutions a filesystem may keep modification times at, finest first: nanoseconds
 /// (ext4, XFS, Btrfs, tmpfs), 100 ns (NTFS), microseconds (some network filesystems), 10 ms
@@ -745,28 +703,12 @@ mod tests {
         c.xattrs = false;
         c.symlinks = false;
         let as_root = c.losses(true);
-        assert_eq!(as_root.len(), 3, "{as_root:?}");
-        assert!(as_root[0].starts_with("cannot keep permissions"));
+        assert_eq!(as_root, [Loss::Permissions, Loss::Owners, Loss::Xattrs]);
         assert_eq!(c.losses(false).len(), 2, "owners are only missed as root");
         c.precision = None;
-        assert!(c.losses(false)[0].contains("compared by their contents"));
+        assert_eq!(c.losses(false)[0], Loss::Times);
         assert!(c.local_time, "exFAT keeps local time");
         assert!(!Capabilities::assumed("ntfs".into()).local_time);
-    }
-
-    #[test]
-    fn capabilities_read_as_one_line() {
-        let mut c = Capabilities::assumed("ext4".into());
-        c.probed = true;
-        c.precision = Some(100);
-        c.publish = Publish::HardLink;
-        let line = c.describe();
-        assert!(
-            line.starts_with("ext4: times kept to 100 ns; publish by hard link"),
-            "{line}"
-        );
-        assert_eq!(precision_words(2_000_000_000), "2 s");
-        assert_eq!(precision_words(10_000_000), "10 ms");
     }
 
     #[test]

@@ -27,8 +27,10 @@ use tokio::io::AsyncReadExt;
 use tokio::runtime::Runtime;
 
 use super::{
-    Capabilities, Destination, Folder, OpenError, Opened, Publish, Staged, Unavailable, temp_name,
+    Capabilities, Destination, Folder, OpenError, Opened, Publish, Staged, Unavailable, scheme_of,
+    temp_name,
 };
+use crate::error::{About, Error, Why};
 use crate::meta::{Kind, Meta, Time};
 
 /// A DST given as `sftp://[USER@]HOST[:PORT]/PATH`.
@@ -43,11 +45,11 @@ pub(crate) struct Address {
 }
 
 impl Address {
-    pub(crate) fn parse(text: &str) -> Result<Address, String> {
-        let bad = |why: &str| format!("destination {text}: {why}");
+    pub(crate) fn parse(text: &str) -> Result<Address, Error> {
+        let bad = |why| Error::new(About::Destination(text.into()), why);
         let rest = text
             .strip_prefix("sftp://")
-            .ok_or_else(|| bad("not sftp://"))?;
+            .ok_or_else(|| bad(Why::UnknownScheme(scheme_of(text))))?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (user, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u.to_string()).filter(|u| !u.is_empty()), h),
@@ -55,14 +57,14 @@ impl Address {
         };
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p.parse().map_err(|_| bad("the port is not a number"))?;
+                let port = p.parse().map_err(|_| bad(Why::BadPort))?;
                 (h, Some(port))
             }
             _ => (hostport, None),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || host.starts_with('-') {
-            return Err(bad("no host named (sftp://[USER@]HOST[:PORT]/PATH)"));
+            return Err(bad(Why::NoHost));
         }
         let path = match path.strip_prefix('~') {
             Some(home) => home.trim_start_matches('/').to_string(),
@@ -830,12 +832,10 @@ mod tests {
         assert_eq!((home.user.as_deref(), home.port), (None, None));
         assert_eq!(home.path, "backup");
         assert_eq!(home.url(), "sftp://nas/~/backup");
-        assert!(Address::parse("sftp:///x").unwrap_err().contains("no host"));
-        assert!(
-            Address::parse("sftp://h:xx/x")
-                .unwrap_err()
-                .contains("port")
-        );
+        let no_host = Address::parse("sftp:///x").unwrap_err();
+        assert!(matches!(*no_host.why, Why::NoHost), "{no_host}");
+        let port = Address::parse("sftp://h:xx/x").unwrap_err();
+        assert!(matches!(*port.why, Why::BadPort), "{port}");
         assert!(
             Address::parse("sftp://-oProxyCommand=x/y").is_err(),
             "no ssh option as a host"

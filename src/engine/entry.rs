@@ -21,6 +21,7 @@ use crate::meta::{Kind, Meta};
 use crate::naming::FolderIndex;
 use crate::outcome::{Outcome, Refreshed};
 use crate::plan::{self, Decision, Facts, Now, RETRY_BACKOFF};
+use crate::report::Warning;
 use crate::source;
 
 impl Engine {
@@ -379,10 +380,10 @@ impl Engine {
             }
             Err(NoSnapshot::Unreadable(why)) => {
                 drop(staged);
-                self.warn(format!(
-                    "{}: SQLite cannot read it as a database ({why}); copied as a file",
-                    crate::escape::display(&at.src)
-                ));
+                self.warn(Warning::NotADatabase {
+                    src: at.src.clone(),
+                    why: why.to_string(),
+                });
                 self.stage_file(at, None)
             }
             Err(NoSnapshot::Stopped) => Prepared::Done(Step::Left),
@@ -412,24 +413,24 @@ impl Engine {
         if waited < patience {
             return Prepared::Done(Step::Locked(first));
         }
-        let shown = crate::escape::display(&at.src);
         let secs = waited.as_secs();
-        let not_now = |why: &str| {
+        let not_now = |mid_write: bool| {
             if patience.is_zero() {
                 return Prepared::Done(Step::Done(Outcome::Failed(Failure::DatabaseLocked)));
             }
             self.warn_locked(
                 &at.src,
-                format!(
-                    "{shown}: locked by another program for {secs} s, {why}; not copied while \
-                     it stays so (tried again every {} s)",
-                    LOCKED_RETRY.as_secs()
-                ),
+                Warning::LockedNotCopied {
+                    src: at.src.clone(),
+                    secs,
+                    mid_write,
+                    retry: LOCKED_RETRY,
+                },
             );
             Prepared::Done(Step::Locked(false))
         };
         if crate::database::mid_write(path) {
-            return not_now("in the middle of a write");
+            return not_now(true);
         }
         let (staged, mut meta, src) = match self.read_into(at, true, None) {
             Ok(read) => read,
@@ -437,17 +438,16 @@ impl Engine {
         };
         if !staged.file().is_ok_and(crate::database::sound) {
             drop(staged);
-            return not_now("and its file alone is not a sound database");
+            return not_now(false);
         }
         meta.mtime = meta.mtime.max(changed);
         self.relock(&at.src);
         self.warn_locked(
             &at.src,
-            format!(
-                "{shown}: locked by another program for {secs} s; copied as the file on disk, \
-                 without what its -wal holds if it has one (a consistent copy is taken again \
-                 once the lock is let go)"
-            ),
+            Warning::LockedCopiedAsFile {
+                src: at.src.clone(),
+                secs,
+            },
         );
         self.finish(at, staged, &meta, &src, Some(index))
     }
@@ -596,12 +596,10 @@ impl Engine {
             match staged.copy_changed(src, size, &base)? {
                 Patched::Copied(n) => return Ok(n),
                 Patched::Whole(Some(why)) if !self.said_no_clone.swap(true, Ordering::Relaxed) => {
-                    self.warn(format!(
-                        "{}: cannot share blocks with its copy before ({}); copied whole (said \
-                         once)",
-                        crate::escape::display(&at.src),
-                        crate::error::reason(&why)
-                    ));
+                    self.warn(Warning::NoClone {
+                        src: at.src.clone(),
+                        why,
+                    });
                 }
                 Patched::Whole(_) => {}
             }
@@ -644,7 +642,7 @@ impl Engine {
     }
 
     /// The one warning for a run of locks of one database.
-    fn warn_locked(&self, src: &Path, line: String) {
+    fn warn_locked(&self, src: &Path, warning: Warning) {
         let first = {
             let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
             locks
@@ -652,7 +650,7 @@ impl Engine {
                 .is_some_and(|lock| !std::mem::replace(&mut lock.warned, true))
         };
         if first {
-            self.warn(line);
+            self.warn(warning);
         }
     }
 }

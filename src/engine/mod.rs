@@ -23,6 +23,7 @@ use crate::error::{Failure, Op};
 use crate::meta::Meta;
 use crate::outcome::{Event, Note, Outcome};
 use crate::plan::{self, Now, Rules};
+use crate::report::Warning;
 use crate::scan::Tree;
 
 mod budget;
@@ -93,7 +94,7 @@ pub(crate) struct Engine {
     /// written, and what is left is counted as not copied.
     full: AtomicBool,
     /// Said once the run's notes are in, as `warning:` lines.
-    warnings: std::sync::Mutex<Vec<String>>,
+    warnings: std::sync::Mutex<Vec<Warning>>,
     /// Shared with the other pairs of a `watch`: how many workers may copy at once.
     budget: Option<Arc<Budget>>,
     /// Whether a file that could not share blocks with its copy before was said (once a run).
@@ -248,9 +249,9 @@ impl Engine {
     }
 
     /// A problem worked around, to say when the run is done.
-    fn warn(&self, line: String) {
+    fn warn(&self, warning: Warning) {
         if let Ok(mut w) = self.warnings.lock() {
-            w.push(line);
+            w.push(warning);
         }
     }
 
@@ -305,11 +306,10 @@ impl Engine {
             && !self.settings.dry_run
             && let Err(e) = self.dest.refresh()
         {
-            self.warn(format!(
-                "destination {}: cannot be listed again ({}); going by the last listing",
-                crate::escape::display(self.dest.path()),
-                crate::error::reason(&e)
-            ));
+            self.warn(Warning::NotListed {
+                dst: self.dest.path().to_path_buf(),
+                why: e,
+            });
         }
         let records = self.pool(
             |jobs, notes| self.produce(scope, defer, jobs, notes),
@@ -321,8 +321,8 @@ impl Engine {
             .lock()
             .map(|mut w| std::mem::take(&mut *w))
             .unwrap_or_default();
-        for line in warnings {
-            on_note(Note::Warning(line));
+        for warning in warnings {
+            on_note(Note::Warning(warning));
         }
         records
             .iter()

@@ -27,13 +27,13 @@ use crate::archive::prune;
 use crate::config::WatchConfig;
 use crate::dest::Unavailable;
 use crate::engine::{Engine, LOCKED_RETRY, Scope};
-use crate::error::{Failure, Status, reason};
+use crate::error::{About, Error, Failure, Status, Why};
 use crate::escape::display;
 use crate::history::Policy;
 use crate::once::with_progress;
 use crate::options::Events;
 use crate::outcome::{Counts, Event, Note, Outcome};
-use crate::report::Reporter;
+use crate::report::{Detail, Message, Notice, Reporter, Warning};
 use crate::settle::Settle;
 use crate::state::State;
 
@@ -57,9 +57,21 @@ struct Pending {
 #[derive(Debug)]
 enum Away {
     /// Unmounted, unplugged, replaced or locked: waiting for it to be the destination again.
-    Gone,
-    /// Out of space: waiting for the free space to grow past what it was.
-    Full { free: Option<u64> },
+    Gone(Unavailable),
+    /// Out of space: waiting for the free space to grow past what it was; how many files were
+    /// not copied.
+    Full { free: Option<u64>, not_copied: u64 },
+}
+
+impl Away {
+    /// Whether it would be said in the same words: a state is said once, not once a second.
+    fn same(&self, other: &Away) -> bool {
+        match (self, other) {
+            (Away::Gone(a), Away::Gone(b)) => a == b,
+            (Away::Full { not_copied: a, .. }, Away::Full { not_copied: b, .. }) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// Everything the loop keeps between batches.
@@ -75,8 +87,6 @@ struct Loop<'a> {
     prune_failed: bool,
     next_rescan: Option<Instant>,
     away: Option<Away>,
-    /// The last line said about an unavailable destination, so that it is said once.
-    said: String,
     /// Whether the line about folders polled over the watch limit was said.
     said_polled: bool,
     /// When the last `waiting for destination` line was printed, and for how many changes.
@@ -111,29 +121,25 @@ pub(crate) fn run(
     let src_id = match std::fs::metadata(&engine.tree.src) {
         Ok(m) => (m.dev(), m.ino()),
         Err(e) => {
-            let src = display(&engine.tree.src);
-            reporter.error(&format!("source {src}: {}", reason(&e)));
+            let about = About::Source(engine.tree.src.clone());
+            reporter.error(&Error::new(about, Why::Io(e)));
             return Status::Failure;
         }
     };
     if cfg.low_priority
         && let Err(e) = be_a_good_neighbour()
     {
-        reporter.warning(&format!(
-            "cannot lower this process's priority: {}",
-            reason(&e)
-        ));
+        reporter.warning(&Warning::NoLowPriority(e));
     }
     let feed = Feed::new();
     let Some(watcher) = start(engine, cfg, hub, &feed, reporter) else {
         return Status::Failure;
     };
-    let method = watcher.method();
-    reporter.info(&format!(
-        "Watching {} for changes ({method}; Ctrl-C to stop)",
-        display(&engine.tree.src)
-    ));
-    reporter.detail(&watcher.plan());
+    reporter.say(&Message::Watching {
+        src: &engine.tree.src,
+        method: watcher.method(),
+    });
+    reporter.say(&Message::Detail(Detail::Plan(watcher.plan())));
     let state = State::start(&engine.tree.src, engine.dest.path());
     let mut l = Loop::new(engine, cfg, policy, feed, watcher, state);
     if l.watcher.is_polling() {
@@ -145,15 +151,15 @@ pub(crate) fn run(
     engine.dest.release();
     let mut status = Status::Success;
     while !engine.stopped() && !l.lost_for_good {
-        if let Err(message) = source_still_there(engine, src_id) {
-            reporter.error(&message);
+        if let Err(e) = source_still_there(engine, src_id) {
+            reporter.error(&e);
             status = Status::Failure;
             break;
         }
         if l.away.is_none()
             && let Err(why) = engine.dest.still_there()
         {
-            l.lost(Away::Gone, &why.to_string(), reporter);
+            l.lost(Away::Gone(why), reporter);
             continue;
         }
         if l.away.is_some() {
@@ -168,10 +174,10 @@ pub(crate) fn run(
     }
     let left = l.settle.len() + l.pending.walks.len();
     if left > 0 && !l.lost_for_good {
-        reporter.left(left);
+        reporter.say(&Message::Left { changes: left });
     }
     drop(l.watcher);
-    reporter.summary(&l.totals);
+    reporter.say(&Message::Summary(&l.totals));
     if l.totals.failed > 0 || l.prune_failed || l.lost_for_good {
         status = Status::Failure;
     }
@@ -199,7 +205,6 @@ impl<'a> Loop<'a> {
             prune_failed: false,
             next_rescan: cfg.rescan_every.map(|d| Instant::now() + d),
             away: None,
-            said: String::new(),
             said_polled: false,
             last_waiting: None,
             lost_for_good: false,
@@ -228,7 +233,7 @@ impl<'a> Loop<'a> {
                 Err(why) => {
                     // What was due is owed: a pass after the return finds it.
                     self.pending.full = true;
-                    self.lost(Away::Gone, &why.to_string(), reporter);
+                    self.lost(Away::Gone(why), reporter);
                 }
             }
             return;
@@ -322,7 +327,7 @@ impl<'a> Loop<'a> {
         let mut counts = Counts::default();
         let mut failures: Vec<String> = Vec::new();
         let mut held: Vec<Event> = Vec::new();
-        let mut not_copied = 0usize;
+        let mut not_copied = 0u64;
         let src = &self.engine.tree.src;
         let settle = &mut self.settle;
         let rel = |p: &Path| p.strip_prefix(src).unwrap_or(p).to_path_buf();
@@ -339,18 +344,15 @@ impl<'a> Loop<'a> {
                     Note::Locked(path, first) => {
                         settle.retry(rel(&path), now + LOCKED_RETRY);
                         if first {
-                            reporter.detail(&format!(
-                                "{}: a SQLite database locked by another program; tried again \
-                                 every {} s, and copied as the file on disk if still locked \
-                                 after --max-delay",
-                                display(&path),
-                                LOCKED_RETRY.as_secs()
-                            ));
+                            reporter.say(&Message::Detail(Detail::Locked {
+                                src: &path,
+                                retry: LOCKED_RETRY,
+                            }));
                         }
                     }
                     // Stopped while it was read: owed to the next run.
                     Note::Left(path) => settle.touch(rel(&path), now),
-                    Note::Warning(line) => reporter.warning(&line),
+                    Note::Warning(w) => reporter.warning(&w),
                     Note::Done(ev) => match &ev.outcome {
                         Outcome::Failed(Failure::DestinationFull) => not_copied += 1,
                         Outcome::Failed(f) if f.may_be_destination() => held.push(ev),
@@ -376,7 +378,7 @@ impl<'a> Loop<'a> {
             });
         if let Err(why) = self.engine.dest.still_there() {
             self.pending.full = true;
-            self.lost(Away::Gone, &why.to_string(), reporter);
+            self.lost(Away::Gone(why), reporter);
         } else {
             for ev in &held {
                 if let Outcome::Failed(f) = &ev.outcome {
@@ -388,12 +390,7 @@ impl<'a> Loop<'a> {
             if self.engine.was_full() {
                 self.pending.full = true;
                 let free = self.engine.dest.free_space();
-                let line = format!(
-                    "Destination {} is full; waiting for space; changes are remembered \
-                     ({not_copied} files not copied yet)",
-                    display(self.engine.dest.path())
-                );
-                self.lost(Away::Full { free }, &line, reporter);
+                self.lost(Away::Full { free, not_copied }, reporter);
             }
         }
         self.totals.merge(counts);
@@ -426,10 +423,10 @@ impl<'a> Loop<'a> {
     }
 
     /// The one warning about polling: how many folders and how often.
-    fn say_polled_once(&mut self, line: &str, reporter: &mut Reporter) {
+    fn say_polled_once(&mut self, warning: &Warning, reporter: &mut Reporter) {
         if !self.said_polled {
             self.said_polled = true;
-            reporter.warning(line);
+            reporter.warning(warning);
         }
     }
 
@@ -437,46 +434,46 @@ impl<'a> Loop<'a> {
     /// files it found still being written, left to settle.
     fn print_rolling(&mut self, first: bool, reporter: &mut Reporter) {
         let settling = if first { self.settle.len() } else { 0 };
-        reporter.rolling(&self.unprinted, &self.totals, settling);
+        reporter.say(&Message::Batch {
+            at: chrono::Local::now(),
+            batch: &self.unprinted,
+            totals: &self.totals,
+            settling,
+        });
         self.unprinted = Counts::default();
         self.last_line = Some(Instant::now());
     }
 
     /// The destination cannot be written into now: says so once, and waits; with
-    /// `--exit-on-lost-destination`, says it as an error and ends the loop instead.
-    fn lost(&mut self, away: Away, why: &str, reporter: &mut Reporter) {
-        let dst = display(self.engine.dest.path());
-        self.engine.dest.release();
-        if self.cfg.exit_on_lost
-            && matches!(away, Away::Gone)
-            && why != Unavailable::Locked.to_string()
-        {
-            reporter.error(&format!("destination {dst}: {why}"));
-            self.lost_for_good = true;
-            return;
-        }
-        let busy = why == Unavailable::Locked.to_string();
-        let line = match away {
-            Away::Gone if busy => format!(
-                "Destination {dst} is in use: {why}; waiting for it to finish; changes are \
-                 remembered"
-            ),
-            Away::Gone if self.engine.dest.over_network() => format!(
-                "Destination {dst} cannot be reached: {why}; waiting for it to come back; \
-                 changes are remembered"
-            ),
-            Away::Gone => format!(
-                "Destination {dst} is gone (unmounted?): {why}; waiting for it to come back; \
-                 changes are remembered"
-            ),
-            Away::Full { .. } => why.to_string(),
+    /// `--exit-on-lost-destination`, says it as an error and ends the loop instead (a
+    /// destination another run has is waited for even then).
+    fn lost(&mut self, away: Away, reporter: &mut Reporter) {
+        let dest = &self.engine.dest;
+        let dst = dest.path();
+        dest.release();
+        let away = match away {
+            Away::Gone(why) if self.cfg.exit_on_lost && why != Unavailable::Locked => {
+                let about = About::Destination(dst.to_path_buf());
+                reporter.error(&Error::new(about, Why::Unavailable(why)));
+                self.lost_for_good = true;
+                return;
+            }
+            away => away,
         };
-        if line != self.said {
-            reporter.notice(&line);
-            self.said = line;
+        if !self.away.as_ref().is_some_and(|was| was.same(&away)) {
+            let notice = match &away {
+                Away::Gone(why @ Unavailable::Locked) => Notice::InUse { dst, why },
+                Away::Gone(why) if dest.over_network() => Notice::Unreachable { dst, why },
+                Away::Gone(why) => Notice::Gone { dst, why },
+                Away::Full { not_copied, .. } => Notice::Full {
+                    dst,
+                    not_copied: *not_copied,
+                },
+            };
+            reporter.say(&Message::Destination(notice));
         }
         let state = match away {
-            Away::Gone => "waiting for destination",
+            Away::Gone(_) => "waiting for destination",
             Away::Full { .. } => "destination full",
         };
         self.state.set(state, self.settle.len());
@@ -492,12 +489,16 @@ impl<'a> Loop<'a> {
         let last = self.last_waiting.map(|(at, n)| (at.elapsed(), n));
         if remembered > 0 && last.is_none_or(|(since, n)| n != remembered && since >= WAITING_EVERY)
         {
-            reporter.waiting(remembered, &self.totals);
+            reporter.say(&Message::Waiting {
+                at: chrono::Local::now(),
+                remembered,
+                totals: &self.totals,
+            });
             self.last_waiting = Some((Instant::now(), remembered));
         }
         let dest = &self.engine.dest;
         let back = match &self.away {
-            Some(Away::Full { free }) => {
+            Some(Away::Full { free, .. }) => {
                 let now = dest.free_space();
                 now.is_none() || free.is_none_or(|f| now.is_some_and(|n| n > f))
             }
@@ -508,22 +509,18 @@ impl<'a> Loop<'a> {
                     true
                 }
                 Err(why) => {
-                    self.lost(Away::Gone, &why.to_string(), reporter);
+                    self.lost(Away::Gone(why), reporter);
                     false
                 }
             },
         };
         if back {
-            let what = match self.away {
-                Some(Away::Full { .. }) => "has space again",
-                _ => "is back",
-            };
-            reporter.notice(&format!(
-                "Destination {} {what}; copying what changed meanwhile",
-                display(dest.path())
-            ));
+            let dst = dest.path();
+            reporter.say(&Message::Destination(match self.away {
+                Some(Away::Full { .. }) => Notice::HasSpace { dst },
+                _ => Notice::Back { dst },
+            }));
             self.away = None;
-            self.said.clear();
             self.last_waiting = None;
             self.pending.full = true;
             self.state.set(self.idle, self.settle.len());
@@ -535,26 +532,11 @@ impl<'a> Loop<'a> {
         let (event, at) = match msg {
             Msg::Event(event, at) => (event, at),
             // A watch that could not be added for a new folder: from now on, poll.
-            Msg::Limit(line) => {
-                self.fall_back_to_polling(&line, reporter);
+            Msg::Limit(warning) => {
+                self.fall_back_to_polling(&warning, reporter);
                 return;
             }
-            Msg::Slowed {
-                folders,
-                asked,
-                every,
-            } => {
-                let line = notifier::slowed_message(folders, asked, every);
-                return self.say_polled_once(&line, reporter);
-            }
-            Msg::Polled {
-                watched,
-                polled,
-                every,
-            } => {
-                let line = notifier::polled_message(watched, polled, every);
-                return self.say_polled_once(&line, reporter);
-            }
+            Msg::Paced(warning) => return self.say_polled_once(&warning, reporter),
         };
         let tree = &self.engine.tree;
         let what = describe(&event.kind);
@@ -562,13 +544,21 @@ impl<'a> Loop<'a> {
         if works.is_empty()
             && let Some(p) = event.paths.last()
         {
-            reporter.decision(p, what, "nothing to do");
+            reporter.say(&Message::Decision {
+                path: p,
+                event: what,
+                decision: "nothing to do",
+            });
         }
         for work in works {
             let (path, decision) = match work {
                 Work::Rescan => {
                     self.pending.full = true;
-                    reporter.decision(&tree.src, what, "full pass: events were lost");
+                    reporter.say(&Message::Decision {
+                        path: &tree.src,
+                        event: what,
+                        decision: "full pass: events were lost",
+                    });
                     continue;
                 }
                 Work::Changed(p) | Work::Arrived(p) if tree.exclude.excludes(&p, false) => {
@@ -583,7 +573,11 @@ impl<'a> Loop<'a> {
                     (p, decision)
                 }
             };
-            reporter.decision(&tree.src.join(&path), what, decision);
+            reporter.say(&Message::Decision {
+                path: &tree.src.join(&path),
+                event: what,
+                decision,
+            });
         }
     }
 
@@ -636,9 +630,9 @@ impl<'a> Loop<'a> {
             Ok(m) if m.is_dir() && tree.exclude.excludes(p, true) => "excluded",
             Ok(m) if m.is_dir() => {
                 if let Err(e) = watch_tree(self.engine, &mut self.watcher, p)
-                    && let Some(line) = notifier::limit_message(&e)
+                    && let Some(warning) = notifier::limit_warning(&e)
                 {
-                    self.fall_back_to_polling(&line, reporter);
+                    self.fall_back_to_polling(&warning, reporter);
                 }
                 self.pending.walks.push(p.to_path_buf());
                 "new folder: watch and walk it"
@@ -651,14 +645,14 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Replaces the inotify watcher with polling after an OS limit was hit, saying so (`line`)
+    /// Replaces the inotify watcher with polling after an OS limit was hit, saying so (`warning`)
     /// once, and owes a full pass for what went unwatched.
-    fn fall_back_to_polling(&mut self, line: &str, reporter: &mut Reporter) {
+    fn fall_back_to_polling(&mut self, warning: &Warning, reporter: &mut Reporter) {
         self.pending.full = true;
         if self.watcher.is_polling() {
             return;
         }
-        reporter.warning(line);
+        reporter.warning(warning);
         self.watcher = poll_tree(self.engine, notifier::FALLBACK_POLL, &self.feed);
         self.idle = "polling";
     }
@@ -679,17 +673,10 @@ fn start(
         match Watcher::fanotify(src, &engine.tree.skip, feed) {
             Ok(w) => return Some(w),
             Err(e) if cfg.events == Events::Fanotify => {
-                reporter.error(&format!(
-                    "source {}: cannot watch with fanotify: {}",
-                    display(src),
-                    reason(&e)
-                ));
+                reporter.error(&Error::new(About::Source(src.clone()), Why::Fanotify(e)));
                 return None;
             }
-            Err(e) => reporter.detail(&format!(
-                "fanotify is not available here ({}); watching with inotify",
-                reason(&e)
-            )),
+            Err(e) => reporter.say(&Message::Detail(Detail::NoFanotify(&e))),
         }
     }
     let started = match cfg.poll {
@@ -700,19 +687,20 @@ fn start(
         }),
     };
     let started = match started {
-        Err(e) if notifier::limit_message(&e).is_some() => {
-            reporter.warning(&notifier::limit_message(&e).unwrap_or_default());
-            Ok(poll_tree(engine, notifier::FALLBACK_POLL, feed))
-        }
-        other => other,
+        Err(e) => match notifier::limit_warning(&e) {
+            Some(warning) => {
+                reporter.warning(&warning);
+                Ok(poll_tree(engine, notifier::FALLBACK_POLL, feed))
+            }
+            None => Err(e),
+        },
+        ok => ok,
     };
     match started {
         Ok(w) => Some(w),
         Err(e) => {
-            reporter.error(&format!(
-                "source {}: cannot watch for changes: {e}",
-                display(src)
-            ));
+            let about = About::Source(src.clone());
+            reporter.error(&Error::new(about, Why::Watch(e.to_string())));
             None
         }
     }
@@ -781,15 +769,13 @@ fn be_a_good_neighbour() -> std::io::Result<()> {
 }
 
 /// SRC must stay the folder the run started with: a deleted SRC has nothing left to mirror.
-fn source_still_there(engine: &Engine, src_id: (u64, u64)) -> Result<(), String> {
+fn source_still_there(engine: &Engine, src_id: (u64, u64)) -> Result<(), Error> {
     let src = &engine.tree.src;
+    let gone = |why| Error::new(About::Source(src.clone()), why);
     match std::fs::metadata(src) {
         Ok(m) if (m.dev(), m.ino()) == src_id => Ok(()),
-        Ok(_) => Err(format!(
-            "source {}: it is no longer the folder that this run started with",
-            display(src)
-        )),
-        Err(e) => Err(format!("source {}: {}", display(src), reason(&e))),
+        Ok(_) => Err(gone(Why::SourceReplaced)),
+        Err(e) => Err(gone(Why::Io(e))),
     }
 }
 
@@ -852,7 +838,7 @@ mod tests {
             .gone
             .store(true, std::sync::atomic::Ordering::Relaxed);
         l.batch(Scope::full(), true, &mut reporter);
-        assert!(matches!(l.away, Some(Away::Gone)), "{:?}", l.away);
+        assert!(matches!(l.away, Some(Away::Gone(_))), "{:?}", l.away);
         assert!(l.pending.full, "a pass is owed");
         assert!(dest.paths().is_empty());
         assert_eq!(l.totals.failed, 0, "owed, not failed");

@@ -25,32 +25,23 @@ use notify::{ErrorKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use super::fanotify::Fanotify;
 use super::poller::{Poller, Sink};
+use crate::report::{Method, Plan, Warning};
 
 /// Polling interval when the OS limit on watches forces polling and `--poll` was not given.
 pub(crate) const FALLBACK_POLL: Duration = Duration::from_secs(2);
 
-/// What the watcher sends.
+/// What the watcher sends (to every pair it concerns: warnings are shared).
 #[derive(Clone)]
 pub(crate) enum Msg {
     /// An event that can mean a change, and when it arrived.
     Event(notify::Event, Instant),
-    /// An OS limit on inotify was hit (a watch for a new folder could not be added): the line
-    /// that says which limit and how to raise it.
-    Limit(String),
-    /// Folders that did not fit under the watch limit are polled: how many folders are
-    /// watched and polled, and the period of one round of polling.
-    Polled {
-        watched: usize,
-        polled: usize,
-        every: Duration,
-    },
-    /// With `--poll`, polling every folder as often as asked would cost more than its share of
-    /// a core: the period it has instead.
-    Slowed {
-        folders: usize,
-        asked: Duration,
-        every: Duration,
-    },
+    /// An OS limit on inotify was hit (a watch for a new folder could not be added): the
+    /// warning that says which limit and how to raise it.
+    Limit(Arc<Warning>),
+    /// Folders are polled less often than a user would take for granted: those that did not
+    /// fit under the watch limit, or, with `--poll`, a tree too big to poll as often as asked
+    /// within its share of a core.
+    Paced(Arc<Warning>),
 }
 
 /// The channel from the watcher to the loop, and the flag for a channel that overflowed.
@@ -87,7 +78,7 @@ fn message(res: notify::Result<notify::Event>) -> Option<Msg> {
         Ok(e) if !super::changes::can_change(&e.kind) => None,
         Ok(e) => Some(Msg::Event(e, Instant::now())),
         // Other errors leave the watch as it is; the periodic full pass covers what they hide.
-        Err(e) => limit_message(&e).map(Msg::Limit),
+        Err(e) => limit_warning(&e).map(|w| Msg::Limit(Arc::new(w))),
     }
 }
 
@@ -279,28 +270,24 @@ impl Watcher {
     }
 
     /// The watch plan, for `-v` at the start: what is watched and what polled, and how.
-    pub(crate) fn plan(&self) -> String {
+    pub(crate) fn plan(&self) -> Plan {
         match self {
-            Watcher::Fanotify(_) => "Watch plan: one fanotify mark on the filesystem of SRC; \
-                                     no folder needs a watch of its own"
-                .into(),
-            Watcher::Poll(p) => format!("Watch plan: all {} folders polled", p.len()),
-            Watcher::Native(w) => format!(
-                "Watch plan: {} folders watched with inotify, {} polled",
-                w.watched.load(Ordering::Relaxed),
-                self.polled()
-            ),
+            Watcher::Fanotify(_) => Plan::Fanotify,
+            Watcher::Poll(p) => Plan::Polled { folders: p.len() },
+            Watcher::Native(w) => Plan::Inotify {
+                watched: w.watched.load(Ordering::Relaxed),
+                polled: self.polled(),
+            },
         }
     }
 
-    /// The word for how changes are found, for the `Watching` line and `-v`.
-    pub(crate) fn method(&self) -> String {
+    /// How changes are found, for the `Watching` line.
+    pub(crate) fn method(&self) -> Method {
         match self {
-            Watcher::Poll(_) => "polling".into(),
-            Watcher::Fanotify(_) => "fanotify".into(),
-            Watcher::Native(_) => match self.polled() {
-                0 => "inotify".into(),
-                n => format!("inotify, and polling {n} folders over the watch limit"),
+            Watcher::Poll(_) => Method::Polling,
+            Watcher::Fanotify(_) => Method::Fanotify,
+            Watcher::Native(_) => Method::Inotify {
+                polled: self.polled(),
             },
         }
     }
@@ -348,21 +335,25 @@ impl Sink for PollSink {
     }
 
     fn pace(&self, folders: usize, every: Duration) {
-        let msg = match self.asked {
-            None => Msg::Polled {
+        let budget = super::poller::BUDGET;
+        let warning = match self.asked {
+            None => Warning::Polled {
+                limit: read_limit("max_user_watches"),
                 watched: self.watched.load(Ordering::Relaxed),
                 polled: folders,
                 every,
+                budget,
             },
             // Said only where the tree is too big to poll as often as asked.
-            Some(asked) if every > asked => Msg::Slowed {
+            Some(asked) if every > asked => Warning::Slowed {
                 folders,
                 asked,
                 every,
+                budget,
             },
             Some(_) => return,
         };
-        self.route.deliver(msg);
+        self.route.deliver(Msg::Paced(Arc::new(warning)));
     }
 
     fn watch(&self, dir: &Path) -> bool {
@@ -396,47 +387,19 @@ fn vanished(e: &notify::Error) -> bool {
 
 /// For an error caused by an OS limit on inotify, the line that tells the user which limit and
 /// how to raise it.
-pub(crate) fn limit_message(e: &notify::Error) -> Option<String> {
-    let (name, now) = match &e.kind {
-        ErrorKind::MaxFilesWatch => ("max_user_watches", read_limit("max_user_watches")),
+pub(crate) fn limit_warning(e: &notify::Error) -> Option<Warning> {
+    let name = match &e.kind {
+        ErrorKind::MaxFilesWatch => "max_user_watches",
         ErrorKind::Io(io) if io.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) => {
-            ("max_user_instances", read_limit("max_user_instances"))
+            "max_user_instances"
         }
         _ => return None,
     };
-    let now = now.map_or(String::new(), |n| format!(" = {n}"));
-    Some(format!(
-        "the inotify limit fs.inotify.{name}{now} is reached, so changes are found by polling \
-         every {}s instead; raise it with `sudo sysctl fs.inotify.{name}=524288` (and a line \
-         `fs.inotify.{name}=524288` in /etc/sysctl.d/90-backup.conf to keep it)",
-        FALLBACK_POLL.as_secs()
-    ))
-}
-
-/// The line that says, once, that some folders are polled, how many, within what delay, and
-/// how to watch them all.
-pub(crate) fn polled_message(watched: usize, polled: usize, every: Duration) -> String {
-    let now = read_limit("max_user_watches").map_or(String::new(), |n| format!(" = {n}"));
-    format!(
-        "the inotify limit fs.inotify.max_user_watches{now} does not cover every folder: \
-         {watched} folders are watched and {polled} are polled, so a change in those is found \
-         within about {} s (polling takes at most {} % of a core); raise the limit with \
-         `sudo sysctl fs.inotify.max_user_watches=524288` (and a line \
-         `fs.inotify.max_user_watches=524288` in /etc/sysctl.d/90-backup.conf to keep it)",
-        every.as_secs_f64().ceil(),
-        super::poller::BUDGET * 100.0
-    )
-}
-
-/// The line that says, once, that `--poll` over this tree is slower than asked, and why.
-pub(crate) fn slowed_message(folders: usize, asked: Duration, every: Duration) -> String {
-    format!(
-        "polling {folders} folders every {} s would take more than {} % of a core; they are \
-         polled about every {} s instead",
-        asked.as_secs_f64(),
-        super::poller::BUDGET * 100.0,
-        every.as_secs_f64().ceil()
-    )
+    Some(Warning::InotifyLimit {
+        name,
+        now: read_limit(name),
+        every: FALLBACK_POLL,
+    })
 }
 
 fn read_limit(name: &str) -> Option<u64> {
@@ -477,7 +440,11 @@ mod tests {
         );
         assert!(docs.wants(&event(&[])), "lost events concern every pair");
         assert!(
-            docs.wants(&Msg::Limit("max_user_watches".into())),
+            docs.wants(&Msg::Limit(Arc::new(Warning::InotifyLimit {
+                name: "max_user_watches",
+                now: None,
+                every: FALLBACK_POLL,
+            }))),
             "so does a limit"
         );
     }

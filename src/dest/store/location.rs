@@ -7,6 +7,9 @@ use std::time::Duration;
 use opendal::Operator;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 
+use crate::dest::scheme_of;
+use crate::error::{About, Error, Why};
+
 /// A DST given as a URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Location {
@@ -17,21 +20,18 @@ pub(crate) struct Location {
 
 impl Location {
     /// Reads `s3://BUCKET/PREFIX`.
-    pub(crate) fn parse(text: &str) -> Result<Location, String> {
+    pub(crate) fn parse(text: &str) -> Result<Location, Error> {
+        let bad = |why| Error::new(About::Destination(text.into()), why);
         let rest = text
             .strip_prefix("s3://")
-            .ok_or_else(|| format!("destination {text}: not s3://"))?;
+            .ok_or_else(|| bad(Why::UnknownScheme(scheme_of(text))))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(format!(
-                "destination {text}: no bucket named (s3://BUCKET/PREFIX)"
-            ));
+            return Err(bad(Why::NoBucket));
         }
         let prefix: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
         if prefix.iter().any(|p| *p == "." || *p == "..") {
-            return Err(format!(
-                "destination {text}: '.' and '..' have no meaning in a bucket"
-            ));
+            return Err(bad(Why::DotsInBucket));
         }
         Ok(Location {
             bucket: bucket.to_string(),
@@ -53,7 +53,7 @@ impl Location {
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, or `AWS_PROFILE` in
     /// the shared config and credentials files. The EC2 instance metadata address is never
     /// asked: a desktop or a server outside EC2 would wait on it for nothing.
-    pub(crate) fn operator(&self) -> Result<Operator, String> {
+    pub(crate) fn operator(&self) -> opendal::Result<Operator> {
         opendal::install_default();
         let mut s3 = opendal::services::S3::default()
             .bucket(&self.bucket)
@@ -66,7 +66,7 @@ impl Location {
         if let Ok(profile) = std::env::var("AWS_PROFILE") {
             s3 = s3.profile(&profile);
         }
-        let op = Operator::new(s3).map_err(|e| words(&e))?;
+        let op = Operator::new(s3)?;
         Ok(op
             // Transient failures (a node restarting, a dropped connection, 503 Slow Down) are
             // tried again with growing pauses; a write that keeps failing is reported, never
@@ -145,8 +145,12 @@ mod tests {
     #[test]
     fn bad_urls_say_why() {
         let e = Location::parse("s3:///x").unwrap_err();
-        assert!(e.contains("no bucket"), "{e}");
+        assert!(matches!(*e.why, Why::NoBucket), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "destination s3:///x: no bucket named (s3://BUCKET/PREFIX)"
+        );
         let e = Location::parse("s3://b/../x").unwrap_err();
-        assert!(e.contains("'..'"), "{e}");
+        assert!(matches!(*e.why, Why::DotsInBucket), "{e}");
     }
 }

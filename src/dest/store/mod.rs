@@ -91,7 +91,7 @@ impl Store {
     /// probes whether the store honours create-only writes.
     pub(crate) fn open(loc: &Location, write: bool) -> Result<Store, OpenError> {
         let failed = |why: String| OpenError::Open(io::Error::other(why));
-        let op = loc.operator().map_err(failed)?;
+        let op = loc.operator().map_err(|e| failed(words(&e)))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("store")
