@@ -24,8 +24,8 @@
 //! | in | `pairs` | the config file: the pairs to back up, and their options |
 //! | do | `service`, `status`, `state` | the systemd user unit; what each pair's `watch` is doing, from the state file it keeps |
 //! | out | `outcome` | the vocabulary: what became of each entry, the counts |
-//! | out | `error` | `Failure` (operation, path, cause, worded once) and the exit `Status` |
-//! | out | `report` | the only module that prints: lines, JSON Lines (one schema enum), progress, summaries |
+//! | out | `error` | `Failure` (one entry's problem: operation, path, cause), `Error` (why a command cannot start or go on), each worded once, and the exit `Status` |
+//! | out | `report/` | the only module that prints: everything said as a `Message` (`message`), worded by the printer for people (`text`) or for programs (`json`), each an exhaustive match; the `Reporter` (`mod`) keeps the progress bar and the order of stdout and stderr |
 //! | out | `escape` | paths as printed, control characters escaped |
 //!
 //! Nothing imports this crate root back; the seam's users (`engine`, `archive`) see only the
