@@ -749,7 +749,8 @@ impl Upload {
 }
 
 impl Staged for Upload {
-    fn copy_from(&mut self, src: &File, _size: u64) -> io::Result<u64> {
+    fn copy_from(&mut self, mut src: &File, _size: u64) -> io::Result<u64> {
+        src.rewind()?;
         self.write_from(src)
     }
 

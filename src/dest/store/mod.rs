@@ -662,8 +662,8 @@ struct Upload {
 }
 
 impl Staged for Upload {
-    fn copy_from(&mut self, src: &File, _size: u64) -> io::Result<u64> {
-        let mut src = src;
+    fn copy_from(&mut self, mut src: &File, _size: u64) -> io::Result<u64> {
+        src.rewind()?;
         io::copy(&mut src, &mut self.spool)
     }
 
