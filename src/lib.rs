@@ -12,14 +12,14 @@
 //! | in | `exclude` | `--exclude`, `--exclude-from` and `.backupignore` as one matcher |
 //! | in | `scan` | walks SRC: which folders a pass visits, parents first |
 //! | in | `source` | reads SRC without following symlinks or blocking on FIFOs |
-//! | in | `watch/` | `watch`: the loop (`mod`), the notify glue (`notifier`), events → work (`changes`) |
+//! | in | `watch/` | `watch`: the loop (`mod`), starting the watcher (`start`), the notify glue (`notifier`), fanotify (`fanotify`), the paced poller (`poller`), events → work (`changes`), a destination away or full (`away`) |
 //! | decide | `plan` | pure: (source entry, its family in DST, rules, time) → `Decision` |
 //! | decide | `naming` | pure: the naming rule: version names, families, the next free name |
 //! | decide | `settle` | pure: when a changed file has settled (by events, or by its mtime) |
 //! | decide | `history` | pure: which names are versions of which file, when each was captured, what a policy prunes |
 //! | do | `engine/` | the worker pool, batches and group commit, folder metadata (`mod`); where folder jobs come from (`jobs`); one folder job: index, entries, deletions (`folder`); the workers all pairs share (`budget`); one entry's facts, decision and execution (`entry`) |
 //! | do | `database` | live SQLite databases copied with SQLite's online backup |
-//! | do | `dest/` | **the seam**: every access to DST goes through the `Destination`, `Folder` and `Staged` traits; `capabilities()` says what DST can hold. `dest/local.rs` is the local filesystem, `dest/sftp.rs` a folder on an SSH server, `dest/store/` an S3 bucket through OpenDAL; a new kind of destination is a new file there |
+//! | do | `dest/` | **the seam**: every access to DST goes through the `Destination`, `Folder` and `Staged` traits; `capabilities()` says what DST can hold. `dest/local/` is the local filesystem (a copy in progress in `staged`), `dest/sftp.rs` a folder on an SSH server, `dest/store/` an S3 bucket through OpenDAL; a new kind of destination is a new file there |
 //! | do | `once`, `verify`, `archive/` | the commands: one pass; a check; `versions`, `restore`, `prune` over the history in DST |
 //! | in | `pairs` | the config file: the pairs to back up, and their options |
 //! | do | `service`, `status`, `state` | the systemd user unit; what each pair's `watch` is doing, from the state file it keeps |

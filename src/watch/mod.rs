@@ -8,10 +8,12 @@
 //! goes away (or fills up) the loop keeps watching SRC, remembers what changed, and runs a pass
 //! when DST is back as the same filesystem and folder (or has space again).
 
+mod away;
 mod changes;
 mod fanotify;
 mod notifier;
 mod poller;
+mod start;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -20,29 +22,26 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 
+use self::away::{Absence, Away};
 use self::changes::{Work, classify, describe, outermost};
 pub(crate) use self::notifier::Hub;
 use self::notifier::{Feed, Msg, Watcher};
+use self::start::{be_a_good_neighbour, poll_tree, start, watch_tree};
 use crate::archive::prune;
 use crate::config::WatchConfig;
-use crate::dest::Unavailable;
 use crate::engine::{Engine, LOCKED_RETRY, Scope};
 use crate::error::{About, Error, Failure, Status, Why};
 use crate::escape::display;
 use crate::history::Policy;
 use crate::once::with_progress;
-use crate::options::Events;
 use crate::outcome::{Counts, Event, Note, Outcome};
-use crate::report::{Detail, Message, Notice, Reporter, Warning};
+use crate::report::{Detail, Message, Reporter, Warning};
 use crate::settle::Settle;
 use crate::state::State;
 
 /// How often an idle loop checks that SRC and DST are still the folders it started with, and a
 /// waiting one whether DST is back.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// While DST is away, a line saying how many changes wait is printed at most this often.
-const WAITING_EVERY: Duration = Duration::from_secs(10);
 
 /// Work gathered from events, not yet handed to the engine.
 #[derive(Debug, Default)]
@@ -51,27 +50,6 @@ struct Pending {
     full: bool,
     /// Folders to walk (new or moved in).
     walks: Vec<PathBuf>,
-}
-
-/// Why the loop is not writing now; changes are remembered meanwhile.
-#[derive(Debug)]
-enum Away {
-    /// Unmounted, unplugged, replaced or locked: waiting for it to be the destination again.
-    Gone(Unavailable),
-    /// Out of space: waiting for the free space to grow past what it was; how many files were
-    /// not copied.
-    Full { free: Option<u64>, not_copied: u64 },
-}
-
-impl Away {
-    /// Whether it would be said in the same words: a state is said once, not once a second.
-    fn same(&self, other: &Away) -> bool {
-        match (self, other) {
-            (Away::Gone(a), Away::Gone(b)) => a == b,
-            (Away::Full { not_copied: a, .. }, Away::Full { not_copied: b, .. }) => a == b,
-            _ => false,
-        }
-    }
 }
 
 /// Everything the loop keeps between batches.
@@ -86,27 +64,29 @@ struct Loop<'a> {
     totals: Counts,
     prune_failed: bool,
     next_rescan: Option<Instant>,
-    away: Option<Away>,
-    /// Whether the line about folders polled over the watch limit was said.
-    said_polled: bool,
-    /// When the last `waiting for destination` line was printed, and for how many changes.
-    last_waiting: Option<(Instant, usize)>,
-    /// Set with `--exit-on-lost-destination` when DST went away.
-    lost_for_good: bool,
+    /// Whether DST takes copies now, and what was said while it did not.
+    absence: Absence,
     /// What `backup status` reads.
     state: State,
     /// What the loop does when nothing is amiss: `watching` or `polling`.
     idle: &'static str,
     /// When work first became due while a burst is being gathered into one batch.
     due_since: Option<Instant>,
-    /// What the batches since the last rolling line did: during a burst, lines are printed at
-    /// most once per `LINE_EVERY`.
-    unprinted: Counts,
-    last_line: Option<Instant>,
+    lines: Cadence,
 }
 
 /// During a burst, a rolling line at most this often; the totals stay exact.
 const LINE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the loop speaks: the rolling line at most once per `LINE_EVERY`, the warning about
+/// polled folders once.
+#[derive(Default)]
+struct Cadence {
+    /// What the batches since the last rolling line did.
+    unprinted: Counts,
+    last_line: Option<Instant>,
+    said_polled: bool,
+}
 
 /// Runs `watch` until a signal sets the engine's stop flag, or SRC goes away (or DST, with
 /// `--exit-on-lost-destination`).
@@ -150,35 +130,35 @@ pub(crate) fn run(
     });
     engine.dest.release();
     let mut status = Status::Success;
-    while !engine.stopped() && !l.lost_for_good {
+    while !engine.stopped() && !l.absence.lost_for_good {
         if let Err(e) = source_still_there(engine, src_id) {
             reporter.error(&e);
             status = Status::Failure;
             break;
         }
-        if l.away.is_none()
+        if l.absence.away.is_none()
             && let Err(why) = engine.dest.still_there()
         {
             l.lost(Away::Gone(why), reporter);
             continue;
         }
-        if l.away.is_some() {
+        if l.absence.away.is_some() {
             l.wait(reporter, wake);
         } else {
             l.step(reporter, wake);
         }
     }
     l.state.set("stopped", l.settle.len());
-    if l.unprinted.total() > 0 {
+    if l.lines.unprinted.total() > 0 {
         l.print_rolling(false, reporter);
     }
     let left = l.settle.len() + l.pending.walks.len();
-    if left > 0 && !l.lost_for_good {
+    if left > 0 && !l.absence.lost_for_good {
         reporter.say(&Message::Left { changes: left });
     }
     drop(l.watcher);
     reporter.say(&Message::Summary(&l.totals));
-    if l.totals.failed > 0 || l.prune_failed || l.lost_for_good {
+    if l.totals.failed > 0 || l.prune_failed || l.absence.lost_for_good {
         status = Status::Failure;
     }
     status
@@ -204,15 +184,11 @@ impl<'a> Loop<'a> {
             totals: Counts::default(),
             prune_failed: false,
             next_rescan: cfg.rescan_every.map(|d| Instant::now() + d),
-            away: None,
-            said_polled: false,
-            last_waiting: None,
-            lost_for_good: false,
+            absence: Absence::default(),
             state,
             idle: "watching",
             due_since: None,
-            unprinted: Counts::default(),
-            last_line: None,
+            lines: Cadence::default(),
         }
     }
 
@@ -394,16 +370,19 @@ impl<'a> Loop<'a> {
             }
         }
         self.totals.merge(counts);
-        self.unprinted.merge(counts);
+        self.lines.unprinted.merge(counts);
         let now = Instant::now();
         let more_soon = !self.pending.walks.is_empty()
             || self
                 .settle
                 .next_due()
                 .is_some_and(|at| at < now + LINE_EVERY);
-        let quiet_for = self.last_line.map(|at| now.saturating_duration_since(at));
+        let quiet_for = self
+            .lines
+            .last_line
+            .map(|at| now.saturating_duration_since(at));
         if first
-            || (self.unprinted.total() > 0
+            || (self.lines.unprinted.total() > 0
                 && (!more_soon || quiet_for.is_none_or(|d| d >= LINE_EVERY)))
         {
             self.print_rolling(first, reporter);
@@ -412,11 +391,11 @@ impl<'a> Loop<'a> {
         // left in the buffer until the next one.
         reporter.flush();
         self.state.batch(scope.full, &counts, failures);
-        if self.away.is_none() {
+        if self.absence.away.is_none() {
             self.state.set(self.idle, self.settle.len());
         }
         // New versions can push old ones out; a full pass may find any folder aged.
-        if self.away.is_none() {
+        if self.absence.away.is_none() {
             let folders = (!scope.full).then_some(changed);
             self.prune_failed |= prune::after_pass(self.engine, self.policy, folders, reporter);
         }
@@ -424,8 +403,8 @@ impl<'a> Loop<'a> {
 
     /// The one warning about polling: how many folders and how often.
     fn say_polled_once(&mut self, warning: &Warning, reporter: &mut Reporter) {
-        if !self.said_polled {
-            self.said_polled = true;
+        if !self.lines.said_polled {
+            self.lines.said_polled = true;
             reporter.warning(warning);
         }
     }
@@ -436,95 +415,12 @@ impl<'a> Loop<'a> {
         let settling = if first { self.settle.len() } else { 0 };
         reporter.say(&Message::Batch {
             at: chrono::Local::now(),
-            batch: &self.unprinted,
+            batch: &self.lines.unprinted,
             totals: &self.totals,
             settling,
         });
-        self.unprinted = Counts::default();
-        self.last_line = Some(Instant::now());
-    }
-
-    /// The destination cannot be written into now: says so once, and waits; with
-    /// `--exit-on-lost-destination`, says it as an error and ends the loop instead (a
-    /// destination another run has is waited for even then).
-    fn lost(&mut self, away: Away, reporter: &mut Reporter) {
-        let dest = &self.engine.dest;
-        let dst = dest.path();
-        dest.release();
-        let away = match away {
-            Away::Gone(why) if self.cfg.exit_on_lost && why != Unavailable::Locked => {
-                let about = About::Destination(dst.to_path_buf());
-                reporter.error(&Error::new(about, Why::Unavailable(why)));
-                self.lost_for_good = true;
-                return;
-            }
-            away => away,
-        };
-        if !self.away.as_ref().is_some_and(|was| was.same(&away)) {
-            let notice = match &away {
-                Away::Gone(why @ Unavailable::Locked) => Notice::InUse { dst, why },
-                Away::Gone(why) if dest.over_network() => Notice::Unreachable { dst, why },
-                Away::Gone(why) => Notice::Gone { dst, why },
-                Away::Full { not_copied, .. } => Notice::Full {
-                    dst,
-                    not_copied: *not_copied,
-                },
-            };
-            reporter.say(&Message::Destination(notice));
-        }
-        let state = match away {
-            Away::Gone(_) => "waiting for destination",
-            Away::Full { .. } => "destination full",
-        };
-        self.state.set(state, self.settle.len());
-        self.away = Some(away);
-    }
-
-    /// While the destination is away: takes events (so that changes are remembered), says now
-    /// and then how many wait, and checks once a second whether it is back (the same filesystem
-    /// and folder, or with more free space than when it filled up).
-    fn wait(&mut self, reporter: &mut Reporter, wake: &Receiver<()>) {
-        self.listen(Instant::now() + CHECK_EVERY, reporter, wake);
-        let remembered = self.settle.len() + self.pending.walks.len();
-        let last = self.last_waiting.map(|(at, n)| (at.elapsed(), n));
-        if remembered > 0 && last.is_none_or(|(since, n)| n != remembered && since >= WAITING_EVERY)
-        {
-            reporter.say(&Message::Waiting {
-                at: chrono::Local::now(),
-                remembered,
-                totals: &self.totals,
-            });
-            self.last_waiting = Some((Instant::now(), remembered));
-        }
-        let dest = &self.engine.dest;
-        let back = match &self.away {
-            Some(Away::Full { free, .. }) => {
-                let now = dest.free_space();
-                now.is_none() || free.is_none_or(|f| now.is_some_and(|n| n > f))
-            }
-            // Back means usable: the same filesystem and folder, and its lock free.
-            _ => match dest.reacquire() {
-                Ok(()) => {
-                    dest.release();
-                    true
-                }
-                Err(why) => {
-                    self.lost(Away::Gone(why), reporter);
-                    false
-                }
-            },
-        };
-        if back {
-            let dst = dest.path();
-            reporter.say(&Message::Destination(match self.away {
-                Some(Away::Full { .. }) => Notice::HasSpace { dst },
-                _ => Notice::Back { dst },
-            }));
-            self.away = None;
-            self.last_waiting = None;
-            self.pending.full = true;
-            self.state.set(self.idle, self.settle.len());
-        }
+        self.lines.unprinted = Counts::default();
+        self.lines.last_line = Some(Instant::now());
     }
 
     /// Takes one message from the watcher into the pending work.
@@ -658,116 +554,6 @@ impl<'a> Loop<'a> {
     }
 }
 
-/// Starts the watcher the user asked for: polling with `--poll`, else inotify on every folder
-/// of SRC, falling back to polling (with one line saying which limit to raise) when an OS limit
-/// stands in the way.
-fn start(
-    engine: &Engine,
-    cfg: &WatchConfig,
-    hub: &Hub,
-    feed: &Feed,
-    reporter: &mut Reporter,
-) -> Option<Watcher> {
-    let src = &engine.tree.src;
-    if cfg.poll.is_none() && cfg.events != Events::Inotify {
-        match Watcher::fanotify(src, &engine.tree.skip, feed) {
-            Ok(w) => return Some(w),
-            Err(e) if cfg.events == Events::Fanotify => {
-                reporter.error(&Error::new(About::Source(src.clone()), Why::Fanotify(e)));
-                return None;
-            }
-            Err(e) => reporter.say(&Message::Detail(Detail::NoFanotify(&e))),
-        }
-    }
-    let started = match cfg.poll {
-        Some(interval) => Ok(poll_tree(engine, interval, feed)),
-        None => Watcher::native(hub, src, feed).and_then(|mut w| {
-            watch_tree(engine, &mut w, Path::new(""))?;
-            Ok(w)
-        }),
-    };
-    let started = match started {
-        Err(e) => match notifier::limit_warning(&e) {
-            Some(warning) => {
-                reporter.warning(&warning);
-                Ok(poll_tree(engine, notifier::FALLBACK_POLL, feed))
-            }
-            None => Err(e),
-        },
-        ok => ok,
-    };
-    match started {
-        Ok(w) => Some(w),
-        Err(e) => {
-            let about = About::Source(src.clone());
-            reporter.error(&Error::new(about, Why::Watch(e.to_string())));
-            None
-        }
-    }
-}
-
-/// A poller for every folder that the backup covers, a round every `interval` at most.
-fn poll_tree(engine: &Engine, interval: Duration, feed: &Feed) -> Watcher {
-    let mut w = Watcher::poll(&engine.tree.src, interval, feed);
-    for dir in engine.tree.folders(Path::new("")) {
-        let _ = w.add(&dir);
-    }
-    w
-}
-
-/// Watches every folder of the tree at `rel` that the backup covers. Called before that tree is
-/// walked, so that a file made after the walk passed its folder still raises an event.
-fn watch_tree(engine: &Engine, watcher: &mut Watcher, rel: &Path) -> notify::Result<()> {
-    if !watcher.per_folder() {
-        return Ok(());
-    }
-    // Where not every folder fits under the watch limit, the ones left over are polled: the
-    // folders most likely to change get the watches.
-    let now = std::time::SystemTime::now();
-    let base = engine.tree.src.join(rel).components().count();
-    let mut dirs: Vec<(f64, PathBuf)> = engine
-        .tree
-        .folders(rel)
-        .map(|dir| {
-            let depth = dir.components().count().saturating_sub(base);
-            let age = std::fs::symlink_metadata(&dir)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .unwrap_or_default();
-            (poller::priority(depth, age), dir)
-        })
-        .collect();
-    dirs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    for (_, dir) in dirs {
-        watcher.add(&dir)?;
-    }
-    Ok(())
-}
-
-/// Lowers the priority of this thread, and of every thread it starts from now on (the workers
-/// of every batch): idle I/O priority, and nice 10. A mirror left running all day copies when
-/// nothing else wants the disk, and never makes the desktop stutter.
-fn be_a_good_neighbour() -> std::io::Result<()> {
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
-    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
-    // SAFETY: a plain syscall with integer arguments; its result is checked.
-    let set = unsafe {
-        libc::syscall(
-            libc::SYS_ioprio_set,
-            IOPRIO_WHO_PROCESS,
-            0 as libc::c_long,
-            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
-        )
-    };
-    if set == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    rustix::process::setpriority_process(None, 10)?;
-    Ok(())
-}
-
 /// SRC must stay the folder the run started with: a deleted SRC has nothing left to mirror.
 fn source_still_there(engine: &Engine, src_id: (u64, u64)) -> Result<(), Error> {
     let src = &engine.tree.src;
@@ -809,7 +595,7 @@ mod tests {
             debounce: Duration::from_millis(10),
             max_delay: Duration::from_secs(1),
             poll: Some(Duration::from_secs(3600)),
-            events: Events::Auto,
+            events: crate::options::Events::Auto,
             rescan_every: None,
             exit_on_lost: false,
             low_priority: false,
@@ -838,20 +624,24 @@ mod tests {
             .gone
             .store(true, std::sync::atomic::Ordering::Relaxed);
         l.batch(Scope::full(), true, &mut reporter);
-        assert!(matches!(l.away, Some(Away::Gone(_))), "{:?}", l.away);
+        assert!(
+            matches!(l.absence.away, Some(Away::Gone(_))),
+            "{:?}",
+            l.absence.away
+        );
         assert!(l.pending.full, "a pass is owed");
         assert!(dest.paths().is_empty());
         assert_eq!(l.totals.failed, 0, "owed, not failed");
 
         // Still gone: it keeps waiting.
         l.wait(&mut reporter, &wake);
-        assert!(l.away.is_some());
+        assert!(l.absence.away.is_some());
 
         dest.faults()
             .gone
             .store(false, std::sync::atomic::Ordering::Relaxed);
         l.wait(&mut reporter, &wake);
-        assert!(l.away.is_none(), "back");
+        assert!(l.absence.away.is_none(), "back");
         let scope = l.due();
         assert!(scope.full, "the owed pass");
         l.batch(scope, false, &mut reporter);
