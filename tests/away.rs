@@ -153,6 +153,17 @@ fn another_filesystem_at_the_same_path_is_never_written_into() {
 
 #[test]
 fn a_full_destination_waits_for_space_and_then_copies_what_is_owed() {
+    full_then_space(false);
+}
+
+#[test]
+fn with_json_a_full_destination_and_its_return_are_destination_lines() {
+    full_then_space(true);
+}
+
+/// A tmpfs DST of 1 MiB fills up under `watch`, is said to be full once (a line on stderr, or
+/// with `--json` a `destination` object on stdout), and gets every owed copy once it grows.
+fn full_then_space(json: bool) {
     let mut env = Env::new();
     let mnt = env.root().join("small");
     if !common::mount_tmpfs(&mnt, "size=1m") {
@@ -161,26 +172,45 @@ fn a_full_destination_waits_for_space_and_then_copies_what_is_owed() {
     let _unmount = common::Mount(mnt.clone());
     env.dst = mnt.join("dst");
     env.write("first.txt", "first");
-    let w = Watch::start(&env, &["--debounce", "200ms"]);
+    let args: &[&str] = if json {
+        &["--debounce", "200ms", "--json"]
+    } else {
+        &["--debounce", "200ms"]
+    };
+    let w = Watch::start(&env, args);
     w.wait_for("the first pass", LIMIT, |_| {
         env.dst.join("first.txt").exists()
     });
     for i in 0..8 {
         env.write(format!("big{i}.bin"), vec![b'b'; 256 << 10]);
     }
-    w.wait_for("the full line", LIMIT, |w| {
-        w.stderr().contains(&format!(
+    let full = if json {
+        format!(
+            "{{\"type\":\"destination\",\"state\":\"full\",\"dst\":\"{}\",\"not_copied\":",
+            env.dst.display()
+        )
+    } else {
+        format!(
             "Destination {} is full; waiting for space",
             env.dst.display()
-        ))
-    });
+        )
+    };
+    let said = |w: &Watch| if json { w.stdout() } else { w.stderr() };
+    w.wait_for("the full line", LIMIT, |w| said(w).contains(&full));
     assert_eq!(
-        w.stderr().matches(" is full").count(),
+        said(&w).matches(&full).count(),
         1,
         "said once\n{}",
         w.context()
     );
     assert!(!w.stderr().contains("Failed: "), "{}", w.context());
+    if json {
+        assert!(
+            !w.stderr().contains(" is full"),
+            "not on stderr too\n{}",
+            w.context()
+        );
+    }
     let grown = std::process::Command::new("mount")
         .args(["-o", "remount,size=8m"])
         .arg(&mnt)
@@ -193,7 +223,11 @@ fn a_full_destination_waits_for_space_and_then_copies_what_is_owed() {
     });
     let (code, out, err) = w.stop(Signal::INT);
     assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
-    assert!(err.contains("has space again"), "{err}");
+    if json {
+        assert!(out.contains("\"state\":\"has_space\""), "{out}");
+    } else {
+        assert!(err.contains("has space again"), "{err}");
+    }
 }
 
 #[test]
