@@ -27,6 +27,7 @@ use crate::report::Warning;
 use crate::scan::Tree;
 
 mod budget;
+mod databases;
 mod entry;
 mod folder;
 mod jobs;
@@ -38,7 +39,7 @@ mod tests;
 pub(crate) use self::tests::engine as for_tests;
 
 pub(crate) use self::budget::Budget;
-pub(crate) use self::entry::LOCKED_RETRY;
+pub(crate) use self::databases::LOCKED_RETRY;
 
 use self::entry::{publish_free, record_deletion_now};
 use self::notes::Notes;
@@ -100,7 +101,7 @@ pub(crate) struct Engine {
     /// Whether a file that could not share blocks with its copy before was said (once a run).
     said_no_clone: AtomicBool,
     /// Databases found locked by another program, by their path in SRC.
-    locks: std::sync::Mutex<std::collections::HashMap<PathBuf, entry::Lock>>,
+    locks: std::sync::Mutex<std::collections::HashMap<PathBuf, databases::Lock>>,
 }
 
 /// The work for one source folder: decide on its entries (all of them, or only the named ones).
