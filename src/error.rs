@@ -74,6 +74,9 @@ pub(crate) enum Failure {
     TooLarge { fs: String, size: u64, limit: u64 },
     /// Not copied: the destination is full (said once for the run, not per file).
     DestinationFull,
+    /// The file is larger than the space the destination has left: it fails alone, and the
+    /// files that fit are still copied.
+    DoesNotFit { size: u64, free: u64 },
     /// A SQLite database that another program keeps locked in the middle of a write: neither a
     /// consistent copy nor the file alone holds a committed state.
     DatabaseLocked,
@@ -127,6 +130,11 @@ impl fmt::Display for Failure {
                 display(Path::new(std::ffi::OsStr::from_bytes(other)))
             ),
             Failure::DestinationFull => f.write_str("the destination is full"),
+            Failure::DoesNotFit { size, free } => write!(
+                f,
+                "does not fit in the destination ({size} bytes; {free} bytes free); the files \
+                 that fit are copied"
+            ),
             Failure::DatabaseLocked => f.write_str(
                 "a SQLite database that another program keeps locked in the middle of a write; \
                  not copied (the next run tries again)",
@@ -149,6 +157,8 @@ impl Failure {
                 !(matches!(op, Op::Open | Op::ReadLink) || (*op == Op::Read && at.is_none()))
             }
             Failure::DestinationFull | Failure::NoFreeName => true,
+            // The destination can be gone as well as full.
+            Failure::DoesNotFit { .. } => true,
             _ => false,
         }
     }
@@ -314,6 +324,11 @@ impl Error {
     /// An error about the run as a whole.
     pub(crate) fn run(why: Why) -> Error {
         Error::new(About::Run, why)
+    }
+
+    /// Whether the command line asked for nothing that can be done: a usage error (exit 2).
+    pub(crate) fn is_usage(&self) -> bool {
+        matches!(*self.why, Why::NoPairs | Why::NoSrcDst)
     }
 
     /// The same error, as one pair of the config file's.
@@ -516,6 +531,8 @@ pub enum Status {
     Failure,
     /// Stopped by Ctrl-C before the pass was done.
     Interrupted,
+    /// The command line asks for nothing that can be done (no SRC and DST, no config file).
+    Usage,
 }
 
 impl Status {
@@ -535,6 +552,7 @@ impl From<Status> for ExitCode {
             Status::Success => 0,
             Status::Failure => 1,
             Status::Interrupted => 130,
+            Status::Usage => 2,
         })
     }
 }

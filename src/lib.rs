@@ -75,9 +75,13 @@ pub use crate::error::Status;
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Status {
     let job = match config::job(cli::parse(args)) {
         Ok(job) => job,
-        Err(message) => {
-            Reporter::stdio(Style::default()).error(&message);
-            return Status::Failure;
+        Err(e) => {
+            Reporter::stdio(Style::default()).error(&e);
+            return if e.is_usage() {
+                Status::Usage
+            } else {
+                Status::Failure
+            };
         }
     };
     match job {
@@ -178,7 +182,8 @@ fn worst(statuses: Vec<Status>) -> Status {
         .max_by_key(|s| match s {
             Status::Success => 0,
             Status::Failure => 1,
-            Status::Interrupted => 2,
+            Status::Usage => 2,
+            Status::Interrupted => 3,
         })
         .unwrap_or(Status::Success)
 }

@@ -7,19 +7,25 @@ use crate::engine::Engine;
 use crate::error::{About, Error, Failure, Status, Why};
 use crate::history::Policy;
 use crate::outcome::{Counts, Note, Outcome};
-use crate::report::{Message, Reporter};
+use crate::report::{Message, Reporter, Warning};
 
 pub(crate) fn run(engine: &Engine, policy: &Policy, reporter: &mut Reporter) -> Status {
     let mut counts = Counts::default();
     let mut not_copied = 0u64;
+    let (mut unfit, mut largest) = (0u64, 0u64);
     with_progress(engine, reporter, |reporter| {
         engine.pass(&mut |note: Note| {
             if let Note::Warning(w) = &note {
                 reporter.warning(w);
             }
             if let Some(ev) = note.into_event() {
-                if let Outcome::Failed(Failure::DestinationFull) = ev.outcome {
-                    not_copied += 1;
+                match ev.outcome {
+                    Outcome::Failed(Failure::DestinationFull) => not_copied += 1,
+                    Outcome::Failed(Failure::DoesNotFit { size, .. }) => {
+                        unfit += 1;
+                        largest = largest.max(size);
+                    }
+                    _ => {}
                 }
                 reporter.event(&ev);
                 counts.add(&ev.outcome);
@@ -28,6 +34,14 @@ pub(crate) fn run(engine: &Engine, policy: &Policy, reporter: &mut Reporter) -> 
     });
     let mut status = Status::failed_if(counts.failed > 0);
     let dst = engine.dest.path().to_path_buf();
+    if unfit > 0 {
+        reporter.warning(&Warning::DidNotFit {
+            dst: dst.clone(),
+            files: unfit,
+            largest,
+            free: engine.dest.free_space(),
+        });
+    }
     if engine.was_full() {
         reporter.error(&Error::run(Why::Full {
             dst: dst.clone(),

@@ -195,14 +195,15 @@ fn usage_errors_exit_2() {
         assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     }
     assert!(!env.dst.exists());
-    // Without SRC and DST the pairs come from the config file; with none, one error says so.
+    // Without SRC and DST the pairs come from the config file; with none, there is nothing to
+    // back up: a usage error too, said in one line.
     let out = Command::new(bin())
         .arg("once")
         .env("XDG_CONFIG_HOME", env.root())
         .env("HOME", env.root())
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with("error: give SRC and DST, or pairs in a config file"),

@@ -70,7 +70,7 @@ impl Engine {
             Decision::Defer(age) => Step::Unsettled(age),
             Decision::Fail(failure) => Step::Done(Outcome::Failed(failure)),
             Decision::Copy { to, change } => match &job.dest {
-                _ if self.was_full() && !self.settings.dry_run => {
+                _ if self.was_full() && !self.settings.dry_run && !self.fits(facts.src.size) => {
                     Step::Done(Outcome::Failed(Failure::DestinationFull))
                 }
                 Some(folder) if !self.settings.dry_run => {
@@ -305,6 +305,35 @@ impl Engine {
         Step::Done(outcome)
     }
 
+    /// The space there was when the run began, when a whole copy of `size` bytes is larger:
+    /// such a file fails alone before anything is written, so that it neither fills the
+    /// destination nor holds up the files that fit. A new version that may share blocks with
+    /// the copy before (`base`) needs only what changed, and is tried.
+    fn too_big(&self, size: u64, base: Option<&[u8]>) -> Option<u64> {
+        if base.is_some() && self.dest.capabilities().clone {
+            return None;
+        }
+        let room = self.room.load(Ordering::Relaxed);
+        (size > room).then_some(room)
+    }
+
+    /// The failure of a copy into DST. Out of space, a file larger than the space there was
+    /// when the run began fails alone (a clone that had to be copied whole, say); any other
+    /// means that the files copied filled the destination (see `fits`).
+    fn copy_failure(&self, size: u64, e: &io::Error) -> Failure {
+        let room = self.room.load(Ordering::Relaxed);
+        if crate::error::is_full(e) && size > room {
+            return Failure::DoesNotFit { size, free: room };
+        }
+        self.dest_failure(Failure::io(Op::Copy, clone_error(e)), e)
+    }
+
+    /// Whether a file of `size` bytes is still tried once the destination was found full: when
+    /// it fits in what is free now, so that the files that fit land.
+    fn fits(&self, size: u64) -> bool {
+        self.dest.free_space().is_some_and(|free| size <= free)
+    }
+
     /// Gives a staged copy its metadata and ends its writing. With the folder's `index`, the
     /// copy of a database that holds what its newest copy holds is dropped (see `dedupe`).
     pub(super) fn finish(
@@ -370,6 +399,10 @@ impl Engine {
             if before.kind != Kind::File {
                 return Err(Step::Done(Outcome::Skipped("no longer a regular file")));
             }
+            if let Some(free) = self.too_big(before.size, base) {
+                let size = before.size;
+                return Err(failed(Failure::DoesNotFit { size, free }));
+            }
             let on_dest = |f: Failure, e: &io::Error| failed(self.dest_failure(f, e));
             let staging = if by_path {
                 at.folder.stage_by_path(at.name, before.mode)
@@ -382,9 +415,14 @@ impl Engine {
                     &e,
                 )
             })?;
-            let copied = self
-                .copy(at, &mut *staged, &src, before.size, base)
-                .map_err(|e| on_dest(Failure::io(Op::Copy, clone_error(&e)), &e))?;
+            let copied = match self.copy(at, &mut *staged, &src, before.size, base) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Its partial data goes first: what is free without it decides.
+                    drop(staged);
+                    return Err(failed(self.copy_failure(before.size, &e)));
+                }
+            };
             let after = source::fstat(&src).map_err(|e| failed(Failure::io(Op::Read, e)))?;
             if plan::changed_while_read(&before, &after, copied) {
                 continue;

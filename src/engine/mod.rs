@@ -91,9 +91,12 @@ pub(crate) struct Engine {
     settings: Settings,
     /// Set on Ctrl-C / SIGTERM: finish what is in flight, start nothing new.
     stop: Arc<AtomicBool>,
-    /// Set when the destination ran out of space (or quota) in this run: nothing more is
-    /// written, and what is left is counted as not copied.
+    /// Set when the destination ran out of space (or quota) in this run: from then on only the
+    /// files that fit in what is free are tried, and the others are counted as not copied.
     full: AtomicBool,
+    /// The space free in DST when this run began (`u64::MAX` where that is not known): a file
+    /// larger than that does not fit, and fails alone.
+    room: std::sync::atomic::AtomicU64,
     /// Said once the run's notes are in, as `warning:` lines.
     warnings: std::sync::Mutex<Vec<Warning>>,
     /// Shared with the other pairs of a `watch`: how many workers may copy at once.
@@ -236,6 +239,7 @@ impl Engine {
             settings,
             stop,
             full: AtomicBool::new(false),
+            room: std::sync::atomic::AtomicU64::new(u64::MAX),
             warnings: std::sync::Mutex::new(Vec::new()),
             budget: None,
             locks: std::sync::Mutex::default(),
@@ -303,6 +307,11 @@ impl Engine {
         on_note: &mut dyn FnMut(Note),
     ) -> Vec<PathBuf> {
         self.full.store(false, Ordering::Relaxed);
+        let room = match self.settings.dry_run {
+            true => None,
+            false => self.dest.free_space(),
+        };
+        self.room.store(room.unwrap_or(u64::MAX), Ordering::Relaxed);
         if scope.full
             && !self.settings.dry_run
             && let Err(e) = self.dest.refresh()
@@ -458,7 +467,6 @@ impl Engine {
             return;
         }
         let synced = match batch.items.as_slice() {
-            _ if self.was_full() => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
             [one] => one.staged.sync(),
             _ => self.dest.sync_all(),
         };

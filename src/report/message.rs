@@ -227,6 +227,14 @@ pub(crate) enum Warning {
     LockedCopiedAsFile { src: PathBuf, secs: u64 },
     /// A clone of the copy before was refused: copied whole (said once per run).
     NoClone { src: PathBuf, why: io::Error },
+    /// Files larger than the space DST had left were not copied (the others were): how many,
+    /// the largest's size, and the space free at the end.
+    DidNotFit {
+        dst: PathBuf,
+        files: u64,
+        largest: u64,
+        free: Option<u64>,
+    },
     /// DST could not be listed again: the last listing stands.
     NotListed { dst: PathBuf, why: io::Error },
 }

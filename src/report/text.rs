@@ -467,6 +467,19 @@ pub(super) fn warning(w: &Warning) -> String {
             display(src),
             reason(why)
         ),
+        Warning::DidNotFit {
+            dst,
+            files,
+            largest,
+            free,
+        } => format!(
+            "{files} {} did not fit in the destination {} ({}the largest is {}); make room \
+             there, or leave them out with --exclude",
+            if *files == 1 { "file" } else { "files" },
+            display(dst),
+            free.map_or(String::new(), |f| format!("{} free; ", human_size(f))),
+            human_size(*largest),
+        ),
         Warning::NotListed { dst, why } => format!(
             "destination {}: cannot be listed again ({}); going by the last listing",
             display(dst),

@@ -15,6 +15,7 @@ mod notifier;
 mod poller;
 mod start;
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -72,6 +73,9 @@ struct Loop<'a> {
     idle: &'static str,
     /// When work first became due while a burst is being gathered into one batch.
     due_since: Option<Instant>,
+    /// Files (relative to SRC) larger than the space DST had left: their size, and the free
+    /// space when they were last tried.
+    unfit: HashMap<PathBuf, (u64, u64)>,
     lines: Cadence,
 }
 
@@ -145,6 +149,7 @@ pub(crate) fn run(
         if l.absence.away.is_some() {
             l.wait(reporter, wake);
         } else {
+            l.retry_unfit();
             l.step(reporter, wake);
         }
     }
@@ -155,6 +160,14 @@ pub(crate) fn run(
     let left = l.settle.len() + l.pending.walks.len();
     if left > 0 && !l.absence.lost_for_good {
         reporter.say(&Message::Left { changes: left });
+    }
+    if !l.unfit.is_empty() {
+        reporter.warning(&Warning::DidNotFit {
+            dst: engine.dest.path().to_path_buf(),
+            files: l.unfit.len() as u64,
+            largest: l.unfit.values().map(|(size, _)| *size).max().unwrap_or(0),
+            free: engine.dest.free_space(),
+        });
     }
     drop(l.watcher);
     reporter.say(&Message::Summary(&l.totals));
@@ -188,6 +201,7 @@ impl<'a> Loop<'a> {
             state,
             idle: "watching",
             due_since: None,
+            unfit: HashMap::new(),
             lines: Cadence::default(),
         }
     }
@@ -303,6 +317,7 @@ impl<'a> Loop<'a> {
         let mut counts = Counts::default();
         let mut failures: Vec<String> = Vec::new();
         let mut held: Vec<Event> = Vec::new();
+        let mut landed: Vec<PathBuf> = Vec::new();
         let mut not_copied = 0u64;
         let src = &self.engine.tree.src;
         let settle = &mut self.settle;
@@ -335,6 +350,8 @@ impl<'a> Loop<'a> {
                         _ => {
                             if let Outcome::Failed(f) = &ev.outcome {
                                 failures.push(format!("{}: {f}", display(&ev.src)));
+                            } else {
+                                landed.push(rel(&ev.src));
                             }
                             reporter.event(&ev);
                             // A file found unchanged after the first pass (after its event, or
@@ -357,6 +374,17 @@ impl<'a> Loop<'a> {
             self.lost(Away::Gone(why), reporter);
         } else {
             for ev in &held {
+                // Said once, and tried again when the free space grows past its size.
+                if let Outcome::Failed(Failure::DoesNotFit { size, free }) = ev.outcome {
+                    let path = ev.src.strip_prefix(src).unwrap_or(&ev.src);
+                    if self
+                        .unfit
+                        .insert(path.to_path_buf(), (size, free))
+                        .is_some()
+                    {
+                        continue;
+                    }
+                }
                 if let Outcome::Failed(f) = &ev.outcome {
                     failures.push(format!("{}: {f}", display(&ev.src)));
                 }
@@ -368,6 +396,9 @@ impl<'a> Loop<'a> {
                 let free = self.engine.dest.free_space();
                 self.lost(Away::Full { free, not_copied }, reporter);
             }
+        }
+        for path in &landed {
+            self.unfit.remove(path);
         }
         self.totals.merge(counts);
         self.lines.unprinted.merge(counts);
@@ -398,6 +429,24 @@ impl<'a> Loop<'a> {
         if self.absence.away.is_none() {
             let folders = (!scope.full).then_some(changed);
             self.prune_failed |= prune::after_pass(self.engine, self.policy, folders, reporter);
+        }
+    }
+
+    /// Files that did not fit are tried again once the free space has grown past their size
+    /// (and past what it was when they were last tried).
+    fn retry_unfit(&mut self) {
+        if self.unfit.is_empty() {
+            return;
+        }
+        let Some(free) = self.engine.dest.free_space() else {
+            return;
+        };
+        let now = Instant::now();
+        for (path, (size, then)) in &mut self.unfit {
+            if free > *then && free >= *size {
+                *then = free;
+                self.settle.touch(path.clone(), now);
+            }
         }
     }
 

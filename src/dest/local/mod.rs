@@ -331,7 +331,17 @@ impl Destination for Local {
 
     fn free_space(&self) -> Option<u64> {
         let st = rustix::fs::statvfs(&self.path).ok()?;
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
+        // Some FUSE drivers (fusefat) say nothing of their size: unknown, not "none free".
+        if st.f_blocks == 0 {
+            return None;
+        }
+        // Root may write into the blocks a filesystem keeps back from other users.
+        let blocks = if rustix::process::geteuid().is_root() {
+            st.f_bfree
+        } else {
+            st.f_bavail
+        };
+        Some(blocks.saturating_mul(st.f_frsize))
     }
 
     fn sync_all(&self) -> io::Result<()> {
