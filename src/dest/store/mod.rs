@@ -543,6 +543,11 @@ impl Folder for StoreFolder {
     }
 
     fn remove(&self, name: &[u8]) -> io::Result<()> {
+        // Only an object the listing holds: a folder is the prefix of other objects, and a
+        // delete of a key that is not there would succeed without a word.
+        if self.object(name)?.is_none() {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
         let key = self.key(name);
         self.shared.block(self.shared.op.delete(&key))?;
         self.with(|l| {
