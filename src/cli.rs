@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::options::{Events, Priority, parse_duration};
+use crate::options::{Events, KeepFree, Priority, parse_duration, parse_keep_free};
 
 const NAMING: &str = "\
 NAMING: the destination is a plain copy of the source tree. Nothing in it is ever overwritten: \
@@ -225,6 +225,11 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub policy: PolicyArgs,
+
+    /// Keep this much free in DST (500M, 10G, 5%): before a copy would take less, the oldest
+    /// versions of any file are pruned first, never a file's newest copy.
+    #[arg(long, value_name = "SIZE|PERCENT", value_parser = parse_keep_free)]
+    pub keep_free: Option<KeepFree>,
 }
 
 /// How a pass over SRC compares, selects and reports: shared by `once`, `watch` and `verify`.

@@ -12,7 +12,7 @@ use crate::dest::Location;
 use crate::error::{About, Error, Why};
 use crate::exclude::Exclude;
 use crate::history::Policy;
-use crate::options::{Events, Priority};
+use crate::options::{Events, KeepFree, Priority};
 use crate::pairs;
 use crate::report::Style;
 
@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub(crate) create_dst: Option<Create>,
     /// Old versions to prune after each pass or batch; empty for none.
     pub(crate) policy: Policy,
+    /// The free space to keep in DST, pruning the oldest versions first.
+    pub(crate) keep_free: Option<KeepFree>,
     pub(crate) mode: Mode,
 }
 
@@ -205,6 +207,7 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
                 mkpath: false,
                 pass: a.pass,
                 policy: PolicyArgs::default(),
+                keep_free: None,
             };
             Job::Backup(Config::from_cli(common, Mode::Verify)?)
         }
@@ -247,6 +250,7 @@ impl Config {
                     keep_within: o.keep_within,
                     staggered: o.staggered.unwrap_or(false),
                 },
+                keep_free: o.keep_free,
             };
             let mode = match mode {
                 Mode::Watch(_) => {
@@ -292,6 +296,7 @@ impl Config {
             mkpath,
             pass,
             policy,
+            keep_free,
             ..
         } = common;
         let (Some(src), Some(dst)) = (src, dst) else {
@@ -351,6 +356,7 @@ impl Config {
             style,
             create_dst,
             policy: policy.into(),
+            keep_free: keep_free.filter(|_| !matches!(mode, Mode::Verify)),
             mode,
         })
     }

@@ -247,6 +247,8 @@ pub(crate) enum Why {
     Duration(String),
     /// A time for `--at` that does not read.
     When(String),
+    /// A size for `--keep-free` that does not read.
+    Size(String),
     /// A URL of a kind this tool does not write to.
     UnknownScheme(String),
     /// `s3://` without a bucket.
@@ -437,6 +439,10 @@ impl fmt::Display for Why {
                 f,
                 "cannot read {text:?} as a time: use 2026-11-26 15:30, an RFC 3339 time, or a \
                  duration ago like 2h or 3 days"
+            ),
+            Why::Size(text) => write!(
+                f,
+                "cannot read {text:?} as a size to keep free: use 500M, 10G or 5%"
             ),
             Why::UnknownScheme(scheme) => write!(
                 f,

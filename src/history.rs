@@ -222,6 +222,16 @@ impl Policy {
 const BANDS: [(i64, i64); 3] = [(3600, 30), (86_400, 3600), (30 * 86_400, 86_400)];
 const WEEK: i64 = 7 * 86_400;
 
+/// Which versions (indices into `versions`, oldest first) may go to make room: every copy but the
+/// newest one (a deleted file's last copy too is its newest), never a record of a deletion (it
+/// frees nothing, and a restore needs it to leave the file out).
+pub(crate) fn spare(versions: &[Version]) -> Vec<usize> {
+    let newest = versions.iter().rposition(|v| !v.is_deletion());
+    (0..versions.len())
+        .filter(|&i| !versions[i].is_deletion() && Some(i) != newest)
+        .collect()
+}
+
 /// Which versions (indices into `versions`, oldest first) a policy lets go at `now` (a local
 /// stamp). A version is kept when any rule keeps it; the newest is always kept, and so is every
 /// record of a deletion (empty files, and what keeps a restore from bringing back a file that
@@ -309,6 +319,28 @@ pub(crate) fn parse_when(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_is_made_from_every_copy_but_the_newest_and_never_from_deletion_records() {
+        let v = |name: &str, deleted: bool, captured: u64| Version {
+            name: name.as_bytes().to_vec(),
+            key: Some(VersionKey {
+                stamp: captured,
+                counter: 0,
+                deleted,
+            }),
+            captured,
+            size: 1,
+        };
+        let live = [v("a", false, 1), v("b", false, 2), v("c", false, 3)];
+        assert_eq!(spare(&live), [0, 1]);
+        let gone = [v("a", false, 1), v("b", false, 2), v("x", true, 3)];
+        assert_eq!(spare(&gone), [0], "the last copy of a deleted file stays");
+        let back = [v("a", false, 1), v("x", true, 2), v("c", false, 3)];
+        assert_eq!(spare(&back), [0]);
+        assert!(spare(&[v("a", false, 1)]).is_empty());
+        assert!(spare(&[]).is_empty());
+    }
     use chrono::TimeZone;
 
     const T: u64 = 20231124153045;

@@ -251,7 +251,13 @@ fn run_pair(
             _ => std::time::Duration::ZERO,
         },
     };
-    let engine = Engine::new(tree, dest, settings, stop).with_budget(shared.budget.clone());
+    let keeper = config.keep_free.and_then(|keep| {
+        let bytes = keep.bytes(dest.total_space());
+        archive::room::Keeper::new(Arc::clone(&dest), &config.src, bytes, !write)
+    });
+    let engine = Engine::new(tree, dest, settings, stop)
+        .with_budget(shared.budget.clone())
+        .with_keeper(keeper);
     match &config.mode {
         Mode::Verify => verify::run(&engine, &mut reporter),
         Mode::Once | Mode::DryRun => once::run(&engine, &config.policy, &mut reporter),

@@ -31,6 +31,9 @@ pub(crate) enum Outcome {
     /// Gone before or while it was read.
     Vanished,
     Failed(Failure),
+    /// `--keep-free`: this old version (`Event::src`, in DST; `Event::bytes` its size) was
+    /// pruned to make room, or with `--dry-run` would be.
+    MadeRoom,
 }
 
 /// Why a file is (or would be) copied.
@@ -141,6 +144,8 @@ pub(crate) struct Counts {
     /// Skipped and vanished entries: neither copied nor failed.
     pub skipped: u64,
     pub failed: u64,
+    /// Old versions pruned to make room: not files processed.
+    pub made_room: u64,
 }
 
 impl Counts {
@@ -157,6 +162,7 @@ impl Counts {
             Outcome::Failed(_) => self.failed += 1,
             // Not a file processed: a record that one is gone.
             Outcome::Deleted(_) | Outcome::WouldDelete(_) => {}
+            Outcome::MadeRoom => self.made_room += 1,
         }
     }
 
@@ -165,6 +171,7 @@ impl Counts {
         self.unchanged += other.unchanged;
         self.skipped += other.skipped;
         self.failed += other.failed;
+        self.made_room += other.made_room;
     }
 
     pub(crate) fn total(&self) -> u64 {

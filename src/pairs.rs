@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{About, Error, Why};
-use crate::options::{Events, Priority};
+use crate::options::{Events, KeepFree, Priority};
 
 /// Declares a table of the file: its own fields, then every option (each optional), with
 /// unknown keys refused; and `options()`, its options alone. One list of options for the top
@@ -33,6 +33,8 @@ macro_rules! table {
             #[serde(default, deserialize_with = "duration")]
             keep_within: Option<Duration>,
             staggered: Option<bool>,
+            #[serde(default, deserialize_with = "keep_free")]
+            keep_free: Option<KeepFree>,
             #[serde(default, deserialize_with = "duration")]
             debounce: Option<Duration>,
             #[serde(default, deserialize_with = "duration")]
@@ -58,6 +60,7 @@ macro_rules! table {
                     keep_last: self.keep_last.clone(),
                     keep_within: self.keep_within.clone(),
                     staggered: self.staggered.clone(),
+                    keep_free: self.keep_free.clone(),
                     debounce: self.debounce.clone(),
                     max_delay: self.max_delay.clone(),
                     poll: self.poll.clone(),
@@ -84,6 +87,7 @@ pub(crate) struct Options {
     pub keep_last: Option<usize>,
     pub keep_within: Option<Duration>,
     pub staggered: Option<bool>,
+    pub keep_free: Option<KeepFree>,
     pub debounce: Option<Duration>,
     pub max_delay: Option<Duration>,
     pub poll: Option<Duration>,
@@ -107,6 +111,7 @@ impl Options {
             keep_last: self.keep_last.or(d.keep_last),
             keep_within: self.keep_within.or(d.keep_within),
             staggered: self.staggered.or(d.staggered),
+            keep_free: self.keep_free.or(d.keep_free),
             debounce: self.debounce.or(d.debounce),
             max_delay: self.max_delay.or(d.max_delay),
             poll: self.poll.or(d.poll),
@@ -116,6 +121,13 @@ impl Options {
             priority: self.priority.or(d.priority),
         }
     }
+}
+
+fn keep_free<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<KeepFree>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::options::parse_keep_free(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -4,6 +4,7 @@
 
 pub(crate) mod prune;
 pub(crate) mod restore;
+pub(crate) mod room;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

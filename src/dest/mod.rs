@@ -57,6 +57,11 @@ pub(crate) trait Destination: Send + Sync {
     /// it grows.
     fn free_space(&self) -> Option<u64>;
 
+    /// The size of the filesystem DST is on, in bytes, where known (for `--keep-free 5%`).
+    fn total_space(&self) -> Option<u64> {
+        None
+    }
+
     /// Makes everything written so far durable, for a whole batch of staged copies at once.
     fn sync_all(&self) -> io::Result<()>;
 

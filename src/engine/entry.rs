@@ -60,6 +60,10 @@ impl Engine {
             facts.xattrs_differ = Some(self.xattrs_differ(src_dir, name, &**folder, index));
             decision = plan::decide(name, &facts, index, &rules, now);
         }
+        if matches!(decision, Decision::Copy { .. }) {
+            // Room is made first (`--keep-free`), so that what fits is judged after it.
+            self.make_room(facts.src.size);
+        }
         let step = match decision {
             Decision::Walk => return None,
             Decision::Unchanged | Decision::CompareContents | Decision::CompareXattrs => {

@@ -11,12 +11,13 @@
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 
+use crate::archive::room::Keeper;
 use crate::config::Limits;
 use crate::dest::{Capabilities, Destination, Folder, Staged};
 use crate::error::{Failure, Op};
@@ -99,6 +100,10 @@ pub(crate) struct Engine {
     room: std::sync::atomic::AtomicU64,
     /// Said once the run's notes are in, as `warning:` lines.
     warnings: std::sync::Mutex<Vec<Warning>>,
+    /// `--keep-free`: prunes the oldest versions before a copy would leave less free.
+    keeper: Option<Keeper>,
+    /// The versions pruned to make room in this run, said with the warnings.
+    made_room: std::sync::Mutex<Vec<Event>>,
     /// Shared with the other pairs of a `watch`: how many workers may copy at once.
     budget: Option<Arc<Budget>>,
     /// Whether a file that could not share blocks with its copy before was said (once a run).
@@ -241,6 +246,8 @@ impl Engine {
             full: AtomicBool::new(false),
             room: std::sync::atomic::AtomicU64::new(u64::MAX),
             warnings: std::sync::Mutex::new(Vec::new()),
+            keeper: None,
+            made_room: std::sync::Mutex::new(Vec::new()),
             budget: None,
             locks: std::sync::Mutex::default(),
             said_no_clone: AtomicBool::new(false),
@@ -251,6 +258,37 @@ impl Engine {
     pub(crate) fn with_budget(mut self, budget: Option<Arc<Budget>>) -> Engine {
         self.budget = budget;
         self
+    }
+
+    /// Keeps free space in DST with `keeper` (`--keep-free`).
+    pub(crate) fn with_keeper(mut self, keeper: Option<Keeper>) -> Engine {
+        self.keeper = keeper;
+        self
+    }
+
+    /// Makes room for a copy of `size` bytes where `--keep-free` asks for it; what was pruned is
+    /// said when the run is done, and the room it made counts for what fits.
+    fn make_room(&self, size: u64) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        let made = keeper.make(size);
+        if made.is_empty() {
+            return;
+        }
+        let mut events = self
+            .made_room
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for m in made {
+            events.push(match m {
+                Ok((path, bytes)) => {
+                    self.room.fetch_add(bytes, Ordering::Relaxed);
+                    Event::new(path, Outcome::MadeRoom).with_bytes(bytes)
+                }
+                Err((path, e)) => Event::failed(path, Failure::io(Op::Prune, e)),
+            });
+        }
     }
 
     /// A problem worked around, to say when the run is done.
@@ -307,6 +345,9 @@ impl Engine {
         on_note: &mut dyn FnMut(Note),
     ) -> Vec<PathBuf> {
         self.full.store(false, Ordering::Relaxed);
+        if let Some(keeper) = &self.keeper {
+            keeper.new_run();
+        }
         let room = match self.settings.dry_run {
             true => None,
             false => self.dest.free_space(),
@@ -331,6 +372,15 @@ impl Engine {
             .lock()
             .map(|mut w| std::mem::take(&mut *w))
             .unwrap_or_default();
+        let made_room = std::mem::take(
+            &mut *self
+                .made_room
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for ev in made_room {
+            on_note(Note::Done(ev));
+        }
         for warning in warnings {
             on_note(Note::Warning(warning));
         }

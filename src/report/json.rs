@@ -50,6 +50,14 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
                 Outcome::Unchanged if s.verbose => Json::Unchanged { src },
                 Outcome::Skipped(why) => Json::Skipped { src, kind: why },
                 Outcome::Vanished => Json::Vanished { src },
+                Outcome::MadeRoom if s.dry_run => Json::WouldMakeRoom {
+                    path: src,
+                    bytes: ev.bytes,
+                },
+                Outcome::MadeRoom => Json::MadeRoom {
+                    path: src,
+                    bytes: ev.bytes,
+                },
                 // Said once for the run, with the count, by its caller.
                 Outcome::Failed(Failure::DestinationFull) => return None,
                 Outcome::Failed(failure) => Json::Failed {
@@ -290,6 +298,15 @@ enum Json<'a> {
     Left {
         changes: usize,
     },
+    /// `--keep-free`: an old version pruned to make room.
+    MadeRoom {
+        path: JsonPath<'a>,
+        bytes: u64,
+    },
+    WouldMakeRoom {
+        path: JsonPath<'a>,
+        bytes: u64,
+    },
     /// The destination went away, filled up, or came back.
     Destination {
         state: &'static str,
@@ -353,6 +370,8 @@ struct JsonCounts {
     unchanged: u64,
     skipped: u64,
     failed: u64,
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    made_room: u64,
 }
 
 impl From<&Counts> for JsonCounts {
@@ -363,6 +382,7 @@ impl From<&Counts> for JsonCounts {
             unchanged: c.unchanged,
             skipped: c.skipped,
             failed: c.failed,
+            made_room: c.made_room,
         }
     }
 }
@@ -386,6 +406,11 @@ impl Serialize for JsonPath<'_> {
 /// For serde: a count of nothing is left out.
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 

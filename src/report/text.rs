@@ -47,6 +47,15 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
                     put(" -> ", dst);
                     false
                 }
+                Outcome::MadeRoom if !s.quiet => {
+                    let label = if s.dry_run {
+                        "Would prune to make room: "
+                    } else {
+                        "Pruned to make room: "
+                    };
+                    put(label, &ev.src);
+                    false
+                }
                 // Not "Unchanged:", which a reader of the summary block would take for its line.
                 Outcome::Unchanged if s.verbose => {
                     put("Up to date: ", &ev.src);
@@ -183,7 +192,7 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
             } else {
                 "Backup Summary:"
             };
-            out(format!(
+            let mut block = format!(
                 "\n{title}\nTotal files processed: {}\nSuccessfully copied: {}\nUnchanged: {}\n\
                  Skipped: {}\nFailed copies: {}",
                 c.total(),
@@ -191,8 +200,12 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
                 c.unchanged,
                 c.skipped,
                 c.failed
-            )
-            .into_bytes())
+            );
+            // Only where `--keep-free` made room: the seed's block stays as it is.
+            if c.made_room > 0 {
+                block.push_str(&format!("\nPruned to make room: {}", c.made_room));
+            }
+            out(block.into_bytes())
         }
         Message::VerifySummary {
             counts: c,

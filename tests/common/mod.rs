@@ -311,8 +311,7 @@ impl Run {
         let prefix = format!("{label}: ");
         self.stdout
             .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
+            .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("no summary line {label:?}\n{}", self.context()))
     }
 }

@@ -344,6 +344,11 @@ impl Destination for Local {
         Some(blocks.saturating_mul(st.f_frsize))
     }
 
+    fn total_space(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.path).ok()?;
+        (st.f_blocks > 0).then(|| st.f_blocks.saturating_mul(st.f_frsize))
+    }
+
     fn sync_all(&self) -> io::Result<()> {
         let guard = self.root();
         let root = guard.as_ref().ok_or_else(released)?;
