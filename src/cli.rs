@@ -85,6 +85,17 @@ Prints each file whose newest copy is missing, stale (other size or time) or dif
 contents, with --checksum), and a summary. Exit status 0 when every file holds, 1 otherwise.
 Reads both sides; writes neither.";
 
+const DU_HELP: &str = "\
+Each folder's own files, largest first: `newest` holds each file's newest copy, `older` its
+older versions (what `prune` and `--keep-free` may give back), `records` how many deletion
+records (empty files) there are, and `shared` the bytes that cost nothing more because another
+copy holds them too (a hard link, or blocks shared with a clone). A file with several names is
+counted once. Sizes are the files' own sizes, as `du -b` counts them.
+
+EXAMPLES:
+    backup du /mnt/disk/work
+    backup du /mnt/disk/work photos --json";
+
 const PRUNE_HELP: &str = "\
 EXAMPLES:
     backup prune /mnt/disk/work --keep-last 10 --dry-run
@@ -121,6 +132,10 @@ pub enum Command {
     /// Delete old versions by a policy; never the newest version of any file.
     #[command(after_long_help = PRUNE_HELP)]
     Prune(PruneArgs),
+    /// Say where the space in DST went: per folder, the newest copies, the older versions and
+    /// the records of deletions, largest first.
+    #[command(after_long_help = DU_HELP)]
+    Du(DuArgs),
     /// Say what each pair's `watch` is doing and how old its newest copy is; exit 1 when one
     /// is failing or stale.
     #[command(after_long_help = STATUS_HELP)]
@@ -141,6 +156,25 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n    backup man > ~/.local/share/man/man1/backup.1 && man backup"
     )]
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// The backup folder.
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    /// A folder inside DST, or relative to the backed-up tree [default: all of DST].
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+
+    /// The folder that was backed up: tells apart files whose own names look like versions.
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<PathBuf>,
+
+    /// Print JSON Lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

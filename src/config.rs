@@ -83,6 +83,7 @@ pub(crate) enum Job {
     Versions(Versions),
     Restore(Restore),
     Prune(Prune),
+    Du(Du),
     Status(StatusJob),
     Service(Service),
     /// Text to print as it is: a completion script, the manual page.
@@ -115,6 +116,14 @@ pub(crate) struct Prune {
     pub(crate) source: Option<PathBuf>,
     pub(crate) dry_run: bool,
     pub(crate) quiet: bool,
+    pub(crate) json: bool,
+}
+
+/// `backup du`.
+pub(crate) struct Du {
+    pub(crate) dst: PathBuf,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) source: Option<PathBuf>,
     pub(crate) json: bool,
 }
 
@@ -170,6 +179,12 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
                 json: a.json,
             })
         }
+        Command::Du(a) => Job::Du(Du {
+            dst: a.dst,
+            path: a.path,
+            source: a.source,
+            json: a.json,
+        }),
         Command::Status(a) => Job::Status(StatusJob {
             pair: a.src.zip(a.dst),
             config: a.config,

@@ -20,7 +20,7 @@
 //! | do | `engine/` | the worker pool, batches and group commit, folder metadata (`mod`); where folder jobs come from (`jobs`); one folder job: index, entries, deletions (`folder`); the workers all pairs share (`budget`); one entry's facts, decision and execution (`entry`); a live SQLite database as one entry (`databases`); a file becoming a folder and back (`shape`) |
 //! | do | `database` | live SQLite databases copied with SQLite's online backup |
 //! | do | `dest/` | **the seam**: every access to DST goes through the `Destination`, `Folder` and `Staged` traits; `capabilities()` says what DST can hold. `dest/local/` is the local filesystem (a copy in progress in `staged`), `dest/sftp.rs` a folder on an SSH server, `dest/store/` an S3 bucket through OpenDAL; a new kind of destination is a new file there |
-//! | do | `once`, `verify`, `archive/` | the commands: one pass; a check; `versions`, `restore`, `prune` over the history in DST |
+//! | do | `once`, `verify`, `archive/` | the commands: one pass; a check; `versions`, `restore`, `prune`, `du` over the history in DST, and the room `--keep-free` makes (`room`) |
 //! | in | `pairs` | the config file: the pairs to back up, and their options |
 //! | do | `service`, `status`, `state` | the systemd user unit; what each pair's `watch` is doing, from the state file it keeps |
 //! | out | `outcome` | the vocabulary: what became of each entry, the counts |
@@ -100,6 +100,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Status {
         Job::Versions(job) => archive::versions(&job),
         Job::Restore(job) => archive::restore::run(&job),
         Job::Prune(job) => archive::prune::run(&job),
+        Job::Du(job) => archive::du::run(&job),
         Job::Backup(configs) => backup(configs),
     }
 }

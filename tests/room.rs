@@ -191,3 +191,86 @@ fn under_watch_room_making_and_a_keep_last_policy_compose() {
     );
     assert!(out.contains("Pruned: "), "the policy pruned too\n{out}");
 }
+
+/// `backup du`: per folder, largest first, what newest copies, older versions and deletion
+/// records hold; its totals are `du -b`'s for the files of DST, a hard-linked copy counted
+/// once.
+#[test]
+fn du_says_where_the_space_went() {
+    let env = Env::new();
+    env.write("photos/a.jpg", vec![b'1'; 300_000]);
+    env.write("notes.txt", vec![b'n'; 1_000]);
+    env.once(&[]).code(0);
+    common::next_second();
+    env.write("photos/a.jpg", vec![b'2'; 300_000]);
+    fs::remove_file(env.src.join("notes.txt")).expect("rm");
+    env.once(&[]).code(0);
+    fs::hard_link(
+        env.dst.join("photos/a.jpg"),
+        env.dst.join("photos/linked.jpg"),
+    )
+    .expect("a hard link");
+
+    let r = common::Run::of(
+        std::process::Command::new(common::bin())
+            .args(["du", "--json"])
+            .arg(&env.dst)
+            .output()
+            .expect("du"),
+        &env,
+    );
+    r.code(0);
+    let lines: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let photos = env.dst.join("photos");
+    assert_eq!(
+        lines[0]["folder"],
+        photos.to_str().expect("utf-8"),
+        "largest first"
+    );
+    assert_eq!(lines[0]["newest"], 300_000);
+    assert_eq!(lines[0]["older"], 300_000);
+    assert_eq!(lines[0]["shared"], 300_000, "the second name of a file");
+    assert_eq!(lines[1]["records"], 1, "notes.txt's deletion");
+    let total = lines.last().expect("a total");
+    assert!(total.get("folder").is_none());
+    let ours = total["newest"].as_u64().expect("n") + total["older"].as_u64().expect("o");
+    // du -b counts each inode once too; folders are not files.
+    let du_b = |args: &[&str]| -> u64 {
+        let out = std::process::Command::new("du")
+            .args(args)
+            .arg(&env.dst)
+            .output()
+            .expect("du -b");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a number")
+    };
+    let folders: u64 = common::tree(&env.dst)
+        .iter()
+        .filter(|(_, n)| matches!(n, common::Node::Dir { .. }))
+        .map(|(p, _)| fs::metadata(env.dst.join(p)).expect("folder").len())
+        .sum::<u64>()
+        + fs::metadata(&env.dst).expect("dst").len();
+    assert_eq!(ours, du_b(&["-s", "-b"]) - folders, "{}", r.stdout);
+
+    let text = std::process::Command::new(common::bin())
+        .args(["du"])
+        .arg(&env.dst)
+        .arg("photos")
+        .output()
+        .expect("du photos");
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.starts_with(&format!(
+            "{}: 293.0 KiB newest, 293.0 KiB older, 0 deletion records, 293.0 KiB shared\n",
+            photos.display()
+        )),
+        "{text}"
+    );
+}

@@ -41,9 +41,9 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Five versions of a file of `size` bytes, each with a thirty-second of it rewritten; returns
-/// how much DST grew after the first copy and the probe's line, having checked every version
-/// byte for byte.
-fn five_versions(fs: Fs, size: usize) -> Option<(u64, String)> {
+/// how much DST grew after the first copy, the probe's line and the bytes `backup du` finds
+/// shared, having checked every version byte for byte and du's other totals.
+fn five_versions(fs: Fs, size: usize) -> Option<(u64, String, u64)> {
     let (m, env) = env_on(fs, "backup")?;
     let mut contents = noise(size, 1);
     let piece = size / 32;
@@ -95,26 +95,48 @@ fn five_versions(fs: Fs, size: usize) -> Option<(u64, String)> {
         &env,
     );
     verify.code(0);
-    eprintln!("{}: DST grew {} KiB for 5 versions", fs.name(), grew >> 10);
-    Some((grew, probe))
+    let du = common::Run::of(
+        std::process::Command::new(common::bin())
+            .args(["du", "--json"])
+            .arg(&env.dst)
+            .output()
+            .expect("du"),
+        &env,
+    );
+    du.code(0);
+    let total: serde_json::Value =
+        serde_json::from_str(du.stdout.lines().last().expect("a total")).expect("JSON");
+    assert_eq!(total["newest"], size as u64, "{}", du.stdout);
+    assert_eq!(total["older"], 5 * size as u64, "{}", du.stdout);
+    let shared = total["shared"].as_u64().expect("shared");
+    eprintln!(
+        "{}: DST grew {} KiB for 5 versions; du: {} KiB shared",
+        fs.name(),
+        grew >> 10,
+        shared >> 10
+    );
+    Some((grew, probe, shared))
 }
 
 #[test]
 fn on_btrfs_a_new_version_costs_what_changed() {
-    let Some((grew, probe)) = five_versions(Fs::Btrfs, SIZE) else {
+    let Some((grew, probe, shared)) = five_versions(Fs::Btrfs, SIZE) else {
         return;
     };
     assert!(probe.contains("clones yes"), "{probe}");
+    // Every version but the last shares most of its blocks with the next.
+    assert!(shared >= 5 * SIZE as u64, "du: {} KiB shared", shared >> 10);
     // 5 MiB rewritten; whole copies would be 160 MiB. Btrfs keeps its metadata twice.
     assert!(grew <= 12 * MIB as u64, "DST grew {} KiB", grew >> 10);
 }
 
 #[test]
 fn on_xfs_with_reflink_a_new_version_costs_what_changed() {
-    let Some((grew, probe)) = five_versions(Fs::Xfs, SIZE) else {
+    let Some((grew, probe, shared)) = five_versions(Fs::Xfs, SIZE) else {
         return;
     };
     assert!(probe.contains("clones yes"), "{probe}");
+    assert!(shared >= 5 * SIZE as u64, "du: {} KiB shared", shared >> 10);
     assert!(grew <= 10 * MIB as u64, "DST grew {} KiB", grew >> 10);
 }
 
@@ -122,10 +144,11 @@ fn on_xfs_with_reflink_a_new_version_costs_what_changed() {
 fn on_ext4_versions_are_whole_copies_and_read_back_whole() {
     // The test image is 64 MiB: six whole copies of 6 MiB fit.
     let size = 6 * MIB;
-    let Some((grew, probe)) = five_versions(Fs::Ext4, size) else {
+    let Some((grew, probe, shared)) = five_versions(Fs::Ext4, size) else {
         return;
     };
     assert!(probe.contains("clones no"), "{probe}");
+    assert_eq!(shared, 0, "nothing is shared on ext4");
     assert!(grew >= 5 * size as u64, "DST grew {} KiB", grew >> 10);
 }
 

@@ -140,6 +140,66 @@ fn extents(file: &File) -> Option<u32> {
     (r == 0).then_some(map.mapped_extents)
 }
 
+/// How many of the file's bytes lie in extents it shares with another file (a clone, a
+/// snapshot), by `FS_IOC_FIEMAP`; `None` where the filesystem cannot say.
+pub(crate) fn shared_bytes(file: &File) -> Option<u64> {
+    /// `struct fiemap_extent` of linux/fiemap.h.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    /// `struct fiemap` with room for `BATCH` extents after it.
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; BATCH],
+    }
+    const BATCH: usize = 64;
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const LAST: u32 = 0x1;
+    const SHARED: u32 = 0x2000;
+    let mut shared = 0u64;
+    let mut start = 0u64;
+    loop {
+        let mut map = Fiemap {
+            start,
+            length: u64::MAX - start,
+            flags: 0,
+            mapped_extents: 0,
+            extent_count: BATCH as u32,
+            reserved: 0,
+            extents: [Extent::default(); BATCH],
+        };
+        // SAFETY: FS_IOC_FIEMAP reads a `struct fiemap` and writes at most `extent_count`
+        // `struct fiemap_extent`s after it, which `Fiemap` lays out exactly and has room for.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Fiemap) };
+        if r != 0 {
+            return None;
+        }
+        let found = &map.extents[..(map.mapped_extents as usize).min(BATCH)];
+        for e in found {
+            if e.flags & SHARED != 0 {
+                shared = shared.saturating_add(e.length);
+            }
+        }
+        match found.last() {
+            Some(e) if e.flags & LAST == 0 => start = e.logical.saturating_add(e.length),
+            _ => return Some(shared),
+        }
+    }
+}
+
 /// Where a source file's data lies.
 enum Layout {
     /// No holes (the usual case, told by its block count without asking for its layout).

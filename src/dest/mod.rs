@@ -10,7 +10,7 @@
 //! folders or rename, implements `stage` as a local spool and `publish` as one create-only
 //! upload.
 
-mod contents;
+pub(crate) mod contents;
 pub(crate) mod contract;
 mod identity;
 pub(crate) mod local;

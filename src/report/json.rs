@@ -180,6 +180,13 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
         Message::Left { changes } => Json::Left { changes: *changes },
         Message::Created(dst) => Json::Created { dst: JsonPath(dst) },
         Message::Destination(n) => destination(n),
+        Message::Space { folder, space } => Json::Space {
+            folder: folder.map(JsonPath),
+            newest: space.newest,
+            older: space.older,
+            records: space.records,
+            shared: space.shared,
+        },
         // For people: on stderr, as worded for them.
         Message::Pair { .. }
         | Message::Watching { .. }
@@ -315,6 +322,15 @@ enum Json<'a> {
         reason: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         not_copied: Option<u64>,
+    },
+    /// `du`: a folder's bytes; without `folder`, all of them.
+    Space {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        folder: Option<JsonPath<'a>>,
+        newest: u64,
+        older: u64,
+        records: u64,
+        shared: u64,
     },
     Summary {
         #[serde(flatten)]

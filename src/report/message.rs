@@ -88,6 +88,11 @@ pub(crate) enum Message<'a> {
     /// The destination's state changed: said even with `--quiet`, since a backup that stopped
     /// writing must say so.
     Destination(Notice<'a>),
+    /// `du`: the bytes a folder of DST holds (`None`: all of them).
+    Space {
+        folder: Option<&'a Path>,
+        space: &'a Space,
+    },
     /// A problem the run works around.
     Warning(&'a Warning),
     /// A problem that stops the command.
@@ -269,4 +274,31 @@ pub(crate) struct Listed<'a> {
     pub deleted: bool,
     /// For the record of a deletion of a folder the file is in: that folder, relative to DST.
     pub folder: Option<&'a Path>,
+}
+
+/// The bytes a folder of DST holds, as `du` counts them: each inode once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Space {
+    /// In each file's newest copy.
+    pub newest: u64,
+    /// In older versions: what pruning may give back.
+    pub older: u64,
+    /// How many records of deletions (empty files).
+    pub records: u64,
+    /// Of the bytes above, those another copy holds too (blocks shared with a clone), and the
+    /// size of every further name of a file counted once (a hard link).
+    pub shared: u64,
+}
+
+impl Space {
+    pub(crate) fn bytes(&self) -> u64 {
+        self.newest + self.older
+    }
+
+    pub(crate) fn add(&mut self, other: &Space) {
+        self.newest += other.newest;
+        self.older += other.older;
+        self.records += other.records;
+        self.shared += other.shared;
+    }
 }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::outcome::{Counts, Event};
 
 pub(crate) use self::message::{
-    Detail, Findings, Listed, Message, Method, Notice, PairStatus, Plan, Service, Warning,
+    Detail, Findings, Listed, Message, Method, Notice, PairStatus, Plan, Service, Space, Warning,
 };
 
 /// How the run talks, decided once from the command line and the terminal.
@@ -110,6 +110,7 @@ impl<O: Write, E: Write> Reporter<O, E> {
                 | Message::Status(_)
                 | Message::Restored { .. }
                 | Message::Pruned(_)
+                | Message::Space { .. }
         );
         if !many {
             self.flush();

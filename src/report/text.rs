@@ -309,6 +309,28 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
         Message::Detail(d) => err(detail(d).into_bytes()),
         Message::Service(step) => err(service(step).into_bytes()),
         Message::Destination(n) => err(notice(n).into_bytes()),
+        Message::Space { folder, space } => {
+            match folder {
+                Some(folder) => escape_into(&mut line, folder),
+                None => line.extend_from_slice(b"Total"),
+            }
+            line.extend_from_slice(
+                format!(
+                    ": {} newest, {} older, {} deletion {}, {} shared",
+                    human_size(space.newest),
+                    human_size(space.older),
+                    space.records,
+                    if space.records == 1 {
+                        "record"
+                    } else {
+                        "records"
+                    },
+                    human_size(space.shared)
+                )
+                .as_bytes(),
+            );
+            out(line)
+        }
         Message::Warning(w) => err(format!("warning: {}", warning(w)).into_bytes()),
         Message::Error(e) => err(format!("error: {e}").into_bytes()),
     }
