@@ -17,7 +17,7 @@
 //! | decide | `naming` | pure: the naming rule: version names, families, the next free name |
 //! | decide | `settle` | pure: when a changed file has settled (by events, or by its mtime) |
 //! | decide | `history` | pure: which names are versions of which file, when each was captured, what a policy prunes |
-//! | do | `engine/` | the worker pool, batches and group commit, folder metadata (`mod`); where folder jobs come from (`jobs`); one folder job: index, entries, deletions (`folder`); the workers all pairs share (`budget`); one entry's facts, decision and execution (`entry`); a live SQLite database as one entry (`databases`); a file becoming a folder and back (`shape`) |
+//! | do | `engine/` | the worker pool, batches and group commit, folder metadata (`mod`); where folder jobs come from (`jobs`); one folder job: index, entries, deletions (`folder`); the workers all pairs share (`budget`); one entry's facts, decision and execution (`entry`); a live SQLite database as one entry (`databases`); a file becoming a folder and back (`shape`); a moved file's copy cloned from its copy elsewhere (`moved`) |
 //! | do | `database` | live SQLite databases copied with SQLite's online backup |
 //! | do | `dest/` | **the seam**: every access to DST goes through the `Destination`, `Folder` and `Staged` traits; `capabilities()` says what DST can hold. `dest/local/` is the local filesystem (a copy in progress in `staged`), `dest/sftp.rs` a folder on an SSH server, `dest/store/` an S3 bucket through OpenDAL; a new kind of destination is a new file there |
 //! | do | `once`, `verify`, `archive/` | the commands: one pass; a check; `versions`, `restore`, `prune`, `du` over the history in DST, and the room `--keep-free` makes (`room`) |

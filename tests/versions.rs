@@ -187,3 +187,119 @@ fn on_btrfs_a_clone_refused_is_copied_whole_and_said_once() {
     // The first refusal is said; the next version (copy-on-write off like the one before) clones.
     assert_eq!(said, 1);
 }
+
+/// A folder of 8 files of 2 MiB renamed in SRC, one of them also changed, then a file moved to
+/// another folder, each followed by a pass: returns how much DST grew for the moves (the changed
+/// file's new copy, 2 MiB, included), having checked every copy byte for byte.
+fn moved(fs: Fs) -> Option<u64> {
+    let (m, env) = env_on(fs, "backup")?;
+    let files: Vec<Vec<u8>> = (0..8u64).map(|i| noise(2 * MIB, 40 + i)).collect();
+    for (i, data) in files.iter().enumerate() {
+        env.write(format!("photos/p{i}.jpg"), data);
+    }
+    env.write("inbox/scan.pdf", noise(2 * MIB, 99));
+    env.once(&[]).code(0);
+    sync();
+    let before = used(&m.path);
+
+    fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("rename");
+    let changed = noise(2 * MIB, 77);
+    fs::write(env.src.join("pictures/p3.jpg"), &changed).expect("change");
+    fs::create_dir_all(env.src.join("archive")).expect("archive");
+    fs::rename(
+        env.src.join("inbox/scan.pdf"),
+        env.src.join("archive/scan.pdf"),
+    )
+    .expect("move across folders");
+    let r = env.once(&[]);
+    r.code(0);
+    assert_eq!(r.copied().len(), 9, "{}", r.context());
+    sync();
+    let grew = used(&m.path).saturating_sub(before);
+
+    for (i, data) in files.iter().enumerate() {
+        let got = fs::read(env.dst.join(format!("pictures/p{i}.jpg"))).expect("moved copy");
+        let want = if i == 3 { &changed } else { data };
+        assert!(got == *want, "pictures/p{i}.jpg holds what SRC holds");
+        let old = fs::read(env.dst.join(format!("photos/p{i}.jpg"))).expect("old copy");
+        assert!(old == *data, "photos/p{i}.jpg still holds what it held");
+    }
+    assert_eq!(
+        fs::read(env.dst.join("archive/scan.pdf")).expect("moved"),
+        noise(2 * MIB, 99)
+    );
+    let verify = common::Run::of(
+        env.cmd("verify")
+            .arg("--checksum")
+            .output()
+            .expect("verify"),
+        &env,
+    );
+    verify.code(0);
+    eprintln!(
+        "{}: DST grew {} KiB for 18 MiB moved (2 MiB of it changed)",
+        fs.name(),
+        grew >> 10
+    );
+    Some(grew)
+}
+
+#[test]
+fn on_btrfs_a_moved_folder_and_a_moved_file_cost_no_data() {
+    let Some(grew) = moved(Fs::Btrfs) else {
+        return;
+    };
+    // The changed file's 2 MiB, Btrfs's metadata (kept twice) and the deletion records.
+    assert!(grew <= 4 * MIB as u64, "DST grew {} KiB", grew >> 10);
+}
+
+#[test]
+fn on_xfs_a_moved_folder_and_a_moved_file_cost_no_data() {
+    let Some(grew) = moved(Fs::Xfs) else {
+        return;
+    };
+    assert!(grew <= 4 * MIB as u64, "DST grew {} KiB", grew >> 10);
+}
+
+#[test]
+fn on_ext4_a_moved_folder_is_copied_again_whole() {
+    let Some(grew) = moved(Fs::Ext4) else {
+        return;
+    };
+    assert!(grew >= 18 * MIB as u64, "DST grew {} KiB", grew >> 10);
+}
+
+/// Under `watch`, a folder renamed in SRC lands at its new place as clones of the copies made
+/// by the same watch (remembered as they were made).
+#[test]
+fn on_btrfs_a_folder_renamed_under_watch_costs_no_data() {
+    let Some((m, env)) = env_on(Fs::Btrfs, "backup") else {
+        return;
+    };
+    let files: Vec<Vec<u8>> = (0..4u64).map(|i| noise(2 * MIB, 60 + i)).collect();
+    let w = common::Watch::start(&env, &["--debounce", "200ms"]);
+    for (i, data) in files.iter().enumerate() {
+        env.write(format!("photos/p{i}.jpg"), data);
+    }
+    let limit = std::time::Duration::from_secs(30);
+    w.wait_for("the copies", limit, |_| {
+        (0..4).all(|i| env.dst.join(format!("photos/p{i}.jpg")).exists())
+    });
+    sync();
+    let before = used(&m.path);
+    fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("rename");
+    w.wait_for("the copies at the new place", limit, |_| {
+        (0..4).all(|i| {
+            fs::read(env.dst.join(format!("pictures/p{i}.jpg"))).is_ok_and(|d| d == files[i])
+        })
+    });
+    let (code, out, err) = w.stop(rustix::process::Signal::INT);
+    assert_eq!(code, Some(0), "--- stdout\n{out}--- stderr\n{err}");
+    sync();
+    let grew = used(&m.path).saturating_sub(before);
+    assert!(
+        grew <= 2 * MIB as u64,
+        "DST grew {} KiB for 8 MiB",
+        grew >> 10
+    );
+}

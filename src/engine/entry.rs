@@ -11,6 +11,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
+use rustix::fs::AtFlags;
+
+use super::moved::Base;
 use super::{Beside, Engine, FolderJob, Step, clone_error, now_stamp, shape};
 use crate::dest::{Folder, Patched, Staged};
 use crate::error::{Failure, Op};
@@ -62,7 +65,10 @@ impl Engine {
         }
         if matches!(decision, Decision::Copy { .. }) {
             // Room is made first (`--keep-free`), so that what fits is judged after it.
-            self.make_room(facts.src.size);
+            self.make_room(|| {
+                rustix::fs::statat(src_dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_or(facts.src.size, |st| needed(&st))
+            });
         }
         let step = match decision {
             Decision::Walk => return None,
@@ -280,17 +286,30 @@ impl Engine {
             let step = match facts.database {
                 Some(changed) => self.stage_database(at, index, changed),
                 None => {
-                    // A new version starts from the copy before, where DST can share blocks.
-                    let base = facts
+                    // A new version starts from the copy before, where DST can share blocks;
+                    // a file new here, from a copy of it elsewhere (moved, or renamed).
+                    let beside = facts
                         .latest
                         .filter(|m| m.kind == Kind::File)
                         .and_then(|_| index.latest(at.name))
                         .map(|m| m.name);
-                    self.stage_file(at, base.as_deref())
+                    let base = match &beside {
+                        Some(name) => Some(Base::Beside(name)),
+                        None => self.moved_from(&facts.src).map(Base::Moved),
+                    };
+                    self.stage_file(at, base.as_ref())
                 }
             };
             return match step {
-                Prepared::Copy(staged) => name_staged(staged, at.name, index),
+                Prepared::Copy(staged) => {
+                    let step = name_staged(staged, at.name, index);
+                    if let (Step::Staged(_, to), Ok(rel)) =
+                        (&step, at.folder.path().strip_prefix(self.dest.path()))
+                    {
+                        self.remember_copy(facts.src.size, rel, to);
+                    }
+                    step
+                }
                 Prepared::Done(step) => step,
             };
         };
@@ -313,7 +332,7 @@ impl Engine {
     /// such a file fails alone before anything is written, so that it neither fills the
     /// destination nor holds up the files that fit. A new version that may share blocks with
     /// the copy before (`base`) needs only what changed, and is tried.
-    fn too_big(&self, size: u64, base: Option<&[u8]>) -> Option<u64> {
+    fn too_big(&self, size: u64, base: Option<&Base>) -> Option<u64> {
         if base.is_some() && self.dest.capabilities().clone {
             return None;
         }
@@ -324,9 +343,9 @@ impl Engine {
     /// The failure of a copy into DST. Out of space, a file larger than the space there was
     /// when the run began fails alone (a clone that had to be copied whole, say); any other
     /// means that the files copied filled the destination (see `fits`).
-    fn copy_failure(&self, size: u64, e: &io::Error) -> Failure {
+    fn copy_failure(&self, size: u64, need: u64, e: &io::Error) -> Failure {
         let room = self.room.load(Ordering::Relaxed);
-        if crate::error::is_full(e) && size > room {
+        if crate::error::is_full(e) && need > room {
             return Failure::DoesNotFit { size, free: room };
         }
         self.dest_failure(Failure::io(Op::Copy, clone_error(e)), e)
@@ -366,7 +385,7 @@ impl Engine {
     }
 
     /// Copies a regular file into a staged copy (see `read_into`) and finishes it.
-    pub(super) fn stage_file(&self, at: &Place, base: Option<&[u8]>) -> Prepared {
+    pub(super) fn stage_file(&self, at: &Place, base: Option<&Base>) -> Prepared {
         match self.read_into(at, false, base) {
             Ok((staged, meta, src)) => self.finish(at, staged, &meta, &src, None),
             Err(step) => Prepared::Done(step),
@@ -382,7 +401,7 @@ impl Engine {
         &self,
         at: &Place,
         by_path: bool,
-        base: Option<&[u8]>,
+        base: Option<&Base>,
     ) -> Result<(Box<dyn Staged>, Meta, File), Step> {
         let failed = |f: Failure| Step::Done(Outcome::Failed(f));
         for wait in std::iter::once(None).chain(RETRY_BACKOFF.iter().map(Some)) {
@@ -403,7 +422,9 @@ impl Engine {
             if before.kind != Kind::File {
                 return Err(Step::Done(Outcome::Skipped("no longer a regular file")));
             }
-            if let Some(free) = self.too_big(before.size, base) {
+            // A sparse file's copy keeps its holes: what it needs is its data.
+            let need = rustix::fs::fstat(&src).map_or(before.size, |st| needed(&st));
+            if let Some(free) = self.too_big(need, base) {
                 let size = before.size;
                 return Err(failed(Failure::DoesNotFit { size, free }));
             }
@@ -424,7 +445,7 @@ impl Engine {
                 Err(e) => {
                     // Its partial data goes first: what is free without it decides.
                     drop(staged);
-                    return Err(failed(self.copy_failure(before.size, &e)));
+                    return Err(failed(self.copy_failure(before.size, need, &e)));
                 }
             };
             let after = source::fstat(&src).map_err(|e| failed(Failure::io(Op::Read, e)))?;
@@ -446,11 +467,15 @@ impl Engine {
         staged: &mut dyn Staged,
         src: &File,
         size: u64,
-        base: Option<&[u8]>,
+        base: Option<&Base>,
     ) -> io::Result<u64> {
-        if self.dest.capabilities().clone
-            && let Some(base) = base.and_then(|b| at.folder.open_read(b).ok())
-        {
+        let base = match base {
+            _ if !self.dest.capabilities().clone => None,
+            Some(Base::Beside(name)) => at.folder.open_read(name).ok(),
+            Some(Base::Moved(copy)) => copy.try_clone().ok(),
+            None => None,
+        };
+        if let Some(base) = base {
             match staged.copy_changed(src, size, &base)? {
                 Patched::Copied(n) => return Ok(n),
                 Patched::Whole(Some(why)) if !self.said_no_clone.swap(true, Ordering::Relaxed) => {
@@ -464,6 +489,12 @@ impl Engine {
         }
         staged.copy_from(src, size)
     }
+}
+
+/// The bytes a copy of a file takes where holes stay holes: its data (blocks), at most its size.
+fn needed(st: &rustix::fs::Stat) -> u64 {
+    let blocks = u64::try_from(st.st_blocks).unwrap_or(0);
+    blocks.saturating_mul(512).min(st.st_size as u64)
 }
 
 /// Where a copy of one entry comes from and goes to.

@@ -32,6 +32,7 @@ mod databases;
 mod entry;
 mod folder;
 mod jobs;
+mod moved;
 mod notes;
 mod shape;
 #[cfg(test)]
@@ -104,6 +105,8 @@ pub(crate) struct Engine {
     keeper: Option<Keeper>,
     /// The versions pruned to make room in this run, said with the warnings.
     made_room: std::sync::Mutex<Vec<Event>>,
+    /// DST's copies by size, for files moved in SRC (see `moved`).
+    copies: moved::Copies,
     /// Shared with the other pairs of a `watch`: how many workers may copy at once.
     budget: Option<Arc<Budget>>,
     /// Whether a file that could not share blocks with its copy before was said (once a run).
@@ -248,6 +251,7 @@ impl Engine {
             warnings: std::sync::Mutex::new(Vec::new()),
             keeper: None,
             made_room: std::sync::Mutex::new(Vec::new()),
+            copies: moved::Copies::default(),
             budget: None,
             locks: std::sync::Mutex::default(),
             said_no_clone: AtomicBool::new(false),
@@ -266,13 +270,13 @@ impl Engine {
         self
     }
 
-    /// Makes room for a copy of `size` bytes where `--keep-free` asks for it; what was pruned is
+    /// Makes room for a copy of `size()` bytes where `--keep-free` asks for it; what was pruned is
     /// said when the run is done, and the room it made counts for what fits.
-    fn make_room(&self, size: u64) {
+    fn make_room(&self, size: impl FnOnce() -> u64) {
         let Some(keeper) = &self.keeper else {
             return;
         };
-        let made = keeper.make(size);
+        let made = keeper.make(size());
         if made.is_empty() {
             return;
         }
