@@ -303,3 +303,36 @@ fn on_btrfs_a_folder_renamed_under_watch_costs_no_data() {
         grew >> 10
     );
 }
+
+/// A restore onto the filesystem that holds DST shares the copy's blocks (the kernel's
+/// `copy_file_range` clones within Btrfs and XFS): it costs no data, and reads back whole.
+fn restored_in_place(fs: Fs) -> Option<u64> {
+    let (m, env) = env_on(fs, "backup")?;
+    let data = noise(16 * MIB, 5);
+    env.write("disk.img", &data);
+    env.once(&[]).code(0);
+    sync();
+    let before = used(&m.path);
+    let to = m.path.join("restored.img");
+    let r = common::restore(&env, "disk.img", &to, "now");
+    r.code(0);
+    sync();
+    let grew = used(&m.path).saturating_sub(before);
+    assert!(fs::read(&to).expect("restored") == data, "restored whole");
+    eprintln!(
+        "{}: a restore of 16 MiB grew it {} KiB",
+        fs.name(),
+        grew >> 10
+    );
+    Some(grew)
+}
+
+#[test]
+fn on_btrfs_and_xfs_a_restore_next_to_the_backup_costs_no_data() {
+    for fs in [Fs::Btrfs, Fs::Xfs] {
+        let Some(grew) = restored_in_place(fs) else {
+            continue;
+        };
+        assert!(grew <= MIB as u64, "{}: grew {} KiB", fs.name(), grew >> 10);
+    }
+}
