@@ -231,6 +231,40 @@ def bench_copy(bin_, work, name, src, rounds, touch_fraction=0.01):
         rmtree(work / f"dst-{t.replace(' ', '')}")
 
 
+def bench_restore(bin_, work, name, src, rounds):
+    """A whole tree restored from DST, against `cp -a` of the same copies (DST holds one version
+    of each file, so both read and write the same bytes); both then synced, since a restore's
+    files are durable when it says so."""
+    print(f"\n== restore, {name}: {count_files(src)} files ==", flush=True)
+    dst = work / "restore-dst"
+    rmtree(dst)
+    subprocess.run([bin_, "once", "-q", str(src), str(dst)], check=True,
+                   stdout=subprocess.DEVNULL)
+    tools = {
+        "backup restore": lambda d: [bin_, "restore", "-q", str(dst), ".", "--to", str(d)],
+        "cp -a": lambda d: ["cp", "-a", f"{dst}/.", str(d)],
+    }
+    times = {t: [] for t in tools}
+    for r in range(rounds):
+        order = list(tools)
+        random.Random(r).shuffle(order)
+        for t in order:
+            d = work / f"restored-{t.replace(' ', '')}"
+            rmtree(d)
+            sync()
+            if t == "cp -a":
+                d.mkdir()
+            t0 = time.perf_counter()
+            subprocess.run(tools[t](d), check=True, stdout=subprocess.DEVNULL)
+            os.sync()
+            times[t].append(time.perf_counter() - t0)
+    med = {t: report(f"restore {name}, {t} + sync", s) for t, s in times.items()}
+    ratio(f"restore {name}: backup restore / cp -a", med["backup restore"], med["cp -a"], 1.0)
+    for t in tools:
+        rmtree(work / f"restored-{t.replace(' ', '')}")
+    rmtree(dst)
+
+
 # --- watch benchmarks ------------------------------------------------------------------------
 
 class Watcher:
@@ -666,7 +700,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small trees, 1 round: a smoke test")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="small,large,source,latency,storm,rss",
-                    help="comma-separated; also: million (first copy of 1M files in 20k "
+                    help="comma-separated; also: restore (a tree restored, against cp -a), "
+                         "million (first copy of 1M files in 20k "
                          "folders, takes minutes), remote (S3 on a local Garage, against "
                          "rclone), budget (watch over more folders than inotify watches)")
     ap.add_argument("--bin", help="backup binary (default: build target/release/backup)")
@@ -718,6 +753,11 @@ def main():
             src = work / "small"
             make_small(src, 50_000 // scale, 50)
             bench_copy(bin_, work, f"small files ({50_000 // scale})", src, rounds)
+            rmtree(src)
+        if "restore" in only:
+            src = work / "small"
+            make_small(src, 50_000 // scale, 50)
+            bench_restore(bin_, work, f"small files ({50_000 // scale})", src, rounds)
             rmtree(src)
         if "large" in only:
             src = work / "large"
