@@ -164,13 +164,10 @@ fn with_json_a_full_destination_and_its_return_are_destination_lines() {
 /// A tmpfs DST of 1 MiB fills up under `watch`, is said to be full once (a line on stderr, or
 /// with `--json` a `destination` object on stdout), and gets every owed copy once it grows.
 fn full_then_space(json: bool) {
-    let mut env = Env::new();
-    let mnt = env.root().join("small");
-    if !common::mount_tmpfs(&mnt, "size=1m") {
+    let Some((env, small)) = common::small_dst("1m") else {
         return;
-    }
-    let _unmount = common::Mount(mnt.clone());
-    env.dst = mnt.join("dst");
+    };
+    let mnt = small.0.clone();
     env.write("first.txt", "first");
     let args: &[&str] = if json {
         &["--debounce", "200ms", "--json"]
@@ -342,13 +339,9 @@ fn the_files_that_fit_land(env: &Env) {
 
 #[test]
 fn a_file_larger_than_the_space_left_fails_alone_on_tmpfs() {
-    let mut env = Env::new();
-    let mnt = env.root().join("small-fs");
-    if !common::mount_tmpfs(&mnt, "size=2m") {
+    let Some((env, _unmount)) = common::small_dst("2m") else {
         return;
-    }
-    let _unmount = common::Mount(mnt.clone());
-    env.dst = mnt.join("dst");
+    };
     the_files_that_fit_land(&env);
 }
 
@@ -391,13 +384,9 @@ fn on_fusefat_which_hides_its_space_what_fits_lands_and_nothing_is_half_written(
 /// alone too once its partial copy is gone, and the files that fit land.
 #[test]
 fn a_smaller_file_that_runs_out_of_space_fails_alone_too() {
-    let mut env = Env::new();
-    let mnt = env.root().join("small-fs");
-    if !common::mount_tmpfs(&mnt, "size=512k") {
+    let Some((env, _unmount)) = common::small_dst("512k") else {
         return;
-    }
-    let _unmount = common::Mount(mnt.clone());
-    env.dst = mnt.join("dst");
+    };
     for i in 0..20 {
         env.write(format!("f{i:02}.txt"), vec![b'x'; 8 << 10]);
     }
@@ -413,13 +402,10 @@ fn a_smaller_file_that_runs_out_of_space_fails_alone_too() {
 /// destination has room, without a line per attempt.
 #[test]
 fn under_watch_a_file_that_did_not_fit_lands_once_there_is_room() {
-    let mut env = Env::new();
-    let mnt = env.root().join("small-fs");
-    if !common::mount_tmpfs(&mnt, "size=2m") {
+    let Some((env, small)) = common::small_dst("2m") else {
         return;
-    }
-    let _unmount = common::Mount(mnt.clone());
-    env.dst = mnt.join("dst");
+    };
+    let mnt = small.0.clone();
     forty_and_one(&env);
     let w = Watch::start(&env, &["--debounce", "200ms"]);
     w.wait_for("the files that fit", LIMIT, |w| {
@@ -456,13 +442,9 @@ fn under_watch_a_file_that_did_not_fit_lands_once_there_is_room() {
 /// and the small files still land in what is left, whichever order the workers take.
 #[test]
 fn once_full_the_files_that_still_fit_land() {
-    let mut env = Env::new();
-    let mnt = env.root().join("small-fs");
-    if !common::mount_tmpfs(&mnt, "size=1m") {
+    let Some((env, _unmount)) = common::small_dst("1m") else {
         return;
-    }
-    let _unmount = common::Mount(mnt.clone());
-    env.dst = mnt.join("dst");
+    };
     for i in 0..4 {
         env.write(format!("part{i}.bin"), vec![b'p'; 300 << 10]);
     }

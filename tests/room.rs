@@ -14,12 +14,6 @@ use rustix::process::Signal;
 const LIMIT: Duration = Duration::from_secs(30);
 const MIB: usize = 1 << 20;
 
-/// A tmpfs of `size` at `mnt`, unmounted when the guard is dropped; `None` (skipped) without
-/// root.
-fn small_fs(mnt: &Path, size: &str) -> Option<common::Mount> {
-    common::mount_tmpfs(mnt, &format!("size={size}")).then(|| common::Mount(mnt.to_path_buf()))
-}
-
 fn free(p: &Path) -> u64 {
     let st = rustix::fs::statvfs(p).expect("statvfs");
     st.f_bfree * st.f_frsize
@@ -57,11 +51,10 @@ fn history(env: &Env, other: &Path) {
 
 #[test]
 fn the_oldest_versions_go_first_and_never_a_newest_copy() {
-    let mut env = Env::new();
-    let mnt = env.root().join("small-fs");
-    let Some(_unmount) = small_fs(&mnt, "10m") else {
+    let Some((mut env, small)) = common::small_dst("10m") else {
         return;
     };
+    let mnt = small.0.clone();
     env.dst = mnt.join("one");
     let other = mnt.join("two");
     history(&env, &other);
@@ -140,12 +133,9 @@ fn a_size_to_keep_free_that_does_not_read_is_a_usage_error() {
 /// takes a newest copy, and every version lands.
 #[test]
 fn under_watch_room_making_and_a_keep_last_policy_compose() {
-    let mut env = Env::new();
-    let mnt = env.root().join("small-fs");
-    let Some(_unmount) = small_fs(&mnt, "8m") else {
+    let Some((env, _unmount)) = common::small_dst("8m") else {
         return;
     };
-    env.dst = mnt.join("dst");
     env.write("log.bin", vec![b'0'; MIB]);
     env.write("other.bin", vec![b'o'; MIB]);
     let w = Watch::start(
@@ -211,20 +201,7 @@ fn du_says_where_the_space_went() {
     )
     .expect("a hard link");
 
-    let r = common::Run::of(
-        std::process::Command::new(common::bin())
-            .args(["du", "--json"])
-            .arg(&env.dst)
-            .output()
-            .expect("du"),
-        &env,
-    );
-    r.code(0);
-    let lines: Vec<serde_json::Value> = r
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let lines = common::du_json(&env);
     let photos = env.dst.join("photos");
     assert_eq!(
         lines[0]["folder"],
@@ -257,7 +234,7 @@ fn du_says_where_the_space_went() {
         .map(|(p, _)| fs::metadata(env.dst.join(p)).expect("folder").len())
         .sum::<u64>()
         + fs::metadata(&env.dst).expect("dst").len();
-    assert_eq!(ours, du_b(&["-s", "-b"]) - folders, "{}", r.stdout);
+    assert_eq!(ours, du_b(&["-s", "-b"]) - folders, "{lines:?}");
 
     let text = std::process::Command::new(common::bin())
         .args(["du"])

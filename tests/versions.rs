@@ -87,27 +87,11 @@ fn five_versions(fs: Fs, size: usize) -> Option<(u64, String, u64)> {
             "{name} does not hold what it held when it was made"
         );
     }
-    let verify = common::Run::of(
-        env.cmd("verify")
-            .arg("--checksum")
-            .output()
-            .expect("verify"),
-        &env,
-    );
-    verify.code(0);
-    let du = common::Run::of(
-        std::process::Command::new(common::bin())
-            .args(["du", "--json"])
-            .arg(&env.dst)
-            .output()
-            .expect("du"),
-        &env,
-    );
-    du.code(0);
-    let total: serde_json::Value =
-        serde_json::from_str(du.stdout.lines().last().expect("a total")).expect("JSON");
-    assert_eq!(total["newest"], size as u64, "{}", du.stdout);
-    assert_eq!(total["older"], 5 * size as u64, "{}", du.stdout);
+    common::verify_clean(&env);
+    let du = common::du_json(&env);
+    let total = du.last().expect("a total");
+    assert_eq!(total["newest"], size as u64, "{du:?}");
+    assert_eq!(total["older"], 5 * size as u64, "{du:?}");
     let shared = total["shared"].as_u64().expect("shared");
     eprintln!(
         "{}: DST grew {} KiB for 5 versions; du: {} KiB shared",
@@ -228,14 +212,7 @@ fn moved(fs: Fs) -> Option<u64> {
         fs::read(env.dst.join("archive/scan.pdf")).expect("moved"),
         noise(2 * MIB, 99)
     );
-    let verify = common::Run::of(
-        env.cmd("verify")
-            .arg("--checksum")
-            .output()
-            .expect("verify"),
-        &env,
-    );
-    verify.code(0);
+    common::verify_clean(&env);
     eprintln!(
         "{}: DST grew {} KiB for 18 MiB moved (2 MiB of it changed)",
         fs.name(),

@@ -117,76 +117,18 @@ const MOST_EXTENTS: u32 = 16_384;
 
 /// How many extents the file's data is in, by `FS_IOC_FIEMAP` asked for a count only.
 fn extents(file: &File) -> Option<u32> {
-    /// `struct fiemap` of linux/fiemap.h, without its extent array (none is asked for).
-    #[repr(C)]
-    #[derive(Default)]
-    struct Fiemap {
-        start: u64,
-        length: u64,
-        flags: u32,
-        mapped_extents: u32,
-        extent_count: u32,
-        reserved: u32,
-    }
-    // _IOWR('f', 11, struct fiemap)
-    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
-    let mut map = Fiemap {
-        length: u64::MAX,
-        ..Fiemap::default()
-    };
-    // SAFETY: FS_IOC_FIEMAP reads and writes a `struct fiemap`, which `Fiemap` lays out exactly
-    // (32 bytes); with `extent_count` 0 the kernel writes no extents after it, only the count.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Fiemap) };
-    (r == 0).then_some(map.mapped_extents)
+    fiemap(file, 0, 0).map(|map| map.mapped_extents)
 }
 
 /// How many of the file's bytes lie in extents it shares with another file (a clone, a
 /// snapshot), by `FS_IOC_FIEMAP`; `None` where the filesystem cannot say.
 pub(crate) fn shared_bytes(file: &File) -> Option<u64> {
-    /// `struct fiemap_extent` of linux/fiemap.h.
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Extent {
-        logical: u64,
-        physical: u64,
-        length: u64,
-        reserved64: [u64; 2],
-        flags: u32,
-        reserved: [u32; 3],
-    }
-    /// `struct fiemap` with room for `BATCH` extents after it.
-    #[repr(C)]
-    struct Fiemap {
-        start: u64,
-        length: u64,
-        flags: u32,
-        mapped_extents: u32,
-        extent_count: u32,
-        reserved: u32,
-        extents: [Extent; BATCH],
-    }
-    const BATCH: usize = 64;
-    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
     const LAST: u32 = 0x1;
     const SHARED: u32 = 0x2000;
     let mut shared = 0u64;
     let mut start = 0u64;
     loop {
-        let mut map = Fiemap {
-            start,
-            length: u64::MAX - start,
-            flags: 0,
-            mapped_extents: 0,
-            extent_count: BATCH as u32,
-            reserved: 0,
-            extents: [Extent::default(); BATCH],
-        };
-        // SAFETY: FS_IOC_FIEMAP reads a `struct fiemap` and writes at most `extent_count`
-        // `struct fiemap_extent`s after it, which `Fiemap` lays out exactly and has room for.
-        let r = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Fiemap) };
-        if r != 0 {
-            return None;
-        }
+        let map = fiemap(file, start, BATCH as u32)?;
         let found = &map.extents[..(map.mapped_extents as usize).min(BATCH)];
         for e in found {
             if e.flags & SHARED != 0 {
@@ -198,6 +140,53 @@ pub(crate) fn shared_bytes(file: &File) -> Option<u64> {
             _ => return Some(shared),
         }
     }
+}
+
+/// Extents asked of `FS_IOC_FIEMAP` at once.
+const BATCH: usize = 64;
+
+/// `struct fiemap_extent` of linux/fiemap.h.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Extent {
+    logical: u64,
+    physical: u64,
+    length: u64,
+    reserved64: [u64; 2],
+    flags: u32,
+    reserved: [u32; 3],
+}
+
+/// `struct fiemap` of linux/fiemap.h, with room for `BATCH` extents after it.
+#[repr(C)]
+struct Fiemap {
+    start: u64,
+    length: u64,
+    flags: u32,
+    mapped_extents: u32,
+    extent_count: u32,
+    reserved: u32,
+    extents: [Extent; BATCH],
+}
+
+/// The file's extents from `start` on, at most `count` of them (0: their number only).
+fn fiemap(file: &File, start: u64, count: u32) -> Option<Fiemap> {
+    // _IOWR('f', 11, struct fiemap)
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    let mut map = Fiemap {
+        start,
+        length: u64::MAX - start,
+        flags: 0,
+        mapped_extents: 0,
+        extent_count: count.min(BATCH as u32),
+        reserved: 0,
+        extents: [Extent::default(); BATCH],
+    };
+    // SAFETY: FS_IOC_FIEMAP reads a `struct fiemap` and writes at most `extent_count` (never more
+    // than `BATCH`) `struct fiemap_extent`s after it, which `Fiemap` lays out exactly and has
+    // room for.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Fiemap) };
+    (r == 0).then_some(map)
 }
 
 /// Where a source file's data lies.

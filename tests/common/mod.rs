@@ -422,6 +422,45 @@ pub fn mount_tmpfs(at: &Path, opts: &str) -> bool {
     ok
 }
 
+/// An `Env` whose DST is a folder of a tmpfs of `size` (`1m`), unmounted when the guard is
+/// dropped; `None` (skipped) where a tmpfs cannot be mounted.
+pub fn small_dst(size: &str) -> Option<(Env, Mount)> {
+    let mut env = Env::new();
+    let mnt = env.root().join("small-fs");
+    if !mount_tmpfs(&mnt, &format!("size={size}")) {
+        return None;
+    }
+    env.dst = mnt.join("dst");
+    Some((env, Mount(mnt)))
+}
+
+/// `backup du --json DST`, each line parsed.
+pub fn du_json(env: &Env) -> Vec<serde_json::Value> {
+    let r = Run::of(
+        Command::new(bin())
+            .args(["du", "--json"])
+            .arg(&env.dst)
+            .output()
+            .expect("du"),
+        env,
+    );
+    r.code(0);
+    r.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect()
+}
+
+/// `backup verify --checksum SRC DST` finds nothing amiss.
+pub fn verify_clean(env: &Env) {
+    let out = env
+        .cmd("verify")
+        .arg("--checksum")
+        .output()
+        .expect("verify");
+    Run::of(out, env).code(0);
+}
+
 /// Unmounts when dropped, so that a failing test leaves no mount behind.
 pub struct Mount(pub PathBuf);
 
