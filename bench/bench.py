@@ -167,6 +167,21 @@ def ratio(label, ours, peer, goal=None):
 
 # --- copy benchmarks -------------------------------------------------------------------------
 
+def each_into_empty(tools, rounds, work, prefix, run):
+    """`rounds` rounds, each running every tool once in a shuffled order into an empty folder
+    (`cp -a` wants it made), after a sync: `run(tool, folder)` times it."""
+    for r in range(rounds):
+        order = list(tools)
+        random.Random(r).shuffle(order)
+        for t in order:
+            d = work / f"{prefix}-{t.replace(' ', '')}"
+            rmtree(d)
+            sync()
+            if t == "cp -a":
+                d.mkdir()
+            run(t, d)
+
+
 def bench_copy(bin_, work, name, src, rounds, touch_fraction=0.01):
     print(f"\n== {name}: {count_files(src)} files ==", flush=True)
     tools = {
@@ -179,22 +194,15 @@ def bench_copy(bin_, work, name, src, rounds, touch_fraction=0.01):
     # until a `sync`, timed with them for a durable-vs-durable comparison.
     first["cp -a + sync"] = []
     first["rsync -a + sync"] = []
-    for r in range(rounds):
-        order = list(tools)
-        random.Random(r).shuffle(order)
-        for t in order:
-            d = work / f"dst-{t.replace(' ', '')}"
-            rmtree(d)
-            sync()
-            if t == "cp -a":
-                d.mkdir()
-            t0 = time.perf_counter()
-            subprocess.run(tools[t](d), check=True, stdout=subprocess.DEVNULL)
-            elapsed = time.perf_counter() - t0
-            first[t].append(elapsed)
-            if t != "backup":
-                os.sync()
-                first[f"{t} + sync"].append(time.perf_counter() - t0)
+    def timed_first(t, d):
+        t0 = time.perf_counter()
+        subprocess.run(tools[t](d), check=True, stdout=subprocess.DEVNULL)
+        first[t].append(time.perf_counter() - t0)
+        if t != "backup":
+            os.sync()
+            first[f"{t} + sync"].append(time.perf_counter() - t0)
+
+    each_into_empty(tools, rounds, work, "dst", timed_first)
     med = {t: report(f"{name} first copy, {t}", s) for t, s in first.items()}
     # Goals against the durable peers: (rsync -a + sync, cp -a + sync).
     goals = {"small": (0.7, 1.0), "large": (None, 1.1), "million": (0.8, None)}
@@ -245,19 +253,14 @@ def bench_restore(bin_, work, name, src, rounds):
         "cp -a": lambda d: ["cp", "-a", f"{dst}/.", str(d)],
     }
     times = {t: [] for t in tools}
-    for r in range(rounds):
-        order = list(tools)
-        random.Random(r).shuffle(order)
-        for t in order:
-            d = work / f"restored-{t.replace(' ', '')}"
-            rmtree(d)
-            sync()
-            if t == "cp -a":
-                d.mkdir()
-            t0 = time.perf_counter()
-            subprocess.run(tools[t](d), check=True, stdout=subprocess.DEVNULL)
-            os.sync()
-            times[t].append(time.perf_counter() - t0)
+
+    def timed_synced(t, d):
+        t0 = time.perf_counter()
+        subprocess.run(tools[t](d), check=True, stdout=subprocess.DEVNULL)
+        os.sync()
+        times[t].append(time.perf_counter() - t0)
+
+    each_into_empty(tools, rounds, work, "restored", timed_synced)
     med = {t: report(f"restore {name}, {t} + sync", s) for t, s in times.items()}
     ratio(f"restore {name}: backup restore / cp -a", med["backup restore"], med["cp -a"], 1.0)
     for t in tools:
