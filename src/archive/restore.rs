@@ -300,12 +300,13 @@ fn write_all(
         }
     }
     let mut batch: Vec<Written> = Vec::new();
+    let mut open = Open::default();
     for p in picks {
         let from = archive
             .root()
             .join(&p.from_dir)
             .join(OsStr::from_bytes(&p.version));
-        match restore_one(archive, dest, p, &mut made_dirs) {
+        match restore_one(archive, dest, p, &mut made_dirs, &mut open) {
             Ok(Some(staged)) => {
                 batch.push(Written { from, ..staged });
                 if batch.len() >= BATCH {
@@ -416,23 +417,45 @@ fn publish(
     }
 }
 
+/// The folders the last pick was read from and written into: picks come folder by folder, and
+/// opening each path again for each file would cost a lookup per component.
+#[derive(Default)]
+struct Open {
+    from: Option<(PathBuf, Arc<dyn Folder>)>,
+    to: Option<(PathBuf, Arc<dyn Folder>)>,
+}
+
 /// Writes one pick: a symlink at once (`None`), a file staged for its batch.
 fn restore_one(
     archive: &Archive,
     dest: &Local,
     p: &Pick,
     made_dirs: &mut Vec<(PathBuf, PathBuf)>,
+    open: &mut Open,
 ) -> Result<Option<Written>, Failure> {
-    let from_dir = archive
-        .folder(&p.from_dir)
-        .map_err(|e| Failure::io(Op::Read, e))?;
-    let opened = dest::open_path(dest, &p.to_dir, true)
-        .and_then(|o| o.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
-        .map_err(|e| Failure::io(Op::CreateFolder, e))?;
-    if opened.created {
-        made_dirs.push((p.to_dir.clone(), p.from_dir.clone()));
-    }
-    let to_dir: Arc<dyn Folder> = opened.folder;
+    let from_dir = match &open.from {
+        Some((rel, dir)) if *rel == p.from_dir => Arc::clone(dir),
+        _ => {
+            let dir = archive
+                .folder(&p.from_dir)
+                .map_err(|e| Failure::io(Op::Read, e))?;
+            open.from = Some((p.from_dir.clone(), Arc::clone(&dir)));
+            dir
+        }
+    };
+    let to_dir = match &open.to {
+        Some((rel, dir)) if *rel == p.to_dir => Arc::clone(dir),
+        _ => {
+            let opened = dest::open_path(dest, &p.to_dir, true)
+                .and_then(|o| o.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+                .map_err(|e| Failure::io(Op::CreateFolder, e))?;
+            if opened.created {
+                made_dirs.push((p.to_dir.clone(), p.from_dir.clone()));
+            }
+            open.to = Some((p.to_dir.clone(), Arc::clone(&opened.folder)));
+            opened.folder
+        }
+    };
     let (meta, _) = from_dir
         .entry(&p.version)
         .map_err(|e| Failure::io(Op::Read, e))?;
