@@ -397,10 +397,14 @@ impl<'a> Loop<'a> {
                 self.lost(Away::Full { free, not_copied }, reporter);
             }
         }
-        for path in &landed {
-            self.unfit.remove(path);
-        }
         self.totals.merge(counts);
+        // A file that did not fit and has landed since is no failure of this run any more: the
+        // totals (and the exit status) say what is still wrong, not what once was.
+        for path in &landed {
+            if self.unfit.remove(path).is_some() {
+                self.totals.failed = self.totals.failed.saturating_sub(1);
+            }
+        }
         self.lines.unprinted.merge(counts);
         let now = Instant::now();
         let more_soon = !self.pending.walks.is_empty()
