@@ -72,6 +72,11 @@ impl History {
             .map(|v| v.captured)
     }
 
+    /// Where in `versions` the newest copy is (a deleted file's last copy too), if any.
+    pub(crate) fn newest_copy(&self) -> Option<usize> {
+        newest_copy(&self.versions)
+    }
+
     /// Whether anything of the file was ever copied (not only deletions recorded).
     pub(crate) fn has_copies(&self) -> bool {
         self.versions.iter().any(|v| !v.is_deletion())
@@ -226,10 +231,14 @@ const WEEK: i64 = 7 * 86_400;
 /// newest one (a deleted file's last copy too is its newest), never a record of a deletion (it
 /// frees nothing, and a restore needs it to leave the file out).
 pub(crate) fn spare(versions: &[Version]) -> Vec<usize> {
-    let newest = versions.iter().rposition(|v| !v.is_deletion());
+    let newest = newest_copy(versions);
     (0..versions.len())
         .filter(|&i| !versions[i].is_deletion() && Some(i) != newest)
         .collect()
+}
+
+fn newest_copy(versions: &[Version]) -> Option<usize> {
+    versions.iter().rposition(|v| !v.is_deletion())
 }
 
 /// Which versions (indices into `versions`, oldest first) a policy lets go at `now` (a local

@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::{Archive, Target, reporter};
+use super::{Archive, Target, reporter, source_names};
 use crate::config::Du;
 use crate::dest::Folder;
 use crate::error::{About, Error, Failure, Op, Status, Why};
@@ -56,13 +56,7 @@ fn du(args: &Du, out: &mut Reporter) -> Result<Status, Error> {
     let mut rows: Vec<(PathBuf, Space)> = Vec::new();
     let mut failed = false;
     for rel in archive.folders(&rel) {
-        let sources: Option<HashSet<Vec<u8>>> = src.as_ref().and_then(|s| {
-            std::fs::read_dir(s.join(&rel)).ok().map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().as_bytes().to_vec())
-                    .collect()
-            })
-        });
+        let sources = src.as_ref().and_then(|s| source_names(s, &rel));
         let (dir, histories) = match archive.histories(&rel, sources.as_ref()) {
             Ok(h) => h,
             Err(e) => {
@@ -74,7 +68,7 @@ fn du(args: &Du, out: &mut Reporter) -> Result<Status, Error> {
         };
         let mut space = Space::default();
         for h in &histories {
-            let newest = h.versions.iter().rposition(|v| !v.is_deletion());
+            let newest = h.newest_copy();
             for (i, v) in h.versions.iter().enumerate() {
                 if v.is_deletion() {
                     space.records += 1;

@@ -243,6 +243,16 @@ fn find<'a>(histories: &'a [History], name: &[u8]) -> Option<&'a History> {
     })
 }
 
+/// The names in the folder `rel` of SRC, where it can be read: they tell apart files whose own
+/// names look like versions of another (see `history::histories`).
+fn source_names(src: &Path, rel: &Path) -> Option<HashSet<Vec<u8>>> {
+    std::fs::read_dir(src.join(rel)).ok().map(|rd| {
+        rd.flatten()
+            .map(|e| e.file_name().as_bytes().to_vec())
+            .collect()
+    })
+}
+
 fn reporter(json: bool, quiet: bool, dry_run: bool) -> Reporter {
     Reporter::stdio(Style {
         json,

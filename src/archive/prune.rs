@@ -1,13 +1,12 @@
 //! `backup prune`, and the pruning that `once` and `watch` do after a pass: old versions deleted
 //! by a policy (`history` decides which), never the newest version of any file.
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::{Archive, reporter};
+use super::{Archive, reporter, source_names};
 use crate::config::Prune;
 use crate::engine::Engine;
 use crate::error::{About, Error, Failure, Op, Status, Why};
@@ -38,13 +37,7 @@ fn prune(
     let mut tally = Pruned::default();
     let now = naming::stamp_of(&chrono::Local::now().naive_local());
     for rel in rels {
-        let sources: Option<HashSet<Vec<u8>>> = src.and_then(|s| {
-            std::fs::read_dir(s.join(rel)).ok().map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().as_bytes().to_vec())
-                    .collect()
-            })
-        });
+        let sources = src.and_then(|s| source_names(s, rel));
         let (dir, histories) = match archive.histories(rel, sources.as_ref()) {
             Ok(h) => h,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

@@ -2,14 +2,13 @@
 //! free than asked, the oldest versions across all of DST go first, oldest capture first; never
 //! a file's newest copy, never the record of a deletion (`history::spare` decides which may go).
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::Archive;
+use super::{Archive, source_names};
 use crate::dest::Destination;
 use crate::history;
 
@@ -127,12 +126,7 @@ impl Keeper {
         let archive = Archive::of(&self.dest);
         let mut out = Vec::new();
         for rel in archive.folders(Path::new("")) {
-            let sources: Option<HashSet<Vec<u8>>> =
-                std::fs::read_dir(self.src.join(&rel)).ok().map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().as_bytes().to_vec())
-                        .collect()
-                });
+            let sources = source_names(&self.src, &rel);
             let Ok((_, histories)) = archive.histories(&rel, sources.as_ref()) else {
                 continue;
             };

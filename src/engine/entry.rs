@@ -64,7 +64,8 @@ impl Engine {
             decision = plan::decide(name, &facts, index, &rules, now);
         }
         if matches!(decision, Decision::Copy { .. }) {
-            // Room is made first (`--keep-free`), so that what fits is judged after it.
+            // Room is made first (`--keep-free`), so that what fits is judged after it. The file's
+            // data (its blocks) is asked for only then: the walk's metadata has no block count.
             self.make_room(|| {
                 rustix::fs::statat(src_dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
                     .map_or(facts.src.size, |st| needed(&st))
@@ -336,7 +337,7 @@ impl Engine {
         if base.is_some() && self.dest.capabilities().clone {
             return None;
         }
-        let room = self.room.load(Ordering::Relaxed);
+        let room = self.free_at_start.load(Ordering::Relaxed);
         (size > room).then_some(room)
     }
 
@@ -344,7 +345,7 @@ impl Engine {
     /// when the run began fails alone (a clone that had to be copied whole, say); any other
     /// means that the files copied filled the destination (see `fits`).
     fn copy_failure(&self, size: u64, need: u64, e: &io::Error) -> Failure {
-        let room = self.room.load(Ordering::Relaxed);
+        let room = self.free_at_start.load(Ordering::Relaxed);
         if crate::error::is_full(e) && need > room {
             return Failure::DoesNotFit { size, free: room };
         }
@@ -418,12 +419,13 @@ impl Engine {
                 }
                 Err(e) => return Err(failed(Failure::io(Op::Open, e))),
             };
-            let before = source::fstat(&src).map_err(|e| failed(Failure::io(Op::Read, e)))?;
+            let st = rustix::fs::fstat(&src).map_err(|e| failed(Failure::io(Op::Read, e)))?;
+            let before = Meta::from_stat(&st);
             if before.kind != Kind::File {
                 return Err(Step::Done(Outcome::Skipped("no longer a regular file")));
             }
             // A sparse file's copy keeps its holes: what it needs is its data.
-            let need = rustix::fs::fstat(&src).map_or(before.size, |st| needed(&st));
+            let need = needed(&st);
             if let Some(free) = self.too_big(need, base) {
                 let size = before.size;
                 return Err(failed(Failure::DoesNotFit { size, free }));

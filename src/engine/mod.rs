@@ -98,7 +98,7 @@ pub(crate) struct Engine {
     full: AtomicBool,
     /// The space free in DST when this run began (`u64::MAX` where that is not known): a file
     /// larger than that does not fit, and fails alone.
-    room: std::sync::atomic::AtomicU64,
+    free_at_start: std::sync::atomic::AtomicU64,
     /// Said once the run's notes are in, as `warning:` lines.
     warnings: std::sync::Mutex<Vec<Warning>>,
     /// `--keep-free`: prunes the oldest versions before a copy would leave less free.
@@ -247,7 +247,7 @@ impl Engine {
             settings,
             stop,
             full: AtomicBool::new(false),
-            room: std::sync::atomic::AtomicU64::new(u64::MAX),
+            free_at_start: std::sync::atomic::AtomicU64::new(u64::MAX),
             warnings: std::sync::Mutex::new(Vec::new()),
             keeper: None,
             made_room: std::sync::Mutex::new(Vec::new()),
@@ -287,7 +287,7 @@ impl Engine {
         for m in made {
             events.push(match m {
                 Ok((path, bytes)) => {
-                    self.room.fetch_add(bytes, Ordering::Relaxed);
+                    self.free_at_start.fetch_add(bytes, Ordering::Relaxed);
                     Event::new(path, Outcome::MadeRoom).with_bytes(bytes)
                 }
                 Err((path, e)) => Event::failed(path, Failure::io(Op::Prune, e)),
@@ -356,7 +356,8 @@ impl Engine {
             true => None,
             false => self.dest.free_space(),
         };
-        self.room.store(room.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.free_at_start
+            .store(room.unwrap_or(u64::MAX), Ordering::Relaxed);
         if scope.full
             && !self.settings.dry_run
             && let Err(e) = self.dest.refresh()

@@ -81,7 +81,7 @@ impl Engine {
                 continue;
             };
             for h in histories {
-                let newest = h.versions.iter().rev().find(|v| !v.is_deletion());
+                let newest = h.newest_copy().map(|i| &h.versions[i]);
                 if let Some(v) = newest.filter(|v| v.size >= MOVE_MIN) {
                     index
                         .entry(v.size)

@@ -423,7 +423,7 @@ fn notice(n: &Notice<'_>) -> String {
 }
 
 /// A warning, after `warning: `.
-pub(super) fn warning(w: &Warning) -> String {
+fn warning(w: &Warning) -> String {
     const RAISE: &str = "sudo sysctl fs.inotify";
     match w {
         Warning::Loses { dst, kind, loss } => {

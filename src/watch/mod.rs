@@ -317,6 +317,8 @@ impl<'a> Loop<'a> {
         let mut counts = Counts::default();
         let mut failures: Vec<String> = Vec::new();
         let mut held: Vec<Event> = Vec::new();
+        // Only while some file waits for room: a batch's other copies need no list.
+        let track_landed = !self.unfit.is_empty();
         let mut landed: Vec<PathBuf> = Vec::new();
         let mut not_copied = 0u64;
         let src = &self.engine.tree.src;
@@ -350,7 +352,7 @@ impl<'a> Loop<'a> {
                         _ => {
                             if let Outcome::Failed(f) = &ev.outcome {
                                 failures.push(format!("{}: {f}", display(&ev.src)));
-                            } else {
+                            } else if track_landed {
                                 landed.push(rel(&ev.src));
                             }
                             reporter.event(&ev);
