@@ -268,6 +268,123 @@ def bench_restore(bin_, work, name, src, rounds):
     rmtree(dst)
 
 
+# --- what versions cost ----------------------------------------------------------------------
+
+class Image:
+    """A loop-mounted filesystem of kind `kind` (btrfs, xfs with reflink, ext4) for DST."""
+
+    def __init__(self, kind, size_mib, base):
+        self.kind = kind
+        self.image = Path(base) / f"backup-bench-{kind}.img"
+        self.mnt = Path(base) / f"backup-bench-{kind}-mnt"
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        with open(self.image, "wb") as f:
+            f.truncate(size_mib << 20)
+        mkfs = {"btrfs": ["mkfs.btrfs", "-q", "-f"], "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
+                "ext4": ["mkfs.ext4", "-q", "-F"]}[kind]
+        sh(*mkfs, str(self.image), stdout=subprocess.DEVNULL)
+        sh("mount", "-o", "loop", str(self.image), str(self.mnt))
+
+    def used(self):
+        os.sync()
+        st = os.statvfs(self.mnt)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def close(self):
+        subprocess.run(["umount", str(self.mnt)])
+        self.image.unlink(missing_ok=True)
+        shutil.rmtree(self.mnt, ignore_errors=True)
+
+
+def rewrite(path, at, length, seed):
+    """Rewrites `length` bytes of `path` at `at` in place, and moves its time on."""
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(random.Random(seed).randbytes(length))
+    t = time.time() + seed
+    os.utime(path, (t, t))
+
+
+def bench_versions(bin_, work, base, size_mib=256, changed_mib=1, versions=5, folder_mib=1024):
+    """What versions cost, per filesystem of DST: a file of `size_mib` with `changed_mib`
+    rewritten `versions` times, each followed by `backup once`; then a folder of `folder_mib`
+    renamed in SRC and one pass. DST's growth and the time of each pass, against a whole copy
+    (`cp`) and against restic doing the same work into a repository on the same filesystem."""
+    have_restic = shutil.which("restic") is not None
+    print(f"\n== what versions cost: {size_mib} MiB, {changed_mib} MiB rewritten, {versions} "
+          f"versions; a {folder_mib} MiB folder renamed ==", flush=True)
+    src = work / "versions-src"
+    rmtree(src)
+    src.mkdir()
+    big = src / "disk.img"
+    with open(big, "wb") as f:
+        rnd = random.Random(11)
+        for _ in range(size_mib):
+            f.write(rnd.randbytes(1 << 20))
+    photos = src / "photos"
+    photos.mkdir()
+    for i in range(folder_mib // 64):
+        with open(photos / f"p{i:02}.raw", "wb") as f:
+            rnd = random.Random(100 + i)
+            for _ in range(64):
+                f.write(rnd.randbytes(1 << 20))
+    # Enough for every version as a whole copy, the folder twice, and restic's repository.
+    need = size_mib * (versions + 1) * 2 + folder_mib * 4 + 512
+    env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_CACHE_DIR=str(work / "restic-cache"))
+    for kind in ["btrfs", "xfs", "ext4"]:
+        img = Image(kind, need, base)
+        try:
+            dst, repo = img.mnt / "dst", img.mnt / "repo"
+            sh(bin_, "once", "-q", str(src), str(dst), stdout=subprocess.DEVNULL)
+            if have_restic:
+                sh("restic", "init", "-q", "--repo", str(repo), env=env, stdout=subprocess.DEVNULL)
+                sh("restic", "backup", "-q", "--repo", str(repo), str(src), env=env,
+                   stdout=subprocess.DEVNULL)
+            ours, theirs, t_ours, t_theirs = 0, 0, [], []
+            for v in range(1, versions + 1):
+                rewrite(big, random.Random(v).randrange(0, (size_mib - changed_mib) << 20),
+                        changed_mib << 20, v)
+                before = img.used()
+                t_ours.append(timed([bin_, "once", "-q", str(src), str(dst)]))
+                ours += img.used() - before
+                if have_restic:
+                    before = img.used()
+                    t_theirs.append(timed(["restic", "backup", "-q", "--repo", str(repo), str(src)],
+                                          env=env))
+                    theirs += img.used() - before
+            whole = timed(["cp", str(big), str(img.mnt / "whole.img")])
+            (img.mnt / "whole.img").unlink()
+            mib = lambda b: b / (1 << 20)
+            print(f"  {kind}: DST grew {mib(ours):8.1f} MiB for {versions} versions "
+                  f"(floor {versions * changed_mib} MiB; whole copies {versions * size_mib} MiB)",
+                  flush=True)
+            RESULTS.append((f"versions {kind}: DST growth", mib(ours), "MiB"))
+            report(f"versions {kind}: backup once, a version", t_ours)
+            report(f"versions {kind}: cp of the whole file", [whole])
+            if have_restic:
+                print(f"  {kind}: restic's repository grew {mib(theirs):8.1f} MiB", flush=True)
+                RESULTS.append((f"versions {kind}: restic growth", mib(theirs), "MiB"))
+                report(f"versions {kind}: restic backup, a version", t_theirs)
+            # The folder renamed.
+            os.rename(photos, src / "pictures")
+            before = img.used()
+            t = timed([bin_, "once", "-q", str(src), str(dst)])
+            grew = img.used() - before
+            print(f"  {kind}: a {folder_mib} MiB folder renamed: DST grew {mib(grew):8.1f} MiB "
+                  f"({100 * grew / (folder_mib << 20):.2f} %; goal <= 1 %) in {t:.2f} s", flush=True)
+            RESULTS.append((f"rename {kind}: DST growth", mib(grew), "MiB"))
+            if have_restic:
+                before = img.used()
+                t = timed(["restic", "backup", "-q", "--repo", str(repo), str(src)], env=env)
+                print(f"  {kind}: the same rename, restic: repository grew "
+                      f"{mib(img.used() - before):8.1f} MiB in {t:.2f} s", flush=True)
+            os.rename(src / "pictures", photos)
+        finally:
+            img.close()
+    rmtree(src)
+    rmtree(work / "restic-cache")
+
+
 # --- watch benchmarks ------------------------------------------------------------------------
 
 class Watcher:
@@ -704,6 +821,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="small,large,source,latency,storm,rss",
                     help="comma-separated; also: restore (a tree restored, against cp -a), "
+                         "versions (what versions and a renamed folder cost in DST on Btrfs, "
+                         "XFS and ext4, against restic), "
                          "million (first copy of 1M files in 20k "
                          "folders, takes minutes), remote (S3 on a local Garage, against "
                          "rclone), budget (watch over more folders than inotify watches)")
@@ -762,6 +881,9 @@ def main():
             make_small(src, 50_000 // scale, 50)
             bench_restore(bin_, work, f"small files ({50_000 // scale})", src, rounds)
             rmtree(src)
+        if "versions" in only:
+            bench_versions(bin_, work, args.base, size_mib=256 // scale,
+                           folder_mib=1024 // scale)
         if "large" in only:
             src = work / "large"
             make_large(src, 8, (256 << 20) // scale)

@@ -1,6 +1,7 @@
 //! What versions cost: on a destination that can share blocks (Btrfs, XFS with reflink), a new
 //! version of a big file that changed a little costs what changed, and every older version
-//! still reads back byte for byte. Elsewhere (ext4) versions are whole copies, as before.
+//! still reads back byte for byte. Elsewhere (ext4) versions are whole copies, as before. A file
+//! or folder moved in SRC costs no data where DST can clone or hard-link (ext4, NTFS).
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use common::family;
-use common::mounts::{Fs, env_on};
+use common::mounts::{Fs, Mounted, env_on};
 
 const SIZE: usize = 32 << 20;
 const MIB: usize = 1 << 20;
@@ -175,7 +176,7 @@ fn on_btrfs_a_clone_refused_is_copied_whole_and_said_once() {
 /// A folder of 8 files of 2 MiB renamed in SRC, one of them also changed, then a file moved to
 /// another folder, each followed by a pass: returns how much DST grew for the moves (the changed
 /// file's new copy, 2 MiB, included), having checked every copy byte for byte.
-fn moved(fs: Fs) -> Option<u64> {
+fn moved(fs: Fs) -> Option<(u64, Mounted, common::Env)> {
     let (m, env) = env_on(fs, "backup")?;
     let files: Vec<Vec<u8>> = (0..8u64).map(|i| noise(2 * MIB, 40 + i)).collect();
     for (i, data) in files.iter().enumerate() {
@@ -218,12 +219,12 @@ fn moved(fs: Fs) -> Option<u64> {
         fs.name(),
         grew >> 10
     );
-    Some(grew)
+    Some((grew, m, env))
 }
 
 #[test]
 fn on_btrfs_a_moved_folder_and_a_moved_file_cost_no_data() {
-    let Some(grew) = moved(Fs::Btrfs) else {
+    let Some((grew, _m, _env)) = moved(Fs::Btrfs) else {
         return;
     };
     // The changed file's 2 MiB, Btrfs's metadata (kept twice) and the deletion records.
@@ -232,18 +233,95 @@ fn on_btrfs_a_moved_folder_and_a_moved_file_cost_no_data() {
 
 #[test]
 fn on_xfs_a_moved_folder_and_a_moved_file_cost_no_data() {
-    let Some(grew) = moved(Fs::Xfs) else {
+    let Some((grew, _m, _env)) = moved(Fs::Xfs) else {
         return;
     };
     assert!(grew <= 4 * MIB as u64, "DST grew {} KiB", grew >> 10);
 }
 
+/// Where DST has hard links but no clones, a moved file's copy is a second name for the copy at
+/// the old place.
+fn linked(env: &common::Env, a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (
+        fs::metadata(env.dst.join(a)).expect("copy"),
+        fs::metadata(env.dst.join(b)).expect("copy"),
+    );
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
 #[test]
-fn on_ext4_a_moved_folder_is_copied_again_whole() {
-    let Some(grew) = moved(Fs::Ext4) else {
+fn on_ext4_a_moved_folder_and_a_moved_file_cost_no_data() {
+    let Some((grew, _m, env)) = moved(Fs::Ext4) else {
+        return;
+    };
+    assert!(grew <= 4 * MIB as u64, "DST grew {} KiB", grew >> 10);
+    assert!(linked(&env, "photos/p0.jpg", "pictures/p0.jpg"));
+    assert!(
+        !linked(&env, "photos/p3.jpg", "pictures/p3.jpg"),
+        "p3 changed"
+    );
+}
+
+#[test]
+fn on_ntfs_a_moved_folder_and_a_moved_file_cost_no_data() {
+    let Some((grew, _m, env)) = moved(Fs::Ntfs) else {
+        return;
+    };
+    assert!(grew <= 4 * MIB as u64, "DST grew {} KiB", grew >> 10);
+    assert!(linked(&env, "inbox/scan.pdf", "archive/scan.pdf"));
+}
+
+#[test]
+fn on_exfat_without_links_a_moved_folder_is_copied_again_whole() {
+    let Some((grew, _m, _env)) = moved(Fs::Exfat) else {
         return;
     };
     assert!(grew >= 18 * MIB as u64, "DST grew {} KiB", grew >> 10);
+}
+
+/// A copy that is a hard link to an older version's copy breaks the link before its metadata
+/// follows a change in SRC: the older version keeps its mode.
+#[test]
+fn a_linked_copy_whose_source_changes_mode_leaves_the_older_version_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((_grew, _m, env)) = moved(Fs::Ext4) else {
+        return;
+    };
+    let mode = |rel: &str| {
+        fs::metadata(env.dst.join(rel))
+            .expect("copy")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let before = mode("photos/p0.jpg");
+    assert!(linked(&env, "photos/p0.jpg", "pictures/p0.jpg"));
+    fs::set_permissions(
+        env.src.join("pictures/p0.jpg"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let r = env.once(&[]);
+    r.code(0);
+    assert_eq!(
+        r.copied().len(),
+        0,
+        "a change of mode is no new version: {}",
+        r.context()
+    );
+    assert_eq!(mode("pictures/p0.jpg"), 0o600);
+    assert_eq!(
+        mode("photos/p0.jpg"),
+        before,
+        "the older version keeps its mode"
+    );
+    assert!(!linked(&env, "photos/p0.jpg", "pictures/p0.jpg"));
+    assert_eq!(
+        fs::read(env.dst.join("pictures/p0.jpg")).expect("copy"),
+        fs::read(env.dst.join("photos/p0.jpg")).expect("copy"),
+    );
+    common::verify_clean(&env);
 }
 
 /// Under `watch`, a folder renamed in SRC lands at its new place as clones of the copies made

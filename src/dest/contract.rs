@@ -132,6 +132,24 @@ pub(crate) fn promises(dest: &dyn Destination) {
         vec![b"sub".to_vec()]
     );
 
+    // A copy named from another elsewhere (a moved file's) holds its bytes, never replaces,
+    // and leaves the first as it was.
+    if dest.capabilities().link {
+        let folder = sub.folder.clone();
+        let from_file = root.open_read(b"a_20261206_120000.txt").expect("open");
+        let from = super::Elsewhere {
+            rel: Path::new(""),
+            name: b"a_20261206_120000.txt",
+            file: &from_file,
+        };
+        folder.link(&from, b"moved.txt").expect("link");
+        assert_eq!(read(&*folder, b"moved.txt"), b"second");
+        let twice = folder.link(&from, b"moved.txt").expect_err("taken");
+        assert_eq!(twice.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(read(&*root, b"a_20261206_120000.txt"), b"second");
+        assert_eq!(folder.stat(b"moved.txt").expect("stat").size, 6);
+    }
+
     // Setting aside never replaces either.
     let moved = root.set_aside(b"a.txt", b"a_20261206_120000.txt");
     assert_eq!(

@@ -53,6 +53,8 @@ struct Shared {
     tree: Mutex<Tree>,
     faults: Faults,
     inodes: AtomicU64,
+    /// How many copies were named from another (`link`), for a test to see.
+    links: AtomicU64,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Mem {
         caps.precision = Some(1);
         caps.publish = Publish::RenameNoReplace;
         caps.xattrs = false;
+        caps.link = true;
         let shared = Shared {
             root: root.to_path_buf(),
             caps,
@@ -112,6 +115,7 @@ impl Mem {
             }),
             faults: Faults::default(),
             inodes: AtomicU64::new(0),
+            links: AtomicU64::new(0),
         };
         let root_meta = shared.meta(Kind::Dir, 0o755);
         shared.tree().nodes.insert(
@@ -124,6 +128,11 @@ impl Mem {
             },
         );
         Mem(Arc::new(shared))
+    }
+
+    /// How many copies were named from another copy rather than written.
+    pub(crate) fn links(&self) -> u64 {
+        self.0.links.load(Ordering::Relaxed)
     }
 
     pub(crate) fn faults(&self) -> &Faults {
@@ -451,6 +460,34 @@ impl Folder for MemFolder {
         }
         let node = tree.nodes.remove(&from).ok_or(io::ErrorKind::NotFound)?;
         tree.nodes.insert(to, node);
+        Ok(())
+    }
+
+    /// Like a server-side copy: the data is shared (a published copy is never written again),
+    /// the metadata is the new name's own.
+    fn link(&self, from: &super::Elsewhere, name: &[u8]) -> io::Result<()> {
+        self.shared.writable()?;
+        let mut tree = self.shared.tree();
+        let to = self.at(name);
+        if tree.nodes.contains_key(&to) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let node = tree
+            .nodes
+            .get(&from.rel.join(OsStr::from_bytes(from.name)))
+            .filter(|n| n.data.is_some())
+            .ok_or(io::ErrorKind::NotFound)?;
+        let copy = Node {
+            meta: Meta {
+                ino: self.shared.inodes.fetch_add(1, Ordering::Relaxed) + 1,
+                ..node.meta
+            },
+            born: Time::now(),
+            data: node.data.clone(),
+            target: Vec::new(),
+        };
+        tree.nodes.insert(to, copy);
+        self.shared.links.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

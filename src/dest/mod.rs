@@ -153,6 +153,21 @@ pub(crate) trait Folder: Send + Sync {
     /// Gives the entry `name` the name `to` within the folder, never replacing (`AlreadyExists`
     /// when `to` is taken): a file that is in the way of a folder moves aside into its family.
     fn set_aside(&self, name: &[u8], to: &[u8]) -> io::Result<()>;
+
+    /// Gives the copy `from`, elsewhere in DST, the name `name` here without writing its data
+    /// again (a hard link, a server-side copy), failing (`AlreadyExists`) rather than replacing;
+    /// `Unsupported` where the destination cannot (`Capabilities::link`).
+    fn link(&self, _from: &Elsewhere, _name: &[u8]) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// A copy elsewhere in DST, by its place and open.
+pub(crate) struct Elsewhere<'a> {
+    /// Its folder, relative to DST.
+    pub rel: &'a Path,
+    pub name: &'a [u8],
+    pub file: &'a File,
 }
 
 /// A child folder as opened, whether this call created it, and its metadata as found.
@@ -510,6 +525,11 @@ pub(crate) struct Capabilities {
     /// Whether a file can share blocks with another (a clone): a new version then costs only
     /// what changed since the one before.
     pub clone: bool,
+    /// Whether a copy can take a second name elsewhere in DST without its data being written
+    /// again (a hard link, a server-side copy): a file moved in SRC then costs no data where
+    /// DST cannot clone. Where a second name shares an inode, a later change of metadata
+    /// breaks the link first.
+    pub link: bool,
 }
 
 impl Capabilities {
@@ -535,6 +555,7 @@ impl Capabilities {
             refresh: true,
             group_commit: true,
             clone: false,
+            link: false,
         }
     }
 

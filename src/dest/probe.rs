@@ -28,6 +28,7 @@ pub(super) fn probe(root: &OwnedFd, as_root: bool) -> Capabilities {
     let flipped: Vec<u8> = first.iter().map(u8::to_ascii_uppercase).collect();
     caps.case_sensitive = stat(root, &flipped).is_err();
     let left = publish(root, &first, &mut caps);
+    caps.link = hard_links(root, &left);
     let _ = rustix::fs::unlinkat(root, OsStr::from_bytes(&left), AtFlags::empty());
     symlinks(root, &mut caps);
     caps.refuses = names(root);
@@ -145,6 +146,21 @@ fn publish(root: &OwnedFd, first: &[u8], caps: &mut Capabilities) -> Vec<u8> {
             stat(root, &left).is_ok_and(|m| crate::meta::kept_at(PROBE_TIME, m.mtime, p));
     }
     left
+}
+
+/// Whether a file can have a second name (a hard link) that the filesystem counts as one:
+/// a moved file's copy can then be a name for the copy already there. The count must show,
+/// since a later change of metadata breaks such a link first.
+fn hard_links(root: &OwnedFd, name: &[u8]) -> bool {
+    let second = temp_name(b"probe-hardlink");
+    let (a, b) = (OsStr::from_bytes(name), OsStr::from_bytes(&second));
+    if rustix::fs::linkat(root, a, root, b, AtFlags::empty()).is_err() {
+        return false;
+    }
+    let counted =
+        rustix::fs::statat(root, a, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| st.st_nlink == 2);
+    let _ = rustix::fs::unlinkat(root, b, AtFlags::empty());
+    counted
 }
 
 /// Whether symlinks can be made, and whether their own owner and times can be set without the

@@ -361,6 +361,10 @@ fn capabilities(publish: Publish) -> Capabilities {
         // Each copy is made durable on its own (fsync@openssh.com): there is no sync to share.
         group_commit: false,
         clone: false,
+        // `hardlink@openssh.com` could name a moved copy, but SFTP's attributes do not say how
+        // many names a file has, so a later change of mode could not know to break the link
+        // first and would change the older version too.
+        link: false,
     }
 }
 

@@ -296,7 +296,15 @@ impl Engine {
                         .map(|m| m.name);
                     let base = match &beside {
                         Some(name) => Some(Base::Beside(name)),
-                        None => self.moved_from(&facts.src).map(Base::Moved),
+                        None => match self.moved_from(&facts.src) {
+                            Some(found) if !self.dest.capabilities().clone => {
+                                if let Some(step) = self.link_moved(at, &facts.src, &found, index) {
+                                    return step;
+                                }
+                                None
+                            }
+                            found => found.map(|f| Base::Moved(f.file)),
+                        },
                     };
                     self.stage_file(at, base.as_ref())
                 }

@@ -1,7 +1,12 @@
 //! A file new to its place in DST (moved or renamed in SRC, or a copy of another file) whose
-//! bytes DST already holds elsewhere: where DST can share blocks, its copy starts as a clone of
-//! that copy, and only what differs is written (`Staged::copy_changed`, which compares every
-//! block, so a candidate that is not the same file costs a whole copy, never a wrong one).
+//! bytes DST already holds elsewhere costs no data:
+//! - where DST can share blocks, its copy starts as a clone of that copy, and only what differs
+//!   is written (`Staged::copy_changed`, which compares every block, so a candidate that is not
+//!   the same file costs a whole copy, never a wrong one);
+//! - else, where DST can give a copy a second name (a hard link, a server-side copy), the copy
+//!   there becomes the new place's copy, once the source is found to hold the very same bytes
+//!   and metadata that it does.
+//!
 //! Candidates are the newest copies of the same size and modification time, found in an index
 //! of DST built the first time a run needs one.
 
@@ -11,8 +16,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use super::Engine;
+use super::entry::{Place as At, publish_free};
+use super::{Step, now_stamp};
 use crate::archive::Archive;
+use crate::dest::Elsewhere;
 use crate::meta::Meta;
+use crate::naming::FolderIndex;
+use crate::outcome::Outcome;
+use crate::plan;
+use crate::source;
 
 /// Files smaller than this are copied: a clone would save little, and the index stays small.
 pub(super) const MOVE_MIN: u64 = 64 << 10;
@@ -37,12 +49,21 @@ pub(super) enum Base<'a> {
     Moved(File),
 }
 
+/// A copy elsewhere in DST that looks like a file new to its place.
+pub(super) struct Found {
+    rel: PathBuf,
+    name: Vec<u8>,
+    meta: Meta,
+    pub(super) file: File,
+}
+
 impl Engine {
     /// An open copy in DST that holds, by its size and modification time, what the file of
-    /// `meta` (new to its place) holds; `None` where DST cannot share blocks, the file
-    /// is small, or there is none.
-    pub(super) fn moved_from(&self, meta: &Meta) -> Option<File> {
-        if !self.dest.capabilities().clone || meta.size < MOVE_MIN {
+    /// `meta` (new to its place) holds; `None` where DST can neither share blocks nor give a
+    /// copy a second name, the file is small, or there is none.
+    pub(super) fn moved_from(&self, meta: &Meta) -> Option<Found> {
+        let caps = self.dest.capabilities();
+        if !(caps.clone || caps.link) || meta.size < MOVE_MIN {
             return None;
         }
         let candidates: Vec<Place> = {
@@ -53,9 +74,69 @@ impl Engine {
         candidates.into_iter().find_map(|(rel, name)| {
             let folder = self.dest.folder(&rel).ok()??;
             let there = folder.stat(&name).ok()?;
-            (there.size == meta.size && there.mtime == meta.mtime)
-                .then(|| folder.open_read(&name).ok())?
+            let time = plan::same_time(meta.mtime, there.mtime, caps.precision, caps.local_time);
+            if there.size != meta.size || !time {
+                return None;
+            }
+            let file = folder.open_read(&name).ok()?;
+            Some(Found {
+                rel,
+                name,
+                meta: there,
+                file,
+            })
         })
+    }
+
+    /// Gives the file at `at` (of `src`) the copy `found` as its copy, without writing the data
+    /// again, once the source is read and found to hold the very bytes, and to have the mode,
+    /// owner and extended attributes, that the copy has (what DST keeps of them): a look-alike is
+    /// never named. `None` when it is not, or the destination cannot: the file is then copied.
+    pub(super) fn link_moved(
+        &self,
+        at: &At,
+        src: &Meta,
+        found: &Found,
+        index: &mut FolderIndex,
+    ) -> Option<Step> {
+        let caps = self.dest.capabilities();
+        let kept = |a: &Meta, b: &Meta| {
+            (!caps.permissions || a.mode == b.mode)
+                && (!caps.owners || (a.uid, a.gid) == (b.uid, b.gid))
+        };
+        if !kept(src, &found.meta) {
+            return None;
+        }
+        let file = source::open_file(at.src_dir, at.name).ok()?;
+        if caps.xattrs
+            && crate::meta::xattrs(&file).ok()? != crate::meta::xattrs(&found.file).ok()?
+        {
+            return None;
+        }
+        let same = source::same_bytes(file.try_clone().ok()?, found.file.try_clone().ok()?);
+        // Read through, and unchanged meanwhile: else the next look at it copies it.
+        let after = source::fstat(&file).ok()?;
+        if !same.ok()? || after.size != src.size || after.mtime != src.mtime {
+            return None;
+        }
+        let first = index.target(at.name, now_stamp())?;
+        let from = Elsewhere {
+            rel: &found.rel,
+            name: &found.name,
+            file: &found.file,
+        };
+        let outcome = publish_free(at.folder, caps.case_sensitive, at.name, first, |n| {
+            at.folder.link(&from, n)
+        });
+        let Outcome::Copied(path) = outcome else {
+            return None;
+        };
+        let name = path.file_name()?.as_encoded_bytes().to_vec();
+        index.record(at.name, name.clone());
+        if let Ok(rel) = at.folder.path().strip_prefix(self.dest.path()) {
+            self.remember_copy(src.size, rel, &name);
+        }
+        Some(Step::Done(Outcome::Copied(path)))
     }
 
     /// Remembers a copy just made, so that a later move of it in this run finds it.

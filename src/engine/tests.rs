@@ -234,3 +234,54 @@ fn a_folder_that_comes_back_after_its_deletion_has_its_files_copied_again() {
     let events = pass(&engine(src.path(), &dest));
     assert_eq!(copies(&events), 0, "{events:?}");
 }
+
+/// Bytes that differ with `seed`, `len` of them.
+fn noise(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+#[test]
+fn a_file_moved_in_src_takes_its_old_copy_without_being_copied_again() {
+    let src = src_tree(&[]);
+    let data = noise(128 << 10, 1);
+    fs::create_dir_all(src.path().join("a")).expect("mkdir");
+    fs::write(src.path().join("a/big.bin"), &data).expect("write");
+    let dest = Mem::new(Path::new("/dst"));
+    pass(&engine(src.path(), &dest));
+    fs::create_dir_all(src.path().join("b")).expect("mkdir");
+    fs::rename(src.path().join("a/big.bin"), src.path().join("b/big.bin")).expect("mv");
+    let events = pass(&engine(src.path(), &dest));
+    assert_eq!(copies(&events), 1, "{events:?}");
+    assert_eq!(dest.links(), 1, "named from a/big.bin's copy: {events:?}");
+    assert!(dest.read(Path::new("b/big.bin")).expect("moved") == data);
+    assert!(dest.read(Path::new("a/big.bin")).expect("old") == data);
+}
+
+#[test]
+fn a_look_alike_of_a_copy_elsewhere_is_copied_never_named_from_it() {
+    let src = src_tree(&[]);
+    let dest = Mem::new(Path::new("/dst"));
+    let (old, new) = (noise(128 << 10, 1), noise(128 << 10, 2));
+    fs::write(src.path().join("old.bin"), &old).expect("write");
+    pass(&engine(src.path(), &dest));
+    // Same size and time, other bytes; and the same bytes under another mode.
+    let time = filetime::FileTime::from_last_modification_time(
+        &fs::metadata(src.path().join("old.bin")).expect("stat"),
+    );
+    fs::write(src.path().join("other.bin"), &new).expect("write");
+    filetime::set_file_mtime(src.path().join("other.bin"), time).expect("mtime");
+    fs::write(src.path().join("private.bin"), &old).expect("write");
+    fs::set_permissions(
+        src.path().join("private.bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    filetime::set_file_mtime(src.path().join("private.bin"), time).expect("mtime");
+    let events = pass(&engine(src.path(), &dest));
+    assert_eq!(copies(&events), 2, "{events:?}");
+    assert_eq!(dest.links(), 0, "{events:?}");
+    assert!(dest.read(Path::new("other.bin")).expect("copy") == new);
+    assert!(dest.read(Path::new("private.bin")).expect("copy") == old);
+}

@@ -551,7 +551,7 @@ fn capabilities(c: &Capabilities) -> String {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     let mut line = format!(
         "{}: times kept to {precision}{}; publish by {}; symlinks {}, permissions {}, owners {}, \
-         xattrs {}, case-sensitive {}, clones {}",
+         xattrs {}, case-sensitive {}, clones {}, moves without copying {}",
         c.kind,
         if c.local_time { " in local time" } else { "" },
         match c.publish {
@@ -572,6 +572,7 @@ fn capabilities(c: &Capabilities) -> String {
         yes_no(c.xattrs),
         yes_no(c.case_sensitive),
         yes_no(c.clone),
+        yes_no(c.clone || c.link),
     );
     if !c.refuses.is_empty() {
         let refused: Vec<String> = c.refuses.iter().map(ToString::to_string).collect();

@@ -369,3 +369,67 @@ pub fn s3s_fs() -> Option<Store> {
         nodes: vec![node],
     })
 }
+
+/// A TCP relay on 127.0.0.1 in front of a server that counts the bytes clients send through it:
+/// what a run uploads, headers and all.
+pub struct Counting {
+    pub endpoint: String,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counting {
+    /// Relays every connection to `endpoint` (`http://127.0.0.1:PORT`) until the test ends.
+    pub fn to(endpoint: &str) -> Counting {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        let upstream = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let sent = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&sent);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                let count = Arc::clone(&count);
+                std::thread::spawn(move || relay(client, server, Some(&count)));
+                std::thread::spawn(move || relay(s2, c2, None));
+            }
+        });
+        Counting {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            sent,
+        }
+    }
+
+    /// Bytes sent by clients so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Copies `from` into `to` until either closes, adding what passed to `count`.
+fn relay(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    count: Option<&std::sync::atomic::AtomicU64>,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if let Some(c) = count {
+            c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}

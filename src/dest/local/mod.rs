@@ -21,7 +21,9 @@ use rustix::io::Errno;
 
 mod staged;
 
-use self::staged::{LocalStaged, Unnamed, copy_xattrs, open_unnamed, rename_free, timestamps};
+use self::staged::{
+    LocalStaged, Unnamed, copy_xattrs, link_open, open_unnamed, rename_free, timestamps,
+};
 use super::identity::{self, Identity};
 use super::{Capabilities, Destination, Folder, OpenError, Opened, Publish, Staged, Unavailable};
 use crate::meta::{Kind, Meta, Time};
@@ -667,7 +669,10 @@ impl Folder for LocalFolder {
 
     fn update_meta(&self, name: &[u8], meta: &Meta, src: &File, times: bool) -> io::Result<()> {
         let caps = &self.0.ctx.caps;
-        let out = self.open_read(name)?;
+        let mut out = self.open_read(name)?;
+        if rustix::fs::fstat(&out)?.st_nlink > 1 {
+            out = self.unshare(name, &out)?;
+        }
         let times = if times {
             timestamps(meta)
         } else {
@@ -712,6 +717,59 @@ impl Folder for LocalFolder {
 
     fn set_aside(&self, name: &[u8], to: &[u8]) -> io::Result<()> {
         rename_free(self.fd(), &self.0.ctx, name, to)
+    }
+
+    fn link(&self, from: &super::Elsewhere, name: &[u8]) -> io::Result<()> {
+        Ok(link_open(from.file, self.fd(), name)?)
+    }
+}
+
+impl LocalFolder {
+    /// Gives the file `name`, whose inode has other names (a moved file's copy is a hard link
+    /// to the copy at the old place), an inode of its own with the same bytes and metadata, so
+    /// that a change of metadata reaches this name only, never an older version. The copy is
+    /// made under a temporary name and synced, then renamed over `name`: the one rename that
+    /// replaces, and it replaces a name by the same bytes while the other names keep the inode.
+    fn unshare(&self, name: &[u8], shared: &File) -> io::Result<File> {
+        let ctx = &self.0.ctx;
+        let st = rustix::fs::fstat(shared)?;
+        let temp = super::temp_name(name);
+        let fd = rustix::fs::openat(
+            self.fd(),
+            OsStr::from_bytes(&temp),
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let file = File::from(fd);
+        let made = (|| -> io::Result<()> {
+            super::contents::copy(shared, &file, st.st_size as u64)?;
+            if ctx.caps.owners {
+                rustix::fs::fchown(
+                    &file,
+                    Some(Uid::from_raw(st.st_uid)),
+                    Some(Gid::from_raw(st.st_gid)),
+                )?;
+            }
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+            if ctx.caps.xattrs {
+                copy_xattrs(shared, &file)?;
+            }
+            rustix::fs::futimens(&file, &timestamps(&Meta::from_stat(&st)))?;
+            rustix::fs::fsync(&file)?;
+            rustix::fs::renameat(
+                self.fd(),
+                OsStr::from_bytes(&temp),
+                self.fd(),
+                OsStr::from_bytes(name),
+            )?;
+            rustix::fs::fsync(self.fd())?;
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = rustix::fs::unlinkat(self.fd(), OsStr::from_bytes(&temp), AtFlags::empty());
+            return Err(e);
+        }
+        Ok(file)
     }
 }
 

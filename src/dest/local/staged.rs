@@ -81,6 +81,17 @@ pub(super) fn link_unnamed(
     }
 }
 
+/// Gives the open file `file` (elsewhere in the same destination) the name `name` in `dir`:
+/// `EEXIST` when it is taken. Through `/proc/self/fd/N` (any user), else by the handle alone
+/// (`AT_EMPTY_PATH`, which needs CAP_DAC_READ_SEARCH); both fail on a file with no name left.
+pub(super) fn link_open(file: &File, dir: &OwnedFd, name: &[u8]) -> rustix::io::Result<()> {
+    match link_unnamed(Unnamed::ProcFd, file, dir, name) {
+        Err(Errno::EXIST) => Err(Errno::EXIST),
+        Err(_) => link_unnamed(Unnamed::EmptyPath, file, dir, name),
+        Ok(()) => Ok(()),
+    }
+}
+
 /// A copy in progress, unnamed or under a temporary name. Dropped before `publish`, it
 /// removes itself.
 pub(super) struct LocalStaged {

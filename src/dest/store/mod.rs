@@ -166,6 +166,9 @@ fn capabilities(publish: Publish) -> Capabilities {
         refresh: false,
         group_commit: false,
         clone: false,
+        // A server-side copy: a moved file is not uploaded again. Each object stays its own,
+        // so nothing is shared that a later change could reach.
+        link: true,
     }
 }
 
@@ -649,6 +652,42 @@ impl Folder for StoreFolder {
             l.files.remove(name);
             l.files.insert(
                 to.to_vec(),
+                Object {
+                    etag: None,
+                    ..object
+                },
+            );
+        })
+    }
+
+    /// A server-side copy of `from`'s object, create-only: its bytes and metadata (time, mode)
+    /// are not sent again.
+    fn link(&self, from: &super::Elsewhere, name: &[u8]) -> io::Result<()> {
+        utf8(name)?;
+        if self.taken(name)? {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        let from_rel = rel_of(from.rel)?;
+        let from_key = listing::key(&from_rel, from.name);
+        let object = {
+            let mut index = self.shared.index();
+            index
+                .folder_mut(&from_rel)
+                .and_then(|l| l.files.get(from.name).cloned())
+        }
+        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let to_key = self.key(name);
+        self.shared
+            .block(
+                self.shared
+                    .op
+                    .copy_with(&from_key, &to_key)
+                    .if_not_exists(true),
+            )
+            .map_err(|e| self.refused(name, e))?;
+        self.with(|l| {
+            l.files.insert(
+                name.to_vec(),
                 Object {
                     etag: None,
                     ..object
