@@ -222,6 +222,9 @@ fn a_failed_sync_publishes_nothing_and_leaves_no_temporary_data() {
     for name in ["a.txt", "b.txt", "sub/c.txt"] {
         env.write(name, name);
     }
+    // Made beforehand: a destination that a run creates has its parent synced first, which
+    // would fail the run before any copy.
+    std::fs::create_dir(&env.dst).expect("mkdir dst");
     for (label, extra) in [
         ("batch", &[][..]),
         ("one file at a time", &["--jobs", "1"][..]),

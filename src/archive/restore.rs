@@ -59,7 +59,10 @@ fn restore(args: &Restore, out: &mut Reporter) -> Result<Status, Error> {
     if plan.picks.is_empty() && !plan.folder {
         return Ok(Status::Success);
     }
-    std::fs::create_dir_all(&root).map_err(|e| to(Why::NotCreated(e)))?;
+    // As a destination is made: each folder's name synced in its parent.
+    crate::dest::Location::Local(root.clone())
+        .create(true)
+        .map_err(|e| to(Why::NotCreated(e)))?;
     let dest = Local::open(&root).map_err(|e| to(Why::Open(e)))?;
     let (restored, failed) = write_all(&archive, &dest, &root, &plan, out);
     out.say(&Message::RestoreSummary {
@@ -300,6 +303,7 @@ fn write_all(
         }
     }
     let mut batch: Vec<Written> = Vec::new();
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut open = Open::default();
     for p in picks {
         let from = archive
@@ -310,16 +314,29 @@ fn write_all(
             Ok(Some(staged)) => {
                 batch.push(Written { from, ..staged });
                 if batch.len() >= BATCH {
-                    publish(dest, &mut batch, &mut restored, &mut failed, out);
+                    publish(
+                        dest,
+                        &mut batch,
+                        &mut links,
+                        &mut restored,
+                        &mut failed,
+                        out,
+                    );
                 }
             }
             Ok(None) => {
-                restored += 1;
                 let to = root.join(&p.to_dir).join(OsStr::from_bytes(&p.to_name));
-                out.say(&Message::Restored {
-                    from: &from,
-                    to: &to,
-                });
+                links.push((from, to));
+                if links.len() >= BATCH {
+                    publish(
+                        dest,
+                        &mut batch,
+                        &mut links,
+                        &mut restored,
+                        &mut failed,
+                        out,
+                    );
+                }
             }
             Err(why) => {
                 failed += 1;
@@ -327,7 +344,14 @@ fn write_all(
             }
         }
     }
-    publish(dest, &mut batch, &mut restored, &mut failed, out);
+    publish(
+        dest,
+        &mut batch,
+        &mut links,
+        &mut restored,
+        &mut failed,
+        out,
+    );
     // Folders made for the restore get the mode and times of their folder in DST, deepest
     // first (writing into a folder changes its time).
     for (to_rel, from_rel) in made_dirs.iter().rev() {
@@ -382,28 +406,28 @@ struct Written {
 fn publish(
     dest: &Local,
     batch: &mut Vec<Written>,
+    links: &mut Vec<(PathBuf, PathBuf)>,
     restored: &mut u64,
     failed: &mut u64,
     out: &mut Reporter,
 ) {
-    if batch.is_empty() {
+    if batch.is_empty() && links.is_empty() {
         return;
     }
-    let synced = dest.sync_all();
+    // One sync for the batch where the filesystem has one that works; else (FUSE) each file's.
+    let synced = if dest.capabilities().group_commit {
+        dest.sync_all()
+    } else {
+        batch.iter().try_for_each(|w| w.staged.sync())
+    };
+    let mut done = Vec::with_capacity(batch.len());
     for mut w in batch.drain(..) {
         let published = match &synced {
             Ok(()) => w.staged.publish(&w.name),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
         };
         match published {
-            Ok(()) => {
-                *restored += 1;
-                let to = w.dir.path().join(OsStr::from_bytes(&w.name));
-                out.say(&Message::Restored {
-                    from: &w.from,
-                    to: &to,
-                });
-            }
+            Ok(()) => done.push(w),
             Err(e) => {
                 *failed += 1;
                 let op = if synced.is_ok() {
@@ -412,6 +436,36 @@ fn publish(
                     Op::Sync
                 };
                 out.event(&Event::failed(w.from, Failure::io(op, e)));
+            }
+        }
+    }
+    // Their names (and the symlinks made since the last batch) are made durable before they
+    // are said.
+    let named = if done.is_empty() && links.is_empty() {
+        Ok(())
+    } else {
+        dest.sync_names()
+    };
+    let done = done
+        .into_iter()
+        .map(|w| {
+            let to = w.dir.path().join(OsStr::from_bytes(&w.name));
+            (w.from, to)
+        })
+        .chain(links.drain(..));
+    for (from, to) in done {
+        match &named {
+            Ok(()) => {
+                *restored += 1;
+                out.say(&Message::Restored {
+                    from: &from,
+                    to: &to,
+                });
+            }
+            Err(e) => {
+                *failed += 1;
+                let e = io::Error::new(e.kind(), e.to_string());
+                out.event(&Event::failed(from, Failure::at(Op::SyncFolder, &to, e)));
             }
         }
     }

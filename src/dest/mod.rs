@@ -65,6 +65,12 @@ pub(crate) trait Destination: Send + Sync {
     /// Makes everything written so far durable, for a whole batch of staged copies at once.
     fn sync_all(&self) -> io::Result<()>;
 
+    /// Makes durable the names given since the last call (the entries of every folder that
+    /// changed): what a copy needs before it is said to be made.
+    fn sync_names(&self) -> io::Result<()> {
+        self.sync_all()
+    }
+
     /// Whether it is reached over the network (a bucket, a server) rather than through a
     /// mounted filesystem: a lost one "cannot be reached" rather than "is gone (unmounted?)".
     fn over_network(&self) -> bool {
@@ -290,11 +296,27 @@ impl Location {
     /// Makes a missing local destination: the folder alone, or with its parents (`all`).
     /// Nothing to make for a bucket or a server, where folders come with what is written.
     pub(crate) fn create(&self, all: bool) -> io::Result<()> {
-        match self {
-            Location::Local(p) if all => std::fs::create_dir_all(p),
-            Location::Local(p) => std::fs::create_dir(p),
-            _ => Ok(()),
+        let Location::Local(p) = self else {
+            return Ok(());
+        };
+        // The folders made, outermost first, so that each one's name is made durable in its
+        // parent: a destination that a power cut takes back would take every copy with it.
+        let mut made = Vec::new();
+        let mut at = Some(p.as_path());
+        while let Some(dir) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            made.push(dir);
+            at = dir.parent();
+            if !all {
+                break;
+            }
         }
+        for dir in made.iter().rev() {
+            std::fs::create_dir(dir)?;
+            if let Some(parent) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -106,12 +106,15 @@ impl Engine {
                     let ready = self.ready(job, staged, name, target, src, size);
                     self.stage_into(batch, ready, notes);
                 }
-                step => {
-                    if matches!(step, Step::Done(Outcome::Copied(_))) {
-                        job.touched.store(true, Ordering::Relaxed);
+                Step::Done(Outcome::Copied(path)) => {
+                    job.touched.store(true, Ordering::Relaxed);
+                    let event = Event::new(src, Outcome::Copied(path)).with_bytes(size);
+                    batch.done.push(event);
+                    if batch.done.len() >= self.settings.limits.batch_files {
+                        self.commit(batch, notes);
                     }
-                    send(src, step, size);
                 }
+                step => send(src, step, size),
             }
         }
         if !self.stopped() {

@@ -219,6 +219,9 @@ struct Ready {
 #[derive(Default)]
 struct Batch {
     items: Vec<Ready>,
+    /// Copies already named (symlinks, moved files named from their old copy), said once the
+    /// batch's names are durable.
+    done: Vec<Event>,
     bytes: u64,
     /// Folders the items span: each holds a folder handle open until published.
     folders: usize,
@@ -484,7 +487,7 @@ impl Engine {
             }
         }
         if !one_by_one
-            && let Err(e) = self.dest.sync_all()
+            && let Err(e) = self.dest.sync_names()
             && let Some(first) = records.iter().find(|r| r.changed_entries())
         {
             fail(first, Op::SyncFolder, e);
@@ -518,13 +521,15 @@ impl Engine {
     /// or an `fsync` for a batch of one), then each gets its final name. A failed sync throws
     /// the whole batch away: which file lost data cannot be known, and a second sync may lie.
     fn commit(&self, batch: &mut Batch, notes: &Notes) {
-        if batch.items.is_empty() {
+        if batch.items.is_empty() && batch.done.is_empty() {
             return;
         }
         let synced = match batch.items.as_slice() {
+            [] => Ok(()),
             [one] => one.staged.sync(),
             _ => self.dest.sync_all(),
         };
+        let mut events = Vec::with_capacity(batch.items.len() + batch.done.len());
         for mut ready in batch.items.drain(..) {
             let outcome = match &synced {
                 Ok(()) => {
@@ -543,7 +548,24 @@ impl Engine {
             if matches!(outcome, Outcome::Copied(_)) {
                 ready.touched.store(true, Ordering::Relaxed);
             }
-            let event = Event::new(ready.src, outcome).with_bytes(ready.size);
+            events.push(Event::new(ready.src, outcome).with_bytes(ready.size));
+        }
+        events.append(&mut batch.done);
+        // The new names are made durable before they are said: a copy acknowledged is one a
+        // power cut keeps.
+        if events
+            .iter()
+            .any(|e| matches!(e.outcome, Outcome::Copied(_)))
+            && let Err(e) = self.dest.sync_names()
+        {
+            for event in &mut events {
+                if let Outcome::Copied(path) = &event.outcome {
+                    let failure = Failure::at(Op::SyncFolder, path, clone_error(&e));
+                    event.outcome = Outcome::Failed(self.dest_failure(failure, &e));
+                }
+            }
+        }
+        for event in events {
             notes.send(Note::Done(event));
         }
         notes.flush();

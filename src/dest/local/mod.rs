@@ -7,6 +7,7 @@
 //! naming rule never matches, made durable, given their metadata, and only then published under
 //! their final name with a call that fails rather than replaces.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
@@ -14,7 +15,7 @@ use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use rustix::fs::{AtFlags, FlockOperation, Gid, Mode, OFlags, ResolveFlags, Uid};
 use rustix::io::Errno;
@@ -67,9 +68,44 @@ struct Ctx {
     /// The publishing method in use (`Publish` as a number): the probe's answer, moved on to
     /// the next method when a call says the filesystem lacks this one.
     method: AtomicU8,
+    /// Whether `syncfs` makes the filesystem durable. The kernel does not pass it on to a FUSE
+    /// driver (ntfs-3g, exfat-fuse, sshfs): there every file and folder is synced on its own.
+    syncfs: bool,
+    /// The folders whose entries changed since names were last made durable, by inode.
+    changed: Mutex<HashMap<u64, OwnedFd>>,
 }
 
+/// Beyond this many changed folders, one `syncfs` is cheaper than an `fsync` of each (where it
+/// works); without one, they are synced as they come, so that few handles stay open.
+const CHANGED_MAX: usize = 8;
+
+/// FUSE's `statfs` magic: the kernel keeps `syncfs` to itself on such a filesystem.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
 impl Ctx {
+    /// Remembers that the folder `fd` gained or lost a name, for `sync_names`; where it cannot
+    /// (no handle left to keep), makes its names durable at once.
+    fn changed(&self, fd: &OwnedFd) -> io::Result<()> {
+        let remembered = (|| -> io::Result<()> {
+            let ino = rustix::fs::fstat(fd)?.st_ino;
+            let mut changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
+            if changed.contains_key(&ino) {
+                return Ok(());
+            }
+            if !self.syncfs && changed.len() >= 256 {
+                for (_, dir) in changed.drain() {
+                    rustix::fs::fsync(&dir)?;
+                }
+            }
+            changed.insert(ino, rustix::io::fcntl_dupfd_cloexec(fd, 0)?);
+            Ok(())
+        })();
+        if remembered.is_err() {
+            rustix::fs::fsync(fd)?;
+        }
+        Ok(())
+    }
+
     fn method(&self) -> Publish {
         match self.method.load(Ordering::Relaxed) {
             0 => Publish::RenameNoReplace,
@@ -160,6 +196,13 @@ impl Local {
             _ => Unnamed::No,
         };
         caps.unnamed = unnamed != Unnamed::No;
+        let syncfs = root
+            .as_ref()
+            .is_none_or(|fd| rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type != FUSE_SUPER_MAGIC));
+        if !syncfs {
+            // Each copy is synced on its own, before it is named.
+            caps.group_commit = false;
+        }
         let method = match caps.publish {
             Publish::RenameNoReplace | Publish::Unknown => 0,
             Publish::HardLink => 1,
@@ -179,6 +222,8 @@ impl Local {
                 egid: rustix::process::getegid().as_raw(),
                 unnamed,
                 method: AtomicU8::new(method),
+                syncfs,
+                changed: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -354,8 +399,50 @@ impl Destination for Local {
     fn sync_all(&self) -> io::Result<()> {
         let guard = self.root();
         let root = guard.as_ref().ok_or_else(released)?;
+        if !self.ctx.syncfs {
+            // Files were synced one by one; the names are what is left.
+            drop(guard);
+            return self.sync_names();
+        }
+        let mut changed = self
+            .ctx
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         rustix::fs::syncfs(root)?;
+        changed.clear();
         Ok(())
+    }
+
+    fn sync_names(&self) -> io::Result<()> {
+        // Held while syncing: a caller that finds nothing left to sync must not go on (and say
+        // its copies are made) while another still syncs the folders that hold them.
+        let mut changed = self
+            .ctx
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.ctx.syncfs && changed.len() > CHANGED_MAX {
+            let guard = self.root();
+            let root = guard.as_ref().ok_or_else(released)?;
+            rustix::fs::syncfs(root)?;
+            changed.clear();
+            return Ok(());
+        }
+        // A folder whose sync fails stays listed: the next caller tries it again rather than
+        // taking its names for durable.
+        let mut failed = None;
+        changed.retain(|_, dir| match rustix::fs::fsync(&*dir) {
+            Ok(()) => false,
+            Err(e) => {
+                failed.get_or_insert(e);
+                true
+            }
+        });
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -461,6 +548,9 @@ impl Folder for LocalFolder {
                 Err(Errno::EXIST) => false,
                 Err(e) => return Err(e.into()),
             };
+        if created {
+            self.0.ctx.changed(self.fd())?;
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let mut opened = rustix::fs::openat(self.fd(), name, flags, Mode::empty());
         let as_owner = create && !self.0.ctx.as_root;
@@ -587,7 +677,7 @@ impl Folder for LocalFolder {
 
     fn remove(&self, name: &[u8]) -> io::Result<()> {
         rustix::fs::unlinkat(self.fd(), OsStr::from_bytes(name), AtFlags::empty())?;
-        Ok(())
+        self.0.ctx.changed(self.fd())
     }
 
     fn remove_leftover(&self, name: &[u8]) -> io::Result<()> {
@@ -613,6 +703,7 @@ impl Folder for LocalFolder {
     fn symlink(&self, target: &[u8], name: &[u8], meta: &Meta) -> io::Result<()> {
         let name = OsStr::from_bytes(name);
         rustix::fs::symlinkat(OsStr::from_bytes(target), self.fd(), name)?;
+        self.0.ctx.changed(self.fd())?;
         let caps = &self.0.ctx.caps;
         if !caps.symlink_meta {
             // Setting them would follow the link (SFTP has no call for the link itself): the
@@ -712,15 +803,17 @@ impl Folder for LocalFolder {
         )?;
         // SAFETY: `fd` is released from the `OwnedFd` that owned it and closed once.
         unsafe { rustix::io::try_close(fd.into_raw_fd()) }?;
-        Ok(())
+        self.0.ctx.changed(self.fd())
     }
 
     fn set_aside(&self, name: &[u8], to: &[u8]) -> io::Result<()> {
-        rename_free(self.fd(), &self.0.ctx, name, to)
+        rename_free(self.fd(), &self.0.ctx, name, to)?;
+        self.0.ctx.changed(self.fd())
     }
 
     fn link(&self, from: &super::Elsewhere, name: &[u8]) -> io::Result<()> {
-        Ok(link_open(from.file, self.fd(), name)?)
+        link_open(from.file, self.fd(), name)?;
+        self.0.ctx.changed(self.fd())
     }
 }
 
