@@ -142,9 +142,22 @@ impl Drop for Lazy {
 
 /// `backup ARGS`, bounded: a run that hangs on a dead disk fails the test.
 fn backup(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    backup_limited(None, args)
+}
+
+/// `backup ARGS` with at most `files` open files (`prlimit`), which makes its batches small.
+fn backup_limited(files: Option<u32>, args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = Command::new(bin())
+    let mut cmd = match files {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out).expect("out"))
@@ -357,7 +370,7 @@ fn check_after_cut(
 
 /// Runs `backup once` over the forgetful filesystem with `cut`, starting from `start` (a
 /// folder copied into the backing folder first), and checks what is left.
-fn crash_once(work: &Work, start: &Path, cut: Cut, label: &str) -> Served {
+fn crash_once(work: &Work, start: &Path, cut: Cut, files: Option<u32>, label: &str) -> Served {
     let base = tempfile::tempdir_in(work.root.path()).expect("tempdir");
     let backing = base.path().join("disk");
     copy_tree(start, &backing);
@@ -365,11 +378,14 @@ fn crash_once(work: &Work, start: &Path, cut: Cut, label: &str) -> Served {
     let mnt = base.path().join("mnt");
     let lazy = Lazy::mount(&backing, &mnt, cut);
     let mounted_dst = mnt.join("dst");
-    let (_code, stdout, _stderr) = backup(&[
-        "once".as_ref(),
-        work.src.as_os_str(),
-        mounted_dst.as_os_str(),
-    ]);
+    let (_code, stdout, _stderr) = backup_limited(
+        files,
+        &[
+            "once".as_ref(),
+            work.src.as_os_str(),
+            mounted_dst.as_os_str(),
+        ],
+    );
     let served = lazy.unmount();
     check_after_cut(
         work,
@@ -405,9 +421,9 @@ fn step_or_all(step: u64) -> u64 {
 }
 
 /// Every sync point of a run, then change points between them (every `step`-th).
-fn matrix(work: &Work, start: &Path, what: &str, step: u64) -> (u64, u64) {
+fn matrix(work: &Work, start: &Path, what: &str, step: u64, files: Option<u32>) -> (u64, u64) {
     let step = step_or_all(step);
-    let clean = crash_once(work, start, Cut::Never, &format!("{what}, no cut"));
+    let clean = crash_once(work, start, Cut::Never, files, &format!("{what}, no cut"));
     assert!(!clean.cut);
     // Workers interleave, so a run's syncs vary a little in number: a run with fewer than `n`
     // is not cut, and is checked all the same.
@@ -416,6 +432,7 @@ fn matrix(work: &Work, start: &Path, what: &str, step: u64) -> (u64, u64) {
             work,
             start,
             Cut::AtSync(n),
+            files,
             &format!("{what}, cut after sync {n}"),
         );
     }
@@ -425,6 +442,7 @@ fn matrix(work: &Work, start: &Path, what: &str, step: u64) -> (u64, u64) {
             work,
             start,
             Cut::AtOp(n),
+            files,
             &format!("{what}, cut before change {n}"),
         );
         n += step;
@@ -448,7 +466,28 @@ fn a_first_copy_cut_anywhere_loses_nothing_it_acknowledged() {
     work.mixed();
     let start = work.root.path().join("start");
     fs::create_dir(&start).expect("start");
-    matrix(&work, &start, "first copy", 7);
+    matrix(&work, &start, "first copy", 7, None);
+}
+
+/// Small batches (a tight open-file limit): a batch's names are said once the next batch's
+/// sync has made them durable, or the last batch's own.
+#[test]
+fn a_first_copy_in_small_batches_cut_anywhere_loses_nothing_it_acknowledged() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let mut work = Work::new();
+    for i in 0..36u32 {
+        work.write(
+            &format!("d{}/f{i:02}.txt", i % 3),
+            &bytes(100 + i as usize, i as u8),
+        );
+    }
+    let start = work.root.path().join("start");
+    fs::create_dir(&start).expect("start");
+    // 40 open files: one worker, batches of 4 copies.
+    matrix(&work, &start, "first copy, small batches", 9, Some(40));
 }
 
 #[test]
@@ -471,7 +510,7 @@ fn an_update_pass_cut_anywhere_keeps_every_older_version() {
     assert_eq!(code, Some(0), "{out}{err}");
     common::next_second();
     work.update();
-    matrix(&work, &start, "update pass", 5);
+    matrix(&work, &start, "update pass", 5, None);
 }
 
 /// A restore cut anywhere: every file it said it restored is there whole, no file holds bytes
@@ -571,6 +610,170 @@ fn a_restore_cut_anywhere_says_only_what_it_made_durable() {
     );
     eprintln!(
         "restore: {} sync points and {} of {} change points cut, all consistent",
+        clean.syncs,
+        clean.ops.div_ceil(step),
+        clean.ops
+    );
+}
+
+/// `watch` copying a burst of new files is cut at a moment chosen by how many copies it has
+/// said: after the cut, every file it said it copied is there whole, nothing is torn, and a pass
+/// on the disk as it was left catches up.
+#[test]
+fn a_watch_cut_in_a_burst_of_new_files_keeps_what_it_said() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    for said in [1, 40, 150] {
+        let mut work = Work::new();
+        work.mixed();
+        let base = tempfile::tempdir_in(work.root.path()).expect("tempdir");
+        let backing = base.path().join("disk");
+        fs::create_dir(&backing).expect("disk");
+        let mnt = base.path().join("mnt");
+        let lazy = Lazy::mount(&backing, &mnt, Cut::Never);
+        let mounted_dst = mnt.join("dst");
+        let (out, err) = (base.path().join("out"), base.path().join("err"));
+        let mut watch = Command::new(bin())
+            .args(["watch", "--debounce", "50ms"])
+            .arg(&work.src)
+            .arg(&mounted_dst)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("out"))
+            .stderr(fs::File::create(&err).expect("err"))
+            .spawn()
+            .expect("start watch");
+        let started = wait_until(Duration::from_secs(30), || {
+            fs::read_to_string(&err).is_ok_and(|e| e.contains("Watching "))
+        });
+        assert!(
+            started,
+            "watch did not start: {:?}",
+            fs::read_to_string(&err)
+        );
+        for i in 0..200u32 {
+            work.write(
+                &format!("burst/b{:02}/f{i:03}.dat", i % 10),
+                &bytes(500 + i as usize * 37, i as u8),
+            );
+        }
+        let copied = || {
+            fs::read_to_string(&out)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("Copied: "))
+                .count()
+        };
+        let reached = wait_until(Duration::from_secs(60), || copied() >= said);
+        assert!(reached, "watch said {} copies", copied());
+        // The power cut, then the process dies with the machine.
+        let lazy_pid = lazy.child.as_ref().expect("lazyfs").id();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(lazy_pid as i32).expect("pid"),
+            rustix::process::Signal::USR1,
+        )
+        .expect("cut");
+        // The cut comes at the filesystem's next request: wait for one to fail.
+        let failed = wait_until(Duration::from_secs(10), || {
+            fs::metadata(&mounted_dst).is_err()
+        });
+        assert!(failed, "the cut did not come");
+        let _ = watch.kill();
+        let _ = watch.wait();
+        let stdout = fs::read_to_string(&out).unwrap_or_default();
+        let served = lazy.unmount();
+        assert!(served.cut);
+        check_after_cut(
+            &work,
+            &BTreeMap::new(),
+            &backing.join("dst"),
+            &mounted_dst,
+            &stdout,
+            &format!("watch, cut after {said} copies said"),
+        );
+    }
+}
+
+/// `prune` cut anywhere: the newest copy of every file is still there and current (`verify
+/// --checksum`), nothing is torn, and `prune` again finishes the job.
+#[test]
+fn a_prune_cut_anywhere_never_takes_a_newest_copy() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let mut work = Work::new();
+    work.mixed();
+    let start = work.root.path().join("start");
+    fs::create_dir(&start).expect("start");
+    let once = |work: &Work| {
+        let (code, out, err) = backup(&[
+            "once".as_ref(),
+            "-q".as_ref(),
+            work.src.as_os_str(),
+            start.join("dst").as_os_str(),
+        ]);
+        assert_eq!(code, Some(0), "{out}{err}");
+    };
+    once(&work);
+    common::next_second();
+    work.update();
+    once(&work);
+    let prune = |dst: &Path| {
+        backup(&[
+            "prune".as_ref(),
+            dst.as_os_str(),
+            "--keep-last".as_ref(),
+            "1".as_ref(),
+        ])
+    };
+    let run = |cut: Cut, label: &str| -> Served {
+        let base = tempfile::tempdir_in(work.root.path()).expect("tempdir");
+        let backing = base.path().join("disk");
+        copy_tree(&start, &backing);
+        let mnt = base.path().join("mnt");
+        let lazy = Lazy::mount(&backing, &mnt, cut);
+        let (_code, stdout, _stderr) = prune(&mnt.join("dst"));
+        let served = lazy.unmount();
+        let dst = backing.join("dst");
+        for (rel, node) in tree(&dst) {
+            if let Node::File { data, .. } = node {
+                let name = rel.to_string_lossy();
+                assert!(
+                    is_temp(&rel) || work.contents.contains(&data) || name.contains("_deleted"),
+                    "{label}: {} holds bytes no version had\n{stdout}",
+                    rel.display()
+                );
+            }
+        }
+        let (code, out, err) = backup(&[
+            "verify".as_ref(),
+            "--checksum".as_ref(),
+            work.src.as_os_str(),
+            dst.as_os_str(),
+        ]);
+        assert_eq!(
+            code,
+            Some(0),
+            "{label}: verify\n{stdout}--- verify\n{out}{err}"
+        );
+        let (code, out, err) = prune(&dst);
+        assert_eq!(code, Some(0), "{label}: prune again\n{out}{err}");
+        served
+    };
+    let clean = run(Cut::Never, "prune, no cut");
+    for n in 1..=clean.syncs {
+        run(Cut::AtSync(n), &format!("prune, cut after sync {n}"));
+    }
+    let step = step_or_all(2);
+    let mut n = 1;
+    while n <= clean.ops {
+        run(Cut::AtOp(n), &format!("prune, cut before change {n}"));
+        n += step;
+    }
+    eprintln!(
+        "prune: {} sync points and {} of {} change points cut, all consistent",
         clean.syncs,
         clean.ops.div_ceil(step),
         clean.ops

@@ -303,6 +303,7 @@ fn write_all(
         }
     }
     let mut batch: Vec<Written> = Vec::new();
+    // Restored and not yet said: symlinks made, files named, until their names are durable.
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut open = Open::default();
     for p in picks {
@@ -318,9 +319,9 @@ fn write_all(
                         dest,
                         &mut batch,
                         &mut links,
-                        &mut restored,
-                        &mut failed,
+                        (&mut restored, &mut failed),
                         out,
+                        false,
                     );
                 }
             }
@@ -332,9 +333,9 @@ fn write_all(
                         dest,
                         &mut batch,
                         &mut links,
-                        &mut restored,
-                        &mut failed,
+                        (&mut restored, &mut failed),
                         out,
+                        false,
                     );
                 }
             }
@@ -348,9 +349,9 @@ fn write_all(
         dest,
         &mut batch,
         &mut links,
-        &mut restored,
-        &mut failed,
+        (&mut restored, &mut failed),
         out,
+        true,
     );
     // Folders made for the restore get the mode and times of their folder in DST, deepest
     // first (writing into a folder changes its time).
@@ -402,32 +403,46 @@ struct Written {
 }
 
 /// Makes the batch's copies durable with one sync, then gives each its name (never over
-/// anything); a failed sync fails them all, since which one lost data cannot be known.
+/// anything); a failed sync fails them all, since which one lost data cannot be known. A
+/// restored file or symlink is said only once its name is durable too: the names of one batch
+/// ride on the next batch's `syncfs`, and the `last` batch (or one without such a sync) syncs the
+/// folders that changed itself.
 fn publish(
     dest: &Local,
     batch: &mut Vec<Written>,
-    links: &mut Vec<(PathBuf, PathBuf)>,
-    restored: &mut u64,
-    failed: &mut u64,
+    unsaid: &mut Vec<(PathBuf, PathBuf)>,
+    counts: (&mut u64, &mut u64),
     out: &mut Reporter,
+    last: bool,
 ) {
-    if batch.is_empty() && links.is_empty() {
+    let (restored, failed) = counts;
+    if batch.is_empty() && unsaid.is_empty() {
         return;
     }
     // One sync for the batch where the filesystem has one that works; else (FUSE) each file's.
-    let synced = if dest.capabilities().group_commit {
+    let whole = dest.capabilities().group_commit && !batch.is_empty();
+    let synced = if batch.is_empty() {
+        Ok(())
+    } else if whole {
         dest.sync_all()
     } else {
         batch.iter().try_for_each(|w| w.staged.sync())
     };
-    let mut done = Vec::with_capacity(batch.len());
+    if whole && synced.is_ok() {
+        for (from, to) in unsaid.drain(..) {
+            say(&from, &to, &Ok(()), (restored, failed), out);
+        }
+    }
     for mut w in batch.drain(..) {
         let published = match &synced {
             Ok(()) => w.staged.publish(&w.name),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
         };
         match published {
-            Ok(()) => done.push(w),
+            Ok(()) => {
+                let to = w.dir.path().join(OsStr::from_bytes(&w.name));
+                unsaid.push((w.from, to));
+            }
             Err(e) => {
                 *failed += 1;
                 let op = if synced.is_ok() {
@@ -439,34 +454,39 @@ fn publish(
             }
         }
     }
-    // Their names (and the symlinks made since the last batch) are made durable before they
-    // are said.
-    let named = if done.is_empty() && links.is_empty() {
-        Ok(())
-    } else {
-        dest.sync_names()
-    };
-    let done = done
-        .into_iter()
-        .map(|w| {
-            let to = w.dir.path().join(OsStr::from_bytes(&w.name));
-            (w.from, to)
-        })
-        .chain(links.drain(..));
-    for (from, to) in done {
-        match &named {
-            Ok(()) => {
-                *restored += 1;
-                out.say(&Message::Restored {
-                    from: &from,
-                    to: &to,
-                });
-            }
-            Err(e) => {
-                *failed += 1;
-                let e = io::Error::new(e.kind(), e.to_string());
-                out.event(&Event::failed(from, Failure::at(Op::SyncFolder, &to, e)));
-            }
+    if last || !whole || synced.is_err() {
+        let named = if unsaid.is_empty() {
+            Ok(())
+        } else {
+            dest.sync_names()
+        };
+        for (from, to) in unsaid.drain(..) {
+            say(&from, &to, &named, (restored, failed), out);
+        }
+    }
+}
+
+/// Says that `from` was restored to `to`, or, where its name could not be made durable
+/// (`named`), that it failed.
+fn say(
+    from: &Path,
+    to: &Path,
+    named: &io::Result<()>,
+    (restored, failed): (&mut u64, &mut u64),
+    out: &mut Reporter,
+) {
+    match named {
+        Ok(()) => {
+            *restored += 1;
+            out.say(&Message::Restored { from, to });
+        }
+        Err(e) => {
+            *failed += 1;
+            let e = io::Error::new(e.kind(), e.to_string());
+            out.event(&Event::failed(
+                from.to_path_buf(),
+                Failure::at(Op::SyncFolder, to, e),
+            ));
         }
     }
 }

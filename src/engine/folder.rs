@@ -111,7 +111,7 @@ impl Engine {
                     let event = Event::new(src, Outcome::Copied(path)).with_bytes(size);
                     batch.done.push(event);
                     if batch.done.len() >= self.settings.limits.batch_files {
-                        self.commit(batch, notes);
+                        self.commit(batch, notes, false);
                     }
                 }
                 step => send(src, step, size),
@@ -237,7 +237,7 @@ impl Engine {
             || batch.bytes >= BATCH_BYTES
             || batch.folders >= self.settings.limits.batch_dirs
         {
-            self.commit(batch, notes);
+            self.commit(batch, notes, false);
         }
     }
 

@@ -222,6 +222,8 @@ struct Batch {
     /// Copies already named (symlinks, moved files named from their old copy), said once the
     /// batch's names are durable.
     done: Vec<Event>,
+    /// What was published and waits for its name to be durable before it is said.
+    unsaid: Vec<Event>,
     bytes: u64,
     /// Folders the items span: each holds a folder handle open until published.
     folders: usize,
@@ -502,7 +504,7 @@ impl Engine {
                 Ok(job) => job,
                 Err(TryRecvError::Empty) => {
                     // Nothing queued right now: publish what is staged rather than let it wait.
-                    self.commit(&mut batch, notes);
+                    self.commit(&mut batch, notes, true);
                     match jobs.recv() {
                         Ok(job) => job,
                         Err(_) => break,
@@ -514,22 +516,32 @@ impl Engine {
             self.folder(&job, notes, &mut batch);
             notes.flush();
         }
-        self.commit(&mut batch, notes);
+        self.commit(&mut batch, notes, true);
     }
 
     /// Publishes a batch of staged copies: one sync makes all their data durable (a `syncfs`,
     /// or an `fsync` for a batch of one), then each gets its final name. A failed sync throws
     /// the whole batch away: which file lost data cannot be known, and a second sync may lie.
-    fn commit(&self, batch: &mut Batch, notes: &Notes) {
-        if batch.items.is_empty() && batch.done.is_empty() {
+    ///
+    /// A copy is said (`Copied:`) only once its name is durable too: a copy acknowledged is one
+    /// a power cut keeps. The names of one batch ride on the next batch's `syncfs`, which covers
+    /// the whole filesystem; the `last` batch before the worker waits, or one without such a
+    /// sync, syncs the folders that changed itself.
+    fn commit(&self, batch: &mut Batch, notes: &Notes, last: bool) {
+        if batch.items.is_empty() && batch.done.is_empty() && batch.unsaid.is_empty() {
             return;
         }
+        let whole = batch.items.len() > 1 && self.dest.capabilities().group_commit;
         let synced = match batch.items.as_slice() {
             [] => Ok(()),
             [one] => one.staged.sync(),
             _ => self.dest.sync_all(),
         };
-        let mut events = Vec::with_capacity(batch.items.len() + batch.done.len());
+        if whole && synced.is_ok() {
+            for event in batch.unsaid.drain(..) {
+                notes.send(Note::Done(event));
+            }
+        }
         for mut ready in batch.items.drain(..) {
             let outcome = match &synced {
                 Ok(()) => {
@@ -548,25 +560,26 @@ impl Engine {
             if matches!(outcome, Outcome::Copied(_)) {
                 ready.touched.store(true, Ordering::Relaxed);
             }
-            events.push(Event::new(ready.src, outcome).with_bytes(ready.size));
+            batch
+                .unsaid
+                .push(Event::new(ready.src, outcome).with_bytes(ready.size));
         }
-        events.append(&mut batch.done);
-        // The new names are made durable before they are said: a copy acknowledged is one a
-        // power cut keeps.
-        if events
-            .iter()
-            .any(|e| matches!(e.outcome, Outcome::Copied(_)))
-            && let Err(e) = self.dest.sync_names()
-        {
-            for event in &mut events {
-                if let Outcome::Copied(path) = &event.outcome {
-                    let failure = Failure::at(Op::SyncFolder, path, clone_error(&e));
-                    event.outcome = Outcome::Failed(self.dest_failure(failure, &e));
+        batch.unsaid.append(&mut batch.done);
+        if last || !whole || synced.is_err() {
+            let copied = |e: &Event| matches!(e.outcome, Outcome::Copied(_));
+            if batch.unsaid.iter().any(copied)
+                && let Err(e) = self.dest.sync_names()
+            {
+                for event in &mut batch.unsaid {
+                    if let Outcome::Copied(path) = &event.outcome {
+                        let failure = Failure::at(Op::SyncFolder, path, clone_error(&e));
+                        event.outcome = Outcome::Failed(self.dest_failure(failure, &e));
+                    }
                 }
             }
-        }
-        for event in events {
-            notes.send(Note::Done(event));
+            for event in batch.unsaid.drain(..) {
+                notes.send(Note::Done(event));
+            }
         }
         notes.flush();
         batch.bytes = 0;
