@@ -96,6 +96,27 @@ EXAMPLES:
     backup du /mnt/disk/work
     backup du /mnt/disk/work photos --json";
 
+const DIFF_HELP: &str = "\
+The tree at each time is exactly what `restore --at` would write. A file there at the later time
+only is added, at the earlier only deleted, at both with another version changed; a file gone
+from one path and new at another with the same bytes (both copies read and compared) moved.
+TIME is as for `restore --at`: `2026-12-06 21:05`, RFC 3339, `now`, or a time ago (`2h`, `3
+days`).
+
+EXAMPLES:
+    backup diff /mnt/disk/work --from '1 week'
+    backup diff /mnt/disk/work photos --from 2026-12-01 --to 2026-12-06 --json";
+
+const FIND_HELP: &str = "\
+Every file whose path in the backed-up tree matches PATTERN, with each of its versions (when it
+was captured, its size, where the copy is), files deleted from SRC included. A PATTERN with a
+`/` is matched against the whole path (`photos/*.jpg`), one without against the file's name
+(`*.pdf`); `*` stays within a folder, `**` crosses folders.
+
+EXAMPLES:
+    backup find /mnt/disk/work 'report*.txt'
+    backup find /mnt/disk/work '**/*.jpg' --deleted";
+
 const PRUNE_HELP: &str = "\
 EXAMPLES:
     backup prune /mnt/disk/work --keep-last 10 --dry-run
@@ -136,6 +157,13 @@ pub enum Command {
     /// the records of deletions, largest first.
     #[command(after_long_help = DU_HELP)]
     Du(DuArgs),
+    /// Say what changed in the backed-up tree between two times: added, changed, deleted and
+    /// moved files.
+    #[command(after_long_help = DIFF_HELP)]
+    Diff(DiffArgs),
+    /// Find every version of the files whose path matches a pattern, deleted ones included.
+    #[command(after_long_help = FIND_HELP)]
+    Find(FindArgs),
     /// Say what each pair's `watch` is doing and how old its newest copy is; exit 1 when one
     /// is failing or stale.
     #[command(after_long_help = STATUS_HELP)]
@@ -156,6 +184,48 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n    backup man > ~/.local/share/man/man1/backup.1 && man backup"
     )]
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The backup folder.
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    /// A folder inside DST, or relative to the backed-up tree [default: all of DST].
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+
+    /// The earlier time.
+    #[arg(long, value_name = "TIME")]
+    pub from: String,
+
+    /// The later time.
+    #[arg(long, value_name = "TIME", default_value = "now")]
+    pub to: String,
+
+    /// Print JSON Lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// The backup folder.
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    /// A glob over the files' paths in the backed-up tree.
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
+
+    /// Only files deleted from SRC (whose newest record is their deletion).
+    #[arg(long)]
+    pub deleted: bool,
+
+    /// Print JSON Lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

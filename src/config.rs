@@ -84,6 +84,8 @@ pub(crate) enum Job {
     Restore(Restore),
     Prune(Prune),
     Du(Du),
+    Diff(Diff),
+    Find(Find),
     Status(StatusJob),
     Service(Service),
     /// Text to print as it is: a completion script, the manual page.
@@ -124,6 +126,24 @@ pub(crate) struct Du {
     pub(crate) dst: PathBuf,
     pub(crate) path: Option<PathBuf>,
     pub(crate) source: Option<PathBuf>,
+    pub(crate) json: bool,
+}
+
+/// `backup diff`.
+pub(crate) struct Diff {
+    pub(crate) dst: PathBuf,
+    pub(crate) path: Option<PathBuf>,
+    /// As given: read against the clock when the command starts.
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) json: bool,
+}
+
+/// `backup find`.
+pub(crate) struct Find {
+    pub(crate) dst: PathBuf,
+    pub(crate) pattern: String,
+    pub(crate) deleted: bool,
     pub(crate) json: bool,
 }
 
@@ -183,6 +203,19 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
             dst: a.dst,
             path: a.path,
             source: a.source,
+            json: a.json,
+        }),
+        Command::Diff(a) => Job::Diff(Diff {
+            dst: a.dst,
+            path: a.path,
+            from: a.from,
+            to: a.to,
+            json: a.json,
+        }),
+        Command::Find(a) => Job::Find(Find {
+            dst: a.dst,
+            pattern: a.pattern,
+            deleted: a.deleted,
             json: a.json,
         }),
         Command::Status(a) => Job::Status(StatusJob {

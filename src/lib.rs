@@ -101,6 +101,8 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Status {
         Job::Restore(job) => archive::restore::run(&job),
         Job::Prune(job) => archive::prune::run(&job),
         Job::Du(job) => archive::du::run(&job),
+        Job::Diff(job) => archive::diff::run(&job),
+        Job::Find(job) => archive::find::run(&job),
         Job::Backup(configs) => backup(configs),
     }
 }

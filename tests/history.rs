@@ -415,3 +415,124 @@ fn once_and_watch_prune_after_their_passes() {
     let (code, out, _) = w.stop(rustix::process::Signal::INT);
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// A history with a change, a deletion, a folder renamed, a new file and a file that became a
+/// folder: `diff` between two times says exactly what tells apart the trees `restore --at`
+/// writes for them, and `find` finds a deleted file by its name in any folder.
+#[test]
+fn diff_and_find_read_the_same_history_as_restore() {
+    let env = Env::new();
+    env.write("a.txt", "alpha\n");
+    env.write("docs/report.txt", "the report\n");
+    env.write("photos/p1.jpg", "a picture of some length\n");
+    env.write("swap", "a file, then a folder\n");
+    env.once(&[]).code(0);
+    next_second();
+    let t1 = common::next_second();
+    env.write("a.txt", "alpha, changed\n");
+    fs::remove_file(env.src.join("docs/report.txt")).expect("rm");
+    fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("mv");
+    env.write("new.txt", "new\n");
+    fs::remove_file(env.src.join("swap")).expect("rm swap");
+    env.write("swap/inside.txt", "now a folder\n");
+    env.once(&[]).code(0);
+    next_second();
+    let t2 = common::next_second();
+
+    let r = backup(&env, &["diff", dst(&env), "--from", &t1, "--to", &t2]);
+    r.code(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "Changed: a.txt (6 B -> 15 B)",
+            "Deleted: docs/report.txt (11 B)",
+            "Added: new.txt (4 B)",
+            "Moved: photos/p1.jpg -> pictures/p1.jpg (25 B)",
+            "Deleted: swap (22 B)",
+            "Added: swap/inside.txt (13 B)",
+            "2 added, 1 changed, 2 deleted, 1 moved; -7 B",
+        ],
+        "{}",
+        r.context()
+    );
+    // The same as the trees restore writes for the two times.
+    let at = |t: &str, to: &str| {
+        let target = env.root().join(to);
+        backup(
+            &env,
+            &[
+                "restore",
+                dst(&env),
+                ".",
+                "--at",
+                t,
+                "--to",
+                target.to_str().expect("utf-8"),
+            ],
+        )
+        .code(0);
+        common::tree(&target)
+            .into_iter()
+            .filter_map(|(p, n)| match n {
+                common::Node::File { data, .. } => Some((p, data)),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (before, after) = (at(&t1, "t1"), at(&t2, "t2"));
+    let json = json_lines(
+        &backup(
+            &env,
+            &["diff", dst(&env), "--from", &t1, "--to", &t2, "--json"],
+        )
+        .stdout,
+    );
+    for line in &json {
+        let path = |k: &str| Path::new(line[k].as_str().unwrap_or_default()).to_path_buf();
+        match line["type"].as_str() {
+            Some("added") => {
+                assert!(!before.contains_key(&path("path")) && after.contains_key(&path("path")))
+            }
+            Some("removed") => {
+                assert!(before.contains_key(&path("path")) && !after.contains_key(&path("path")))
+            }
+            Some("changed") => assert_ne!(before.get(&path("path")), after.get(&path("path"))),
+            Some("moved") => assert_eq!(before.get(&path("from")), after.get(&path("path"))),
+            Some("diff_summary") => assert_eq!(line["moved"], 1),
+            other => panic!("{other:?}"),
+        }
+    }
+    let unchanged = before
+        .iter()
+        .filter(|(p, d)| after.get(*p) == Some(d))
+        .count();
+    assert_eq!(unchanged + 4, before.len(), "everything else is the same");
+
+    // Found by name, though its folder is not asked for; and among the deleted ones.
+    let r = backup(&env, &["find", dst(&env), "report*", "--deleted"]);
+    r.code(0);
+    assert!(r.stdout.starts_with("docs/report.txt\n"), "{}", r.context());
+    assert!(r.stdout.contains("deleted"), "{}", r.context());
+    let r = backup(&env, &["find", dst(&env), "*.txt", "--deleted"]);
+    assert!(
+        !r.stdout.contains("a.txt"),
+        "a.txt is not deleted: {}",
+        r.context()
+    );
+    let r = backup(&env, &["find", dst(&env), "**/*.jpg", "--json"]);
+    let found = json_lines(&r.stdout);
+    assert!(
+        found.iter().any(|l| l["file"] == "photos/p1.jpg"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        found.iter().any(|l| l["file"] == "pictures/p1.jpg"),
+        "{}",
+        r.stdout
+    );
+    let r = backup(&env, &["find", dst(&env), "a["]);
+    r.code(1);
+    r.stderr_has("PATTERN a[");
+}

@@ -2,7 +2,9 @@
 //! pruning that `once` and `watch` do after a pass. Everything is read back from the names and
 //! metadata in DST (`history` decides); nothing else is kept anywhere.
 
+pub(crate) mod diff;
 pub(crate) mod du;
+pub(crate) mod find;
 pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod room;

@@ -19,11 +19,13 @@ use crate::outcome::Event;
 use crate::report::{Message, Reporter};
 
 /// One file to write back: where its version lives in DST, and where it goes under TARGET.
-struct Pick {
-    from_dir: PathBuf,
-    version: Vec<u8>,
-    to_dir: PathBuf,
-    to_name: Vec<u8>,
+pub(super) struct Pick {
+    pub(super) from_dir: PathBuf,
+    pub(super) version: Vec<u8>,
+    pub(super) to_dir: PathBuf,
+    pub(super) to_name: Vec<u8>,
+    /// The version's size.
+    pub(super) size: u64,
 }
 
 /// What a restore will write: TARGET's root folder, the files below it, how many files had no
@@ -132,6 +134,7 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &Restore) -> Result<P
                 version: v.name.clone(),
                 to_dir: PathBuf::new(),
                 to_name,
+                size: v.size,
             };
             Ok(Plan {
                 root,
@@ -159,7 +162,7 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &Restore) -> Result<P
 /// folder it is in (a folder deleted at M holds nothing captured before M); and every folder
 /// that was there then (see `history::folder_at`), empty ones too. Returns the file picks, the
 /// folders (from, to), and how many files were left out (no version yet, or deleted by then).
-fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<FolderPicks, Error> {
+pub(super) fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<FolderPicks, Error> {
     let unreadable =
         |rel: &Path, e: io::Error| Error::new(About::Path(archive.root().join(rel)), Why::Io(e));
     // The restored folder's own deletion is recorded in its parent.
@@ -192,6 +195,7 @@ fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<FolderPicks, E
                     version: v.name.clone(),
                     to_dir: to_dir.clone(),
                     to_name: h.name.clone(),
+                    size: v.size,
                 }),
                 _ if h.has_copies() => out.left_out += 1,
                 _ => {}
@@ -223,8 +227,8 @@ fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<FolderPicks, E
 
 /// What a folder restore writes besides its root.
 #[derive(Default)]
-struct FolderPicks {
-    picks: Vec<Pick>,
+pub(super) struct FolderPicks {
+    pub(super) picks: Vec<Pick>,
     /// Every folder that was there, from DST and to TARGET, relative.
     folders: Vec<(PathBuf, PathBuf)>,
     left_out: u64,

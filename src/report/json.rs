@@ -8,7 +8,7 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::message::{Message, Notice};
+use super::message::{Difference, Message, Notice};
 use super::{Line, Style, text};
 use crate::error::Failure;
 use crate::outcome::{Change, Counts, Outcome};
@@ -94,6 +94,34 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
                 .collect();
             return (!lines.is_empty()).then(|| Line::out(lines.join("\n").into_bytes()));
         }
+        Message::Difference(c) => match c {
+            Difference::Added { path, size } => Json::Added {
+                path: JsonPath(path),
+                size: *size,
+            },
+            Difference::Changed { path, before, size } => Json::Changed {
+                path: JsonPath(path),
+                before: *before,
+                size: *size,
+            },
+            Difference::Deleted { path, size } => Json::Removed {
+                path: JsonPath(path),
+                size: *size,
+            },
+            Difference::Moved { from, path, size } => Json::Moved {
+                from: JsonPath(from),
+                path: JsonPath(path),
+                size: *size,
+            },
+        },
+        Message::DiffSummary(t) => Json::DiffSummary {
+            added: t.added,
+            changed: t.changed,
+            deleted: t.deleted,
+            moved: t.moved,
+            grew: t.grew,
+        },
+        Message::NothingFound { .. } => return None,
         Message::Status(p) => Json::Status {
             name: p.name.as_deref(),
             src: JsonPath(&p.src),
@@ -223,6 +251,32 @@ fn destination<'a>(n: &'a Notice<'a>) -> Json<'a> {
 enum Json<'a> {
     Created {
         dst: JsonPath<'a>,
+    },
+    Added {
+        path: JsonPath<'a>,
+        size: u64,
+    },
+    Changed {
+        path: JsonPath<'a>,
+        before: u64,
+        size: u64,
+    },
+    /// `diff`: a file there at the earlier time only (`deleted` is taken by `once`'s records).
+    Removed {
+        path: JsonPath<'a>,
+        size: u64,
+    },
+    Moved {
+        from: JsonPath<'a>,
+        path: JsonPath<'a>,
+        size: u64,
+    },
+    DiffSummary {
+        added: u64,
+        changed: u64,
+        deleted: u64,
+        moved: u64,
+        grew: i128,
     },
     Status {
         name: Option<&'a str>,

@@ -24,6 +24,12 @@ pub(crate) enum Message<'a> {
     },
     /// `status`: one pair.
     Status(&'a PairStatus),
+    /// `diff`: one file that differs between the two times.
+    Difference(&'a Difference),
+    /// The end of `diff`.
+    DiffSummary(&'a Tally),
+    /// `find`: no file in DST matches the pattern.
+    NothingFound { pattern: &'a str },
     /// `restore`: one file or folder written back.
     Restored { from: &'a Path, to: &'a Path },
     /// `prune`: one version deleted (or, in a dry run, to be deleted).
@@ -274,6 +280,73 @@ pub(crate) struct Listed<'a> {
     pub deleted: bool,
     /// For the record of a deletion of a folder the file is in: that folder, relative to DST.
     pub folder: Option<&'a Path>,
+}
+
+/// `diff`: how a file differs between two times, by its path under the folder compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Difference {
+    Added {
+        path: PathBuf,
+        size: u64,
+    },
+    Changed {
+        path: PathBuf,
+        before: u64,
+        size: u64,
+    },
+    Deleted {
+        path: PathBuf,
+        size: u64,
+    },
+    /// Gone from `from`, there at `path` with the same bytes.
+    Moved {
+        from: PathBuf,
+        path: PathBuf,
+        size: u64,
+    },
+}
+
+impl Difference {
+    /// Where the file is at the later time (where it was, for a deletion).
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Difference::Added { path, .. }
+            | Difference::Changed { path, .. }
+            | Difference::Deleted { path, .. }
+            | Difference::Moved { path, .. } => path,
+        }
+    }
+}
+
+/// `diff`'s totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub added: u64,
+    pub changed: u64,
+    pub deleted: u64,
+    pub moved: u64,
+    /// The size of the tree at the later time less that at the earlier one.
+    pub grew: i128,
+}
+
+impl Tally {
+    pub(crate) fn count(&mut self, c: &Difference) {
+        match c {
+            Difference::Added { size, .. } => {
+                self.added += 1;
+                self.grew += i128::from(*size);
+            }
+            Difference::Changed { before, size, .. } => {
+                self.changed += 1;
+                self.grew += i128::from(*size) - i128::from(*before);
+            }
+            Difference::Deleted { size, .. } => {
+                self.deleted += 1;
+                self.grew -= i128::from(*size);
+            }
+            Difference::Moved { .. } => self.moved += 1,
+        }
+    }
 }
 
 /// The bytes a folder of DST holds, as `du` counts them: each inode once.

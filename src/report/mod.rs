@@ -14,7 +14,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::outcome::{Counts, Event};
 
 pub(crate) use self::message::{
-    Detail, Findings, Listed, Message, Method, Notice, PairStatus, Plan, Service, Space, Warning,
+    Detail, Difference, Findings, Listed, Message, Method, Notice, PairStatus, Plan, Service,
+    Space, Tally, Warning,
 };
 
 /// How the run talks, decided once from the command line and the terminal.

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::message::{Detail, Message, Method, Notice, Plan, Service, Warning};
+use super::message::{Detail, Difference, Message, Method, Notice, Plan, Service, Warning};
 use super::{Line, Style};
 use crate::dest::{Capabilities, Loss, Publish};
 use crate::error::{Failure, reason};
@@ -113,6 +113,39 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
                 }
             }
             out(line)
+        }
+        Message::Difference(c) => {
+            let (word, size) = match c {
+                Difference::Added { size, .. } => ("Added", human_size(*size)),
+                Difference::Changed { before, size, .. } => (
+                    "Changed",
+                    format!("{} -> {}", human_size(*before), human_size(*size)),
+                ),
+                Difference::Deleted { size, .. } => ("Deleted", human_size(*size)),
+                Difference::Moved { size, .. } => ("Moved", human_size(*size)),
+            };
+            line.extend_from_slice(format!("{word}: ").as_bytes());
+            if let Difference::Moved { from, .. } = c {
+                escape_into(&mut line, from);
+                line.extend_from_slice(b" -> ");
+            }
+            escape_into(&mut line, c.path());
+            line.extend_from_slice(format!(" ({size})").as_bytes());
+            out(line)
+        }
+        Message::DiffSummary(t) => {
+            let grew = match t.grew {
+                g if g < 0 => format!("-{}", human_size(g.unsigned_abs() as u64)),
+                g => format!("+{}", human_size(g as u64)),
+            };
+            out(format!(
+                "{} added, {} changed, {} deleted, {} moved; {grew}",
+                t.added, t.changed, t.deleted, t.moved
+            )
+            .into_bytes())
+        }
+        Message::NothingFound { pattern } => {
+            err(format!("Nothing in DST matches {pattern:?}").into_bytes())
         }
         Message::Status(p) => {
             if let Some(name) = &p.name {
