@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 
 use crate::archive::room::Keeper;
 use crate::config::Limits;
@@ -232,6 +232,9 @@ struct Batch {
 /// A batch is published once it holds this many bytes (or `Limits::batch_files` files), or
 /// when its worker runs out of queued work, whichever comes first.
 const BATCH_BYTES: u64 = 256 << 20;
+
+/// How long a worker with nothing queued waits for the walk before it publishes its batch.
+const WALK_CATCH_UP: Duration = Duration::from_millis(5);
 
 /// Entries decided between two readings of the clock, when nothing is copied.
 const CLOCK_EVERY: usize = 64;
@@ -503,11 +506,19 @@ impl Engine {
             let job = match jobs.try_recv() {
                 Ok(job) => job,
                 Err(TryRecvError::Empty) => {
-                    // Nothing queued right now: publish what is staged rather than let it wait.
-                    self.commit(&mut batch, notes, true);
-                    match jobs.recv() {
+                    // Nothing queued right now. The walk may be a moment behind: a little wait
+                    // spares publishing (and syncing) a batch that more work would have joined.
+                    match jobs.recv_timeout(WALK_CATCH_UP) {
                         Ok(job) => job,
-                        Err(_) => break,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                        Err(RecvTimeoutError::Timeout) => {
+                            // Publish what is staged rather than let it wait.
+                            self.commit(&mut batch, notes, true);
+                            match jobs.recv() {
+                                Ok(job) => job,
+                                Err(_) => break,
+                            }
+                        }
                     }
                 }
                 Err(TryRecvError::Disconnected) => break,
