@@ -117,6 +117,17 @@ EXAMPLES:
     backup find /mnt/disk/work 'report*.txt'
     backup find /mnt/disk/work '**/*.jpg' --deleted";
 
+const MOUNT_HELP: &str = "\
+A read-only view of DST, without copying anything: `latest/` is the tree as it is now, `at/TIME/`
+the tree as of each time something was captured (exactly what `restore --at TIME` writes), and
+`versions/PATH/` every version of each file under its name in DST. With --at, the mount point is
+the tree at that time. It stays mounted until Ctrl-C, SIGTERM or `fusermount3 -u MOUNTPOINT`.
+Needs FUSE (`/dev/fuse` and `fusermount3`, Debian's fuse3).
+
+EXAMPLES:
+    backup mount /mnt/disk/work ~/past
+    backup mount /mnt/disk/work ~/tuesday --at '2026-12-01 18:00'";
+
 const PRUNE_HELP: &str = "\
 EXAMPLES:
     backup prune /mnt/disk/work --keep-last 10 --dry-run
@@ -164,6 +175,10 @@ pub enum Command {
     /// Find every version of the files whose path matches a pattern, deleted ones included.
     #[command(after_long_help = FIND_HELP)]
     Find(FindArgs),
+    /// Show DST as a read-only filesystem of its past: the tree now, at any time, and every
+    /// version of each file.
+    #[command(after_long_help = MOUNT_HELP)]
+    Mount(MountArgs),
     /// Say what each pair's `watch` is doing and how old its newest copy is; exit 1 when one
     /// is failing or stale.
     #[command(after_long_help = STATUS_HELP)]
@@ -207,6 +222,21 @@ pub struct DiffArgs {
     /// Print JSON Lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The backup folder (or an s3:// or sftp:// destination).
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+
+    /// An empty folder to show it in.
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+
+    /// Show only the tree as it was at this time, at the mount point itself.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Args)]

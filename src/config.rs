@@ -86,6 +86,7 @@ pub(crate) enum Job {
     Du(Du),
     Diff(Diff),
     Find(Find),
+    Mount(MountJob),
     Status(StatusJob),
     Service(Service),
     /// Text to print as it is: a completion script, the manual page.
@@ -137,6 +138,13 @@ pub(crate) struct Diff {
     pub(crate) from: String,
     pub(crate) to: String,
     pub(crate) json: bool,
+}
+
+/// `backup mount`.
+pub(crate) struct MountJob {
+    pub(crate) dst: PathBuf,
+    pub(crate) mountpoint: PathBuf,
+    pub(crate) at: Option<String>,
 }
 
 /// `backup find`.
@@ -211,6 +219,11 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
             from: a.from,
             to: a.to,
             json: a.json,
+        }),
+        Command::Mount(a) => Job::Mount(MountJob {
+            dst: a.dst,
+            mountpoint: a.mountpoint,
+            at: a.at,
         }),
         Command::Find(a) => Job::Find(Find {
             dst: a.dst,

@@ -201,6 +201,8 @@ pub(crate) enum Why {
     /// An OS call failed.
     Io(io::Error),
     NotADirectory,
+    /// A mount point with things in it.
+    NotEmpty,
     Unreadable(io::Error),
     NotCreated(io::Error),
     /// `--to`'s folder, or its parent, is not a folder.
@@ -434,6 +436,7 @@ impl fmt::Display for Why {
             Why::Pattern(text) => f.write_str(text),
             Why::Watch(text) => write!(f, "cannot watch for changes: {text}"),
             Why::NoSuchFile => f.write_str("no such file"),
+            Why::NotEmpty => f.write_str("not an empty folder"),
             Why::Duration(text) => write!(f, "{text} (try 500ms, 2s, 1m)"),
             Why::When(text) => write!(
                 f,

@@ -103,6 +103,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Status {
         Job::Du(job) => archive::du::run(&job),
         Job::Diff(job) => archive::diff::run(&job),
         Job::Find(job) => archive::find::run(&job),
+        Job::Mount(job) => archive::mount::run(&job),
         Job::Backup(configs) => backup(configs),
     }
 }

@@ -751,3 +751,53 @@ fn promises_in_this_process() {
         backup::check_destination(Path::new(&dst));
     }
 }
+
+/// `backup mount` over a bucket: the tree now and every version, read through the seam.
+#[test]
+fn a_bucket_mounts_and_reads() {
+    if !std::path::Path::new("/dev/fuse").exists()
+        || Command::new("fusermount3").arg("-V").output().is_err()
+    {
+        eprintln!("SKIPPED: no /dev/fuse or fusermount3");
+        return;
+    }
+    let Some(store) = stores::garage() else {
+        return;
+    };
+    let env = pair(&store, "mounted");
+    env.write("a.txt", "first\n");
+    env.write("sub/b.txt", "bee\n");
+    run(&store, &env, "once", &[]).code(0);
+    common::next_second();
+    env.write("a.txt", "second\n");
+    run(&store, &env, "once", &[]).code(0);
+    let at = env.root().join("past");
+    fs::create_dir(&at).expect("mount point");
+    let mut c = Command::new(bin());
+    store
+        .env(&mut c)
+        .arg("mount")
+        .arg(&env.dst)
+        .arg(&at)
+        .stdin(std::process::Stdio::null());
+    let mut child = c.spawn().expect("backup mount");
+    let mounted = || {
+        fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(1) == at.to_str() && l.starts_with("backup "))
+        })
+    };
+    assert!(wait_until(LIMIT, mounted), "not mounted");
+    let read = fs::read(at.join("latest/a.txt"));
+    let sub = fs::read(at.join("latest/sub/b.txt"));
+    let versions = fs::read_dir(at.join("versions/a.txt")).map(|d| d.count());
+    let _ = Command::new("fusermount3").arg("-u").arg(&at).status();
+    let exited = wait_until(LIMIT, || child.try_wait().ok().flatten().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    assert_eq!(read.expect("latest/a.txt"), b"second\n");
+    assert_eq!(sub.expect("latest/sub/b.txt"), b"bee\n");
+    assert_eq!(versions.expect("versions/a.txt"), 2);
+    assert!(exited, "backup mount did not exit");
+}

@@ -5,6 +5,7 @@
 pub(crate) mod diff;
 pub(crate) mod du;
 pub(crate) mod find;
+pub(crate) mod mount;
 pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod room;

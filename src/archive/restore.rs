@@ -163,63 +163,99 @@ fn plan(archive: &Archive, target: &Target, at: u64, args: &Restore) -> Result<P
 /// that was there then (see `history::folder_at`), empty ones too. Returns the file picks, the
 /// folders (from, to), and how many files were left out (no version yet, or deleted by then).
 pub(super) fn folder_picks(archive: &Archive, rel: &Path, at: u64) -> Result<FolderPicks, Error> {
-    let unreadable =
-        |rel: &Path, e: io::Error| Error::new(About::Path(archive.root().join(rel)), Why::Io(e));
-    // The restored folder's own deletion is recorded in its parent.
-    let own = match (rel.parent(), rel.file_name()) {
+    let mut out = FolderPicks::default();
+    // Each folder that was there at `at`, with the newest deletion by then of it or of a
+    // folder above it.
+    let mut queue =
+        std::collections::VecDeque::from([(rel.to_path_buf(), own_cut(archive, rel, at))]);
+    while let Some((sub, cut)) = queue.pop_front() {
+        let to_dir = sub.strip_prefix(rel).unwrap_or(&sub).to_path_buf();
+        if sub != rel {
+            out.folders.push((sub.clone(), to_dir.clone()));
+        }
+        let one = one_folder_at(archive, &sub, at, cut)?;
+        out.left_out += one.left_out;
+        out.picks
+            .extend(one.files.into_iter().map(|(to_name, v)| Pick {
+                from_dir: sub.clone(),
+                version: v.name,
+                to_dir: to_dir.clone(),
+                to_name,
+                size: v.size,
+            }));
+        queue.extend(
+            one.folders
+                .into_iter()
+                .map(|(name, cut)| (sub.join(OsStr::from_bytes(&name)), cut)),
+        );
+    }
+    Ok(out)
+}
+
+/// The newest deletion by `at` of the folder `rel` itself (recorded in its parent).
+pub(super) fn own_cut(archive: &Archive, rel: &Path, at: u64) -> Option<u64> {
+    match (rel.parent(), rel.file_name()) {
         (Some(parent), Some(name)) => archive
             .histories(parent, None)
             .ok()
             .and_then(|(_, hs)| find(&hs, name.as_bytes()).and_then(|h| h.deleted_by(at))),
         _ => None,
+    }
+}
+
+/// One folder of the tree at `at`: its files (each by its name in SRC, with the version
+/// `restore` writes) and the folders that were there then (each with the newest deletion by then
+/// of it or of a folder above it, `cut` being that of this one).
+pub(super) struct OneFolder {
+    pub(super) files: Vec<(Vec<u8>, history::Version)>,
+    pub(super) folders: Vec<(Vec<u8>, Option<u64>)>,
+    pub(super) left_out: u64,
+}
+
+pub(super) fn one_folder_at(
+    archive: &Archive,
+    rel: &Path,
+    at: u64,
+    cut: Option<u64>,
+) -> Result<OneFolder, Error> {
+    let listing = archive
+        .listing(rel, None)
+        .map_err(|e| Error::new(About::Path(archive.root().join(rel)), Why::Io(e)))?;
+    let mut out = OneFolder {
+        files: Vec::new(),
+        folders: Vec::new(),
+        left_out: 0,
     };
-    let mut out = FolderPicks::default();
-    // Each folder that was there at `at`, with the newest deletion by then of it or of a
-    // folder above it.
-    let mut queue = std::collections::VecDeque::from([(rel.to_path_buf(), own)]);
-    while let Some((sub, cut)) = queue.pop_front() {
-        let listing = archive
-            .listing(&sub, None)
-            .map_err(|e| unreadable(&sub, e))?;
-        let to_dir = sub.strip_prefix(rel).unwrap_or(&sub).to_path_buf();
-        if sub != rel {
-            out.folders.push((sub.clone(), to_dir.clone()));
+    for h in &listing.histories {
+        match h.restorable_at(at) {
+            // Times are whole seconds: what was captured in the second of the folder's
+            // deletion is taken to be after it (a folder made where a file was is filled
+            // right after that file's deletion is recorded).
+            Some(v) if cut.is_none_or(|c| v.captured >= c) => {
+                out.files.push((h.name.clone(), v.clone()));
+            }
+            _ if h.has_copies() => out.left_out += 1,
+            _ => {}
         }
-        for h in &listing.histories {
-            match h.restorable_at(at) {
-                // Times are whole seconds: what was captured in the second of the folder's
-                // deletion is taken to be after it (a folder made where a file was is filled
-                // right after that file's deletion is recorded).
-                Some(v) if cut.is_none_or(|c| v.captured >= c) => out.picks.push(Pick {
-                    from_dir: sub.clone(),
-                    version: v.name.clone(),
-                    to_dir: to_dir.clone(),
-                    to_name: h.name.clone(),
-                    size: v.size,
-                }),
-                _ if h.has_copies() => out.left_out += 1,
-                _ => {}
-            }
+    }
+    for folder in &listing.folders {
+        let child = rel.join(OsStr::from_bytes(&folder.name));
+        let family = listing.histories.iter().find(|h| h.name == folder.name);
+        let mut signs = history::FolderSigns {
+            born: folder.born,
+            modified: naming::stamp_at(folder.meta.mtime),
+            newest: None,
+        };
+        let mut there = history::folder_at(family, &signs, at);
+        // Only a folder deleted once needs to show that it came back: what was copied into
+        // it since is looked for then.
+        if !there && family.is_some_and(|h| h.deleted_by(at).is_some()) {
+            signs.newest = newest_below(archive, &child, at);
+            there = history::folder_at(family, &signs, at);
         }
-        for folder in &listing.folders {
-            let child = sub.join(OsStr::from_bytes(&folder.name));
-            let family = listing.histories.iter().find(|h| h.name == folder.name);
-            let mut signs = history::FolderSigns {
-                born: folder.born,
-                modified: naming::stamp_at(folder.meta.mtime),
-                newest: None,
-            };
-            let mut there = history::folder_at(family, &signs, at);
-            // Only a folder deleted once needs to show that it came back: what was copied into
-            // it since is looked for then.
-            if !there && family.is_some_and(|h| h.deleted_by(at).is_some()) {
-                signs.newest = newest_below(archive, &child, at);
-                there = history::folder_at(family, &signs, at);
-            }
-            if there {
-                let deleted = family.and_then(|h| h.deleted_by(at));
-                queue.push_back((child, cut.max(deleted)));
-            }
+        if there {
+            let deleted = family.and_then(|h| h.deleted_by(at));
+            out.folders.push((folder.name.clone(), cut.max(deleted)));
         }
     }
     Ok(out)

@@ -122,6 +122,10 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
             grew: t.grew,
         },
         Message::NothingFound { .. } => return None,
+        Message::Mounted { dst, mountpoint } => Json::Mounted {
+            dst: JsonPath(dst),
+            mountpoint: JsonPath(mountpoint),
+        },
         Message::Status(p) => Json::Status {
             name: p.name.as_deref(),
             src: JsonPath(&p.src),
@@ -270,6 +274,10 @@ enum Json<'a> {
         from: JsonPath<'a>,
         path: JsonPath<'a>,
         size: u64,
+    },
+    Mounted {
+        dst: JsonPath<'a>,
+        mountpoint: JsonPath<'a>,
     },
     DiffSummary {
         added: u64,

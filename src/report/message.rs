@@ -30,6 +30,8 @@ pub(crate) enum Message<'a> {
     DiffSummary(&'a Tally),
     /// `find`: no file in DST matches the pattern.
     NothingFound { pattern: &'a str },
+    /// `mount`: DST is mounted, read-only.
+    Mounted { dst: &'a Path, mountpoint: &'a Path },
     /// `restore`: one file or folder written back.
     Restored { from: &'a Path, to: &'a Path },
     /// `prune`: one version deleted (or, in a dry run, to be deleted).

@@ -144,6 +144,18 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
             )
             .into_bytes())
         }
+        Message::Mounted { dst, mountpoint } => {
+            line.extend_from_slice(b"Mounted ");
+            escape_into(&mut line, dst);
+            line.extend_from_slice(b" at ");
+            escape_into(&mut line, mountpoint);
+            line.extend_from_slice(
+                b", read-only: latest/, at/TIME/, versions/PATH/; unmount with fusermount3 -u ",
+            );
+            escape_into(&mut line, mountpoint);
+            line.extend_from_slice(b" or Ctrl-C");
+            err(line)
+        }
         Message::NothingFound { pattern } => {
             err(format!("Nothing in DST matches {pattern:?}").into_bytes())
         }

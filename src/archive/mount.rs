@@ -1,0 +1,610 @@
+//! `backup mount`: DST as a read-only filesystem of its past (FUSE). Its top holds
+//! - `latest/`: the tree as it is now (each file's newest copy under its own name, deleted files
+//!   left out);
+//! - `at/TIME/`: the tree as of each time something was captured, exactly what `restore --at`
+//!   writes (`restore::one_folder_at` decides both);
+//! - `versions/PATH/`: every version of each file, under its name in DST, the records of its
+//!   deletion as the empty files they are.
+//!
+//! With `--at TIME` the mount point is that one tree. Reads go straight to the copies in DST; a
+//! folder is listed when it is looked at, never before, so mounting takes no time whatever the
+//! size of DST, and memory grows with what is browsed only.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, Request,
+};
+
+use super::restore::{one_folder_at, own_cut};
+use super::{Archive, reporter};
+use crate::config::MountJob;
+use crate::error::{About, Error, Status, Why};
+use crate::history;
+use crate::meta::{Kind, Meta};
+use crate::naming;
+use crate::report::Message;
+
+/// The time that `latest/` shows: later than any capture.
+const LATEST: u64 = u64::MAX;
+
+/// How long the kernel may keep what it was told: short, since `latest/` moves while a
+/// `watch` writes into DST.
+const TTL: Duration = Duration::from_secs(1);
+
+/// Listings kept at once; beyond, the oldest are dropped and read again when needed.
+const LISTINGS_KEPT: usize = 256;
+
+/// Something the mount shows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Node {
+    /// `latest/`, `at/` and `versions/`.
+    Top,
+    /// `at/`: one folder per time something was captured.
+    Times,
+    /// A folder of the tree at `at`, with the newest deletion by then of it or of a folder above.
+    Tree {
+        at: u64,
+        rel: PathBuf,
+        cut: Option<u64>,
+    },
+    /// `versions/REL/`: the folder's subfolders, and a folder for each of its files.
+    VersionsIn { rel: PathBuf },
+    /// `versions/REL/NAME/`: every version of one file.
+    VersionsOf { rel: PathBuf, name: Vec<u8> },
+    /// A copy in DST: a version of a file, or the record of a deletion.
+    Copy { rel: PathBuf, version: Vec<u8> },
+}
+
+/// One name in a folder of the mount.
+#[derive(Clone, Debug)]
+struct Child {
+    name: OsString,
+    node: Node,
+}
+
+/// Inode numbers for the nodes met so far, and the listings read lately.
+#[derive(Default)]
+struct Table {
+    by_node: HashMap<Node, u64>,
+    nodes: Vec<Node>,
+    listings: HashMap<u64, Arc<Vec<Child>>>,
+    attrs: HashMap<u64, FileAttr>,
+}
+
+struct View {
+    archive: Archive,
+    root: Node,
+    table: Mutex<Table>,
+    times: OnceLock<Vec<u64>>,
+    files: Mutex<HashMap<u64, File>>,
+    next_fh: AtomicU64,
+    /// When it was mounted: the times of the folders it makes up.
+    mounted: SystemTime,
+}
+
+/// `backup mount DST MOUNTPOINT [--at TIME]`
+pub(crate) fn run(args: &MountJob) -> Status {
+    let mut out = reporter(false, false, false);
+    match mount(args, &mut out) {
+        Ok(()) => Status::Success,
+        Err(e) => {
+            out.error(&e);
+            Status::Failure
+        }
+    }
+}
+
+fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error> {
+    let archive = Archive::open(&args.dst, false)?;
+    let at_mountpoint = |why| Error::new(About::Path(args.mountpoint.clone()), why);
+    // Over a folder with things in it, they would be hidden while it is mounted.
+    match std::fs::read_dir(&args.mountpoint).map(|mut entries| entries.next().is_none()) {
+        Ok(true) => {}
+        Ok(false) => return Err(at_mountpoint(Why::NotEmpty)),
+        Err(e) => return Err(at_mountpoint(Why::Io(e))),
+    }
+    let root = match &args.at {
+        Some(when) => {
+            let at = naming::stamp_of(&history::parse_when(when, chrono::Local::now())?);
+            Node::Tree {
+                at,
+                rel: PathBuf::new(),
+                cut: own_cut(&archive, Path::new(""), at),
+            }
+        }
+        None => Node::Top,
+    };
+    let view = View {
+        archive,
+        root,
+        table: Mutex::new(Table::default()),
+        times: OnceLock::new(),
+        files: Mutex::new(HashMap::new()),
+        next_fh: AtomicU64::new(1),
+        mounted: SystemTime::now(),
+    };
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("backup".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    config.n_threads = Some(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| at_mountpoint(Why::Io(e)))?;
+    }
+    let session = fuser::spawn_mount(view, &args.mountpoint, &config)
+        .map_err(|e| at_mountpoint(Why::Io(e)))?;
+    out.say(&Message::Mounted {
+        dst: &args.dst,
+        mountpoint: &args.mountpoint,
+    });
+    // Until Ctrl-C, SIGTERM, or an unmount from outside (`fusermount3 -u`).
+    while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if session.guard.is_finished() {
+        let _ = session.join();
+    } else {
+        session
+            .umount_and_join()
+            .map_err(|e| at_mountpoint(Why::Io(e)))?;
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The folder name of a time in `at/`, sorted as `ls` sorts: `2026-12-06T21-05-30`.
+fn time_name(stamp: u64) -> Option<String> {
+    naming::naive_of(stamp).map(|t| t.format("%Y-%m-%dT%H-%M-%S").to_string())
+}
+
+fn time_of_name(name: &OsStr) -> Option<u64> {
+    let t = chrono::NaiveDateTime::parse_from_str(name.to_str()?, "%Y-%m-%dT%H-%M-%S").ok()?;
+    Some(naming::stamp_of(&t))
+}
+
+fn system_time(t: crate::meta::Time) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs())
+    }
+}
+
+fn errno(e: &io::Error) -> Errno {
+    match e.kind() {
+        io::ErrorKind::NotFound => Errno::ENOENT,
+        // A destination gone (unplugged, unmounted) or failing: an error, never a hang.
+        _ => Errno::EIO,
+    }
+}
+
+impl View {
+    fn ino(&self, node: &Node) -> u64 {
+        if *node == self.root {
+            return 1;
+        }
+        let mut t = lock(&self.table);
+        if let Some(&ino) = t.by_node.get(node) {
+            return ino;
+        }
+        t.nodes.push(node.clone());
+        let ino = t.nodes.len() as u64 + 1;
+        t.by_node.insert(node.clone(), ino);
+        ino
+    }
+
+    fn node(&self, ino: u64) -> Option<Node> {
+        if ino == 1 {
+            return Some(self.root.clone());
+        }
+        lock(&self.table).nodes.get(ino as usize - 2).cloned()
+    }
+
+    /// Every time something (a version, a record of a deletion) was captured in DST, oldest
+    /// first; read once, when `at/` is first listed.
+    fn times(&self) -> &[u64] {
+        self.times.get_or_init(|| {
+            let mut all: Vec<u64> = self
+                .archive
+                .folders(Path::new(""))
+                .iter()
+                .filter_map(|rel| self.archive.histories(rel, None).ok())
+                .flat_map(|(_, hs)| hs.into_iter().flat_map(|h| h.versions))
+                .map(|v| v.captured)
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        })
+    }
+
+    /// What a folder of the mount holds, from the listing kept or read now.
+    fn children(&self, ino: u64, node: &Node) -> io::Result<Arc<Vec<Child>>> {
+        if let Some(kept) = lock(&self.table).listings.get(&ino) {
+            return Ok(Arc::clone(kept));
+        }
+        let list = Arc::new(self.list(node)?);
+        let mut t = lock(&self.table);
+        if t.listings.len() >= LISTINGS_KEPT {
+            t.listings.clear();
+        }
+        t.listings.insert(ino, Arc::clone(&list));
+        Ok(list)
+    }
+
+    fn list(&self, node: &Node) -> io::Result<Vec<Child>> {
+        let child = |name: &[u8], node: Node| Child {
+            name: OsStr::from_bytes(name).to_os_string(),
+            node,
+        };
+        Ok(match node {
+            Node::Top => vec![
+                child(
+                    b"latest",
+                    Node::Tree {
+                        at: LATEST,
+                        rel: PathBuf::new(),
+                        cut: None,
+                    },
+                ),
+                child(b"at", Node::Times),
+                child(
+                    b"versions",
+                    Node::VersionsIn {
+                        rel: PathBuf::new(),
+                    },
+                ),
+            ],
+            Node::Times => self
+                .times()
+                .iter()
+                .filter_map(|&at| {
+                    let name = time_name(at)?;
+                    Some(child(name.as_bytes(), self.tree_root(at)))
+                })
+                .collect(),
+            Node::Tree { at, rel, cut } => {
+                let one = one_folder_at(&self.archive, rel, *at, *cut)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                let mut out: Vec<Child> = one
+                    .files
+                    .into_iter()
+                    .map(|(name, v)| {
+                        child(
+                            &name,
+                            Node::Copy {
+                                rel: rel.clone(),
+                                version: v.name,
+                            },
+                        )
+                    })
+                    .collect();
+                out.extend(one.folders.into_iter().map(|(name, cut)| {
+                    let sub = rel.join(OsStr::from_bytes(&name));
+                    child(
+                        &name,
+                        Node::Tree {
+                            at: *at,
+                            rel: sub,
+                            cut,
+                        },
+                    )
+                }));
+                out
+            }
+            Node::VersionsIn { rel } => {
+                let listing = self.archive.listing(rel, None)?;
+                let folders: Vec<&[u8]> =
+                    listing.folders.iter().map(|f| f.name.as_slice()).collect();
+                let mut out: Vec<Child> = listing
+                    .folders
+                    .iter()
+                    .map(|f| {
+                        child(
+                            &f.name,
+                            Node::VersionsIn {
+                                rel: rel.join(OsStr::from_bytes(&f.name)),
+                            },
+                        )
+                    })
+                    .collect();
+                for h in listing.histories.iter().filter(|h| h.has_copies()) {
+                    // A file and a folder of one name (one became the other): the file's
+                    // versions are shown beside the folder, marked.
+                    let mut name = h.name.clone();
+                    if folders.contains(&name.as_slice()) {
+                        name.extend_from_slice(b"~file");
+                    }
+                    out.push(child(
+                        &name,
+                        Node::VersionsOf {
+                            rel: rel.clone(),
+                            name: h.name.clone(),
+                        },
+                    ));
+                }
+                out
+            }
+            Node::VersionsOf { rel, name } => {
+                let (_, histories) = self.archive.histories(rel, None)?;
+                let h = histories
+                    .into_iter()
+                    .find(|h| h.name == *name)
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+                h.versions
+                    .into_iter()
+                    .map(|v| {
+                        child(
+                            &v.name,
+                            Node::Copy {
+                                rel: rel.clone(),
+                                version: v.name.clone(),
+                            },
+                        )
+                    })
+                    .collect()
+            }
+            Node::Copy { .. } => return Err(io::Error::from(io::ErrorKind::NotADirectory)),
+        })
+    }
+
+    fn tree_root(&self, at: u64) -> Node {
+        Node::Tree {
+            at,
+            rel: PathBuf::new(),
+            cut: own_cut(&self.archive, Path::new(""), at),
+        }
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> io::Result<FileAttr> {
+        if let Some(a) = lock(&self.table).attrs.get(&ino) {
+            return Ok(*a);
+        }
+        let made_up = |kind| FileAttr {
+            ino: INodeNo(ino),
+            size: 0,
+            blocks: 0,
+            atime: self.mounted,
+            mtime: self.mounted,
+            ctime: self.mounted,
+            crtime: self.mounted,
+            kind,
+            perm: 0o555,
+            nlink: 2,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        };
+        let of_meta = |m: &Meta, kind| FileAttr {
+            size: if kind == FileType::Directory {
+                0
+            } else {
+                m.size
+            },
+            blocks: m.size.div_ceil(512),
+            atime: system_time(m.atime),
+            mtime: system_time(m.mtime),
+            ctime: system_time(m.ctime),
+            crtime: system_time(m.mtime),
+            perm: (m.mode & 0o7777) as u16,
+            nlink: 1,
+            uid: m.uid,
+            gid: m.gid,
+            ..made_up(kind)
+        };
+        let attr = match node {
+            Node::Top | Node::Times | Node::VersionsOf { .. } => made_up(FileType::Directory),
+            Node::Tree { rel, .. } | Node::VersionsIn { rel } => {
+                let meta = self.archive.folder(rel)?.meta()?;
+                of_meta(&meta, FileType::Directory)
+            }
+            Node::Copy { rel, version } => {
+                let meta = self.archive.folder(rel)?.stat(version)?;
+                let kind = match meta.kind {
+                    Kind::Symlink => FileType::Symlink,
+                    _ => FileType::RegularFile,
+                };
+                of_meta(&meta, kind)
+            }
+        };
+        // A copy never changes; what a folder shows may, as `watch` writes.
+        if matches!(node, Node::Copy { .. }) {
+            lock(&self.table).attrs.insert(ino, attr);
+        }
+        Ok(attr)
+    }
+
+    fn lookup_in(&self, parent: u64, name: &OsStr) -> io::Result<(u64, Node)> {
+        let node = self
+            .node(parent)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        // A time not listed (yet) is still there: `at/2026-12-01T00-00-00/` is the tree then.
+        if node == Node::Times
+            && let Some(at) = time_of_name(name)
+        {
+            let tree = self.tree_root(at);
+            return Ok((self.ino(&tree), tree));
+        }
+        let children = self.children(parent, &node)?;
+        let found = children
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok((self.ino(&found.node), found.node.clone()))
+    }
+}
+
+impl Filesystem for View {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self
+            .lookup_in(parent.0, name)
+            .and_then(|(ino, node)| self.attr(ino, &node))
+        {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.attr(ino.0, &node) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let Some(Node::Copy { rel, version }) = self.node(ino.0) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self
+            .archive
+            .folder(&rel)
+            .and_then(|f| f.read_link(&version))
+        {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let Some(Node::Copy { rel, version }) = self.node(ino.0) else {
+            return reply.error(Errno::EISDIR);
+        };
+        match self
+            .archive
+            .folder(&rel)
+            .and_then(|f| f.open_read(&version))
+        {
+            Ok(file) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                lock(&self.files).insert(fh, file);
+                // A copy never changes: the kernel may keep what it read.
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file = match lock(&self.files).get(&fh.0).map(File::try_clone) {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return reply.error(errno(&e)),
+            None => return reply.error(Errno::EBADF),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return reply.error(errno(&e)),
+            }
+        }
+        reply.data(&buf[..got]);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.files).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let children = match self.children(ino.0, &node) {
+            Ok(c) => c,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let dots = [
+            (ino.0, FileType::Directory, OsString::from(".")),
+            (1, FileType::Directory, OsString::from("..")),
+        ];
+        let listed = children.iter().map(|c| {
+            let kind = match &c.node {
+                Node::Copy { .. } => FileType::RegularFile,
+                _ => FileType::Directory,
+            };
+            (self.ino(&c.node), kind, c.name.clone())
+        });
+        for (i, (child, kind, name)) in dots
+            .into_iter()
+            .chain(listed)
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_folder_name_sorts_and_reads_back() {
+        let stamp = 20261206210530;
+        let name = time_name(stamp).expect("a name");
+        assert_eq!(name, "2026-12-06T21-05-30");
+        assert_eq!(time_of_name(OsStr::new(&name)), Some(stamp));
+        assert_eq!(time_of_name(OsStr::new("not a time")), None);
+        assert!(time_name(20261206210530) < time_name(20261206210531));
+    }
+}

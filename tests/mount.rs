@@ -1,0 +1,224 @@
+//! `backup mount`: DST as a read-only filesystem of its past, mounted for real (`/dev/fuse`,
+//! Debian's fuse3). What it shows at a time is what `restore --at` writes for that time.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Env, bin, wait_until};
+
+/// Why mounting cannot be tried here, if it cannot.
+fn unavailable() -> Option<&'static str> {
+    if !Path::new("/dev/fuse").exists() {
+        return Some("no /dev/fuse");
+    }
+    if Command::new("fusermount3").arg("-V").output().is_err() {
+        return Some("no fusermount3 (Debian's fuse3)");
+    }
+    None
+}
+
+fn mounted(at: &Path) -> bool {
+    fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split(' ').nth(1) == at.to_str() && l.starts_with("backup "))
+    })
+}
+
+/// `backup mount DST MOUNTPOINT EXTRA…`, running until dropped (or unmounted).
+struct Mount {
+    at: PathBuf,
+    child: Child,
+}
+
+impl Mount {
+    fn start(dst: &Path, at: &Path, extra: &[&str]) -> Mount {
+        fs::create_dir_all(at).expect("mount point");
+        let child = Command::new(bin())
+            .arg("mount")
+            .arg(dst)
+            .arg(at)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("backup mount");
+        assert!(
+            wait_until(Duration::from_secs(10), || mounted(at)),
+            "not mounted at {}",
+            at.display()
+        );
+        Mount {
+            at: at.to_path_buf(),
+            child,
+        }
+    }
+
+    /// Unmounts from outside, as a user would; the command then exits 0.
+    fn unmount(mut self) {
+        let ok = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.at)
+            .status()
+            .expect("fusermount3")
+            .success();
+        assert!(ok, "fusermount3 -u");
+        let exited = wait_until(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten().is_some()
+        });
+        assert!(exited, "backup mount did not exit");
+        assert_eq!(self.child.wait().expect("wait").code(), Some(0));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if mounted(&self.at) {
+            let _ = Command::new("fusermount3").arg("-u").arg(&self.at).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Files under `root` with their bytes, permission bits and modification time; folders too.
+fn files(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32, i64, i64)> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = e.expect("walk");
+        let m = e.path().symlink_metadata().expect("lstat");
+        let rel = e.path().strip_prefix(root).expect("under").to_path_buf();
+        let data = if m.is_file() {
+            fs::read(e.path()).expect("read")
+        } else {
+            b"(folder)".to_vec()
+        };
+        let times = if m.is_file() {
+            (m.mtime(), m.mtime_nsec())
+        } else {
+            (0, 0)
+        };
+        out.insert(rel, (data, m.mode() & 0o7777, times.0, times.1));
+    }
+    out
+}
+
+/// A history with a change, a deletion, a renamed folder, a new file, and a file that became a
+/// folder; returns the two times, after the first and the second pass.
+fn history(env: &Env) -> (String, String) {
+    env.write("a.txt", "alpha\n");
+    env.write("docs/report.txt", "the report\n");
+    env.write("photos/p1.jpg", "a picture of some length\n");
+    env.write("swap", "a file, then a folder\n");
+    env.once(&[]).code(0);
+    common::next_second();
+    let t1 = common::next_second();
+    env.write("a.txt", "alpha, changed\n");
+    fs::remove_file(env.src.join("docs/report.txt")).expect("rm");
+    fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("mv");
+    env.write("new.txt", "new\n");
+    fs::remove_file(env.src.join("swap")).expect("rm swap");
+    env.write("swap/inside.txt", "now a folder\n");
+    env.once(&[]).code(0);
+    common::next_second();
+    let t2 = common::next_second();
+    (t1, t2)
+}
+
+fn restored(env: &Env, at: &str, to: &str) -> PathBuf {
+    let target = env.root().join(to);
+    common::restore(env, ".", &target, at).code(0);
+    target
+}
+
+#[test]
+fn the_past_is_browsable_as_restore_would_write_it() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let env = Env::new();
+    let (t1, t2) = history(&env);
+    let m = Mount::start(&env.dst, &env.root().join("past"), &[]);
+    let top = &m.at;
+
+    // The tree now is SRC, bytes, modes and times.
+    assert_eq!(files(&top.join("latest")), files(&env.src));
+    // Each time is what restore writes for it.
+    let times: Vec<String> = fs::read_dir(top.join("at"))
+        .expect("at/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(times.len(), 2, "{times:?}");
+    for (t, name) in [(&t1, "t1"), (&t2, "t2")] {
+        let folder = t.replace(' ', "T").replace(':', "-");
+        assert_eq!(
+            files(&top.join("at").join(&folder)),
+            files(&restored(&env, t, name)),
+            "at/{folder}"
+        );
+    }
+    // Every version of a file, under its name in DST; the record of a deletion as such.
+    let mut versions: Vec<String> = fs::read_dir(top.join("versions/a.txt"))
+        .expect("versions/a.txt")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    versions.sort();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(
+        fs::read(top.join("versions/a.txt").join(&versions[0])).expect("first"),
+        b"alpha\n"
+    );
+    let report: Vec<String> = fs::read_dir(top.join("versions/docs/report.txt"))
+        .expect("versions of a deleted file")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        report.iter().any(|n| n.ends_with("_deleted.txt")),
+        "{report:?}"
+    );
+    // The file that became a folder: both are there, the file marked.
+    assert!(top.join("versions/swap").is_dir());
+    assert!(top.join("versions/swap~file").is_dir());
+
+    // Nothing can be written.
+    let refused = fs::write(top.join("latest/new.txt"), "x").expect_err("read-only");
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
+    assert_eq!(fs::read(env.dst.join("new.txt")).expect("copy"), b"new\n");
+    m.unmount();
+
+    // With --at, the mount point is that one tree.
+    let m = Mount::start(&env.dst, &env.root().join("then"), &["--at", &t1]);
+    assert_eq!(files(&m.at), files(&env.root().join("t1")));
+    m.unmount();
+}
+
+#[test]
+fn a_mount_point_with_things_in_it_is_refused() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let env = Env::new();
+    env.write("a.txt", "a");
+    env.once(&[]).code(0);
+    let busy = env.root().join("busy");
+    fs::create_dir(&busy).expect("mkdir");
+    fs::write(busy.join("mine"), "mine").expect("write");
+    let out = Command::new(bin())
+        .arg("mount")
+        .arg(&env.dst)
+        .arg(&busy)
+        .output()
+        .expect("backup mount");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an empty folder"), "{err}");
+    assert!(!mounted(&busy));
+}
