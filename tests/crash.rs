@@ -628,6 +628,37 @@ fn a_watch_cut_in_a_burst_of_new_files_keeps_what_it_said() {
     for said in [1, 40, 150] {
         let mut work = Work::new();
         work.mixed();
+        let mut live = LiveWatch::start(&work, &["--debounce", "50ms"]);
+        for i in 0..200u32 {
+            work.write(
+                &format!("burst/b{:02}/f{i:03}.dat", i % 10),
+                &bytes(500 + i as usize * 37, i as u8),
+            );
+        }
+        let stdout = live.cut_once_said(said, "");
+        check_after_cut(
+            &work,
+            &BTreeMap::new(),
+            &live.backing.join("dst"),
+            &live.mounted_dst,
+            &stdout,
+            &format!("watch, cut after {said} copies said"),
+        );
+    }
+}
+
+/// `backup watch SRC MNT/dst` over the forgetful filesystem, its output in files.
+struct LiveWatch {
+    _base: tempfile::TempDir,
+    backing: PathBuf,
+    mounted_dst: PathBuf,
+    lazy: Option<Lazy>,
+    watch: Child,
+    out: PathBuf,
+}
+
+impl LiveWatch {
+    fn start(work: &Work, extra: &[&str]) -> LiveWatch {
         let base = tempfile::tempdir_in(work.root.path()).expect("tempdir");
         let backing = base.path().join("disk");
         fs::create_dir(&backing).expect("disk");
@@ -635,8 +666,9 @@ fn a_watch_cut_in_a_burst_of_new_files_keeps_what_it_said() {
         let lazy = Lazy::mount(&backing, &mnt, Cut::Never);
         let mounted_dst = mnt.join("dst");
         let (out, err) = (base.path().join("out"), base.path().join("err"));
-        let mut watch = Command::new(bin())
-            .args(["watch", "--debounce", "50ms"])
+        let watch = Command::new(bin())
+            .arg("watch")
+            .args(extra)
             .arg(&work.src)
             .arg(&mounted_dst)
             .stdin(Stdio::null())
@@ -652,47 +684,142 @@ fn a_watch_cut_in_a_burst_of_new_files_keeps_what_it_said() {
             "watch did not start: {:?}",
             fs::read_to_string(&err)
         );
-        for i in 0..200u32 {
-            work.write(
-                &format!("burst/b{:02}/f{i:03}.dat", i % 10),
-                &bytes(500 + i as usize * 37, i as u8),
-            );
+        LiveWatch {
+            _base: base,
+            backing,
+            mounted_dst,
+            lazy: Some(lazy),
+            watch,
+            out,
         }
+    }
+
+    /// Once `watch` has said `said` copies of files whose names contain `like`, cuts the power
+    /// and lets the process die with the machine; returns what it said.
+    fn cut_once_said(&mut self, said: usize, like: &str) -> String {
         let copied = || {
-            fs::read_to_string(&out)
+            fs::read_to_string(&self.out)
                 .unwrap_or_default()
                 .lines()
-                .filter(|l| l.starts_with("Copied: "))
+                .filter(|l| l.starts_with("Copied: ") && l.contains(like))
                 .count()
         };
         let reached = wait_until(Duration::from_secs(60), || copied() >= said);
         assert!(reached, "watch said {} copies", copied());
-        // The power cut, then the process dies with the machine.
-        let lazy_pid = lazy.child.as_ref().expect("lazyfs").id();
+        let lazy = self.lazy.take().expect("mounted");
+        let pid = lazy.child.as_ref().expect("lazyfs").id();
         rustix::process::kill_process(
-            rustix::process::Pid::from_raw(lazy_pid as i32).expect("pid"),
+            rustix::process::Pid::from_raw(pid as i32).expect("pid"),
             rustix::process::Signal::USR1,
         )
         .expect("cut");
         // The cut comes at the filesystem's next request: wait for one to fail.
         let failed = wait_until(Duration::from_secs(10), || {
-            fs::metadata(&mounted_dst).is_err()
+            fs::metadata(&self.mounted_dst).is_err()
         });
         assert!(failed, "the cut did not come");
-        let _ = watch.kill();
-        let _ = watch.wait();
-        let stdout = fs::read_to_string(&out).unwrap_or_default();
-        let served = lazy.unmount();
-        assert!(served.cut);
-        check_after_cut(
-            &work,
-            &BTreeMap::new(),
-            &backing.join("dst"),
-            &mounted_dst,
-            &stdout,
-            &format!("watch, cut after {said} copies said"),
+        let _ = self.watch.kill();
+        let _ = self.watch.wait();
+        let stdout = fs::read_to_string(&self.out).unwrap_or_default();
+        assert!(lazy.unmount().cut);
+        stdout
+    }
+}
+
+impl Drop for LiveWatch {
+    fn drop(&mut self) {
+        let _ = self.watch.kill();
+        let _ = self.watch.wait();
+    }
+}
+
+/// A live SQLite database under `watch`, its writer committing all along, cut once a few of its
+/// versions have been said: every version of it in DST is a whole database (integrity check
+/// `ok`, only committed rows), every version said is there, and a pass after the writer stops
+/// catches up.
+#[test]
+fn a_watch_cut_while_a_database_is_written_keeps_whole_versions() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let work = Work::new();
+    let db_path = work.src.join("app.db");
+    let db = rusqlite::Connection::open(&db_path).expect("open");
+    db.pragma_update(None, "journal_mode", "wal").expect("wal");
+    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+        .expect("schema");
+    drop(db);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (Arc::clone(&stop), db_path.clone());
+        std::thread::spawn(move || {
+            let db = rusqlite::Connection::open(&path).expect("open");
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                db.execute_batch("BEGIN").expect("begin");
+                for i in 0..50 {
+                    db.execute("INSERT INTO t(v) VALUES (?1)", [format!("{round} {i}")])
+                        .expect("insert");
+                }
+                db.execute_batch("COMMIT").expect("commit");
+                round += 1;
+                common::hold_for(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut live = LiveWatch::start(&work, &["--debounce", "100ms", "--max-delay", "300ms"]);
+    let (backing, mounted_dst) = (live.backing.clone(), live.mounted_dst.clone());
+    let stdout = live.cut_once_said(3, "app");
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+
+    let dst = backing.join("dst");
+    for (_, rel) in acknowledged(&stdout, &mounted_dst) {
+        assert!(
+            dst.join(&rel).is_file(),
+            "{} was said but is not there\n{stdout}",
+            rel.display()
         );
     }
+    let mut counts = Vec::new();
+    for (rel, node) in tree(&dst) {
+        let name = rel.to_string_lossy().into_owned();
+        if !matches!(node, Node::File { .. }) || is_temp(&rel) || !name.starts_with("app") {
+            continue;
+        }
+        // Checked on a copy elsewhere: SQLite would write beside the one in DST.
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let copy = scratch.path().join("check.db");
+        fs::copy(dst.join(&rel), &copy).expect("copy out");
+        let db = rusqlite::Connection::open(&copy).expect("open");
+        let check: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(check, "ok", "{name} is not a whole database\n{stdout}");
+        let rows: i64 = db
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows % 50, 0, "{name} holds a transaction in part");
+        counts.push(rows);
+    }
+    assert!(counts.len() >= 3, "{counts:?}\n{stdout}");
+    let (code, out, err) = backup(&[
+        "once".as_ref(),
+        "-q".as_ref(),
+        work.src.as_os_str(),
+        dst.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "the next pass\n{out}{err}");
+    let (code, out, err) = backup(&[
+        "verify".as_ref(),
+        "--checksum".as_ref(),
+        work.src.as_os_str(),
+        dst.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "verify --checksum\n{out}{err}");
 }
 
 /// `prune` cut anywhere: the newest copy of every file is still there and current (`verify
@@ -778,134 +905,4 @@ fn a_prune_cut_anywhere_never_takes_a_newest_copy() {
         clean.ops.div_ceil(step),
         clean.ops
     );
-}
-
-/// A live SQLite database under `watch`, its writer committing all along, cut once a few of its
-/// versions have been said: every version of it in DST is a whole database (integrity check
-/// `ok`, only committed rows), every version said is there, and a pass after the writer stops
-/// catches up.
-#[test]
-fn a_watch_cut_while_a_database_is_written_keeps_whole_versions() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    if let Some(why) = unavailable() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
-    let work = Work::new();
-    let db_path = work.src.join("app.db");
-    let db = rusqlite::Connection::open(&db_path).expect("open");
-    db.pragma_update(None, "journal_mode", "wal").expect("wal");
-    db.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
-        .expect("schema");
-    drop(db);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, path) = (Arc::clone(&stop), db_path.clone());
-        std::thread::spawn(move || {
-            let db = rusqlite::Connection::open(&path).expect("open");
-            let mut round = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                db.execute_batch("BEGIN").expect("begin");
-                for i in 0..50 {
-                    db.execute("INSERT INTO t(v) VALUES (?1)", [format!("{round} {i}")])
-                        .expect("insert");
-                }
-                db.execute_batch("COMMIT").expect("commit");
-                round += 1;
-                common::hold_for(Duration::from_millis(20));
-            }
-        })
-    };
-    let base = tempfile::tempdir_in(work.root.path()).expect("tempdir");
-    let backing = base.path().join("disk");
-    fs::create_dir(&backing).expect("disk");
-    let mnt = base.path().join("mnt");
-    let lazy = Lazy::mount(&backing, &mnt, Cut::Never);
-    let mounted_dst = mnt.join("dst");
-    let (out, err) = (base.path().join("out"), base.path().join("err"));
-    let mut watch = Command::new(bin())
-        .args(["watch", "--debounce", "100ms", "--max-delay", "300ms"])
-        .arg(&work.src)
-        .arg(&mounted_dst)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).expect("out"))
-        .stderr(fs::File::create(&err).expect("err"))
-        .spawn()
-        .expect("start watch");
-    let versions_said = || {
-        fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("Copied: ") && l.contains("app"))
-            .count()
-    };
-    let reached = wait_until(Duration::from_secs(60), || versions_said() >= 3);
-    assert!(
-        reached,
-        "watch said {} versions\n{:?}",
-        versions_said(),
-        fs::read_to_string(&err)
-    );
-    let lazy_pid = lazy.child.as_ref().expect("lazyfs").id();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(lazy_pid as i32).expect("pid"),
-        rustix::process::Signal::USR1,
-    )
-    .expect("cut");
-    let failed = wait_until(Duration::from_secs(10), || {
-        fs::metadata(&mounted_dst).is_err()
-    });
-    assert!(failed, "the cut did not come");
-    let _ = watch.kill();
-    let _ = watch.wait();
-    let stdout = fs::read_to_string(&out).unwrap_or_default();
-    assert!(lazy.unmount().cut);
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
-
-    let dst = backing.join("dst");
-    for (_, rel) in acknowledged(&stdout, &mounted_dst) {
-        assert!(
-            dst.join(&rel).is_file(),
-            "{} was said but is not there\n{stdout}",
-            rel.display()
-        );
-    }
-    let mut counts = Vec::new();
-    for (rel, node) in tree(&dst) {
-        let name = rel.to_string_lossy().into_owned();
-        if !matches!(node, Node::File { .. }) || is_temp(&rel) || !name.starts_with("app") {
-            continue;
-        }
-        // Checked on a copy elsewhere: SQLite would write beside the one in DST.
-        let scratch = tempfile::tempdir().expect("tempdir");
-        let copy = scratch.path().join("check.db");
-        fs::copy(dst.join(&rel), &copy).expect("copy out");
-        let db = rusqlite::Connection::open(&copy).expect("open");
-        let check: String = db
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("integrity_check");
-        assert_eq!(check, "ok", "{name} is not a whole database\n{stdout}");
-        let rows: i64 = db
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .expect("count");
-        assert_eq!(rows % 50, 0, "{name} holds a transaction in part");
-        counts.push(rows);
-    }
-    assert!(counts.len() >= 3, "{counts:?}\n{stdout}");
-    let (code, out, err) = backup(&[
-        "once".as_ref(),
-        "-q".as_ref(),
-        work.src.as_os_str(),
-        dst.as_os_str(),
-    ]);
-    assert_eq!(code, Some(0), "the next pass\n{out}{err}");
-    let (code, out, err) = backup(&[
-        "verify".as_ref(),
-        "--checksum".as_ref(),
-        work.src.as_os_str(),
-        dst.as_os_str(),
-    ]);
-    assert_eq!(code, Some(0), "verify --checksum\n{out}{err}");
 }

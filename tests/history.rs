@@ -422,22 +422,7 @@ fn once_and_watch_prune_after_their_passes() {
 #[test]
 fn diff_and_find_read_the_same_history_as_restore() {
     let env = Env::new();
-    env.write("a.txt", "alpha\n");
-    env.write("docs/report.txt", "the report\n");
-    env.write("photos/p1.jpg", "a picture of some length\n");
-    env.write("swap", "a file, then a folder\n");
-    env.once(&[]).code(0);
-    next_second();
-    let t1 = common::next_second();
-    env.write("a.txt", "alpha, changed\n");
-    fs::remove_file(env.src.join("docs/report.txt")).expect("rm");
-    fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("mv");
-    env.write("new.txt", "new\n");
-    fs::remove_file(env.src.join("swap")).expect("rm swap");
-    env.write("swap/inside.txt", "now a folder\n");
-    env.once(&[]).code(0);
-    next_second();
-    let t2 = common::next_second();
+    let (t1, t2) = common::two_passes(&env);
 
     let r = backup(&env, &["diff", dst(&env), "--from", &t1, "--to", &t2]);
     r.code(0);

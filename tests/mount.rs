@@ -109,28 +109,6 @@ fn files(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32, i64, i64)> {
     out
 }
 
-/// A history with a change, a deletion, a renamed folder, a new file, and a file that became a
-/// folder; returns the two times, after the first and the second pass.
-fn history(env: &Env) -> (String, String) {
-    env.write("a.txt", "alpha\n");
-    env.write("docs/report.txt", "the report\n");
-    env.write("photos/p1.jpg", "a picture of some length\n");
-    env.write("swap", "a file, then a folder\n");
-    env.once(&[]).code(0);
-    common::next_second();
-    let t1 = common::next_second();
-    env.write("a.txt", "alpha, changed\n");
-    fs::remove_file(env.src.join("docs/report.txt")).expect("rm");
-    fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("mv");
-    env.write("new.txt", "new\n");
-    fs::remove_file(env.src.join("swap")).expect("rm swap");
-    env.write("swap/inside.txt", "now a folder\n");
-    env.once(&[]).code(0);
-    common::next_second();
-    let t2 = common::next_second();
-    (t1, t2)
-}
-
 fn restored(env: &Env, at: &str, to: &str) -> PathBuf {
     let target = env.root().join(to);
     common::restore(env, ".", &target, at).code(0);
@@ -144,7 +122,7 @@ fn the_past_is_browsable_as_restore_would_write_it() {
         return;
     }
     let env = Env::new();
-    let (t1, t2) = history(&env);
+    let (t1, t2) = common::two_passes(&env);
     let m = Mount::start(&env.dst, &env.root().join("past"), &[]);
     let top = &m.at;
 

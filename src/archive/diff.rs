@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::restore::folder_picks;
-use super::{Archive, Target, reporter};
+use super::{Archive, Target, reported};
 use crate::config::Diff;
 use crate::error::{About, Error, Status, Why};
 use crate::history;
@@ -28,14 +28,7 @@ struct Held {
 
 /// `backup diff DST [PATH] --from TIME [--to TIME]`
 pub(crate) fn run(args: &Diff) -> Status {
-    let mut out = reporter(args.json, false, false);
-    match diff(args, &mut out) {
-        Ok(status) => status,
-        Err(e) => {
-            out.error(&e);
-            Status::Failure
-        }
-    }
+    reported(args.json, |out| diff(args, out))
 }
 
 fn diff(args: &Diff, out: &mut Reporter) -> Result<Status, Error> {

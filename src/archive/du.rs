@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::{Archive, Target, reporter, source_names};
+use super::{Archive, Target, reported, source_names};
 use crate::config::Du;
 use crate::dest::Folder;
 use crate::error::{About, Error, Failure, Op, Status, Why};
@@ -16,14 +16,7 @@ use crate::report::{Message, Reporter, Space};
 
 /// `backup du DST [PATH] [--source SRC]`
 pub(crate) fn run(args: &Du) -> Status {
-    let mut out = reporter(args.json, false, false);
-    match du(args, &mut out) {
-        Ok(status) => status,
-        Err(e) => {
-            out.error(&e);
-            Status::Failure
-        }
-    }
+    reported(args.json, |out| du(args, out))
 }
 
 fn du(args: &Du, out: &mut Reporter) -> Result<Status, Error> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::{Archive, reporter, when};
+use super::{Archive, reported, when};
 use crate::config::Find;
 use crate::error::{About, Error, Failure, Op, Status, Why};
 use crate::outcome::Event;
@@ -16,14 +16,7 @@ use crate::report::{Listed, Message, Reporter};
 
 /// `backup find DST PATTERN [--deleted]`
 pub(crate) fn run(args: &Find) -> Status {
-    let mut out = reporter(args.json, false, false);
-    match find(args, &mut out) {
-        Ok(status) => status,
-        Err(e) => {
-            out.error(&e);
-            Status::Failure
-        }
-    }
+    reported(args.json, |out| find(args, out))
 }
 
 /// A pattern with a `/` is matched against the whole path under DST, one without against the

@@ -256,6 +256,19 @@ fn source_names(src: &Path, rel: &Path) -> Option<HashSet<Vec<u8>>> {
     })
 }
 
+/// Runs a command that reads DST, its output in text or JSON: an error it ends with is said as
+/// one line, and is a failure.
+fn reported(json: bool, command: impl FnOnce(&mut Reporter) -> Result<Status, Error>) -> Status {
+    let mut out = reporter(json, false, false);
+    match command(&mut out) {
+        Ok(status) => status,
+        Err(e) => {
+            out.error(&e);
+            Status::Failure
+        }
+    }
+}
+
 fn reporter(json: bool, quiet: bool, dry_run: bool) -> Reporter {
     Reporter::stdio(Style {
         json,

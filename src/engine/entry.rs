@@ -296,7 +296,7 @@ impl Engine {
                         .map(|m| m.name);
                     let base = match &beside {
                         Some(name) => Some(Base::Beside(name)),
-                        None => match self.moved_from(&facts.src) {
+                        None => match self.moved_from(&facts.src, at.name) {
                             Some(found) if !self.dest.capabilities().clone => {
                                 if let Some(step) = self.link_moved(at, &facts.src, &found, index) {
                                     return step;
@@ -315,7 +315,7 @@ impl Engine {
                     if let (Step::Staged(_, to), Ok(rel)) =
                         (&step, at.folder.path().strip_prefix(self.dest.path()))
                     {
-                        self.remember_copy(facts.src.size, rel, to);
+                        self.remember_copy(facts.src.size, rel, at.name, to);
                     }
                     step
                 }

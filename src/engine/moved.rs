@@ -33,8 +33,8 @@ pub(super) const MOVE_MIN: u64 = 64 << 10;
 /// photos or disk images of one size, bounded for a tree of many equal files.
 const TRIES: usize = 64;
 
-/// Where a copy is: its folder relative to DST, and its name.
-type Place = (PathBuf, Vec<u8>);
+/// Where a copy is: its folder relative to DST, its name, and its file's name in SRC.
+type Place = (PathBuf, Vec<u8>, Vec<u8>);
 
 /// DST's newest copies of at least `MOVE_MIN` bytes, by size; listed the first time a run needs
 /// them.
@@ -58,10 +58,12 @@ pub(super) struct Found {
 }
 
 impl Engine {
-    /// An open copy in DST that holds, by its size and modification time, what the file of
-    /// `meta` (new to its place) holds; `None` where DST can neither share blocks nor give a
-    /// copy a second name, the file is small, or there is none.
-    pub(super) fn moved_from(&self, meta: &Meta) -> Option<Found> {
+    /// An open copy in DST that holds, by its size and modification time, what the file `name`
+    /// of `meta` (new to its place) holds; `None` where DST can neither share blocks nor give a
+    /// copy a second name, the file is small, or there is none. Copies of a file of the same
+    /// name come first: files written together often share a size and a time (the clock's tick
+    /// is coarse), and a moved file keeps its name more often than not.
+    pub(super) fn moved_from(&self, meta: &Meta, name: &[u8]) -> Option<Found> {
         let caps = self.dest.capabilities();
         if !(caps.clone || caps.link) || meta.size < MOVE_MIN {
             return None;
@@ -69,9 +71,13 @@ impl Engine {
         let candidates: Vec<Place> = {
             let mut copies = self.copies.0.lock().unwrap_or_else(PoisonError::into_inner);
             let index = copies.get_or_insert_with(|| self.index_copies());
-            index.get(&meta.size)?.iter().take(TRIES).cloned().collect()
+            let all = index.get(&meta.size)?;
+            let (same, other): (Vec<&Place>, Vec<&Place>) = all
+                .iter()
+                .partition(|(_, _, family)| family.as_slice() == name);
+            same.into_iter().chain(other).take(TRIES).cloned().collect()
         };
-        candidates.into_iter().find_map(|(rel, name)| {
+        candidates.into_iter().find_map(|(rel, name, _)| {
             let folder = self.dest.folder(&rel).ok()??;
             let there = folder.stat(&name).ok()?;
             let time = plan::same_time(meta.mtime, there.mtime, caps.precision, caps.local_time);
@@ -134,22 +140,24 @@ impl Engine {
         let name = path.file_name()?.as_encoded_bytes().to_vec();
         index.record(at.name, name.clone());
         if let Ok(rel) = at.folder.path().strip_prefix(self.dest.path()) {
-            self.remember_copy(src.size, rel, &name);
+            self.remember_copy(src.size, rel, at.name, &name);
         }
         Some(Step::Done(Outcome::Copied(path)))
     }
 
-    /// Remembers a copy just made, so that a later move of it in this run finds it.
-    pub(super) fn remember_copy(&self, size: u64, rel: &Path, name: &[u8]) {
+    /// Remembers a copy just made (`name`, of the file `family`), so that a later move of it
+    /// in this run finds it.
+    pub(super) fn remember_copy(&self, size: u64, rel: &Path, family: &[u8], name: &[u8]) {
         if size < MOVE_MIN {
             return;
         }
         let mut copies = self.copies.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(index) = copies.as_mut() {
-            index
-                .entry(size)
-                .or_default()
-                .push((rel.to_path_buf(), name.to_vec()));
+            index.entry(size).or_default().push((
+                rel.to_path_buf(),
+                name.to_vec(),
+                family.to_vec(),
+            ));
         }
     }
 
@@ -164,10 +172,11 @@ impl Engine {
             for h in histories {
                 let newest = h.newest_copy().map(|i| &h.versions[i]);
                 if let Some(v) = newest.filter(|v| v.size >= MOVE_MIN) {
-                    index
-                        .entry(v.size)
-                        .or_default()
-                        .push((rel.clone(), v.name.clone()));
+                    index.entry(v.size).or_default().push((
+                        rel.clone(),
+                        v.name.clone(),
+                        h.name.clone(),
+                    ));
                 }
             }
         }

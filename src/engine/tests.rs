@@ -285,3 +285,25 @@ fn a_look_alike_of_a_copy_elsewhere_is_copied_never_named_from_it() {
     assert!(dest.read(Path::new("other.bin")).expect("copy") == new);
     assert!(dest.read(Path::new("private.bin")).expect("copy") == old);
 }
+
+#[test]
+fn files_of_one_size_and_time_moved_together_each_take_their_own_old_copy() {
+    let src = src_tree(&[]);
+    let dest = Mem::new(Path::new("/dst"));
+    fs::create_dir_all(src.path().join("a")).expect("mkdir");
+    let time = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+    for (name, seed) in [("x.bin", 1), ("y.bin", 2), ("z.bin", 3)] {
+        let p = src.path().join("a").join(name);
+        fs::write(&p, noise(128 << 10, seed)).expect("write");
+        filetime::set_file_mtime(&p, time).expect("mtime");
+    }
+    pass(&engine(src.path(), &dest));
+    fs::rename(src.path().join("a"), src.path().join("b")).expect("mv");
+    let events = pass(&engine(src.path(), &dest));
+    assert_eq!(copies(&events), 3, "{events:?}");
+    assert_eq!(dest.links(), 3, "each named from its own copy: {events:?}");
+    for (name, seed) in [("x.bin", 1), ("y.bin", 2), ("z.bin", 3)] {
+        let got = dest.read(&Path::new("b").join(name)).expect("moved");
+        assert!(got == noise(128 << 10, seed), "{name}");
+    }
+}

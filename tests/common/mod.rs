@@ -703,3 +703,26 @@ pub fn unnamed_file_open_in(dir: &Path) -> bool {
         })
     })
 }
+
+/// A history with a change, a deletion, a renamed folder, a new file, and a file that became a
+/// folder, each pass in a second of its own; returns the times after the first and the second
+/// pass, as `--at` takes them.
+pub fn two_passes(env: &Env) -> (String, String) {
+    env.write("a.txt", "alpha\n");
+    env.write("docs/report.txt", "the report\n");
+    env.write("photos/p1.jpg", "a picture of some length\n");
+    env.write("swap", "a file, then a folder\n");
+    env.once(&[]).code(0);
+    next_second();
+    let t1 = next_second();
+    env.write("a.txt", "alpha, changed\n");
+    fs::remove_file(env.src.join("docs/report.txt")).expect("rm");
+    fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("mv");
+    env.write("new.txt", "new\n");
+    fs::remove_file(env.src.join("swap")).expect("rm swap");
+    env.write("swap/inside.txt", "now a folder\n");
+    env.once(&[]).code(0);
+    next_second();
+    let t2 = next_second();
+    (t1, t2)
+}
