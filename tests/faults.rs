@@ -626,9 +626,11 @@ fn a_copy_is_said_only_after_a_sync_that_follows_its_name() {
         Vec::<(usize, String)>::new(),
     );
     for (at, line) in text.lines().enumerate() {
+        // `PID  call(…)`: strace pads the PID, so the spaces after it vary.
         let Some((pid, rest)) = line.split_once(' ') else {
             continue;
         };
+        let rest = rest.trim_start();
         let call = if let Some(start) = rest.strip_suffix(" <unfinished ...>") {
             if start.starts_with("write(1,") {
                 said.push((at, start.to_string()));

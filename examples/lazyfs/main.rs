@@ -5,13 +5,14 @@
 //! cut, what the cut kept; after a clean unmount, everything.
 //!
 //! ```text
-//! lazyfs BACKING MOUNTPOINT [--cut-at-sync N] [--cut-at-op N] [--stats FILE]
+//! lazyfs BACKING MOUNTPOINT [--cut-at-sync N] [--cut-at-op N] [--kill-at-op N] [--stats FILE]
 //! ```
 //!
 //! The cut comes right after the N-th sync (`fsync` of a file or folder) has been answered, or
 //! right before the N-th change (write, create, rename, link, unlink, attribute) would be made,
 //! or at the first request after SIGUSR1. From then on every request fails with EIO, as on a
-//! disk that lost power. At exit, `--stats` gets how many syncs and changes were served, and
+//! disk that lost power. `--kill-at-op N` instead kills the process that asks for the N-th
+//! change (SIGKILL) and keeps everything: a crash of the program, not of the machine. At exit, `--stats` gets how many syncs and changes were served, and
 //! whether the cut came.
 //!
 //! The kernel does not pass `syncfs(2)` or `sync(2)` to a FUSE server (only virtiofs gets
@@ -49,6 +50,8 @@ struct Inner {
     cut: bool,
     cut_at_sync: Option<u64>,
     cut_at_op: Option<u64>,
+    kill_at_op: Option<u64>,
+    killed: bool,
 }
 
 struct Lazy {
@@ -57,9 +60,10 @@ struct Lazy {
 }
 
 impl Lazy {
-    /// The model, unless the power is out. A change counts towards `--cut-at-op`, and the cut
-    /// comes before it is made.
-    fn gate(&self, change: bool) -> Result<MutexGuard<'_, Inner>, Errno> {
+    /// The model, unless the power is out. A change (made for the process of `change`) counts
+    /// towards `--cut-at-op`, and the cut comes before it is made; and towards `--kill-at-op`,
+    /// where that process is killed instead (SIGKILL), everything kept.
+    fn gate(&self, change: Option<&Request>) -> Result<MutexGuard<'_, Inner>, Errno> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if !inner.cut && self.signalled.load(Ordering::Relaxed) {
             cut(&mut inner);
@@ -67,10 +71,17 @@ impl Lazy {
         if inner.cut {
             return Err(Errno::EIO);
         }
-        if change {
+        if let Some(req) = change {
             inner.ops += 1;
             if inner.cut_at_op == Some(inner.ops) {
                 cut(&mut inner);
+                return Err(Errno::EIO);
+            }
+            if inner.kill_at_op == Some(inner.ops) {
+                inner.killed = true;
+                if let Some(pid) = rustix::process::Pid::from_raw(req.pid() as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
                 return Err(Errno::EIO);
             }
         }
@@ -78,7 +89,7 @@ impl Lazy {
     }
 
     fn sync(&self, ino: INodeNo, reply: ReplyEmpty) {
-        let mut inner = match self.gate(false) {
+        let mut inner = match self.gate(None) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -189,7 +200,7 @@ impl Lazy {
 
 impl Filesystem for Lazy {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let inner = match self.gate(false) {
+        let inner = match self.gate(None) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -198,7 +209,7 @@ impl Filesystem for Lazy {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.gate(false).and_then(|i| attr_of(&i.model, ino.0)) {
+        match self.gate(None).and_then(|i| attr_of(&i.model, ino.0)) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
         }
@@ -206,7 +217,7 @@ impl Filesystem for Lazy {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -222,7 +233,7 @@ impl Filesystem for Lazy {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut inner = match self.gate(true) {
+        let mut inner = match self.gate(Some(req)) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -263,7 +274,7 @@ impl Filesystem for Lazy {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.gate(false) {
+        match self.gate(None) {
             Ok(inner) => match inner.model.node(ino.0) {
                 Ok(n) => reply.data(&n.now.data),
                 Err(e) => reply.error(errno(e)),
@@ -285,7 +296,7 @@ impl Filesystem for Lazy {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        let mut inner = match self.gate(true) {
+        let mut inner = match self.gate(Some(req)) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -304,7 +315,7 @@ impl Filesystem for Lazy {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut inner = match self.gate(true) {
+        let mut inner = match self.gate(Some(req)) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -314,8 +325,8 @@ impl Filesystem for Lazy {
         self.made(made, &inner, reply);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.gate(true) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.gate(Some(req)) {
             Ok(mut inner) => match inner.model.unlink(parent.0, name, false) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
@@ -324,8 +335,8 @@ impl Filesystem for Lazy {
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.gate(true) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.gate(Some(req)) {
             Ok(mut inner) => match inner.model.unlink(parent.0, name, true) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
@@ -342,7 +353,7 @@ impl Filesystem for Lazy {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let mut inner = match self.gate(true) {
+        let mut inner = match self.gate(Some(req)) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -358,7 +369,7 @@ impl Filesystem for Lazy {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -372,7 +383,7 @@ impl Filesystem for Lazy {
             return reply.error(Errno::EINVAL);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self.gate(true) {
+        match self.gate(Some(req)) {
             Ok(mut inner) => {
                 match inner
                     .model
@@ -388,13 +399,13 @@ impl Filesystem for Lazy {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let mut inner = match self.gate(true) {
+        let mut inner = match self.gate(Some(req)) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -406,7 +417,7 @@ impl Filesystem for Lazy {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.gate(false) {
+        match self.gate(None) {
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
             Err(e) => reply.error(e),
         }
@@ -423,7 +434,7 @@ impl Filesystem for Lazy {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.gate(false) {
+        match self.gate(None) {
             Ok(inner) => match inner.model.node(ino.0) {
                 Ok(n) => {
                     let data = &n.now.data;
@@ -439,7 +450,7 @@ impl Filesystem for Lazy {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -449,7 +460,7 @@ impl Filesystem for Lazy {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.gate(true) {
+        match self.gate(Some(req)) {
             Ok(mut inner) => match inner.model.write(ino.0, offset, data) {
                 Ok(()) => {
                     if let Ok(n) = inner.model.node_mut(ino.0) {
@@ -495,7 +506,7 @@ impl Filesystem for Lazy {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let inner = match self.gate(false) {
+        let inner = match self.gate(None) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -535,7 +546,7 @@ impl Filesystem for Lazy {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.gate(false) {
+        match self.gate(None) {
             // 4 GiB, mostly free: room is not what these tests are about.
             Ok(_) => reply.statfs(1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 4096, 255, 4096),
             Err(e) => reply.error(e),
@@ -544,7 +555,7 @@ impl Filesystem for Lazy {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -552,7 +563,7 @@ impl Filesystem for Lazy {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.gate(true) {
+        match self.gate(Some(req)) {
             Ok(mut inner) => match inner.model.node_mut(ino.0) {
                 Ok(n) => {
                     n.now.xattrs.insert(name.to_os_string(), value.to_vec());
@@ -565,7 +576,7 @@ impl Filesystem for Lazy {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let inner = match self.gate(false) {
+        let inner = match self.gate(None) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -577,7 +588,7 @@ impl Filesystem for Lazy {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let inner = match self.gate(false) {
+        let inner = match self.gate(None) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -594,8 +605,8 @@ impl Filesystem for Lazy {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.gate(true) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.gate(Some(req)) {
             Ok(mut inner) => match inner.model.node_mut(ino.0) {
                 Ok(n) => match n.now.xattrs.remove(name) {
                     Some(_) => reply.ok(),
@@ -621,7 +632,7 @@ impl Filesystem for Lazy {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut inner = match self.gate(true) {
+        let mut inner = match self.gate(Some(req)) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
@@ -798,16 +809,17 @@ fn main() {
     let mut args = std::env::args_os().skip(1);
     let (Some(backing), Some(mountpoint)) = (args.next(), args.next()) else {
         eprintln!(
-            "usage: lazyfs BACKING MOUNTPOINT [--cut-at-sync N] [--cut-at-op N] [--stats FILE]"
+            "usage: lazyfs BACKING MOUNTPOINT [--cut-at-sync N] [--cut-at-op N] [--kill-at-op N] [--stats FILE]"
         );
         std::process::exit(2);
     };
-    let (mut cut_at_sync, mut cut_at_op, mut stats) = (None, None, None);
+    let (mut cut_at_sync, mut cut_at_op, mut kill_at_op, mut stats) = (None, None, None, None);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
         match flag.to_str() {
             Some("--cut-at-sync") => cut_at_sync = value.to_str().and_then(|v| v.parse().ok()),
             Some("--cut-at-op") => cut_at_op = value.to_str().and_then(|v| v.parse().ok()),
+            Some("--kill-at-op") => kill_at_op = value.to_str().and_then(|v| v.parse().ok()),
             Some("--stats") => stats = Some(PathBuf::from(value)),
             _ => {
                 eprintln!("lazyfs: unknown option {flag:?}");
@@ -838,6 +850,8 @@ fn main() {
         cut: false,
         cut_at_sync,
         cut_at_op,
+        kill_at_op,
+        killed: false,
     }));
     let signalled = Arc::new(AtomicBool::new(false));
     if let Err(e) =
@@ -870,10 +884,11 @@ fn main() {
     }
     if let Some(stats) = stats {
         let text = format!(
-            "syncs {}\nops {}\ncut {}\n",
+            "syncs {}\nops {}\ncut {}\nkilled {}\n",
             inner.syncs,
             inner.ops,
-            if inner.cut { "yes" } else { "no" }
+            if inner.cut { "yes" } else { "no" },
+            if inner.killed { "yes" } else { "no" }
         );
         if let Err(e) = fs::write(&stats, text) {
             eprintln!("lazyfs: {}: {e}", stats.display());
