@@ -103,9 +103,13 @@ from one path and new at another with the same bytes (both copies read and compa
 TIME is as for `restore --at`: `2026-12-06 21:05`, RFC 3339, `now`, or a time ago (`2h`, `3
 days`).
 
+With --content and a file for PATH, what changed in that file: a unified diff of its versions
+at the two times (`Binary files differ` where either is not text).
+
 EXAMPLES:
     backup diff /mnt/disk/work --from '1 week'
-    backup diff /mnt/disk/work photos --from 2026-12-01 --to 2026-12-06 --json";
+    backup diff /mnt/disk/work photos --from 2026-12-01 --to 2026-12-06 --json
+    backup diff /mnt/disk/work notes.md --from yesterday --content";
 
 const FIND_HELP: &str = "\
 Every file whose path in the backed-up tree matches PATTERN, with each of its versions (when it
@@ -218,6 +222,10 @@ pub struct DiffArgs {
     /// The later time.
     #[arg(long, value_name = "TIME", default_value = "now")]
     pub to: String,
+
+    /// For one file (PATH): what changed in it, as a unified diff of its text.
+    #[arg(long, requires = "path")]
+    pub content: bool,
 
     /// Print JSON Lines.
     #[arg(long)]

@@ -137,6 +137,7 @@ pub(crate) struct Diff {
     /// As given: read against the clock when the command starts.
     pub(crate) from: String,
     pub(crate) to: String,
+    pub(crate) content: bool,
     pub(crate) json: bool,
 }
 
@@ -218,6 +219,7 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
             path: a.path,
             from: a.from,
             to: a.to,
+            content: a.content,
             json: a.json,
         }),
         Command::Mount(a) => Job::Mount(MountJob {

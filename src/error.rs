@@ -203,6 +203,8 @@ pub(crate) enum Why {
     NotADirectory,
     /// A mount point with things in it.
     NotEmpty,
+    /// A folder where a file was asked for.
+    NotAFile,
     Unreadable(io::Error),
     NotCreated(io::Error),
     /// `--to`'s folder, or its parent, is not a folder.
@@ -437,6 +439,7 @@ impl fmt::Display for Why {
             Why::Watch(text) => write!(f, "cannot watch for changes: {text}"),
             Why::NoSuchFile => f.write_str("no such file"),
             Why::NotEmpty => f.write_str("not an empty folder"),
+            Why::NotAFile => f.write_str("a folder, not a file"),
             Why::Duration(text) => write!(f, "{text} (try 500ms, 2s, 1m)"),
             Why::When(text) => write!(
                 f,

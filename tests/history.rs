@@ -520,4 +520,31 @@ fn diff_and_find_read_the_same_history_as_restore() {
     let r = backup(&env, &["find", dst(&env), "a["]);
     r.code(1);
     r.stderr_has("PATTERN a[");
+
+    // What changed in one file, as text.
+    let r = backup(
+        &env,
+        &[
+            "diff",
+            dst(&env),
+            "a.txt",
+            "--from",
+            &t1,
+            "--to",
+            &t2,
+            "--content",
+        ],
+    );
+    r.code(0);
+    assert!(
+        r.stdout.contains("\n-alpha\n+alpha, changed\n"),
+        "{}",
+        r.context()
+    );
+    let r = backup(
+        &env,
+        &["diff", dst(&env), "docs", "--from", &t1, "--content"],
+    );
+    r.code(1);
+    r.stderr_has("a folder, not a file");
 }

@@ -33,22 +33,30 @@ pub(crate) fn run(args: &Diff) -> Status {
 
 fn diff(args: &Diff, out: &mut Reporter) -> Result<Status, Error> {
     let archive = Archive::open(&args.dst, false)?;
+    let now = chrono::Local::now();
+    let from = history::parse_when(&args.from, now)?;
+    let to = history::parse_when(&args.to, now)?;
     let rel = match args
         .path
         .as_deref()
         .map(|p| archive.resolve(p))
         .transpose()?
     {
+        Some(Target::File(dir, name)) if args.content => {
+            let (from, to) = (naming::stamp_of(&from), naming::stamp_of(&to));
+            return content(&archive, &dir, &name, (from, to), out);
+        }
         None => PathBuf::new(),
-        Some(Target::Folder(rel)) => rel,
+        Some(Target::Folder(rel)) if !args.content => rel,
+        Some(Target::Folder(rel)) => {
+            let path = archive.root().join(rel);
+            return Err(Error::new(About::Path(path), Why::NotAFile));
+        }
         Some(Target::File(dir, name)) => {
             let path = archive.root().join(dir).join(OsStr::from_bytes(&name));
             return Err(Error::new(About::Path(path), Why::NotADirectory));
         }
     };
-    let now = chrono::Local::now();
-    let from = history::parse_when(&args.from, now)?;
-    let to = history::parse_when(&args.to, now)?;
     let before = tree_at(&archive, &rel, naming::stamp_of(&from))?;
     let after = tree_at(&archive, &rel, naming::stamp_of(&to))?;
     let same = |a: &Held, b: &Held| same_bytes(&archive, a, b).unwrap_or(false);
@@ -59,6 +67,70 @@ fn diff(args: &Diff, out: &mut Reporter) -> Result<Status, Error> {
         out.say(&Message::Difference(c));
     }
     out.say(&Message::DiffSummary(&tally));
+    Ok(Status::Success)
+}
+
+/// What changed in the file `name` of the folder `dir` between two times, as a unified diff
+/// of its versions then (nothing where it had none, or was deleted).
+fn content(
+    archive: &Archive,
+    dir: &Path,
+    name: &[u8],
+    (from, to): (u64, u64),
+    out: &mut Reporter,
+) -> Result<Status, Error> {
+    /// One version's name and bytes.
+    struct Got {
+        version: Vec<u8>,
+        data: Vec<u8>,
+    }
+    let unreadable = |e: io::Error| Error::new(About::Path(archive.root().join(dir)), Why::Io(e));
+    let (folder, histories) = archive.histories(dir, None).map_err(unreadable)?;
+    let h = histories.iter().find(|h| h.name == name);
+    let read = |at: u64| -> Result<Option<Got>, Error> {
+        let Some(v) = h.and_then(|h| h.restorable_at(at)) else {
+            return Ok(None);
+        };
+        let mut data = Vec::new();
+        folder
+            .open_read(&v.name)
+            .and_then(|mut f| io::Read::read_to_end(&mut f, &mut data))
+            .map_err(unreadable)?;
+        Ok(Some(Got {
+            version: v.name.clone(),
+            data,
+        }))
+    };
+    let (before, after) = (read(from)?, read(to)?);
+    let path = dir.join(OsStr::from_bytes(name));
+    let label = |v: &Option<Got>| match v {
+        Some(h) => dir
+            .join(OsStr::from_bytes(&h.version))
+            .display()
+            .to_string(),
+        None => "/dev/null".to_string(),
+    };
+    let text = |v: &Option<Got>| match v {
+        Some(h) if h.data.contains(&0) => None,
+        Some(h) => std::str::from_utf8(&h.data).ok().map(str::to_string),
+        None => Some(String::new()),
+    };
+    let patch = match (text(&before), text(&after)) {
+        (Some(a), Some(b)) => similar::TextDiff::from_lines(&a, &b)
+            .unified_diff()
+            .header(&label(&before), &label(&after))
+            .to_string(),
+        _ if before.as_ref().map(|v| &v.data) == after.as_ref().map(|v| &v.data) => String::new(),
+        _ => format!(
+            "Binary files {} and {} differ\n",
+            label(&before),
+            label(&after)
+        ),
+    };
+    out.say(&Message::Patch {
+        path: &path,
+        text: &patch,
+    });
     Ok(Status::Success)
 }
 

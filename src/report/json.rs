@@ -122,6 +122,10 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
             grew: t.grew,
         },
         Message::NothingFound { .. } => return None,
+        Message::Patch { path, text } => Json::Patch {
+            path: JsonPath(path),
+            text,
+        },
         Message::Mounted { dst, mountpoint } => Json::Mounted {
             dst: JsonPath(dst),
             mountpoint: JsonPath(mountpoint),
@@ -278,6 +282,10 @@ enum Json<'a> {
     Mounted {
         dst: JsonPath<'a>,
         mountpoint: JsonPath<'a>,
+    },
+    Patch {
+        path: JsonPath<'a>,
+        text: &'a str,
     },
     DiffSummary {
         added: u64,

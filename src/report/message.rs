@@ -28,6 +28,8 @@ pub(crate) enum Message<'a> {
     Difference(&'a Difference),
     /// The end of `diff`.
     DiffSummary(&'a Tally),
+    /// `diff --content`: a unified diff of one file's text (empty where it did not change).
+    Patch { path: &'a Path, text: &'a str },
     /// `find`: no file in DST matches the pattern.
     NothingFound { pattern: &'a str },
     /// `mount`: DST is mounted, read-only.

@@ -156,6 +156,8 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
             line.extend_from_slice(b" or Ctrl-C");
             err(line)
         }
+        Message::Patch { text: "", .. } => None,
+        Message::Patch { text, .. } => out(text.trim_end_matches('\n').as_bytes().to_vec()),
         Message::NothingFound { pattern } => {
             err(format!("Nothing in DST matches {pattern:?}").into_bytes())
         }
