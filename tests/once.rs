@@ -462,9 +462,17 @@ fn leftover_temporary_files_are_removed_but_lookalike_sources_kept() {
     env.once(&[]).code(0);
     let stale = env.dst.join(".backup-tmp.aaaaaaaaaaaa.a.txt");
     fs::write(&stale, "partial").expect("write");
+    // The probe's symlink, as a run killed while probing leaves it (found by the crash matrix).
+    let link = env.dst.join(".backup-tmp.bbbbbbbbbbbb.probe-link");
+    std::os::unix::fs::symlink(".backup-probe-nowhere", &link).expect("symlink");
     let run = env.once(&[]);
     run.code(0);
     assert!(!stale.exists(), "leftover kept\n{}", run.context());
+    assert!(
+        link.symlink_metadata().is_err(),
+        "leftover symlink kept\n{}",
+        run.context()
+    );
     assert_eq!(
         fs::read(env.dst.join(lookalike)).expect("read"),
         b"a real file with an unlucky name"

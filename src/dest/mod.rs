@@ -124,7 +124,7 @@ pub(crate) trait Folder: Send + Sync {
     /// Deletes the file or symlink `name` (an old version being pruned); never a folder.
     fn remove(&self, name: &[u8]) -> io::Result<()>;
 
-    /// Removes a temporary file that an interrupted run left (a regular file only).
+    /// Removes a temporary file or symlink that an interrupted run left (never a folder).
     fn remove_leftover(&self, name: &[u8]) -> io::Result<()>;
 
     /// Starts a new copy that will join `name`'s family and have the permission bits `mode`

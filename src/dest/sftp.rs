@@ -626,7 +626,8 @@ impl Folder for SftpFolder {
 
     fn remove_leftover(&self, name: &[u8]) -> io::Result<()> {
         match self.stat(name) {
-            Ok(m) if m.kind == Kind::File => self.remove(name),
+            // The probe's symlink, left by a run killed while probing, too; never a folder.
+            Ok(m) if matches!(m.kind, Kind::File | Kind::Symlink) => self.remove(name),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         }

@@ -683,7 +683,8 @@ impl Folder for LocalFolder {
     fn remove_leftover(&self, name: &[u8]) -> io::Result<()> {
         debug_assert!(super::is_temp_name(name));
         match self.stat(name) {
-            Ok(m) if m.kind == Kind::File => self.remove(name),
+            // The probe's symlink, left by a run killed while probing, too; never a folder.
+            Ok(m) if matches!(m.kind, Kind::File | Kind::Symlink) => self.remove(name),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
