@@ -117,8 +117,11 @@ was captured, its size, where the copy is), files deleted from SRC included. A P
 `/` is matched against the whole path (`photos/*.jpg`), one without against the file's name
 (`*.pdf`); `*` stays within a folder, `**` crosses folders.
 
+With --from and --to, only the versions captured between those times (as for `restore --at`).
+
 EXAMPLES:
     backup find /mnt/disk/work 'report*.txt'
+    backup find /mnt/disk/work '*.pdf' --from '2 weeks' --to '1 week'
     backup find /mnt/disk/work '**/*.jpg' --deleted";
 
 const MOUNT_HELP: &str = "\
@@ -260,6 +263,14 @@ pub struct FindArgs {
     /// Only files deleted from SRC (whose newest record is their deletion).
     #[arg(long)]
     pub deleted: bool,
+
+    /// Only versions captured at this time or later.
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+
+    /// Only versions captured at this time or earlier.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
 
     /// Print JSON Lines.
     #[arg(long)]

@@ -153,6 +153,9 @@ pub(crate) struct Find {
     pub(crate) dst: PathBuf,
     pub(crate) pattern: String,
     pub(crate) deleted: bool,
+    /// As given: read against the clock when the command starts.
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
     pub(crate) json: bool,
 }
 
@@ -231,6 +234,8 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
             dst: a.dst,
             pattern: a.pattern,
             deleted: a.deleted,
+            from: a.from,
+            to: a.to,
             json: a.json,
         }),
         Command::Status(a) => Job::Status(StatusJob {

@@ -521,6 +521,26 @@ fn diff_and_find_read_the_same_history_as_restore() {
     r.code(1);
     r.stderr_has("PATTERN a[");
 
+    // Only what was captured in a span of time.
+    let r = backup(&env, &["find", dst(&env), "a.txt", "--from", &t1, "--json"]);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), 1, "only the second version: {}", r.stdout);
+    assert!(
+        found[0]["path"].as_str().is_some_and(|p| p.contains("a_")),
+        "{}",
+        r.stdout
+    );
+    let r = backup(&env, &["find", dst(&env), "a.txt", "--to", &t1, "--json"]);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), 1, "only the first version: {}", r.stdout);
+    assert!(
+        found[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/a.txt")),
+        "{}",
+        r.stdout
+    );
+
     // What changed in one file, as text.
     let r = backup(
         &env,

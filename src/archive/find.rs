@@ -11,6 +11,8 @@ use globset::{GlobBuilder, GlobMatcher};
 use super::{Archive, reported, when};
 use crate::config::Find;
 use crate::error::{About, Error, Failure, Op, Status, Why};
+use crate::history;
+use crate::naming;
 use crate::outcome::Event;
 use crate::report::{Listed, Message, Reporter};
 
@@ -37,6 +39,14 @@ fn matcher(pattern: &str) -> Result<(GlobMatcher, bool), Error> {
 
 fn find(args: &Find, out: &mut Reporter) -> Result<Status, Error> {
     let (glob, whole) = matcher(&args.pattern)?;
+    let now = chrono::Local::now();
+    let stamp = |t: &Option<String>, none: u64| -> Result<u64, Error> {
+        match t {
+            Some(t) => Ok(naming::stamp_of(&history::parse_when(t, now)?)),
+            None => Ok(none),
+        }
+    };
+    let (from, to) = (stamp(&args.from, 0)?, stamp(&args.to, u64::MAX)?);
     let archive = Archive::open(&args.dst, false)?;
     let mut failed = false;
     let mut found = 0u64;
@@ -76,6 +86,7 @@ fn find(args: &Find, out: &mut Reporter) -> Result<Status, Error> {
             let listed: Vec<Listed> = h
                 .versions
                 .iter()
+                .filter(|v| (from..=to).contains(&v.captured))
                 .map(|v| Listed {
                     path: dir.join(OsStr::from_bytes(&v.name)),
                     captured: when(v.captured),
@@ -85,6 +96,9 @@ fn find(args: &Find, out: &mut Reporter) -> Result<Status, Error> {
                     folder: None,
                 })
                 .collect();
+            if listed.is_empty() {
+                continue;
+            }
             found += 1;
             out.say(&Message::History {
                 file: &path,
