@@ -395,6 +395,52 @@ def bench_versions(bin_, work, base, size_mib=256, changed_mib=1, versions=5, fo
     rmtree(work / "restic-cache")
 
 
+# --- the past, mounted ------------------------------------------------------------------------
+
+def mounted(at):
+    return any(l.split()[1] == str(at) for l in Path("/proc/self/mounts").read_text().splitlines())
+
+
+def bench_mount(bin_, work, name, src, rounds):
+    """`backup mount`: how soon it is ready, `ls -R` and reading every file through `latest/`
+    against the same on DST directly, and the mount's peak RSS after reading it all."""
+    print(f"\n== mount, {name}: {count_files(src)} files ==", flush=True)
+    dst = work / "mount-dst"
+    rmtree(dst)
+    subprocess.run([bin_, "once", "-q", str(src), str(dst)], check=True, stdout=subprocess.DEVNULL)
+    at = work / "mount-at"
+    times = {k: [] for k in ["ready", "ls direct", "ls mount", "read direct", "read mount"]}
+    rss = []
+    read_all = "find {} -type f -exec cat {{}} + > /dev/null"
+    for r in range(rounds):
+        at.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        p = subprocess.Popen([bin_, "mount", str(dst), str(at)], stderr=subprocess.DEVNULL)
+        while not mounted(at):
+            if p.poll() is not None or time.perf_counter() - t0 > 30:
+                raise RuntimeError("backup mount did not mount")
+            time.sleep(0.001)
+        subprocess.run(["ls", str(at)], check=True, stdout=subprocess.DEVNULL)
+        times["ready"].append(time.perf_counter() - t0)
+        pairs = [("ls direct", ["ls", "-R", str(dst)]), ("ls mount", ["ls", "-R", str(at / "latest")]),
+                 ("read direct", ["sh", "-c", read_all.format(dst)]),
+                 ("read mount", ["sh", "-c", read_all.format(at / "latest")])]
+        for label, cmd in (pairs if r % 2 == 0 else pairs[::-1]):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            times[label].append(time.perf_counter() - t)
+        for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                rss.append(int(line.split()[1]) / 1024)
+        subprocess.run(["fusermount3", "-u", str(at)], check=True)
+        p.wait(timeout=30)
+    med = {k: report(f"mount {name}: {k}", v) for k, v in times.items()}
+    report(f"mount {name}: peak RSS after reading all", rss, unit="MiB")
+    ratio(f"mount {name}: ls -R through latest/ / on DST", med["ls mount"], med["ls direct"], 2.0)
+    ratio(f"mount {name}: reading all through latest/ / on DST", med["read mount"], med["read direct"], 2.0)
+    rmtree(dst)
+
+
 # --- watch benchmarks ------------------------------------------------------------------------
 
 class Watcher:
@@ -831,6 +877,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="small,large,source,latency,storm,rss",
                     help="comma-separated; also: restore (a tree restored, against cp -a), "
+                         "mount (ls -R and reading all through backup mount's latest/, against "
+                         "DST directly), "
                          "versions (what versions and a renamed folder cost in DST on Btrfs, "
                          "XFS and ext4, against restic), "
                          "million (first copy of 1M files in 20k "
@@ -890,6 +938,11 @@ def main():
             src = work / "small"
             make_small(src, 50_000 // scale, 50)
             bench_restore(bin_, work, f"small files ({50_000 // scale})", src, rounds)
+            rmtree(src)
+        if "mount" in only:
+            src = work / "small"
+            make_small(src, 50_000 // scale, 50)
+            bench_mount(bin_, work, f"small files ({50_000 // scale})", src, rounds)
             rmtree(src)
         if "versions" in only:
             bench_versions(bin_, work, args.base, size_mib=256 // scale,

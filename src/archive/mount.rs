@@ -43,8 +43,9 @@ const LATEST: u64 = u64::MAX;
 /// `watch` writes into DST.
 const TTL: Duration = Duration::from_secs(1);
 
-/// Listings kept at once; beyond, the oldest are dropped and read again when needed.
-const LISTINGS_KEPT: usize = 256;
+/// Listings (and open folders of DST) kept at once; beyond, some are dropped and read again
+/// when needed, so that memory stays bounded whatever DST holds.
+const LISTINGS_KEPT: usize = 4096;
 
 /// Something the mount shows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -81,6 +82,22 @@ struct Table {
     nodes: Vec<Node>,
     listings: HashMap<u64, Arc<Vec<Child>>>,
     attrs: HashMap<u64, FileAttr>,
+    /// Folders of DST, open: each lookup and read in a folder would open it again otherwise.
+    folders: HashMap<PathBuf, Arc<dyn crate::dest::Folder>>,
+}
+
+/// Folders of DST kept open at once: each holds a file descriptor, and the soft limit on them is
+/// often 1,024.
+const FOLDERS_KEPT: usize = 256;
+
+/// Makes room in a cache that has reached `kept`: drops an eighth of it, whichever.
+fn make_room<K: Clone + Eq + std::hash::Hash, V>(cache: &mut HashMap<K, V>, kept: usize) {
+    if cache.len() >= kept {
+        let drop: Vec<K> = cache.keys().take(kept / 8).cloned().collect();
+        for k in drop {
+            cache.remove(&k);
+        }
+    }
 }
 
 struct View {
@@ -143,7 +160,8 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    config.n_threads = Some(2);
+    // Reads of many small files wait on the kernel's round trips: more than one at a time.
+    config.n_threads = Some(4);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -246,11 +264,21 @@ impl View {
         }
         let list = Arc::new(self.list(node)?);
         let mut t = lock(&self.table);
-        if t.listings.len() >= LISTINGS_KEPT {
-            t.listings.clear();
-        }
+        make_room(&mut t.listings, LISTINGS_KEPT);
         t.listings.insert(ino, Arc::clone(&list));
         Ok(list)
+    }
+
+    /// The folder `rel` of DST, open.
+    fn folder(&self, rel: &Path) -> io::Result<Arc<dyn crate::dest::Folder>> {
+        if let Some(f) = lock(&self.table).folders.get(rel) {
+            return Ok(Arc::clone(f));
+        }
+        let f = self.archive.folder(rel)?;
+        let mut t = lock(&self.table);
+        make_room(&mut t.folders, FOLDERS_KEPT);
+        t.folders.insert(rel.to_path_buf(), Arc::clone(&f));
+        Ok(f)
     }
 
     fn list(&self, node: &Node) -> io::Result<Vec<Child>> {
@@ -418,11 +446,11 @@ impl View {
         let attr = match node {
             Node::Top | Node::Times | Node::VersionsOf { .. } => made_up(FileType::Directory),
             Node::Tree { rel, .. } | Node::VersionsIn { rel } => {
-                let meta = self.archive.folder(rel)?.meta()?;
+                let meta = self.folder(rel)?.meta()?;
                 of_meta(&meta, FileType::Directory)
             }
             Node::Copy { rel, version } => {
-                let meta = self.archive.folder(rel)?.stat(version)?;
+                let meta = self.folder(rel)?.stat(version)?;
                 let kind = match meta.kind {
                     Kind::Symlink => FileType::Symlink,
                     _ => FileType::RegularFile,
@@ -432,7 +460,9 @@ impl View {
         };
         // A copy never changes; what a folder shows may, as `watch` writes.
         if matches!(node, Node::Copy { .. }) {
-            lock(&self.table).attrs.insert(ino, attr);
+            let mut t = lock(&self.table);
+            make_room(&mut t.attrs, LISTINGS_KEPT * 16);
+            t.attrs.insert(ino, attr);
         }
         Ok(attr)
     }
@@ -482,11 +512,7 @@ impl Filesystem for View {
         let Some(Node::Copy { rel, version }) = self.node(ino.0) else {
             return reply.error(Errno::EINVAL);
         };
-        match self
-            .archive
-            .folder(&rel)
-            .and_then(|f| f.read_link(&version))
-        {
+        match self.folder(&rel).and_then(|f| f.read_link(&version)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
         }
@@ -496,11 +522,7 @@ impl Filesystem for View {
         let Some(Node::Copy { rel, version }) = self.node(ino.0) else {
             return reply.error(Errno::EISDIR);
         };
-        match self
-            .archive
-            .folder(&rel)
-            .and_then(|f| f.open_read(&version))
-        {
+        match self.folder(&rel).and_then(|f| f.open_read(&version)) {
             Ok(file) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 lock(&self.files).insert(fh, file);
