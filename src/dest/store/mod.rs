@@ -433,6 +433,40 @@ impl StoreFolder {
         e
     }
 
+    /// Copies the object `from` of the folder `from_rel` to `to` here on the server,
+    /// create-only (`AlreadyExists` when `to` is taken), and lists it.
+    fn copy_in(&self, from_rel: &str, from: &[u8], to: &[u8]) -> io::Result<()> {
+        utf8(to)?;
+        if self.taken(to)? {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        let object = {
+            let mut index = self.shared.index();
+            index
+                .folder_mut(from_rel)
+                .and_then(|l| l.files.get(from).cloned())
+        }
+        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let (from_key, to_key) = (listing::key(from_rel, from), self.key(to));
+        self.shared
+            .block(
+                self.shared
+                    .op
+                    .copy_with(&from_key, &to_key)
+                    .if_not_exists(true),
+            )
+            .map_err(|e| self.refused(to, e))?;
+        self.with(|l| {
+            l.files.insert(
+                to.to_vec(),
+                Object {
+                    etag: None,
+                    ..object
+                },
+            );
+        })
+    }
+
     fn taken(&self, name: &[u8]) -> io::Result<bool> {
         self.with(|l| l.files.contains_key(name) || l.dirs.contains(name))
     }
@@ -631,69 +665,18 @@ impl Folder for StoreFolder {
 
     /// A server-side copy to the new name, create-only, then the old name deleted.
     fn set_aside(&self, name: &[u8], to: &[u8]) -> io::Result<()> {
-        utf8(to)?;
-        if self.taken(to)? {
-            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-        }
-        let Some(object) = self.object(name)? else {
-            return Err(io::Error::from(io::ErrorKind::NotFound));
-        };
-        let (from_key, to_key) = (self.key(name), self.key(to));
-        self.shared
-            .block(
-                self.shared
-                    .op
-                    .copy_with(&from_key, &to_key)
-                    .if_not_exists(true),
-            )
-            .map_err(|e| self.refused(to, e))?;
+        let from_key = self.key(name);
+        self.copy_in(&self.rel, name, to)?;
         self.shared.block(self.shared.op.delete(&from_key))?;
         self.with(|l| {
             l.files.remove(name);
-            l.files.insert(
-                to.to_vec(),
-                Object {
-                    etag: None,
-                    ..object
-                },
-            );
         })
     }
 
     /// A server-side copy of `from`'s object, create-only: its bytes and metadata (time, mode)
     /// are not sent again.
     fn link(&self, from: &super::Elsewhere, name: &[u8]) -> io::Result<()> {
-        utf8(name)?;
-        if self.taken(name)? {
-            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-        }
-        let from_rel = rel_of(from.rel)?;
-        let from_key = listing::key(&from_rel, from.name);
-        let object = {
-            let mut index = self.shared.index();
-            index
-                .folder_mut(&from_rel)
-                .and_then(|l| l.files.get(from.name).cloned())
-        }
-        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let to_key = self.key(name);
-        self.shared
-            .block(
-                self.shared
-                    .op
-                    .copy_with(&from_key, &to_key)
-                    .if_not_exists(true),
-            )
-            .map_err(|e| self.refused(name, e))?;
-        self.with(|l| {
-            l.files.insert(
-                name.to_vec(),
-                Object {
-                    etag: None,
-                    ..object
-                },
-            );
-        })
+        self.copy_in(&rel_of(from.rel)?, from.name, name)
     }
 }
 
