@@ -430,54 +430,43 @@ fn step_or_all(step: u64) -> u64 {
     }
 }
 
-/// Every sync point of a run, then change points between them (every `step`-th).
-fn matrix(work: &Work, start: &Path, what: &str, step: u64, files: Option<u32>) -> (u64, u64) {
+/// Every sync point of a run, then change points between them (every `step`-th), with
+/// `run` running the workload under each cut and checking what is left; with `kills`, the
+/// program killed at as many other changes too. Says how many points were tried.
+fn every_point(what: &str, step: u64, kills: bool, run: impl Fn(Cut, &str) -> Served) {
     let step = step_or_all(step);
-    let clean = crash_once(work, start, Cut::Never, files, &format!("{what}, no cut"));
+    let clean = run(Cut::Never, &format!("{what}, no cut"));
     assert!(!clean.cut);
     // Workers interleave, so a run's syncs vary a little in number: a run with fewer than `n`
     // is not cut, and is checked all the same.
     for n in 1..=clean.syncs {
-        crash_once(
-            work,
-            start,
-            Cut::AtSync(n),
-            files,
-            &format!("{what}, cut after sync {n}"),
-        );
+        run(Cut::AtSync(n), &format!("{what}, cut after sync {n}"));
     }
-    let mut n = 1;
-    while n <= clean.ops {
-        crash_once(
-            work,
-            start,
-            Cut::AtOp(n),
-            files,
-            &format!("{what}, cut before change {n}"),
-        );
-        n += step;
+    for n in (1..=clean.ops).step_by(step as usize) {
+        run(Cut::AtOp(n), &format!("{what}, cut before change {n}"));
     }
     // And the program killed instead, the machine running on.
-    let (mut n, mut killed) = (step / 2 + 1, 0);
-    while n <= clean.ops {
-        let served = crash_once(
-            work,
-            start,
-            Cut::KillAtOp(n),
-            files,
-            &format!("{what}, killed at change {n}"),
-        );
-        killed += u64::from(served.killed);
-        n += step;
+    let mut killed = 0;
+    if kills {
+        for n in (step / 2 + 1..=clean.ops).step_by(step as usize) {
+            let served = run(Cut::KillAtOp(n), &format!("{what}, killed at change {n}"));
+            killed += u64::from(served.killed);
+        }
+        assert!(killed > 0, "{what}: no run was killed");
     }
-    assert!(killed > 0, "{what}: no run was killed");
     eprintln!(
         "{what}: {} sync points, {} of {} change points cut, killed at {killed}, all consistent",
         clean.syncs,
         clean.ops.div_ceil(step),
         clean.ops
     );
-    (clean.syncs, clean.ops)
+}
+
+/// `every_point` for `backup once` over `start`.
+fn matrix(work: &Work, start: &Path, what: &str, step: u64, files: Option<u32>) {
+    every_point(what, step, true, |cut, label| {
+        crash_once(work, start, cut, files, label)
+    });
 }
 
 #[test]
@@ -614,16 +603,7 @@ fn a_restore_cut_anywhere_says_only_what_it_made_durable() {
         }
         served
     };
-    let clean = run(Cut::Never, "restore, no cut");
-    for n in 1..=clean.syncs {
-        run(Cut::AtSync(n), &format!("restore, cut after sync {n}"));
-    }
-    let step = step_or_all(5);
-    let mut n = 1;
-    while n <= clean.ops {
-        run(Cut::AtOp(n), &format!("restore, cut before change {n}"));
-        n += step;
-    }
+    every_point("restore", 5, false, run);
     // And the backup is whole: a restore on a disk that works gives the tree back.
     let again = work.root.path().join("again");
     let (code, out, err) = restore_into(&again);
@@ -631,12 +611,6 @@ fn a_restore_cut_anywhere_says_only_what_it_made_durable() {
     assert!(
         fs::read(again.join("photos/p1.jpg")).expect("restored") == bytes(200_000, 2),
         "restored whole"
-    );
-    eprintln!(
-        "restore: {} sync points and {} of {} change points cut, all consistent",
-        clean.syncs,
-        clean.ops.div_ceil(step),
-        clean.ops
     );
 }
 
@@ -915,20 +889,5 @@ fn a_prune_cut_anywhere_never_takes_a_newest_copy() {
         assert_eq!(code, Some(0), "{label}: prune again\n{out}{err}");
         served
     };
-    let clean = run(Cut::Never, "prune, no cut");
-    for n in 1..=clean.syncs {
-        run(Cut::AtSync(n), &format!("prune, cut after sync {n}"));
-    }
-    let step = step_or_all(2);
-    let mut n = 1;
-    while n <= clean.ops {
-        run(Cut::AtOp(n), &format!("prune, cut before change {n}"));
-        n += step;
-    }
-    eprintln!(
-        "prune: {} sync points and {} of {} change points cut, all consistent",
-        clean.syncs,
-        clean.ops.div_ceil(step),
-        clean.ops
-    );
+    every_point("prune", 2, false, run);
 }
