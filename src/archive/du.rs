@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use super::{Archive, Target, reported, source_names};
 use crate::config::Du;
 use crate::dest::Folder;
-use crate::error::{About, Error, Failure, Op, Status, Why};
-use crate::outcome::Event;
+use crate::error::{About, Error, Status, Why};
 use crate::report::{Message, Reporter, Space};
 
 /// `backup du DST [PATH] [--source SRC]`
@@ -50,14 +49,9 @@ fn du(args: &Du, out: &mut Reporter) -> Result<Status, Error> {
     let mut failed = false;
     for rel in archive.folders(&rel) {
         let sources = src.as_ref().and_then(|s| source_names(s, &rel));
-        let (dir, histories) = match archive.histories(&rel, sources.as_ref()) {
-            Ok(h) => h,
-            Err(e) => {
-                failed = true;
-                let at = archive.root().join(&rel);
-                out.event(&Event::failed(at, Failure::io(Op::Read, e)));
-                continue;
-            }
+        let Some((dir, histories)) = archive.histories_or_say(&rel, sources.as_ref(), out) else {
+            failed = true;
+            continue;
         };
         let mut space = Space::default();
         for h in &histories {

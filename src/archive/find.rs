@@ -10,10 +10,9 @@ use globset::{GlobBuilder, GlobMatcher};
 
 use super::{Archive, reported, when};
 use crate::config::Find;
-use crate::error::{About, Error, Failure, Op, Status, Why};
+use crate::error::{About, Error, Status, Why};
 use crate::history;
 use crate::naming;
-use crate::outcome::Event;
 use crate::report::{Listed, Message, Reporter};
 
 /// `backup find DST PATTERN [--deleted]`
@@ -51,14 +50,9 @@ fn find(args: &Find, out: &mut Reporter) -> Result<Status, Error> {
     let mut failed = false;
     let mut found = 0u64;
     for rel in archive.folders(std::path::Path::new("")) {
-        let (_, histories) = match archive.histories(&rel, None) {
-            Ok(h) => h,
-            Err(e) => {
-                failed = true;
-                let at = archive.root().join(&rel);
-                out.event(&Event::failed(at, Failure::io(Op::Read, e)));
-                continue;
-            }
+        let Some((_, histories)) = archive.histories_or_say(&rel, None, out) else {
+            failed = true;
+            continue;
         };
         let mut folder_gone = None;
         for h in &histories {

@@ -132,6 +132,26 @@ impl Archive {
     }
 
     /// The file histories in the folder `rel`.
+    /// `histories`, or `None` once the failure to read the folder is said on `out`.
+    pub(crate) fn histories_or_say(
+        &self,
+        rel: &Path,
+        sources: Option<&HashSet<Vec<u8>>>,
+        out: &mut Reporter,
+    ) -> Option<(Arc<dyn Folder>, Vec<History>)> {
+        match self.histories(rel, sources) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let at = self.root().join(rel);
+                out.event(&crate::outcome::Event::failed(
+                    at,
+                    crate::error::Failure::io(crate::error::Op::Read, e),
+                ));
+                None
+            }
+        }
+    }
+
     pub(crate) fn histories(
         &self,
         rel: &Path,

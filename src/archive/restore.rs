@@ -352,37 +352,25 @@ fn write_all(
             .join(&p.from_dir)
             .join(OsStr::from_bytes(&p.version));
         match restore_one(archive, dest, p, &mut made_dirs, &mut open) {
-            Ok(Some(staged)) => {
-                batch.push(Written { from, ..staged });
-                if batch.len() >= BATCH {
-                    publish(
-                        dest,
-                        &mut batch,
-                        &mut links,
-                        (&mut restored, &mut failed),
-                        out,
-                        false,
-                    );
-                }
-            }
+            Ok(Some(staged)) => batch.push(Written { from, ..staged }),
             Ok(None) => {
                 let to = root.join(&p.to_dir).join(OsStr::from_bytes(&p.to_name));
                 links.push((from, to));
-                if links.len() >= BATCH {
-                    publish(
-                        dest,
-                        &mut batch,
-                        &mut links,
-                        (&mut restored, &mut failed),
-                        out,
-                        false,
-                    );
-                }
             }
             Err(why) => {
                 failed += 1;
                 out.event(&Event::failed(from, why));
             }
+        }
+        if batch.len() >= BATCH || links.len() >= BATCH {
+            publish(
+                dest,
+                &mut batch,
+                &mut links,
+                (&mut restored, &mut failed),
+                out,
+                false,
+            );
         }
     }
     publish(

@@ -109,8 +109,8 @@ impl Engine {
                 Step::Done(Outcome::Copied(path)) => {
                     job.touched.store(true, Ordering::Relaxed);
                     let event = Event::new(src, Outcome::Copied(path)).with_bytes(size);
-                    batch.done.push(event);
-                    if batch.done.len() >= self.settings.limits.batch_files {
+                    batch.unsaid.push(event);
+                    if batch.unsaid.len() >= self.settings.limits.batch_files {
                         self.commit(batch, notes, false);
                     }
                 }

@@ -219,10 +219,8 @@ struct Ready {
 #[derive(Default)]
 struct Batch {
     items: Vec<Ready>,
-    /// Copies already named (symlinks, moved files named from their old copy), said once the
-    /// batch's names are durable.
-    done: Vec<Event>,
-    /// What was published and waits for its name to be durable before it is said.
+    /// What was published (a staged copy, a symlink, a moved file named from its old copy) and
+    /// waits for its name to be durable before it is said.
     unsaid: Vec<Event>,
     bytes: u64,
     /// Folders the items span: each holds a folder handle open until published.
@@ -539,7 +537,7 @@ impl Engine {
     /// the whole filesystem; the `last` batch before the worker waits, or one without such a
     /// sync, syncs the folders that changed itself.
     fn commit(&self, batch: &mut Batch, notes: &Notes, last: bool) {
-        if batch.items.is_empty() && batch.done.is_empty() && batch.unsaid.is_empty() {
+        if batch.items.is_empty() && batch.unsaid.is_empty() {
             return;
         }
         let whole = batch.items.len() > 1 && self.dest.capabilities().group_commit;
@@ -575,7 +573,6 @@ impl Engine {
                 .unsaid
                 .push(Event::new(ready.src, outcome).with_bytes(ready.size));
         }
-        batch.unsaid.append(&mut batch.done);
         if last || !whole || synced.is_err() {
             let copied = |e: &Event| matches!(e.outcome, Outcome::Copied(_));
             if batch.unsaid.iter().any(copied)

@@ -83,11 +83,10 @@ const CHANGED_MAX: usize = 8;
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 impl Ctx {
-    /// Remembers that the folder `fd` gained or lost a name, for `sync_names`; where it cannot
-    /// (no handle left to keep), makes its names durable at once.
-    fn changed(&self, fd: &OwnedFd) -> io::Result<()> {
+    /// Remembers that the folder `fd` (inode `ino`) gained or lost a name, for `sync_names`;
+    /// where it cannot (no handle left to keep), makes its names durable at once.
+    fn changed(&self, fd: &OwnedFd, ino: u64) -> io::Result<()> {
         let remembered = (|| -> io::Result<()> {
-            let ino = rustix::fs::fstat(fd)?.st_ino;
             let mut changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
             if changed.contains_key(&ino) {
                 return Ok(());
@@ -234,6 +233,7 @@ impl Local {
             path: self.path.join(rel),
             ctx: Arc::clone(&self.ctx),
             fresh: OnceLock::new(),
+            ino: OnceLock::new(),
         })))
     }
 
@@ -456,11 +456,26 @@ struct Inner {
     ctx: Arc<Ctx>,
     /// What a new file in this folder gets, looked up at the first copy.
     fresh: OnceLock<Option<Fresh>>,
+    /// Its inode, looked up the first time it gains a name: not once per copy.
+    ino: OnceLock<u64>,
 }
 
 impl LocalFolder {
     fn fd(&self) -> &OwnedFd {
         &self.0.fd
+    }
+
+    /// Says that this folder gained or lost a name (see `Ctx::changed`).
+    pub(super) fn changed(&self) -> io::Result<()> {
+        let ino = match self.0.ino.get() {
+            Some(&ino) => ino,
+            None => match rustix::fs::fstat(self.fd()) {
+                Ok(st) => *self.0.ino.get_or_init(|| st.st_ino),
+                // Nothing to remember it by: its names are made durable now.
+                Err(_) => return Ok(rustix::fs::fsync(self.fd())?),
+            },
+        };
+        self.0.ctx.changed(self.fd(), ino)
     }
 
     /// Starts a copy, unnamed where `unnamed` and the filesystem allow, else under a temporary
@@ -549,7 +564,7 @@ impl Folder for LocalFolder {
                 Err(e) => return Err(e.into()),
             };
         if created {
-            self.0.ctx.changed(self.fd())?;
+            self.changed()?;
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let mut opened = rustix::fs::openat(self.fd(), name, flags, Mode::empty());
@@ -593,6 +608,7 @@ impl Folder for LocalFolder {
             path: self.0.path.join(name),
             ctx: Arc::clone(&self.0.ctx),
             fresh: OnceLock::new(),
+            ino: OnceLock::new(),
         })));
         Ok(Some(Opened {
             folder,
@@ -677,7 +693,7 @@ impl Folder for LocalFolder {
 
     fn remove(&self, name: &[u8]) -> io::Result<()> {
         rustix::fs::unlinkat(self.fd(), OsStr::from_bytes(name), AtFlags::empty())?;
-        self.0.ctx.changed(self.fd())
+        self.changed()
     }
 
     fn remove_leftover(&self, name: &[u8]) -> io::Result<()> {
@@ -704,7 +720,7 @@ impl Folder for LocalFolder {
     fn symlink(&self, target: &[u8], name: &[u8], meta: &Meta) -> io::Result<()> {
         let name = OsStr::from_bytes(name);
         rustix::fs::symlinkat(OsStr::from_bytes(target), self.fd(), name)?;
-        self.0.ctx.changed(self.fd())?;
+        self.changed()?;
         let caps = &self.0.ctx.caps;
         if !caps.symlink_meta {
             // Setting them would follow the link (SFTP has no call for the link itself): the
@@ -804,17 +820,17 @@ impl Folder for LocalFolder {
         )?;
         // SAFETY: `fd` is released from the `OwnedFd` that owned it and closed once.
         unsafe { rustix::io::try_close(fd.into_raw_fd()) }?;
-        self.0.ctx.changed(self.fd())
+        self.changed()
     }
 
     fn set_aside(&self, name: &[u8], to: &[u8]) -> io::Result<()> {
         rename_free(self.fd(), &self.0.ctx, name, to)?;
-        self.0.ctx.changed(self.fd())
+        self.changed()
     }
 
     fn link(&self, from: &super::Elsewhere, name: &[u8]) -> io::Result<()> {
         link_open(from.file, self.fd(), name)?;
-        self.0.ctx.changed(self.fd())
+        self.changed()
     }
 }
 

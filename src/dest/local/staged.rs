@@ -203,7 +203,7 @@ impl Staged for LocalStaged {
             }
         }
         self.published = true;
-        ctx.changed(fd)?;
+        self.dir.changed()?;
         if let (false, Some(times)) = (ctx.caps.publish_keeps_times, &self.times) {
             rustix::fs::utimensat(fd, to, times, AtFlags::SYMLINK_NOFOLLOW)?;
         }
