@@ -561,6 +561,51 @@ pub struct WatchArgs {
     /// 10, so that a long-running mirror never slows down what the user is doing.
     #[arg(long, value_name = "LEVEL", default_value = "low")]
     pub priority: Priority,
+
+    #[command(flatten)]
+    pub health: HealthArgs,
+}
+
+/// Knowing it works: where a change of the pair's condition is said, when, and the metrics.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Knowing it works")]
+pub struct HealthArgs {
+    /// Say each change of condition (failing, destination lost or full, falling behind,
+    /// recovered) as a desktop notification, over the session D-Bus.
+    #[arg(long)]
+    pub notify_desktop: bool,
+
+    /// Run this command (with /bin/sh -c) on each change of condition; it finds the pair,
+    /// condition and message in BACKUP_PAIR, BACKUP_SRC, BACKUP_DST, BACKUP_STATE, BACKUP_TITLE
+    /// and BACKUP_MESSAGE.
+    #[arg(long, value_name = "COMMAND")]
+    pub notify_exec: Option<String>,
+
+    /// POST each change of condition to this URL: the message as text with a Title header
+    /// (ntfy, most webhooks), or as JSON with --notify-url-json (Gotify).
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
+
+    /// Send --notify-url a JSON object (title, message, priority, state, pair, src, dst).
+    #[arg(long, requires = "notify_url")]
+    pub notify_url_json: bool,
+
+    /// A Healthchecks check: pinged at start (/start), on trouble (/fail), on recovery, and
+    /// every 5 minutes while all is well.
+    #[arg(long, value_name = "URL")]
+    pub healthchecks: Option<String>,
+
+    /// How long the destination may be away before it counts as lost.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lost_after: Option<Duration>,
+
+    /// How old the oldest change not yet copied may grow before the mirror counts as behind.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stale_after: Option<Duration>,
+
+    /// Keep a Prometheus textfile-collector file here, replaced at every change.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl clap::ValueEnum for Events {

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Cli, Command, CommonArgs, PassArgs, PolicyArgs, ServiceCommand};
+use crate::cli::{Cli, Command, CommonArgs, HealthArgs, PassArgs, PolicyArgs, ServiceCommand};
 use crate::dest::Location;
 use crate::error::{About, Error, Why};
 use crate::exclude::Exclude;
@@ -52,7 +52,7 @@ pub(crate) enum Mode {
     /// `verify`: a dry run whose would-be copies are findings.
     Verify,
     /// `watch`: one pass, then every change until stopped.
-    Watch(WatchConfig),
+    Watch(Box<WatchConfig>),
 }
 
 impl Mode {
@@ -74,6 +74,8 @@ pub(crate) struct WatchConfig {
     pub(crate) exit_on_lost: bool,
     /// Copy at idle I/O priority and low CPU priority.
     pub(crate) low_priority: bool,
+    /// Where a change of condition is said, when, and the metrics file.
+    pub(crate) health: crate::health::Settings,
 }
 
 /// What the command line asks for, resolved: clap's types end in this module.
@@ -252,9 +254,17 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
         }),
         Command::Once(a) => {
             let mode = if a.dry_run { Mode::DryRun } else { Mode::Once };
-            Job::Backup(Config::from_cli(a.common, mode)?)
+            Job::Backup(Config::from_cli(a.common, mode, &HealthArgs::default())?)
         }
         Command::Watch(a) => {
+            for (flag, url) in [
+                ("--notify-url", &a.health.notify_url),
+                ("--healthchecks", &a.health.healthchecks),
+            ] {
+                if let Some(Err(why)) = url.as_deref().map(crate::health::notify::check_url) {
+                    crate::cli::usage_error("watch", &format!("{flag}: {why}"));
+                }
+            }
             let w = WatchConfig {
                 debounce: a.debounce,
                 max_delay: a.max_delay.max(a.debounce),
@@ -263,8 +273,13 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
                 rescan_every: Some(a.rescan_every).filter(|d| !d.is_zero()),
                 exit_on_lost: a.exit_on_lost_destination,
                 low_priority: a.priority == Priority::Low,
+                health: health(&a.health, None, None),
             };
-            Job::Backup(Config::from_cli(a.common, Mode::Watch(w))?)
+            Job::Backup(Config::from_cli(
+                a.common,
+                Mode::Watch(Box::new(w)),
+                &a.health,
+            )?)
         }
         Command::Verify(a) => {
             let common = CommonArgs {
@@ -277,7 +292,11 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
                 policy: PolicyArgs::default(),
                 keep_free: None,
             };
-            Job::Backup(Config::from_cli(common, Mode::Verify)?)
+            Job::Backup(Config::from_cli(
+                common,
+                Mode::Verify,
+                &HealthArgs::default(),
+            )?)
         }
     })
 }
@@ -285,16 +304,24 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
 impl Config {
     /// Validates the command line of `once`, `watch` or `verify`, and without SRC and DST the
     /// config file's pairs; the error is the message for `error: …`.
-    pub(crate) fn from_cli(common: CommonArgs, mode: Mode) -> Result<Vec<Config>, Error> {
+    pub(crate) fn from_cli(
+        common: CommonArgs,
+        mode: Mode,
+        health_args: &HealthArgs,
+    ) -> Result<Vec<Config>, Error> {
         if common.src.is_some() {
             return Ok(vec![Config::build(common, mode, None)?]);
         }
-        Config::from_file(common, &mode)
+        Config::from_file(common, &mode, health_args)
     }
 
     /// Every pair of the config file (or those `--only` names), each with the file's settings
     /// and the command line's output options. Pairs watched together share the CPUs.
-    fn from_file(cli: CommonArgs, mode: &Mode) -> Result<Vec<Config>, Error> {
+    fn from_file(
+        cli: CommonArgs,
+        mode: &Mode,
+        health_args: &HealthArgs,
+    ) -> Result<Vec<Config>, Error> {
         let pairs = pairs::chosen(cli.config.as_deref(), &cli.only)?;
         let mut out = Vec::new();
         for pair in pairs {
@@ -323,7 +350,7 @@ impl Config {
             let mode = match mode {
                 Mode::Watch(_) => {
                     let debounce = o.debounce.unwrap_or(Duration::from_secs(1));
-                    Mode::Watch(WatchConfig {
+                    Mode::Watch(Box::new(WatchConfig {
                         debounce,
                         max_delay: o.max_delay.unwrap_or(Duration::from_secs(60)).max(debounce),
                         poll: o.poll.filter(|d| !d.is_zero()),
@@ -332,7 +359,8 @@ impl Config {
                             .filter(|d| !d.is_zero()),
                         exit_on_lost: o.exit_on_lost_destination.unwrap_or(false),
                         low_priority: o.priority.unwrap_or_default() == Priority::Low,
-                    })
+                        health: health(health_args, o.notify.as_ref(), o.metrics_file),
+                    }))
                 }
                 other => other.clone(),
             };
@@ -427,6 +455,42 @@ impl Config {
             keep_free: keep_free.filter(|_| !matches!(mode, Mode::Verify)),
             mode,
         })
+    }
+}
+
+/// The health settings of a `watch`: the command line's where it says, else the config file's.
+fn health(
+    cli: &HealthArgs,
+    file: Option<&pairs::Notify>,
+    metrics_file: Option<PathBuf>,
+) -> crate::health::Settings {
+    use crate::health::notify::Targets;
+    use crate::health::{Rules, Settings};
+    let file = file.cloned().unwrap_or_default();
+    let defaults = Rules::default();
+    Settings {
+        targets: Targets {
+            desktop: cli.notify_desktop || file.desktop.unwrap_or(false),
+            exec: cli.notify_exec.clone().or(file.exec),
+            url_json: if cli.notify_url.is_some() {
+                cli.notify_url_json
+            } else {
+                file.url_json.unwrap_or(false)
+            },
+            url: cli.notify_url.clone().or(file.url),
+            healthchecks: cli.healthchecks.clone().or(file.healthchecks),
+        },
+        rules: Rules {
+            lost_after: cli
+                .lost_after
+                .or(file.lost_after)
+                .unwrap_or(defaults.lost_after),
+            stale_after: cli
+                .stale_after
+                .or(file.stale_after)
+                .unwrap_or(defaults.stale_after),
+        },
+        metrics_file: cli.metrics_file.clone().or(metrics_file),
     }
 }
 

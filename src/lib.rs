@@ -40,6 +40,7 @@ mod engine;
 mod error;
 mod escape;
 mod exclude;
+mod health;
 mod history;
 mod meta;
 mod naming;
@@ -135,6 +136,7 @@ fn backup(configs: Vec<Config>) -> Status {
     };
     let watching = configs.iter().any(|c| matches!(c.mode, Mode::Watch(_)));
     let hub = watch::Hub::new();
+    let boards = health::metrics::Boards::default();
     let budget = (watching && configs.len() > 1).then(|| {
         let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Arc::new(engine::Budget::new(cpus))
@@ -148,6 +150,7 @@ fn backup(configs: Vec<Config>) -> Status {
                     let shared = Shared {
                         hub: hub.clone(),
                         budget: budget.clone(),
+                        boards: boards.clone(),
                     };
                     s.spawn(move || run_pair(config, stop, wake, &shared))
                 })
@@ -163,6 +166,7 @@ fn backup(configs: Vec<Config>) -> Status {
         let shared = Shared {
             hub: hub.clone(),
             budget: None,
+            boards: boards.clone(),
         };
         statuses.push(run_pair(config, Arc::clone(&stop), wake.clone(), &shared));
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -172,11 +176,12 @@ fn backup(configs: Vec<Config>) -> Status {
     worst(statuses)
 }
 
-/// What the pairs of one `watch` share: one inotify instance, and the workers that may copy
-/// at once.
+/// What the pairs of one `watch` share: one inotify instance, the workers that may copy at
+/// once, and the metrics files that several pairs may write into.
 struct Shared {
     hub: watch::Hub,
     budget: Option<Arc<engine::Budget>>,
+    boards: health::metrics::Boards,
 }
 
 /// The status that says most: interrupted, else failed, else success.
@@ -272,6 +277,11 @@ fn run_pair(
             &mut reporter,
             &wake,
             &shared.hub,
+            health::Watchdog::new(
+                &w.health,
+                health::notify::speaker(config.name.as_deref(), &config.src, dst),
+                &shared.boards,
+            ),
         ),
     }
 }

@@ -46,6 +46,8 @@ macro_rules! table {
             rescan_every: Option<Duration>,
             exit_on_lost_destination: Option<bool>,
             priority: Option<Priority>,
+            notify: Option<Notify>,
+            metrics_file: Option<PathBuf>,
         }
 
         impl $name {
@@ -68,6 +70,8 @@ macro_rules! table {
                     rescan_every: self.rescan_every.clone(),
                     exit_on_lost_destination: self.exit_on_lost_destination.clone(),
                     priority: self.priority.clone(),
+                    notify: self.notify.clone(),
+                    metrics_file: self.metrics_file.clone(),
                 }
             }
         }
@@ -95,6 +99,40 @@ pub(crate) struct Options {
     pub rescan_every: Option<Duration>,
     pub exit_on_lost_destination: Option<bool>,
     pub priority: Option<Priority>,
+    pub notify: Option<Notify>,
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// A `[notify]` table: where and when a change of a pair's condition is said. At the top of
+/// the file for every pair; a pair's own (`[backup.notify]`) overrides it key by key.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct Notify {
+    pub desktop: Option<bool>,
+    pub exec: Option<String>,
+    #[serde(default, deserialize_with = "url")]
+    pub url: Option<String>,
+    pub url_json: Option<bool>,
+    #[serde(default, deserialize_with = "url")]
+    pub healthchecks: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub lost_after: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub stale_after: Option<Duration>,
+}
+
+impl Notify {
+    fn or(self, d: Notify) -> Notify {
+        Notify {
+            desktop: self.desktop.or(d.desktop),
+            exec: self.exec.or(d.exec),
+            url: self.url.or(d.url),
+            url_json: self.url_json.or(d.url_json),
+            healthchecks: self.healthchecks.or(d.healthchecks),
+            lost_after: self.lost_after.or(d.lost_after),
+            stale_after: self.stale_after.or(d.stale_after),
+        }
+    }
 }
 
 impl Options {
@@ -119,8 +157,22 @@ impl Options {
             rescan_every: self.rescan_every.or(d.rescan_every),
             exit_on_lost_destination: self.exit_on_lost_destination.or(d.exit_on_lost_destination),
             priority: self.priority.or(d.priority),
+            notify: match (self.notify, d.notify) {
+                (Some(own), Some(all)) => Some(own.or(all)),
+                (own, all) => own.or(all),
+            },
+            metrics_file: self.metrics_file.or(d.metrics_file),
         }
     }
+}
+
+/// A URL to notify: refused here, with the line, unless it is http or https; the error never
+/// repeats the URL, which may hold a token.
+fn url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::health::notify::check_url(&text)
+        .map(|()| Some(text))
+        .map_err(serde::de::Error::custom)
 }
 
 fn keep_free<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<KeepFree>, D::Error> {
@@ -273,6 +325,55 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
         load(&path, &only).map_err(|e| e.to_string().replace(&display(&path), "FILE"))
+    }
+
+    #[test]
+    fn a_pair_s_notify_table_overrides_the_top_one_key_by_key() {
+        let pairs = load_text(
+            r#"
+metrics-file = "/var/lib/node-exporter/backup.prom"
+
+[notify]
+desktop = true
+url = "https://ntfy.sh/topic"
+lost-after = "1d"
+
+[[backup]]
+name = "documents"
+src = "/home/ana/Documents"
+dst = "/media/usb/documents"
+
+[[backup]]
+name = "photos"
+src = "/home/ana/photos"
+dst = "/media/usb/photos"
+
+[backup.notify]
+healthchecks = "https://hc-ping.com/uuid"
+lost-after = "2h"
+"#,
+            &[],
+        )
+        .expect("loads");
+        let n = |i: usize| pairs[i].options.notify.clone().expect("notify");
+        assert_eq!(n(0).desktop, Some(true));
+        assert_eq!(n(0).healthchecks, None);
+        assert_eq!(n(0).lost_after, Some(Duration::from_secs(86_400)));
+        assert_eq!(n(1).desktop, Some(true));
+        assert_eq!(n(1).url.as_deref(), Some("https://ntfy.sh/topic"));
+        assert_eq!(
+            n(1).healthchecks.as_deref(),
+            Some("https://hc-ping.com/uuid")
+        );
+        assert_eq!(n(1).lost_after, Some(Duration::from_secs(7200)));
+        assert!(pairs.iter().all(|p| p.options.metrics_file.is_some()));
+        let e = load_text(
+            "[notify]\nurl = \"my-secret-topic\"\n[[backup]]\nsrc = \"/a\"\ndst = \"/b\"\n",
+            &[],
+        )
+        .expect_err("not a URL");
+        assert!(e.contains("line 2") && e.contains("not a URL"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]

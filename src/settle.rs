@@ -19,7 +19,10 @@ pub(crate) fn unsettled_for(mtime: Time, now: SystemTime, window: Duration) -> O
 }
 
 /// Files waiting to settle: each is copied once quiet for `debounce`, or, if it never goes
-/// quiet, once `max_delay` has passed since its first unsettled change. A file that was written
+/// quiet, once `max_delay` has passed since its first unsettled change. Beside them, what is
+/// owed: when each change not yet safe in DST was first seen, kept while its file waits, is in
+/// a batch and comes back to wait again, until a batch that covered it has landed. The oldest
+/// of those is how far behind the mirror is. A file that was written
 /// and not yet closed by its writer (a download, a slow copy, a log) is not quiet, however long
 /// since the last write: only `max_delay` brings it out, so that a partial file is copied at
 /// most once per `max_delay` rather than at every pause of its writer.
@@ -28,6 +31,8 @@ pub(crate) struct Settle {
     debounce: Duration,
     max_delay: Duration,
     pending: HashMap<PathBuf, Pending>,
+    /// Relative to SRC: a file, a folder to walk, or SRC itself (`""`) for a full pass.
+    owed: HashMap<PathBuf, Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +62,7 @@ impl Settle {
             debounce,
             max_delay: max_delay.max(debounce),
             pending: HashMap::new(),
+            owed: HashMap::new(),
         }
     }
 
@@ -66,6 +72,7 @@ impl Settle {
     }
 
     fn entry(&mut self, path: PathBuf, at: Instant) -> &mut Pending {
+        self.owe(&path, at);
         let p = self.pending.entry(path).or_insert(Pending::new(at));
         p.last = p.last.max(at);
         p.first = p.first.min(at);
@@ -91,6 +98,7 @@ impl Settle {
     /// is tried again then), whatever else happens to it meanwhile.
     pub(crate) fn retry(&mut self, path: PathBuf, at: Instant) {
         let quiet_by = at.checked_sub(self.debounce).unwrap_or(at);
+        self.owe(&path, quiet_by);
         let p = self.pending.entry(path).or_insert(Pending::new(quiet_by));
         p.not_before = Some(p.not_before.map_or(at, |t| t.max(at)));
     }
@@ -146,6 +154,41 @@ impl Settle {
             .filter(|&at| at > now && at <= limit)
             .min()
             .unwrap_or(now)
+    }
+
+    /// Records that a change of `path` (a folder to walk; `""` for the whole of SRC) was seen
+    /// at `at` and is not yet safe in DST.
+    pub(crate) fn owe(&mut self, path: &Path, at: Instant) {
+        let t = self.owed.entry(path.to_path_buf()).or_insert(at);
+        *t = (*t).min(at);
+    }
+
+    /// A batch that started at `started` has landed in DST: every change it covered (all of
+    /// SRC for a full pass, else its files and what lies under its walks) that was seen before
+    /// it started is paid, but for the files it sent back to wait.
+    pub(crate) fn landed(
+        &mut self,
+        full: bool,
+        files: &[PathBuf],
+        walks: &[PathBuf],
+        started: Instant,
+    ) {
+        let files: std::collections::HashSet<&PathBuf> = files.iter().collect();
+        let covered =
+            |p: &PathBuf| full || files.contains(p) || walks.iter().any(|w| p.starts_with(w));
+        let pending = &self.pending;
+        self.owed
+            .retain(|p, at| *at >= started || pending.contains_key(p) || !covered(p));
+    }
+
+    /// When the oldest change not yet safe in DST was seen.
+    pub(crate) fn oldest_owed(&self) -> Option<Instant> {
+        self.owed.values().min().copied()
+    }
+
+    /// What is owed, relative to SRC.
+    pub(crate) fn owed(&self) -> impl Iterator<Item = &PathBuf> {
+        self.owed.keys()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -267,6 +310,40 @@ mod tests {
         s.wrote(p("log"), ms(3000));
         assert_eq!(s.next_due(), Some(ms(8000)));
         assert_eq!(s.due(ms(8000)), vec![p("log")]);
+    }
+
+    #[test]
+    fn what_is_owed_is_paid_only_by_a_batch_that_covered_it_and_landed() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = Settle::new(Duration::from_millis(100), Duration::from_millis(1000));
+        s.touch(p("a"), ms(0));
+        s.touch(p("a"), ms(50));
+        s.touch(p("b"), ms(10));
+        s.owe(Path::new("new"), ms(20));
+        assert_eq!(
+            s.oldest_owed(),
+            Some(ms(0)),
+            "the first change, not the last"
+        );
+        assert_eq!(s.due(ms(200)), vec![p("a"), p("b")]);
+        // Taken into a batch is not safe yet; `b` comes back still being written.
+        assert_eq!(s.oldest_owed(), Some(ms(0)));
+        s.touch(p("b"), ms(210));
+        s.landed(false, &[p("a"), p("b")], &[], ms(200));
+        assert_eq!(
+            s.oldest_owed(),
+            Some(ms(10)),
+            "b keeps the age of its first change"
+        );
+        // A walk pays for what lies under it; a change seen after the batch started stays.
+        s.touch(p("new/x"), ms(300));
+        s.landed(false, &[], &[p("new")], ms(250));
+        assert_eq!(s.owed().count(), 2);
+        // A full pass pays for everything before it but what waits.
+        assert_eq!(s.due(ms(2000)).len(), 2);
+        s.landed(true, &[], &[], ms(2000));
+        assert_eq!(s.oldest_owed(), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::{Condition, Reading};
 use crate::outcome::Counts;
 
 /// How many recent failure reasons are kept.
@@ -24,8 +25,21 @@ pub(crate) struct Snapshot {
     pub started: String,
     pub last_pass: Option<String>,
     pub last_copy: Option<String>,
+    /// When the last batch ended with every file it met copied (or found unchanged).
+    pub last_success: Option<String>,
+    /// `ok`, `stale`, `failing`, `full` or `lost` (see `health::Condition`).
+    pub health: String,
+    /// The age of the oldest change not yet durable in DST; 0 when caught up.
+    pub lag_seconds: u64,
+    /// Changes seen and not yet durable in DST, and the size of those files (of the first
+    /// 10,000).
     pub pending: usize,
-    /// Whether the last batch had a failure.
+    pub pending_bytes: u64,
+    /// Free space in DST, where it says.
+    pub free_bytes: Option<u64>,
+    /// Files that failed and have not been copied since.
+    pub failing_files: usize,
+    /// Whether some file failed and has not been copied since.
     pub failing: bool,
     pub failures: u64,
     pub recent_failures: Vec<String>,
@@ -94,10 +108,46 @@ impl State {
         }
     }
 
-    pub(crate) fn set(&mut self, state: &str, pending: usize) {
-        if self.snapshot.state != state || self.snapshot.pending != pending {
+    pub(crate) fn set(&mut self, state: &str) {
+        if self.snapshot.state != state {
             self.snapshot.state = state.to_string();
-            self.snapshot.pending = pending;
+            self.save();
+        }
+    }
+
+    /// The pair's health as just read; saved when it changed.
+    pub(crate) fn health(&mut self, condition: Condition, r: &Reading, failing: usize) {
+        let s = &mut self.snapshot;
+        let before = (
+            s.health.clone(),
+            s.lag_seconds,
+            s.pending,
+            s.pending_bytes,
+            s.free_bytes,
+            s.failing_files,
+            s.last_success.clone(),
+        );
+        s.health = condition.word().to_string();
+        s.lag_seconds = r.lag.as_secs();
+        s.pending = r.pending_files;
+        s.pending_bytes = r.pending_bytes;
+        s.free_bytes = r.free;
+        s.failing_files = failing;
+        s.failing = failing > 0;
+        s.last_success = r.last_success.map(|t| {
+            chrono::DateTime::<chrono::Local>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        });
+        let after = (
+            s.health.clone(),
+            s.lag_seconds,
+            s.pending,
+            s.pending_bytes,
+            s.free_bytes,
+            s.failing_files,
+            s.last_success.clone(),
+        );
+        if before != after {
             self.save();
         }
     }
@@ -113,7 +163,6 @@ impl State {
         }
         self.snapshot.copied += counts.copied;
         self.snapshot.failures += counts.failed;
-        self.snapshot.failing = counts.failed > 0;
         self.snapshot.recent_failures.extend(failures);
         let over = self.snapshot.recent_failures.len().saturating_sub(RECENT);
         self.snapshot.recent_failures.drain(..over);
@@ -165,9 +214,7 @@ mod tests {
         }
         assert_eq!(s.snapshot.recent_failures, ["f3", "f4", "f5", "f6", "f7"]);
         assert_eq!(s.snapshot.failures, 8);
-        assert!(s.snapshot.failing);
         s.batch(true, &Counts::default(), Vec::new());
-        assert!(!s.snapshot.failing);
         assert!(s.snapshot.last_pass.is_some());
         assert!(alive(std::process::id()));
     }

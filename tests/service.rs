@@ -275,7 +275,7 @@ fn status_says_what_the_watch_does_and_fails_when_it_fails() {
     });
     let r = status(&env, &state);
     r.code(1);
-    r.stdout_has("FAILING: the last batch had failures");
+    r.stdout_has("FAILING: 1 file(s) could not be copied, and have not been since");
     r.stdout_has("name too long to add a version stamp");
     let _ = w.stop(Signal::INT);
 

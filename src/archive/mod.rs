@@ -238,6 +238,17 @@ impl Archive {
             .collect()
     }
 
+    /// How many versions DST holds (copies, not the records of deletions).
+    pub(crate) fn versions_held(&self) -> io::Result<u64> {
+        let mut n = 0;
+        for rel in self.folders(Path::new("")) {
+            let (_, histories) = self.histories(&rel, None)?;
+            let copies = histories.iter().flat_map(|h| &h.versions);
+            n += copies.filter(|v| !v.is_deletion()).count() as u64;
+        }
+        Ok(n)
+    }
+
     /// Every folder of DST from `rel` down, relative to DST, parents first; symlinks are not
     /// followed.
     pub(crate) fn folders(&self, rel: &Path) -> Vec<PathBuf> {

@@ -252,6 +252,10 @@ pub(crate) enum Warning {
     },
     /// DST could not be listed again: the last listing stands.
     NotListed { dst: PathBuf, why: io::Error },
+    /// A notification could not be sent (the target and why; never a URL's secret part).
+    NotNotified(String),
+    /// The metrics file could not be written.
+    NoMetrics { path: PathBuf, why: io::Error },
 }
 
 /// What `verify` found, by kind.

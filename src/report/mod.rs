@@ -2,6 +2,7 @@
 //! printer (`text`) or the JSON Lines printer (`json`) words it; the `Reporter` keeps only the
 //! progress bar, the counts it shows, and the order of stdout and stderr lines.
 
+pub(crate) mod alert;
 mod json;
 mod message;
 mod text;

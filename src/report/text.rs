@@ -180,11 +180,24 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
                     ));
                     let never = || "none yet".to_string();
                     row(format!(
-                        "last pass {}, last copy {}; {} changes pending",
+                        "last pass {}, last copy {}, last success {}",
                         s.last_pass.clone().unwrap_or_else(never),
                         s.last_copy.clone().unwrap_or_else(never),
-                        s.pending
+                        s.last_success.clone().unwrap_or_else(never),
                     ));
+                    let free = s
+                        .free_bytes
+                        .map(|f| format!("; {} free in DST", human_size(f)))
+                        .unwrap_or_default();
+                    let behind = match s.pending {
+                        0 => "caught up".to_string(),
+                        n => format!(
+                            "{n} changes pending ({}), the oldest for {}s",
+                            human_size(s.pending_bytes),
+                            s.lag_seconds
+                        ),
+                    };
+                    row(format!("health {}: {behind}{free}", s.health));
                     row(format!("failures since start: {}", s.failures));
                     for f in &s.recent_failures {
                         row(format!("  {f}"));
@@ -201,7 +214,10 @@ pub(super) fn render(m: &Message<'_>, s: Style) -> Option<Line> {
                 None => "newest copy: none (stale)".to_string(),
             });
             if p.failing {
-                row("FAILING: the last batch had failures".to_string());
+                let files = p.running.as_ref().map_or(0, |s| s.failing_files);
+                row(format!(
+                    "FAILING: {files} file(s) could not be copied, and have not been since"
+                ));
             }
             out(line)
         }
@@ -565,6 +581,12 @@ fn warning(w: &Warning) -> String {
         Warning::NotListed { dst, why } => format!(
             "destination {}: cannot be listed again ({}); going by the last listing",
             display(dst),
+            reason(why)
+        ),
+        Warning::NotNotified(why) => format!("could not notify: {why}"),
+        Warning::NoMetrics { path, why } => format!(
+            "metrics file {}: cannot be written ({})",
+            display(path),
             reason(why)
         ),
     }

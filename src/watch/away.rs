@@ -42,6 +42,8 @@ pub(super) struct Absence {
     pub(super) away: Option<Away>,
     /// When the last `waiting for destination` line was printed, and for how many changes.
     last_waiting: Option<(Instant, usize)>,
+    /// Since when DST takes no copies.
+    pub(super) since: Option<Instant>,
     /// Set with `--exit-on-lost-destination` when DST went away.
     pub(super) lost_for_good: bool,
 }
@@ -84,8 +86,12 @@ impl Loop<'_> {
             Away::Gone(_) => "waiting for destination",
             Away::Full { .. } => "destination full",
         };
-        self.state.set(state, self.settle.len());
+        self.state.set(state);
+        if self.absence.away.is_none() {
+            self.absence.since = Some(Instant::now());
+        }
         self.absence.away = Some(away);
+        self.checkup(true, reporter);
     }
 
     /// While the destination is away: takes events (so that changes are remembered), says now
@@ -129,9 +135,11 @@ impl Loop<'_> {
                 _ => Notice::Back { dst },
             }));
             self.absence.away = None;
+            self.absence.since = None;
             self.absence.last_waiting = None;
             self.pending.full = true;
-            self.state.set(self.idle, self.settle.len());
+            self.state.set(self.idle);
+            self.checkup(true, reporter);
         }
     }
 }

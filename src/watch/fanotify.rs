@@ -69,6 +69,11 @@ impl Fanotify {
         skip: Vec<PathBuf>,
         send: impl Fn(notify::Event) + Send + 'static,
     ) -> io::Result<Fanotify> {
+        // Events name their folder by file handle, and opening one takes CAP_DAC_READ_SEARCH:
+        // root without it (a service with fewer capabilities) would drop every event.
+        if !may_open_handles() {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
         // SAFETY: plain syscalls with integer and C-string arguments; results are checked.
         let fd = unsafe {
             libc::fanotify_init(
@@ -113,6 +118,22 @@ impl Fanotify {
             .spawn(move || reader.run(&st, &send))?;
         Ok(Fanotify { stop })
     }
+}
+
+/// linux/capability.h.
+const CAP_DAC_READ_SEARCH: u32 = 2;
+
+/// Whether this process has CAP_DAC_READ_SEARCH (bit 2 of its effective set), which
+/// `open_by_handle_at` needs.
+fn may_open_handles() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_DAC_READ_SEARCH) != 0)
 }
 
 struct Reader {

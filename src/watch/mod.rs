@@ -10,6 +10,7 @@
 
 mod away;
 mod changes;
+mod checkup;
 mod fanotify;
 mod notifier;
 mod poller;
@@ -33,6 +34,7 @@ use crate::config::WatchConfig;
 use crate::engine::{Engine, LOCKED_RETRY, Scope};
 use crate::error::{About, Error, Failure, Status, Why};
 use crate::escape::display;
+use crate::health::Watchdog;
 use crate::history::Policy;
 use crate::once::with_progress;
 use crate::outcome::{Counts, Event, Note, Outcome};
@@ -77,6 +79,16 @@ struct Loop<'a> {
     /// space when they were last tried.
     unfit: HashMap<PathBuf, (u64, u64)>,
     lines: Cadence,
+    /// Files (relative to SRC) that failed and have not been copied since, with the line that
+    /// said why.
+    failing: std::collections::BTreeMap<PathBuf, String>,
+    /// When a batch last ended with every file it met copied.
+    last_success: Option<std::time::SystemTime>,
+    /// Versions in DST, counted at the last full pass where the metrics show them.
+    versions: Option<u64>,
+    /// When the health was last looked at.
+    last_checkup: Option<Instant>,
+    watchdog: Watchdog,
 }
 
 /// During a burst, a rolling line at most this often; the totals stay exact.
@@ -101,6 +113,7 @@ pub(crate) fn run(
     reporter: &mut Reporter,
     wake: &Receiver<()>,
     hub: &Hub,
+    watchdog: Watchdog,
 ) -> Status {
     let src_id = match std::fs::metadata(&engine.tree.src) {
         Ok(m) => (m.dev(), m.ino()),
@@ -125,7 +138,7 @@ pub(crate) fn run(
     });
     reporter.say(&Message::Detail(Detail::Plan(watcher.plan())));
     let state = State::start(&engine.tree.src, engine.dest.path());
-    let mut l = Loop::new(engine, cfg, policy, feed, watcher, state);
+    let mut l = Loop::new(engine, cfg, policy, feed, watcher, state, watchdog);
     if l.watcher.is_polling() {
         l.idle = "polling";
     }
@@ -135,6 +148,7 @@ pub(crate) fn run(
     engine.dest.release();
     let mut status = Status::Success;
     while !engine.stopped() && !l.absence.lost_for_good {
+        l.checkup(false, reporter);
         if let Err(e) = source_still_there(engine, src_id) {
             reporter.error(&e);
             status = Status::Failure;
@@ -153,7 +167,10 @@ pub(crate) fn run(
             l.step(reporter, wake);
         }
     }
-    l.state.set("stopped", l.settle.len());
+    l.state.set("stopped");
+    for w in l.watchdog.finish() {
+        reporter.warning(&w);
+    }
     if l.lines.unprinted.total() > 0 {
         l.print_rolling(false, reporter);
     }
@@ -185,6 +202,7 @@ impl<'a> Loop<'a> {
         feed: Feed,
         watcher: Watcher,
         state: State,
+        watchdog: Watchdog,
     ) -> Loop<'a> {
         Loop {
             engine,
@@ -203,6 +221,11 @@ impl<'a> Loop<'a> {
             due_since: None,
             unfit: HashMap::new(),
             lines: Cadence::default(),
+            failing: std::collections::BTreeMap::new(),
+            last_success: None,
+            versions: None,
+            last_checkup: None,
+            watchdog,
         }
     }
 
@@ -313,9 +336,14 @@ impl<'a> Loop<'a> {
     /// the batch is over: if the destination turned out to be gone, those files are owed, not
     /// failed; a full destination's files are owed too.
     fn batch(&mut self, scope: Scope, first: bool, reporter: &mut Reporter) {
-        self.state.set("copying", self.settle.len());
+        self.state.set("copying");
+        let started = Instant::now();
         let mut counts = Counts::default();
-        let mut failures: Vec<String> = Vec::new();
+        // What failed, and (while some file is failing) what was copied, so that the failing
+        // files are known one by one; a full pass finds them all anew.
+        let mut failed: Vec<(PathBuf, String)> = Vec::new();
+        let track_ok = !self.failing.is_empty() && !scope.full;
+        let mut ok: Vec<PathBuf> = Vec::new();
         let mut held: Vec<Event> = Vec::new();
         // Only while some file waits for room: a batch's other copies need no list.
         let track_landed = !self.unfit.is_empty();
@@ -351,9 +379,14 @@ impl<'a> Loop<'a> {
                         Outcome::Failed(f) if f.may_be_destination() => held.push(ev),
                         _ => {
                             if let Outcome::Failed(f) = &ev.outcome {
-                                failures.push(format!("{}: {f}", display(&ev.src)));
-                            } else if track_landed {
-                                landed.push(rel(&ev.src));
+                                failed.push((rel(&ev.src), format!("{}: {f}", display(&ev.src))));
+                            } else {
+                                if track_landed {
+                                    landed.push(rel(&ev.src));
+                                }
+                                if track_ok {
+                                    ok.push(rel(&ev.src));
+                                }
                             }
                             reporter.event(&ev);
                             // A file found unchanged after the first pass (after its event, or
@@ -388,10 +421,33 @@ impl<'a> Loop<'a> {
                     }
                 }
                 if let Outcome::Failed(f) = &ev.outcome {
-                    failures.push(format!("{}: {f}", display(&ev.src)));
+                    let path = ev.src.strip_prefix(src).unwrap_or(&ev.src);
+                    failed.push((path.to_path_buf(), format!("{}: {f}", display(&ev.src))));
                 }
                 reporter.event(ev);
                 counts.add(&ev.outcome);
+            }
+            if !self.engine.was_full() {
+                self.settle
+                    .landed(scope.full, &scope.files, &scope.walks, started);
+            }
+            if scope.full {
+                self.failing.clear();
+            }
+            for path in &ok {
+                self.failing.remove(path);
+            }
+            if failed.is_empty() && !self.engine.was_full() {
+                self.last_success = Some(std::time::SystemTime::now());
+            }
+            self.failing.extend(failed.iter().cloned());
+            // Counted at each full pass; each copy since is one more (what a prune takes
+            // shows at the next full pass).
+            if scope.full && self.watchdog.counts_versions() {
+                let archive = crate::archive::Archive::of(&self.engine.dest);
+                self.versions = archive.versions_held().ok();
+            } else if let Some(v) = &mut self.versions {
+                *v += counts.copied;
             }
             if self.engine.was_full() {
                 self.pending.full = true;
@@ -407,6 +463,13 @@ impl<'a> Loop<'a> {
                 self.totals.failed = self.totals.failed.saturating_sub(1);
             }
         }
+        // The state file first: whoever reads the rolling line finds it saying the same.
+        let failures = failed.into_iter().map(|(_, line)| line).collect();
+        self.state.batch(scope.full, &counts, failures);
+        if self.absence.away.is_none() {
+            self.state.set(self.idle);
+        }
+        self.checkup(true, reporter);
         self.lines.unprinted.merge(counts);
         let now = Instant::now();
         let more_soon = !self.pending.walks.is_empty()
@@ -427,10 +490,6 @@ impl<'a> Loop<'a> {
         // Lines of a batch that prints no rolling line (only unchanged files, with -v) are not
         // left in the buffer until the next one.
         reporter.flush();
-        self.state.batch(scope.full, &counts, failures);
-        if self.absence.away.is_none() {
-            self.state.set(self.idle, self.settle.len());
-        }
         // New versions can push old ones out; a full pass may find any folder aged.
         if self.absence.away.is_none() {
             let folders = (!scope.full).then_some(changed);
@@ -654,6 +713,7 @@ mod tests {
             rescan_every: None,
             exit_on_lost: false,
             low_priority: false,
+            health: crate::health::Settings::default(),
         }
     }
 
@@ -668,7 +728,10 @@ mod tests {
         let feed = Feed::new();
         let watcher = Watcher::poll(src.path(), Duration::from_secs(3600), &feed);
         let state = State::detached(src.path(), Path::new("/dst"));
-        let mut l = Loop::new(&engine, &cfg, &policy, feed, watcher, state);
+        let speaker = crate::health::notify::speaker(None, src.path(), Path::new("/dst"));
+        let boards = crate::health::metrics::Boards::default();
+        let watchdog = Watchdog::new(&cfg.health, speaker, &boards);
+        let mut l = Loop::new(&engine, &cfg, &policy, feed, watcher, state, watchdog);
         let mut reporter = Reporter::stdio(Style {
             quiet: true,
             ..Style::default()
