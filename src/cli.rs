@@ -223,8 +223,17 @@ pub struct DiffArgs {
     pub from: String,
 
     /// The later time.
-    #[arg(long, value_name = "TIME", default_value = "now")]
+    #[arg(
+        long,
+        value_name = "TIME",
+        default_value = "now",
+        conflicts_with = "source"
+    )]
     pub to: String,
+
+    /// Compare with the backed-up folder as it is now, instead of a later time in DST.
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<PathBuf>,
 
     /// For one file (PATH): what changed in it, as a unified diff of its text.
     #[arg(long, requires = "path")]

@@ -139,6 +139,8 @@ pub(crate) struct Diff {
     /// As given: read against the clock when the command starts.
     pub(crate) from: String,
     pub(crate) to: String,
+    /// The later side is this folder as it is now.
+    pub(crate) source: Option<PathBuf>,
     pub(crate) content: bool,
     pub(crate) json: bool,
 }
@@ -224,6 +226,7 @@ pub(crate) fn job(cli: Cli) -> Result<Job, Error> {
             path: a.path,
             from: a.from,
             to: a.to,
+            source: a.source,
             content: a.content,
             json: a.json,
         }),

@@ -568,3 +568,79 @@ fn diff_and_find_read_the_same_history_as_restore() {
     r.code(1);
     r.stderr_has("a folder, not a file");
 }
+
+#[test]
+fn diff_against_the_source_says_what_the_next_backup_would_take() {
+    let env = Env::new();
+    let (_, t2) = common::two_passes(&env);
+    let src = env.src.to_str().expect("utf-8").to_string();
+    let r = backup(&env, &["diff", dst(&env), "--from", &t2, "--source", &src]);
+    r.code(0);
+    assert_eq!(
+        r.stdout,
+        "0 added, 0 changed, 0 deleted, 0 moved; +0 B\n",
+        "{}",
+        r.context()
+    );
+
+    // Changed since, and not backed up.
+    env.write("a.txt", "alpha, changed again");
+    fs::remove_file(env.src.join("new.txt")).expect("rm");
+    fs::create_dir(env.src.join("images")).expect("mkdir");
+    fs::rename(
+        env.src.join("pictures/p1.jpg"),
+        env.src.join("images/p1.jpg"),
+    )
+    .expect("mv");
+    env.write("fresh.txt", "fresh");
+    let r = backup(&env, &["diff", dst(&env), "--from", &t2, "--source", &src]);
+    r.code(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "Changed: a.txt (15 B -> 20 B)",
+            "Added: fresh.txt (5 B)",
+            "Moved: pictures/p1.jpg -> images/p1.jpg (25 B)",
+            "Deleted: new.txt (4 B)",
+            "1 added, 1 changed, 1 deleted, 1 moved; +6 B",
+        ],
+        "{}",
+        r.context()
+    );
+    let r = backup(
+        &env,
+        &[
+            "diff",
+            dst(&env),
+            "a.txt",
+            "--from",
+            &t2,
+            "--source",
+            &src,
+            "--content",
+        ],
+    );
+    r.code(0);
+    assert!(
+        r.stdout
+            .contains("\n-alpha, changed\n+alpha, changed again\n"),
+        "{}",
+        r.context()
+    );
+    // A time and the source are two later sides: one at a time.
+    let r = backup(
+        &env,
+        &[
+            "diff",
+            dst(&env),
+            "--from",
+            &t2,
+            "--to",
+            "now",
+            "--source",
+            &src,
+        ],
+    );
+    r.code(2);
+}

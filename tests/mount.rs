@@ -200,3 +200,71 @@ fn a_mount_point_with_things_in_it_is_refused() {
     assert!(err.contains("not an empty folder"), "{err}");
     assert!(!mounted(&busy));
 }
+
+/// One version of the log of `a_file_read_while_watch_adds_versions_is_always_one_whole_version`:
+/// a line that names it, repeated, so that a read that mixed two versions shows.
+fn version_text(i: usize) -> Vec<u8> {
+    format!("version {i:04}\n").repeat(20_000).into_bytes()
+}
+
+#[test]
+fn a_file_read_while_watch_adds_versions_is_always_one_whole_version() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let env = Env::new();
+    let log = env.write("log.txt", version_text(0));
+    let w = common::Watch::start(&env, &["--debounce", "50ms"]);
+    w.wait_for("the first copy", Duration::from_secs(30), |_| {
+        env.dst.join("log.txt").exists()
+    });
+    let m = Mount::start(&env.dst, &env.root().join("live"), &[]);
+    let latest = m.at.join("latest/log.txt");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Reads all along, each of them checked to be one whole version.
+    let reader = {
+        let (latest, stop) = (latest.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(data) = fs::read(&latest) else {
+                    continue;
+                };
+                reads += 1;
+                let i: usize = std::str::from_utf8(&data[8..12])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("not a version: {:?}", &data[..16]));
+                assert!(data == version_text(i), "read {reads}: a mix of versions");
+                seen.insert(i);
+            }
+            (reads, seen)
+        })
+    };
+    for i in 1..=12 {
+        fs::write(&log, version_text(i)).expect("write a version");
+        w.wait_for("the version in DST", Duration::from_secs(30), |_| {
+            common::family(&env.dst, "log.txt").len() == i + 1
+        });
+    }
+    // The newest shows through the mount once DST holds it.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            fs::read(&latest).is_ok_and(|d| d == version_text(12))
+        }),
+        "latest/ never showed the newest version"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, seen) = reader.join().expect("every read was one whole version");
+    assert!(reads > 12, "only {reads} reads");
+    assert!(seen.len() > 1, "the mount showed only {seen:?}");
+    let versions = fs::read_dir(m.at.join("versions/log.txt"))
+        .expect("versions/log.txt")
+        .count();
+    assert_eq!(versions, 13);
+    m.unmount();
+    let (code, _, err) = w.stop(rustix::process::Signal::INT);
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
@@ -68,6 +68,18 @@ enum Node {
     Copy { rel: PathBuf, version: Vec<u8> },
 }
 
+impl Node {
+    /// Whether what it holds changes as versions are added: the tree now, and the lists of
+    /// versions. A tree at a past time holds what was captured by then, which no later copy
+    /// changes.
+    fn moves(&self) -> bool {
+        matches!(
+            self,
+            Node::Tree { at: LATEST, .. } | Node::VersionsIn { .. } | Node::VersionsOf { .. }
+        )
+    }
+}
+
 /// One name in a folder of the mount.
 #[derive(Clone, Debug)]
 struct Child {
@@ -80,7 +92,9 @@ struct Child {
 struct Table {
     by_node: HashMap<Node, u64>,
     nodes: Vec<Node>,
-    listings: HashMap<u64, Arc<Vec<Child>>>,
+    /// Each with when it was read: a listing of what moves while a `watch` writes into DST
+    /// (`latest/`, `versions/`) is read again after `TTL`.
+    listings: HashMap<u64, (Instant, Arc<Vec<Child>>)>,
     attrs: HashMap<u64, FileAttr>,
     /// Folders of DST, open: each lookup and read in a folder would open it again otherwise.
     folders: HashMap<PathBuf, Arc<dyn crate::dest::Folder>>,
@@ -259,13 +273,15 @@ impl View {
 
     /// What a folder of the mount holds, from the listing kept or read now.
     fn children(&self, ino: u64, node: &Node) -> io::Result<Arc<Vec<Child>>> {
-        if let Some(kept) = lock(&self.table).listings.get(&ino) {
+        if let Some((read, kept)) = lock(&self.table).listings.get(&ino)
+            && (!node.moves() || read.elapsed() < TTL)
+        {
             return Ok(Arc::clone(kept));
         }
         let list = Arc::new(self.list(node)?);
         let mut t = lock(&self.table);
         make_room(&mut t.listings, LISTINGS_KEPT);
-        t.listings.insert(ino, Arc::clone(&list));
+        t.listings.insert(ino, (Instant::now(), Arc::clone(&list)));
         Ok(list)
     }
 
