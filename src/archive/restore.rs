@@ -324,7 +324,7 @@ fn write_all(
     plan: &Plan,
     out: &mut Reporter,
 ) -> (u64, u64) {
-    let (mut restored, mut failed) = (0u64, 0u64);
+    let mut failed = 0u64;
     let picks = &plan.picks;
     let mut made_dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (from_dir, to_dir) in &plan.folders {
@@ -342,45 +342,63 @@ fn write_all(
             }
         }
     }
-    let mut batch: Vec<Written> = Vec::new();
-    // Restored and not yet said: symlinks made, files named, until their names are durable.
-    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut open = Open::default();
-    for p in picks {
-        let from = archive
-            .root()
-            .join(&p.from_dir)
-            .join(OsStr::from_bytes(&p.version));
-        match restore_one(archive, dest, p, &mut made_dirs, &mut open) {
-            Ok(Some(staged)) => batch.push(Written { from, ..staged }),
-            Ok(None) => {
-                let to = root.join(&p.to_dir).join(OsStr::from_bytes(&p.to_name));
-                links.push((from, to));
+    // Batches are published by a thread of their own: while one batch waits for its sync, the
+    // next is written (on 50,000 small files the sync took as long as the writing).
+    let (restored, published_failed) = std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(0);
+        let said = &mut *out;
+        let publisher = s.spawn(move || {
+            let out = said;
+            let (mut restored, mut failed) = (0u64, 0u64);
+            let mut unsaid: Vec<(PathBuf, PathBuf)> = Vec::new();
+            for job in rx {
+                match job {
+                    Job::Batch(mut batch, links) => {
+                        unsaid.extend(links);
+                        let counts = (&mut restored, &mut failed);
+                        publish(dest, &mut batch, &mut unsaid, counts, out, false);
+                    }
+                    Job::Failed(from, why) => {
+                        failed += 1;
+                        out.event(&Event::failed(from, why));
+                    }
+                }
             }
-            Err(why) => {
-                failed += 1;
-                out.event(&Event::failed(from, why));
+            let counts = (&mut restored, &mut failed);
+            publish(dest, &mut Vec::new(), &mut unsaid, counts, out, true);
+            (restored, failed)
+        });
+        let mut batch: Vec<Written> = Vec::new();
+        // Symlinks made, said with the batch whose sync makes their names durable.
+        let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut open = Open::default();
+        for p in picks {
+            let from = archive
+                .root()
+                .join(&p.from_dir)
+                .join(OsStr::from_bytes(&p.version));
+            match restore_one(archive, dest, p, &mut made_dirs, &mut open) {
+                Ok(Some(staged)) => batch.push(Written { from, ..staged }),
+                Ok(None) => {
+                    let to = root.join(&p.to_dir).join(OsStr::from_bytes(&p.to_name));
+                    links.push((from, to));
+                }
+                Err(why) => {
+                    let _ = tx.send(Job::Failed(from, why));
+                }
+            }
+            if batch.len() >= BATCH || links.len() >= BATCH {
+                let job = Job::Batch(std::mem::take(&mut batch), std::mem::take(&mut links));
+                let _ = tx.send(job);
             }
         }
-        if batch.len() >= BATCH || links.len() >= BATCH {
-            publish(
-                dest,
-                &mut batch,
-                &mut links,
-                (&mut restored, &mut failed),
-                out,
-                false,
-            );
+        if !batch.is_empty() || !links.is_empty() {
+            let _ = tx.send(Job::Batch(batch, links));
         }
-    }
-    publish(
-        dest,
-        &mut batch,
-        &mut links,
-        (&mut restored, &mut failed),
-        out,
-        true,
-    );
+        drop(tx);
+        publisher.join().unwrap_or((0, 1))
+    });
+    failed += published_failed;
     // Folders made for the restore get the mode and times of their folder in DST, deepest
     // first (writing into a folder changes its time).
     for (to_rel, from_rel) in made_dirs.iter().rev() {
@@ -415,6 +433,14 @@ fn write_all(
         }
     }
     (restored, failed)
+}
+
+/// What the publishing thread is handed, in order.
+enum Job {
+    /// Files staged and symlinks made: to sync, name and say.
+    Batch(Vec<Written>, Vec<(PathBuf, PathBuf)>),
+    /// A pick that could not be written.
+    Failed(PathBuf, Failure),
 }
 
 /// Copies restored at once, then made durable with one sync of the filesystem and given their
