@@ -28,8 +28,16 @@ def sh(*args, **kw):
     return subprocess.run(args, check=True, **kw)
 
 
+# `--cold`: every run starts with the page cache dropped (after a sync), as a nightly `once` from
+# cron or the first pass after a reboot does.
+COLD = False
+
+
 def sync():
     os.sync()
+    if COLD:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
 
 
 def timed(cmd, **kw):
@@ -172,7 +180,13 @@ def each_into_empty(tools, rounds, work, prefix, run):
     (`cp -a` wants it made), after a sync: `run(tool, folder)` times it."""
     for r in range(rounds):
         order = list(tools)
-        random.Random(r).shuffle(order)
+        if COLD:
+            # Cold, the one that runs first after the tree was made may find some of it cached
+            # still: the order is reversed every other round.
+            if r % 2:
+                order.reverse()
+        else:
+            random.Random(r).shuffle(order)
         for t in order:
             d = work / f"{prefix}-{t.replace(' ', '')}"
             rmtree(d)
@@ -216,7 +230,7 @@ def bench_copy(bin_, work, name, src, rounds, touch_fraction=0.01):
     # No-change reruns (DSTs hold the last first copy).
     rerun = {"backup": [], "rsync -a": []}
     for r in range(rounds):
-        for t in rerun:
+        for t in (reversed(list(rerun)) if COLD and r % 2 else list(rerun)):
             d = work / f"dst-{t.replace(' ', '')}"
             rerun[t].append(timed(tools[t](d)))
     m = {t: report(f"{name} no-change rerun, {t}", s) for t, s in rerun.items()}
@@ -891,11 +905,15 @@ def main():
     ap.add_argument("--huge", action="store_true",
                     help="budget: 5M files in 100k folders, max_user_watches raised to cover "
                          "them all, on an ext4 image with inline_data; one round (takes about 20 minutes)")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache before every run of every tool (sync first)")
     ap.add_argument("--busy", action="store_true",
                     help="keep one core busy (stress-ng --cpu 1) during the copy benchmarks")
     ap.add_argument("--garage", default=os.environ.get("BACKUP_TEST_GARAGE", "garage"),
                     help="the garage binary, for --only remote")
     args = ap.parse_args()
+    global COLD
+    COLD = args.cold
     if os.geteuid() != 0:
         sys.exit("run as root: the bench mounts a loop filesystem")
     for tool in ["rsync", "cp", "tar"]:
@@ -922,6 +940,8 @@ def main():
     work = fs.mnt
     print(f"machine: {machine()}")
     print(f"trees on: {fs.describe()}; rounds: {rounds}; lsyncd: {'yes' if have_lsyncd else 'not installed'}")
+    if COLD:
+        print("cold: the page cache is dropped before every run")
     busy = None
     if args.busy:
         if not shutil.which("stress-ng"):
