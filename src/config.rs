@@ -567,8 +567,12 @@ pub(crate) struct Limits {
     pub(crate) walk_open: usize,
 }
 
-/// Copies one worker publishes at once at most: one sync for each this many.
-const BATCH_FILES: usize = 1024;
+/// Copies one worker publishes at once at most: one sync for each this many. Each sync is a
+/// journal commit that writes again the inode tables, bitmaps and folders the batch touched: a
+/// cold first copy of 1,000,000 files of 0-512 bytes took 93.6 s with 1,024 (and 64 folders),
+/// 79.0 s with 4,096 (and 256 folders); 50,000 small files warm, 0.67x and 0.60x `rsync -a` +
+/// sync.
+const BATCH_FILES: usize = 4096;
 
 impl Limits {
     /// Open files kept for standard streams, signals, the destination lock and the watcher.
@@ -581,7 +585,7 @@ impl Limits {
         let per_batch = avail.saturating_sub(8 * jobs) / jobs / 2;
         Limits {
             jobs,
-            batch_dirs: per_batch.clamp(1, 64),
+            batch_dirs: per_batch.clamp(1, 256),
             batch_files: per_batch.clamp(1, BATCH_FILES),
             walk_open: (avail / 8).clamp(1, 10),
         }
@@ -701,9 +705,12 @@ mod tests {
     #[test]
     fn limits_follow_the_open_file_budget() {
         let roomy = Limits::new(2, 1024);
-        assert_eq!((roomy.jobs, roomy.batch_dirs, roomy.walk_open), (2, 64, 10));
+        assert_eq!(
+            (roomy.jobs, roomy.batch_dirs, roomy.walk_open),
+            (2, 246, 10)
+        );
         assert_eq!(roomy.batch_files, 246);
-        assert_eq!(Limits::new(2, 1 << 16).batch_files, 1024);
+        assert_eq!(Limits::new(2, 1 << 16).batch_files, 4096);
         let tight = Limits::new(8, 32);
         assert_eq!((tight.jobs, tight.batch_dirs, tight.walk_open), (1, 1, 1));
         assert_eq!(Limits::new(16, 100).jobs, 4);

@@ -14,7 +14,7 @@ use crate::outcome::Counts;
 const RECENT: usize = 5;
 
 /// The file's contents.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
     pub src: PathBuf,
     pub dst: PathBuf,
@@ -117,16 +117,8 @@ impl State {
 
     /// The pair's health as just read; saved when it changed.
     pub(crate) fn health(&mut self, condition: Condition, r: &Reading, failing: usize) {
+        let before = self.snapshot.clone();
         let s = &mut self.snapshot;
-        let before = (
-            s.health.clone(),
-            s.lag_seconds,
-            s.pending,
-            s.pending_bytes,
-            s.free_bytes,
-            s.failing_files,
-            s.last_success.clone(),
-        );
         s.health = condition.word().to_string();
         s.lag_seconds = r.lag.as_secs();
         s.pending = r.pending_files;
@@ -138,16 +130,7 @@ impl State {
             chrono::DateTime::<chrono::Local>::from(t)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
         });
-        let after = (
-            s.health.clone(),
-            s.lag_seconds,
-            s.pending,
-            s.pending_bytes,
-            s.free_bytes,
-            s.failing_files,
-            s.last_success.clone(),
-        );
-        if before != after {
+        if self.snapshot != before {
             self.save();
         }
     }

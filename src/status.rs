@@ -1,6 +1,7 @@
 //! `backup status`: for each pair, what its running `watch` says it is doing (from its state
-//! file), and how old the newest copy in DST is. Exit 1 when a pair is failing or its newest copy
-//! is older than `--stale-after`, so that it can serve as a monitoring check.
+//! file), and how old the newest copy in DST is. Exit 1 when a pair is failing, its watch judges
+//! its health other than `ok`, or its newest copy is older than `--stale-after`, so that it can
+//! serve as a monitoring check.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,12 @@ pub(crate) fn run(args: &StatusJob) -> Status {
     let mut bad = false;
     for (name, src, dst) in pairs {
         let status = check(name, &src, &dst, args.stale_after);
-        bad |= status.failing || status.stale;
+        // A watch that judges itself behind, full or without its destination is no success.
+        let troubled = status
+            .running
+            .as_ref()
+            .is_some_and(|s| !matches!(s.health.as_str(), "ok" | ""));
+        bad |= status.failing || status.stale || troubled;
         out.say(&Message::Status(&status));
     }
     Status::failed_if(bad)

@@ -167,7 +167,6 @@ fn full_then_space(json: bool) {
     let Some((env, small)) = common::small_dst("1m") else {
         return;
     };
-    let mnt = small.0.clone();
     env.write("first.txt", "first");
     let args: &[&str] = if json {
         &["--debounce", "200ms", "--json"]
@@ -208,13 +207,7 @@ fn full_then_space(json: bool) {
             w.context()
         );
     }
-    let grown = std::process::Command::new("mount")
-        .args(["-o", "remount,size=8m"])
-        .arg(&mnt)
-        .status()
-        .expect("remount")
-        .success();
-    assert!(grown, "remount");
+    common::grow_to_8m(&small);
     w.wait_for("every owed copy", LIMIT, |_| {
         (0..8).all(|i| read(&env.dst.join(format!("big{i}.bin"))).len() == 256 << 10)
     });

@@ -434,6 +434,17 @@ pub fn small_dst(size: &str) -> Option<(Env, Mount)> {
     Some((env, Mount(mnt)))
 }
 
+/// Grows the tmpfs of `small_dst` to 8 MiB while it stays mounted.
+pub fn grow_to_8m(small: &Mount) {
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=8m"])
+        .arg(&small.0)
+        .status()
+        .expect("remount")
+        .success();
+    assert!(grown, "remount");
+}
+
 /// `backup du --json DST`, each line parsed.
 pub fn du_json(env: &Env) -> Vec<serde_json::Value> {
     let r = Run::of(
