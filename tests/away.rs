@@ -460,3 +460,37 @@ fn once_full_the_files_that_still_fit_land() {
         .count();
     assert_eq!(parts, 3, "{}", r.context());
 }
+
+/// A destination out of inodes is full too: folders that cannot be made are not a failure each,
+/// but the one line that says DST is full, with how many files were not copied.
+#[test]
+fn a_destination_out_of_inodes_is_said_to_be_full_once() {
+    let env = Env::new();
+    let mnt = env.root().join("few-inodes");
+    if !common::mount_tmpfs(&mnt, "size=4m,nr_inodes=24") {
+        return;
+    }
+    let _mounted = common::Mount(mnt.clone());
+    for i in 0..40 {
+        env.write(format!("g{i:02}/d/f.txt"), "x");
+    }
+    let dst = mnt.join("dst");
+    let out = std::process::Command::new(common::bin())
+        .args(["once", "-q"])
+        .arg(&env.src)
+        .arg(&dst)
+        .output()
+        .expect("once");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches(&format!("error: destination {} is full (", dst.display()))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !err.contains("Failed: "),
+        "one line, not one per folder:\n{err}"
+    );
+}

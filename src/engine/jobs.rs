@@ -335,15 +335,25 @@ impl Engine {
         let mut indexes = HashMap::new();
         for (rel, names) in by_folder {
             let src = self.tree.src.join(&rel);
-            let opened = std::fs::symlink_metadata(&src)
-                .and_then(|m| Ok((m, self.open_folder(None, &rel, !self.settings.dry_run)?)));
-            let (src_meta, opened) = match opened {
+            let src_meta = match std::fs::symlink_metadata(&src) {
                 // No longer a folder (a file took its place since the event): its parent's job
                 // sees to the file, and DST's folder never gets a file's metadata.
-                Ok((m, _)) if !m.is_dir() => continue,
-                Ok(v) => v,
+                Ok(m) if !m.is_dir() => continue,
+                Ok(m) => m,
                 // The folder itself is gone: its own removal is recorded in its parent.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    notes.send(Note::Done(Event::failed(src, Failure::io(Op::Read, e))));
+                    continue;
+                }
+            };
+            let opened = match self.open_folder(None, &rel, !self.settings.dry_run) {
+                Ok(o) => o,
+                // Full, as in a walk: said once, its files counted as not copied.
+                Err(e) if crate::error::is_full(&e) => {
+                    self.full.store(true, Ordering::Relaxed);
+                    None
+                }
                 Err(e) => {
                     let at = self.dest.path().join(&rel);
                     let failure = Failure::at(Op::CreateFolder, &at, e);
