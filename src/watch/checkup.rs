@@ -46,15 +46,23 @@ impl Loop<'_> {
             failing: self.failing.len(),
             lag,
         };
-        let src = &self.engine.tree.src;
-        let pending_bytes = self
-            .settle
-            .owed()
-            .take(SIZED)
-            .filter_map(|rel| std::fs::symlink_metadata(src.join(rel)).ok())
-            .filter(std::fs::Metadata::is_file)
-            .map(|m| m.len())
-            .sum();
+        // Sized at most once a second: a burst forces a checkup after every batch.
+        let pending_bytes = match self.sized {
+            Some((at, bytes)) if now.duration_since(at) < EVERY => bytes,
+            _ => {
+                let src = &self.engine.tree.src;
+                let bytes = self
+                    .settle
+                    .owed()
+                    .take(SIZED)
+                    .filter_map(|rel| std::fs::symlink_metadata(src.join(rel)).ok())
+                    .filter(std::fs::Metadata::is_file)
+                    .map(|m| m.len())
+                    .sum();
+                self.sized = Some((now, bytes));
+                bytes
+            }
+        };
         let reading = Reading {
             lag,
             pending_files: self.settle.owed().count(),

@@ -88,6 +88,8 @@ struct Loop<'a> {
     versions: Option<u64>,
     /// When the health was last looked at.
     last_checkup: Option<Instant>,
+    /// When the pending files were last sized, and their size then.
+    sized: Option<(Instant, u64)>,
     watchdog: Watchdog,
 }
 
@@ -225,6 +227,7 @@ impl<'a> Loop<'a> {
             last_success: None,
             versions: None,
             last_checkup: None,
+            sized: None,
             watchdog,
         }
     }
