@@ -604,11 +604,12 @@ pub struct HealthArgs {
     #[arg(long, value_name = "URL")]
     pub healthchecks: Option<String>,
 
-    /// How long the destination may be away before it counts as lost.
+    /// How long the destination may be away before it counts as lost [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub lost_after: Option<Duration>,
 
-    /// How old the oldest change not yet copied may grow before the mirror counts as behind.
+    /// How old the oldest change not yet copied may grow before the mirror counts as behind
+    /// [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub stale_after: Option<Duration>,
 
