@@ -574,7 +574,15 @@ fn diff_against_the_source_says_what_the_next_backup_would_take() {
     let env = Env::new();
     let (_, t2) = common::two_passes(&env);
     let src = env.src.to_str().expect("utf-8").to_string();
-    let r = backup(&env, &["diff", dst(&env), "--from", &t2, "--source", &src]);
+    // `diff DST [PATH] --from T2 --source SRC EXTRA…`
+    let diff = |path: Option<&str>, extra: &[&str]| {
+        let mut args = vec!["diff", dst(&env)];
+        args.extend(path);
+        args.extend(["--from", &t2, "--source", &src]);
+        args.extend(extra);
+        backup(&env, &args)
+    };
+    let r = diff(None, &[]);
     r.code(0);
     assert_eq!(
         r.stdout,
@@ -593,7 +601,7 @@ fn diff_against_the_source_says_what_the_next_backup_would_take() {
     )
     .expect("mv");
     env.write("fresh.txt", "fresh");
-    let r = backup(&env, &["diff", dst(&env), "--from", &t2, "--source", &src]);
+    let r = diff(None, &[]);
     r.code(0);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(
@@ -608,19 +616,7 @@ fn diff_against_the_source_says_what_the_next_backup_would_take() {
         "{}",
         r.context()
     );
-    let r = backup(
-        &env,
-        &[
-            "diff",
-            dst(&env),
-            "a.txt",
-            "--from",
-            &t2,
-            "--source",
-            &src,
-            "--content",
-        ],
-    );
+    let r = diff(Some("a.txt"), &["--content"]);
     r.code(0);
     assert!(
         r.stdout
@@ -629,18 +625,6 @@ fn diff_against_the_source_says_what_the_next_backup_would_take() {
         r.context()
     );
     // A time and the source are two later sides: one at a time.
-    let r = backup(
-        &env,
-        &[
-            "diff",
-            dst(&env),
-            "--from",
-            &t2,
-            "--to",
-            "now",
-            "--source",
-            &src,
-        ],
-    );
+    let r = diff(None, &["--to", "now"]);
     r.code(2);
 }
