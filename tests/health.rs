@@ -476,8 +476,17 @@ fn a_minute_without_the_destination_is_said_once_and_so_is_its_return() {
     });
     assert_eq!(metric(&prom, "backup_destination_reachable"), Some(0.0));
     assert_eq!(metric(&prom, "backup_state:lost"), Some(1.0));
-    // The rest of the minute, retried every second: nothing more is said.
-    common::hold_for(Duration::from_secs(60).saturating_sub(outage.elapsed()));
+    // The rest of the minute, retried every second: nothing more is said (a second message
+    // would end the wait early and fail here).
+    let rest = Duration::from_secs(60).saturating_sub(outage.elapsed());
+    let more = common::wait_until(rest, || {
+        http.requests()
+            .iter()
+            .filter(|r| r.0 == "POST /topic-secret")
+            .count()
+            > 1
+    });
+    assert!(!more, "said twice while away: {:#?}", http.requests());
     m.mount_again().expect("mount again");
     w.wait_for("the copy owed", LIMIT, |_| {
         read(&env.dst.join("during.txt")) == b"written while the drive was away"
@@ -598,14 +607,18 @@ fn a_notification_that_cannot_be_sent_is_a_warning_and_the_backup_goes_on() {
     w.wait_for("the first copy", LIMIT, |_| env.dst.join("a.txt").exists());
     // Written without end: never settles within the 1 s limit, so the mirror falls behind.
     let log = env.src.join("log.txt");
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A line every 50 ms until told to stop (the wait is for the stop, paced).
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let writer = {
-        let (log, stop) = (log.clone(), Arc::clone(&stop));
+        let log = log.clone();
         std::thread::spawn(move || {
             let mut f = std::fs::File::create(&log).expect("log");
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            loop {
                 let _ = f.write_all(b"line\n");
-                std::thread::sleep(Duration::from_millis(50));
+                match stopped.recv_timeout(Duration::from_millis(50)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
             }
         })
     };
@@ -614,7 +627,7 @@ fn a_notification_that_cannot_be_sent_is_a_warning_and_the_backup_goes_on() {
         e.contains("could not notify: url http://127.0.0.1:")
             && e.contains("could not notify: exec `")
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop.send(());
     writer.join().expect("writer");
     env.write("after.txt", "after");
     w.wait_for("copies go on", LIMIT, |_| {

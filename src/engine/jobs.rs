@@ -67,11 +67,6 @@ impl Engine {
             let opened = self.open_folder(parent, &rel, create);
             let opened = match opened {
                 Ok(o) => o,
-                // Full: the folder's files are walked still, to be counted as not copied.
-                Err(e) if crate::error::is_full(&e) => {
-                    self.full.store(true, Ordering::Relaxed);
-                    None
-                }
                 Err(e) => {
                     self.folder_failed(&rel, Op::CreateFolder, e, notes);
                     walk.skip_current();
@@ -260,8 +255,25 @@ impl Engine {
     /// Opens (and, with `create`, makes) the destination folder for `rel`: from its parent's
     /// folder where the walk has it open (`Some(None)`: the parent does not exist in a dry run),
     /// else one component at a time from the root. A file or symlink in the way, where SRC now
-    /// has a folder, is moved aside into its own family first.
+    /// has a folder, is moved aside into its own family first. A full destination (no space,
+    /// no inodes) stops writing and leaves the folder missing: its files are still decided, to
+    /// be counted as not copied, and the fullness is said once, not per folder.
     fn open_folder(
+        &self,
+        parent: Option<Option<&Arc<dyn Folder>>>,
+        rel: &Path,
+        create: bool,
+    ) -> io::Result<Option<dest::Opened>> {
+        match self.open_or_make(parent, rel, create) {
+            Err(e) if crate::error::is_full(&e) => {
+                self.full.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    fn open_or_make(
         &self,
         parent: Option<Option<&Arc<dyn Folder>>>,
         rel: &Path,
@@ -349,11 +361,6 @@ impl Engine {
             };
             let opened = match self.open_folder(None, &rel, !self.settings.dry_run) {
                 Ok(o) => o,
-                // Full, as in a walk: said once, its files counted as not copied.
-                Err(e) if crate::error::is_full(&e) => {
-                    self.full.store(true, Ordering::Relaxed);
-                    None
-                }
                 Err(e) => {
                     let at = self.dest.path().join(&rel);
                     let failure = Failure::at(Op::CreateFolder, &at, e);
