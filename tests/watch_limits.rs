@@ -205,7 +205,6 @@ fn hitting_the_watch_limit_later_polls_the_new_folders_that_do_not_fit() {
     );
 }
 
-/// `watch --events fanotify`, or `None` with the reason where this is not root.
 /// Stops a watch with Ctrl-C, checks that it ended well, and returns its stdout and stderr.
 fn stop_ok(w: Watch) -> (String, String) {
     let (code, out, err) = w.stop(Signal::INT);
@@ -213,6 +212,7 @@ fn stop_ok(w: Watch) -> (String, String) {
     (out, err)
 }
 
+/// `watch --events fanotify`, or `None` with the reason where this is not root.
 fn fanotify_watch(env: &Env) -> Option<Watch> {
     if !rustix::process::geteuid().is_root() {
         eprintln!("SKIPPED: fanotify needs root (CAP_SYS_ADMIN)");

@@ -600,7 +600,7 @@ impl<'a> Loop<'a> {
     /// its `-shm` or to open and close its files is none.
     fn changed(&mut self, p: &Path, kind: &notify::EventKind, at: Instant) -> &'static str {
         use notify::EventKind as K;
-        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
         let src = &self.engine.tree.src;
         if let Some((base, shm)) = companion(src, p) {
             let data = matches!(
@@ -623,6 +623,15 @@ impl<'a> Loop<'a> {
                 } else {
                     self.settle.wrote(p.to_path_buf(), at);
                 }
+                "copy once closed and settled"
+            }
+            // A file just created is open for writing by its creator, who may write nothing
+            // for a while: rsync fills its temporary file in one write at the end. A symlink or
+            // a hard link is created whole, and polling sees no closes, so those settle by time.
+            K::Create(CreateKind::File)
+                if !self.watcher.is_polling() && is_new_file(&src.join(p)) =>
+            {
+                self.settle.wrote(p.to_path_buf(), at);
                 "copy once closed and settled"
             }
             K::Access(AccessKind::Close(AccessMode::Write)) => {
@@ -693,6 +702,14 @@ fn companion(src: &Path, p: &Path) -> Option<(PathBuf, bool)> {
         .ok()
         .filter(std::fs::Metadata::is_file)?;
     Some((db, name.ends_with(b"-shm")))
+}
+
+/// Whether `path` is a regular file with one name that is not a database: made by `open`, so
+/// that a close will follow, unlike a `link`. A database is kept open by its application.
+fn is_new_file(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.nlink() == 1)
+        && !is_database(path)
 }
 
 /// Whether the file at `path` starts with SQLite's header: its application keeps it open while
