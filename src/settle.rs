@@ -39,10 +39,20 @@ pub(crate) struct Settle {
 struct Pending {
     first: Instant,
     last: Instant,
-    /// Written since its writer last closed it.
-    open: bool,
+    /// Whether its writer holds it open.
+    open: Open,
     /// Not to be tried before then (a database another program keeps locked).
     not_before: Option<Instant>,
+}
+
+/// What is known of a file's writer, in the order that the events come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Open {
+    No,
+    /// Created and not closed since: its creator holds it open.
+    Created,
+    /// Written and not closed since.
+    Written,
 }
 
 impl Pending {
@@ -50,7 +60,7 @@ impl Pending {
         Pending {
             first: at,
             last: at,
-            open: false,
+            open: Open::No,
             not_before: None,
         }
     }
@@ -79,19 +89,30 @@ impl Settle {
         p
     }
 
+    /// Records that `path` was created at `at` by a writer that holds it open until `closed`
+    /// (unless a write was already seen).
+    pub(crate) fn created(&mut self, path: PathBuf, at: Instant) {
+        let p = self.entry(path, at);
+        p.open = p.open.max(Open::Created);
+    }
+
     /// Records a write to `path` seen at `at`: its writer holds it open until `closed`.
     pub(crate) fn wrote(&mut self, path: PathBuf, at: Instant) {
-        self.entry(path, at).open = true;
+        self.entry(path, at).open = Open::Written;
     }
 
-    /// Records that the writer of `path` closed it at `at`.
+    /// Records that the writer of `path` closed it at `at`, or that it settles by time alone
+    /// whatever its writer does (a database, which its application never closes).
     pub(crate) fn closed(&mut self, path: PathBuf, at: Instant) {
-        self.entry(path, at).open = false;
+        self.entry(path, at).open = Open::No;
     }
 
-    /// Whether `path` is waiting, written and not closed since.
+    /// Whether `path` is waiting, written and not closed since. Only created is not enough: its
+    /// first write is still to be looked at.
     pub(crate) fn is_open(&self, path: &Path) -> bool {
-        self.pending.get(path).is_some_and(|p| p.open)
+        self.pending
+            .get(path)
+            .is_some_and(|p| p.open == Open::Written)
     }
 
     /// Leaves `path` waiting until `at` at least (a database that another program keeps locked
@@ -125,7 +146,7 @@ impl Settle {
 
     fn due_at(&self, p: &Pending) -> Instant {
         let overdue = p.first + self.max_delay;
-        let settled = if p.open {
+        let settled = if p.open != Open::No {
             overdue
         } else {
             (p.last + self.debounce).min(overdue)
@@ -306,6 +327,18 @@ mod tests {
         s.closed(p("slow"), ms(2600));
         assert!(s.due(ms(2650)).is_empty());
         assert_eq!(s.due(ms(2700)), vec![p("slow")]);
+        // Created and left empty for a while before its one write (rsync's temporary file).
+        s.created(p("temp"), ms(0));
+        assert!(
+            !s.is_open(Path::new("temp")),
+            "its first write is still to be looked at"
+        );
+        assert!(s.due(ms(400)).iter().all(|d| d != &p("temp")));
+        s.wrote(p("temp"), ms(450));
+        s.created(p("temp"), ms(460));
+        assert!(s.is_open(Path::new("temp")), "a write is not undone");
+        s.closed(p("temp"), ms(500));
+        assert!(s.due(ms(600)).contains(&p("temp")));
         // One that never closes comes out at max-delay, as any file that never settles.
         s.wrote(p("log"), ms(3000));
         assert_eq!(s.next_due(), Some(ms(8000)));

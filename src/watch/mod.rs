@@ -618,8 +618,11 @@ impl<'a> Loop<'a> {
         }
         match kind {
             K::Modify(ModifyKind::Data(_)) => {
-                if self.settle.is_open(p) || is_database(&src.join(p)) {
+                if self.settle.is_open(p) {
                     self.settle.touch(p.to_path_buf(), at);
+                } else if is_database(&src.join(p)) {
+                    self.settle.closed(p.to_path_buf(), at);
+                    return "a database: copy once settled";
                 } else {
                     self.settle.wrote(p.to_path_buf(), at);
                 }
@@ -631,7 +634,7 @@ impl<'a> Loop<'a> {
             K::Create(CreateKind::File)
                 if !self.watcher.is_polling() && is_new_file(&src.join(p)) =>
             {
-                self.settle.wrote(p.to_path_buf(), at);
+                self.settle.created(p.to_path_buf(), at);
                 "copy once closed and settled"
             }
             K::Access(AccessKind::Close(AccessMode::Write)) => {
@@ -704,12 +707,11 @@ fn companion(src: &Path, p: &Path) -> Option<(PathBuf, bool)> {
     Some((db, name.ends_with(b"-shm")))
 }
 
-/// Whether `path` is a regular file with one name that is not a database: made by `open`, so
-/// that a close will follow, unlike a `link`. A database is kept open by its application.
+/// Whether `path` is a regular file with one name: made by `open`, so that a close will
+/// follow, unlike a `link`.
 fn is_new_file(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.nlink() == 1)
-        && !is_database(path)
 }
 
 /// Whether the file at `path` starts with SQLite's header: its application keeps it open while
