@@ -152,7 +152,7 @@ fn watch_verbose_tells_what_each_event_led_to() {
     let out = w.stdout();
     assert!(
         out.contains(&format!(
-            "Event: {} (created): copy once settled",
+            "Event: {} (created): copy once closed and settled",
             f.display()
         )),
         "{out}"

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -221,6 +221,8 @@ fn a_file_read_while_watch_adds_versions_is_always_one_whole_version() {
     });
     let m = Mount::start(&env.dst, &env.root().join("live"), &[]);
     let latest = m.at.join("latest/log.txt");
+    let times = |m: &Mount| fs::read_dir(m.at.join("at")).expect("at/").count();
+    let times_then = times(&m);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Reads all along, each of them checked to be one whole version.
     let reader = {
@@ -256,6 +258,11 @@ fn a_file_read_while_watch_adds_versions_is_always_one_whole_version() {
         }),
         "latest/ never showed the newest version"
     );
+    // The versions made since it was mounted are points in time of `at/` too.
+    assert!(
+        wait_until(Duration::from_secs(10), || times(&m) > times_then),
+        "at/ still lists {times_then} times"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, seen) = reader.join().expect("every read was one whole version");
     assert!(reads > 12, "only {reads} reads");
@@ -267,4 +274,56 @@ fn a_file_read_while_watch_adds_versions_is_always_one_whole_version() {
     m.unmount();
     let (code, _, err) = w.stop(rustix::process::Signal::INT);
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// As root, reads are handed to the kernel (FUSE passthrough, Linux 6.9 and later); a user may
+/// not do that, and the mount reads the copies itself.
+#[test]
+fn a_mount_by_a_user_reads_through_the_process() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    if !rustix::process::geteuid().is_root() || !common::can_drop_root() {
+        eprintln!("SKIPPED: needs root, to mount as another user");
+        return;
+    }
+    let users_may =
+        fs::metadata("/dev/fuse").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    if !users_may {
+        eprintln!("SKIPPED: /dev/fuse is not open to users here (distributions make it 0666)");
+        return;
+    }
+    let env = Env::new();
+    let data = "a line of text\n".repeat(10_000);
+    env.write("docs/big.txt", &data);
+    env.once(&[]).code(0);
+    common::open_up(&env);
+    let at = env.root().join("as-user");
+    fs::create_dir(&at).expect("mount point");
+    std::os::unix::fs::chown(&at, Some(65534), Some(65534)).expect("chown");
+    let nobody = |program: &str| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+        c
+    };
+    let mut child = nobody(&bin().to_string_lossy())
+        .arg("mount")
+        .arg(&env.dst)
+        .arg(&at)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("backup mount as nobody");
+    let up = wait_until(Duration::from_secs(10), || mounted(&at));
+    // Only its user may look into it (no allow_other).
+    let read = up.then(|| nobody("cat").arg(at.join("latest/docs/big.txt")).output());
+    let _ = Command::new("fusermount3").arg("-u").arg(&at).status();
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    assert!(up, "not mounted: {}", String::from_utf8_lossy(&out.stderr));
+    let read = read.expect("read").expect("cat");
+    assert!(read.status.success(), "{read:?}");
+    assert!(read.stdout == data.as_bytes(), "the bytes read differ");
 }

@@ -18,13 +18,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 
 use super::restore::{one_folder_at, own_cut};
@@ -69,13 +69,16 @@ enum Node {
 }
 
 impl Node {
-    /// Whether what it holds changes as versions are added: the tree now, and the lists of
-    /// versions. A tree at a past time holds what was captured by then, which no later copy
-    /// changes.
+    /// Whether what it holds changes as versions are added: the tree now, the lists of
+    /// versions, and `at/`, which gains a time with each. A tree at a past time holds what was
+    /// captured by then, which no later copy changes.
     fn moves(&self) -> bool {
         matches!(
             self,
-            Node::Tree { at: LATEST, .. } | Node::VersionsIn { .. } | Node::VersionsOf { .. }
+            Node::Times
+                | Node::Tree { at: LATEST, .. }
+                | Node::VersionsIn { .. }
+                | Node::VersionsOf { .. }
         )
     }
 }
@@ -118,9 +121,14 @@ struct View {
     archive: Archive,
     root: Node,
     table: Mutex<Table>,
-    times: OnceLock<Vec<u64>>,
-    files: Mutex<HashMap<u64, File>>,
+    /// The times in `at/`, with when they were found.
+    times: Mutex<Option<(Instant, Arc<Vec<u64>>)>>,
+    files: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// Whether reads may be handed to the kernel (FUSE passthrough): the kernel offers it
+    /// (Linux 6.9 and later) and this process may use it (it needs `CAP_SYS_ADMIN`). Found out
+    /// when mounting and at the first open; turned off at the first refusal.
+    passthrough: AtomicBool,
     /// When it was mounted: the times of the folders it makes up.
     mounted: SystemTime,
 }
@@ -161,9 +169,10 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
         archive,
         root,
         table: Mutex::new(Table::default()),
-        times: OnceLock::new(),
+        times: Mutex::new(None),
         files: Mutex::new(HashMap::new()),
         next_fh: AtomicU64::new(1),
+        passthrough: AtomicBool::new(false),
         mounted: SystemTime::now(),
     };
     let mut config = fuser::Config::default();
@@ -180,6 +189,15 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .map_err(|e| at_mountpoint(Why::Io(e)))?;
+    }
+    // Where /dev/fuse cannot be opened, the mount fails naming the mount point instead.
+    let device = Path::new("/dev/fuse");
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+    {
+        return Err(Error::new(About::Path(device.to_path_buf()), Why::Io(e)));
     }
     let session = fuser::spawn_mount(view, &args.mountpoint, &config)
         .map_err(|e| at_mountpoint(Why::Io(e)))?;
@@ -199,6 +217,15 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
             .map_err(|e| at_mountpoint(Why::Io(e)))?;
     }
     Ok(())
+}
+
+/// An open copy: read by this process, or handed to the kernel, which reads it itself.
+enum Handle {
+    Read(File),
+    /// Kept until the release: dropping it ends the kernel's hold on the file.
+    Passthrough {
+        _held: BackingId,
+    },
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -254,21 +281,27 @@ impl View {
     }
 
     /// Every time something (a version, a record of a deletion) was captured in DST, oldest
-    /// first; read once, when `at/` is first listed.
-    fn times(&self) -> &[u64] {
-        self.times.get_or_init(|| {
-            let mut all: Vec<u64> = self
-                .archive
-                .folders(Path::new(""))
-                .iter()
-                .filter_map(|rel| self.archive.histories(rel, None).ok())
-                .flat_map(|(_, hs)| hs.into_iter().flat_map(|h| h.versions))
-                .map(|v| v.captured)
-                .collect();
-            all.sort_unstable();
-            all.dedup();
-            all
-        })
+    /// first; found when `at/` is listed, again once `TTL` has passed, since a `watch` may add
+    /// times. It reads every folder of DST.
+    fn times(&self) -> Arc<Vec<u64>> {
+        if let Some((found, times)) = lock(&self.times).as_ref()
+            && found.elapsed() < TTL
+        {
+            return Arc::clone(times);
+        }
+        let mut all: Vec<u64> = self
+            .archive
+            .folders(Path::new(""))
+            .iter()
+            .filter_map(|rel| self.archive.histories(rel, None).ok())
+            .flat_map(|(_, hs)| hs.into_iter().flat_map(|h| h.versions))
+            .map(|v| v.captured)
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        let all = Arc::new(all);
+        *lock(&self.times) = Some((Instant::now(), Arc::clone(&all)));
+        all
     }
 
     /// What a folder of the mount holds, from the listing kept or read now.
@@ -504,6 +537,15 @@ impl View {
 }
 
 impl Filesystem for View {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // A stacking depth of 1: copies on an ordinary filesystem can be handed over, and
+        // this mount can still lie under another (an overlay).
+        let offered = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        self.passthrough.store(offered, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self
             .lookup_in(parent.0, name)
@@ -538,15 +580,27 @@ impl Filesystem for View {
         let Some(Node::Copy { rel, version }) = self.node(ino.0) else {
             return reply.error(Errno::EISDIR);
         };
-        match self.folder(&rel).and_then(|f| f.open_read(&version)) {
-            Ok(file) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                lock(&self.files).insert(fh, file);
-                // A copy never changes: the kernel may keep what it read.
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        let file = match self.folder(&rel).and_then(|f| f.open_read(&version)) {
+            Ok(file) => file,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        // Each read of a copy handed over costs no round trip through this process.
+        if self.passthrough.load(Ordering::Relaxed) {
+            match reply.open_backing(&file) {
+                Ok(id) => {
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                    lock(&self.files).insert(fh, Handle::Passthrough { _held: id });
+                    return;
+                }
+                // Not allowed here (no `CAP_SYS_ADMIN`) or not for this file (a copy on a
+                // stacked filesystem): read as below from now on.
+                Err(_) => self.passthrough.store(false, Ordering::Relaxed),
             }
-            Err(e) => reply.error(errno(&e)),
         }
+        lock(&self.files).insert(fh, Handle::Read(file));
+        // A copy never changes: the kernel may keep what it read.
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
@@ -560,10 +614,13 @@ impl Filesystem for View {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file = match lock(&self.files).get(&fh.0).map(File::try_clone) {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => return reply.error(errno(&e)),
-            None => return reply.error(Errno::EBADF),
+        let file = match lock(&self.files).get(&fh.0) {
+            Some(Handle::Read(f)) => f.try_clone(),
+            _ => return reply.error(Errno::EBADF),
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno(&e)),
         };
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
