@@ -416,14 +416,15 @@ def mounted(at):
 
 
 def bench_mount(bin_, work, name, src, rounds):
-    """`backup mount`: how soon it is ready, `ls -R` and reading every file through `latest/`
+    """`backup mount`: how soon it is ready, `ls -R`, `ls -lR` and reading every file through `latest/`
     against the same on DST directly, and the mount's peak RSS after reading it all."""
     print(f"\n== mount, {name}: {count_files(src)} files ==", flush=True)
     dst = work / "mount-dst"
     rmtree(dst)
     subprocess.run([bin_, "once", "-q", str(src), str(dst)], check=True, stdout=subprocess.DEVNULL)
     at = work / "mount-at"
-    times = {k: [] for k in ["ready", "ls direct", "ls mount", "read direct", "read mount"]}
+    times = {k: [] for k in ["ready", "ls direct", "ls mount", "ls -l direct", "ls -l mount",
+                             "read direct", "read mount"]}
     rss = []
     read_all = "find {} -type f -exec cat {{}} + > /dev/null"
     for r in range(rounds):
@@ -437,6 +438,8 @@ def bench_mount(bin_, work, name, src, rounds):
         subprocess.run(["ls", str(at)], check=True, stdout=subprocess.DEVNULL)
         times["ready"].append(time.perf_counter() - t0)
         pairs = [("ls direct", ["ls", "-R", str(dst)]), ("ls mount", ["ls", "-R", str(at / "latest")]),
+                 ("ls -l direct", ["ls", "-lR", str(dst)]),
+                 ("ls -l mount", ["ls", "-lR", str(at / "latest")]),
                  ("read direct", ["sh", "-c", read_all.format(dst)]),
                  ("read mount", ["sh", "-c", read_all.format(at / "latest")])]
         for label, cmd in (pairs if r % 2 == 0 else pairs[::-1]):
@@ -451,6 +454,7 @@ def bench_mount(bin_, work, name, src, rounds):
     med = {k: report(f"mount {name}: {k}", v) for k, v in times.items()}
     report(f"mount {name}: peak RSS after reading all", rss, unit="MiB")
     ratio(f"mount {name}: ls -R through latest/ / on DST", med["ls mount"], med["ls direct"], 2.0)
+    ratio(f"mount {name}: ls -lR through latest/ / on DST", med["ls -l mount"], med["ls -l direct"], 2.0)
     ratio(f"mount {name}: reading all through latest/ / on DST", med["read mount"], med["read direct"], 2.0)
     rmtree(dst)
 

@@ -10,7 +10,7 @@ pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod room;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -44,6 +44,8 @@ pub(crate) struct Listing {
     pub(crate) dir: Arc<dyn Folder>,
     pub(crate) histories: Vec<History>,
     pub(crate) folders: Vec<Subfolder>,
+    /// What DST shows of each file (copy, record of a deletion), as listed.
+    pub(crate) metas: HashMap<Vec<u8>, crate::meta::Meta>,
 }
 
 /// A folder in a folder of DST, and what DST shows of it.
@@ -171,6 +173,7 @@ impl Archive {
         let dir = self.folder(rel)?;
         let mut entries = Vec::new();
         let mut folders = Vec::new();
+        let mut metas = HashMap::new();
         for name in dir.list()? {
             if is_temp_name(&name) {
                 continue;
@@ -189,16 +192,18 @@ impl Archive {
                 continue;
             }
             entries.push(Entry {
-                name,
+                name: name.clone(),
                 modified: naming::stamp_at(meta.mtime),
                 written: history::written_at(&meta, born),
                 size: meta.size,
             });
+            metas.insert(name, meta);
         }
         Ok(Listing {
             histories: history::histories(&entries, sources),
             dir,
             folders,
+            metas,
         })
     }
 

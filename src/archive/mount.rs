@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 
 use super::restore::{one_folder_at, own_cut};
@@ -131,6 +131,8 @@ struct View {
     passthrough: AtomicBool,
     /// When it was mounted: the times of the folders it makes up.
     mounted: SystemTime,
+    /// The owner of the folders it makes up: whoever mounted it.
+    owner: (u32, u32),
 }
 
 /// `backup mount DST MOUNTPOINT [--at TIME]`
@@ -174,6 +176,10 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
         next_fh: AtomicU64::new(1),
         passthrough: AtomicBool::new(false),
         mounted: SystemTime::now(),
+        owner: (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
     };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -368,13 +374,12 @@ impl View {
                     .files
                     .into_iter()
                     .map(|(name, v)| {
-                        child(
-                            &name,
-                            Node::Copy {
-                                rel: rel.clone(),
-                                version: v.name,
-                            },
-                        )
+                        let node = Node::Copy {
+                            rel: rel.clone(),
+                            version: v.name,
+                        };
+                        self.keep_attr(&node, &one.metas);
+                        child(&name, node)
                     })
                     .collect();
                 out.extend(one.folders.into_iter().map(|(name, cut)| {
@@ -424,21 +429,21 @@ impl View {
                 out
             }
             Node::VersionsOf { rel, name } => {
-                let (_, histories) = self.archive.histories(rel, None)?;
-                let h = histories
-                    .into_iter()
+                let listing = self.archive.listing(rel, None)?;
+                let h = listing
+                    .histories
+                    .iter()
                     .find(|h| h.name == *name)
                     .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
                 h.versions
-                    .into_iter()
+                    .iter()
                     .map(|v| {
-                        child(
-                            &v.name,
-                            Node::Copy {
-                                rel: rel.clone(),
-                                version: v.name.clone(),
-                            },
-                        )
+                        let node = Node::Copy {
+                            rel: rel.clone(),
+                            version: v.name.clone(),
+                        };
+                        self.keep_attr(&node, &listing.metas);
+                        child(&v.name, node)
                     })
                     .collect()
             }
@@ -454,11 +459,9 @@ impl View {
         }
     }
 
-    fn attr(&self, ino: u64, node: &Node) -> io::Result<FileAttr> {
-        if let Some(a) = lock(&self.table).attrs.get(&ino) {
-            return Ok(*a);
-        }
-        let made_up = |kind| FileAttr {
+    /// A folder that the mount makes up.
+    fn made_up(&self, ino: u64) -> FileAttr {
+        FileAttr {
             ino: INodeNo(ino),
             size: 0,
             blocks: 0,
@@ -466,16 +469,25 @@ impl View {
             mtime: self.mounted,
             ctime: self.mounted,
             crtime: self.mounted,
-            kind,
+            kind: FileType::Directory,
             perm: 0o555,
             nlink: 2,
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
+            uid: self.owner.0,
+            gid: self.owner.1,
             rdev: 0,
             blksize: 4096,
             flags: 0,
+        }
+    }
+
+    /// A folder or copy of DST, as DST shows it.
+    fn shown(&self, ino: u64, m: &Meta) -> FileAttr {
+        let kind = match m.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::Symlink => FileType::Symlink,
+            _ => FileType::RegularFile,
         };
-        let of_meta = |m: &Meta, kind| FileAttr {
+        FileAttr {
             size: if kind == FileType::Directory {
                 0
             } else {
@@ -486,34 +498,73 @@ impl View {
             mtime: system_time(m.mtime),
             ctime: system_time(m.ctime),
             crtime: system_time(m.mtime),
+            kind,
             perm: (m.mode & 0o7777) as u16,
             nlink: 1,
             uid: m.uid,
             gid: m.gid,
-            ..made_up(kind)
+            ..self.made_up(ino)
+        }
+    }
+
+    /// Keeps what a listing found of a copy: its lookup then needs no `stat` of its own. A
+    /// copy never changes; what a folder shows may, as `watch` writes, so only copies are
+    /// kept.
+    fn keep_attr(&self, node: &Node, metas: &HashMap<Vec<u8>, Meta>) {
+        let Node::Copy { version, .. } = node else {
+            return;
         };
-        let attr = match node {
-            Node::Top | Node::Times | Node::VersionsOf { .. } => made_up(FileType::Directory),
-            Node::Tree { rel, .. } | Node::VersionsIn { rel } => {
-                let meta = self.folder(rel)?.meta()?;
-                of_meta(&meta, FileType::Directory)
-            }
-            Node::Copy { rel, version } => {
-                let meta = self.folder(rel)?.stat(version)?;
-                let kind = match meta.kind {
-                    Kind::Symlink => FileType::Symlink,
-                    _ => FileType::RegularFile,
-                };
-                of_meta(&meta, kind)
-            }
-        };
-        // A copy never changes; what a folder shows may, as `watch` writes.
-        if matches!(node, Node::Copy { .. }) {
+        if let Some(m) = metas.get(version) {
+            let ino = self.ino(node);
+            let attr = self.shown(ino, m);
             let mut t = lock(&self.table);
             make_room(&mut t.attrs, LISTINGS_KEPT * 16);
             t.attrs.insert(ino, attr);
         }
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> io::Result<FileAttr> {
+        if let Some(a) = lock(&self.table).attrs.get(&ino) {
+            return Ok(*a);
+        }
+        let attr = match node {
+            Node::Top | Node::Times | Node::VersionsOf { .. } => self.made_up(ino),
+            Node::Tree { rel, .. } | Node::VersionsIn { rel } => {
+                self.shown(ino, &self.folder(rel)?.meta()?)
+            }
+            Node::Copy { rel, version } => {
+                let attr = self.shown(ino, &self.folder(rel)?.stat(version)?);
+                let mut t = lock(&self.table);
+                make_room(&mut t.attrs, LISTINGS_KEPT * 16);
+                t.attrs.insert(ino, attr);
+                attr
+            }
+        };
         Ok(attr)
+    }
+
+    /// The names of folder `ino` from `offset` on, each with the offset of the next, its inode
+    /// and node (none for `.` and `..`), and the folder's own attributes.
+    #[allow(clippy::type_complexity)]
+    fn entries(
+        &self,
+        ino: u64,
+        offset: u64,
+    ) -> Result<Vec<(u64, Option<(u64, Node)>, FileAttr, OsString)>, Errno> {
+        let node = self.node(ino).ok_or(Errno::ENOENT)?;
+        let children = self.children(ino, &node).map_err(|e| errno(&e))?;
+        let here = self.attr(ino, &node).map_err(|e| errno(&e))?;
+        let dots = [(None, OsString::from(".")), (None, OsString::from(".."))];
+        let listed = children
+            .iter()
+            .map(|c| (Some((self.ino(&c.node), c.node.clone())), c.name.clone()));
+        Ok(dots
+            .into_iter()
+            .chain(listed)
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (child, name))| ((i + 1) as u64, child, here, name))
+            .collect())
     }
 
     fn lookup_in(&self, parent: u64, name: &OsStr) -> io::Result<(u64, Node)> {
@@ -543,6 +594,8 @@ impl Filesystem for View {
         let offered = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         self.passthrough.store(offered, Ordering::Relaxed);
+        // Listings with attributes (see `readdirplus`); an older kernel lists plainly.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
@@ -649,6 +702,9 @@ impl Filesystem for View {
         reply.ok();
     }
 
+    // Folders are opened as fuser does by default. Answering `opendir` with ENOSYS would save
+    // two round trips a folder, but the kernel then keeps every listing as if
+    // FOPEN_CACHE_DIR: `latest/`, `at/` and `versions/` would not show what a `watch` adds.
     fn readdir(
         &self,
         _req: &Request,
@@ -657,31 +713,49 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(node) = self.node(ino.0) else {
-            return reply.error(Errno::ENOENT);
+        let entries = match self.entries(ino.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
-        let children = match self.children(ino.0, &node) {
-            Ok(c) => c,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        let dots = [
-            (ino.0, FileType::Directory, OsString::from(".")),
-            (1, FileType::Directory, OsString::from("..")),
-        ];
-        let listed = children.iter().map(|c| {
-            let kind = match &c.node {
-                Node::Copy { .. } => FileType::RegularFile,
+        for (next, child, _, name) in entries {
+            let kind = match child {
+                Some((_, Node::Copy { .. })) => FileType::RegularFile,
                 _ => FileType::Directory,
             };
-            (self.ino(&c.node), kind, c.name.clone())
-        });
-        for (i, (child, kind, name)) in dots
-            .into_iter()
-            .chain(listed)
-            .enumerate()
-            .skip(offset as usize)
-        {
-            if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
+            let child = child.map_or(ino.0, |(i, _)| i);
+            if reply.add(INodeNo(child), next, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// A listing with what each name is: the kernel then has no need to look each one up, one
+    /// round trip apiece, before it is opened.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.entries(ino.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        for (next, child, here, name) in entries {
+            let attr = match &child {
+                Some((child, node)) => self.attr(*child, node),
+                // `.` and `..`, which the kernel does not take from here.
+                None => Ok(here),
+            };
+            let attr = match attr {
+                Ok(a) => a,
+                // Gone since it was listed: left out, as a lookup would find nothing.
+                Err(_) => continue,
+            };
+            if reply.add(attr.ino, next, &name, &TTL, &attr, Generation(0)) {
                 break;
             }
         }

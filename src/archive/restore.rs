@@ -1,6 +1,7 @@
 //! `backup restore DST PATH --to TARGET [--at TIME]`: a file or a folder written back as it was
 //! at a point in time, through the same staging and no-replace publishing as a backup.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -210,6 +211,8 @@ pub(super) struct OneFolder {
     pub(super) files: Vec<(Vec<u8>, history::Version)>,
     pub(super) folders: Vec<(Vec<u8>, Option<u64>)>,
     pub(super) left_out: u64,
+    /// What DST showed of each of its files when listed (see `Listing::metas`).
+    pub(super) metas: HashMap<Vec<u8>, crate::meta::Meta>,
 }
 
 pub(super) fn one_folder_at(
@@ -225,6 +228,7 @@ pub(super) fn one_folder_at(
         files: Vec::new(),
         folders: Vec::new(),
         left_out: 0,
+        metas: HashMap::new(),
     };
     for h in &listing.histories {
         match h.restorable_at(at) {
@@ -258,6 +262,7 @@ pub(super) fn one_folder_at(
             out.folders.push((folder.name.clone(), cut.max(deleted)));
         }
     }
+    out.metas = listing.metas;
     Ok(out)
 }
 
