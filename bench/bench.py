@@ -896,7 +896,8 @@ def main():
     ap.add_argument("--only", default="small,large,source,latency,storm,rss",
                     help="comma-separated; also: restore (a tree restored, against cp -a), "
                          "mount (ls -R and reading all through backup mount's latest/, against "
-                         "DST directly), "
+                         "DST directly), mount-million (the same over the 1M-file tree, one "
+                         "round, takes many minutes), "
                          "versions (what versions and a renamed folder cost in DST on Btrfs, "
                          "XFS and ext4, against restic), "
                          "million (first copy of 1M files in 20k "
@@ -967,6 +968,11 @@ def main():
             src = work / "small"
             make_small(src, 50_000 // scale, 50)
             bench_mount(bin_, work, f"small files ({50_000 // scale})", src, rounds)
+            rmtree(src)
+        if "mount-million" in only:
+            src = work / "million"
+            make_small(src, 1_000_000 // scale, 50, max_size=512)
+            bench_mount(bin_, work, f"million small files ({1_000_000 // scale})", src, 1)
             rmtree(src)
         if "versions" in only:
             bench_versions(bin_, work, args.base, size_mib=256 // scale,

@@ -578,7 +578,8 @@ impl<'a> Loop<'a> {
                     (p, "excluded")
                 }
                 Work::Changed(p) => {
-                    let decision = self.changed(&p, &event.kind, at);
+                    let closes = event.info() != Some(poller::POLLED);
+                    let decision = self.changed(&p, &event.kind, closes, at);
                     (p, decision)
                 }
                 Work::Arrived(p) => {
@@ -597,8 +598,15 @@ impl<'a> Loop<'a> {
     /// The contents or metadata of `p` changed. A write leaves it open until its writer closes
     /// it (a SQLite database, which its application keeps open, excepted); a change of a
     /// database's `-wal` or `-journal` is a change of the database, and what SQLite does with
-    /// its `-shm` or to open and close its files is none.
-    fn changed(&mut self, p: &Path, kind: &notify::EventKind, at: Instant) -> &'static str {
+    /// its `-shm` or to open and close its files is none. `closes`: whether the event's source
+    /// reports closes (inotify, fanotify), which the poller cannot.
+    fn changed(
+        &mut self,
+        p: &Path,
+        kind: &notify::EventKind,
+        closes: bool,
+        at: Instant,
+    ) -> &'static str {
         use notify::EventKind as K;
         use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
         let src = &self.engine.tree.src;
@@ -630,10 +638,9 @@ impl<'a> Loop<'a> {
             }
             // A file just created is open for writing by its creator, who may write nothing
             // for a while: rsync fills its temporary file in one write at the end. A symlink or
-            // a hard link is created whole, and polling sees no closes, so those settle by time.
-            K::Create(CreateKind::File)
-                if !self.watcher.is_polling() && is_new_file(&src.join(p)) =>
-            {
+            // a hard link is created whole, and polling (all of it, or the folders past the
+            // watch limit) sees no closes, so those settle by time.
+            K::Create(CreateKind::File) if closes && is_new_file(&src.join(p)) => {
                 self.settle.created(p.to_path_buf(), at);
                 "copy once closed and settled"
             }

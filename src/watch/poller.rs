@@ -81,11 +81,17 @@ fn digest(m: &std::fs::Metadata) -> u64 {
     h.finish()
 }
 
+/// The `info` of every event the poller makes: no close will follow one of its new files, as
+/// inotify's would.
+pub(crate) const POLLED: &str = "polled";
+
 /// What changed in one folder between two looks, as the events inotify would have sent: pure.
 pub(crate) fn diff(dir: &Path, before: &Look, after: &Look) -> Vec<notify::Event> {
     use std::cmp::Ordering as O;
     let event = |kind, name: &[u8]| {
-        notify::Event::new(kind).add_path(dir.join(std::ffi::OsStr::from_bytes(name)))
+        notify::Event::new(kind)
+            .add_path(dir.join(std::ffi::OsStr::from_bytes(name)))
+            .set_info(POLLED)
     };
     let created = |is_dir| {
         EventKind::Create(if is_dir {
@@ -339,7 +345,9 @@ fn look_at(set: &Mutex<Set>, dir: &Path, sink: &impl Sink) {
                 } else {
                     EventKind::Modify(ModifyKind::Any)
                 };
-                notify::Event::new(kind).add_path(dir.join(std::ffi::OsStr::from_bytes(&name)))
+                notify::Event::new(kind)
+                    .add_path(dir.join(std::ffi::OsStr::from_bytes(&name)))
+                    .set_info(POLLED)
             })
             .collect(),
     };
@@ -433,6 +441,12 @@ mod tests {
             ),
         ];
         assert_eq!(got, want);
+        // Marked, so that a new file is not held for a close that polling never sees.
+        assert!(
+            diff(dir, &before, &after)
+                .iter()
+                .all(|e| e.info() == Some(POLLED))
+        );
         assert!(diff(dir, &after, &after).is_empty());
     }
 
