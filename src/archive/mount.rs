@@ -117,12 +117,22 @@ fn make_room<K: Clone + Eq + std::hash::Hash, V>(cache: &mut HashMap<K, V>, kept
     }
 }
 
+/// The times in `at/`, with when they were found and how long that took.
+struct Times {
+    found: Instant,
+    took: Duration,
+    all: Arc<Vec<u64>>,
+}
+
+/// One name of a folder's listing: the offset of the next, its inode and node (none for `.`
+/// and `..`), the folder's own attributes, and the name.
+type Entry = (u64, Option<(u64, Node)>, FileAttr, OsString);
+
 struct View {
     archive: Archive,
     root: Node,
     table: Mutex<Table>,
-    /// The times in `at/`, with when they were found.
-    times: Mutex<Option<(Instant, Arc<Vec<u64>>)>>,
+    times: Mutex<Option<Times>>,
     files: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     /// Whether reads may be handed to the kernel (FUSE passthrough): the kernel offers it
@@ -287,14 +297,16 @@ impl View {
     }
 
     /// Every time something (a version, a record of a deletion) was captured in DST, oldest
-    /// first; found when `at/` is listed, again once `TTL` has passed, since a `watch` may add
-    /// times. It reads every folder of DST.
+    /// first; found when `at/` is listed, and again once `TTL` has passed, since a `watch` may
+    /// add times. That reads every folder of DST: where it takes long (a million files), it is
+    /// done again only after ten times as long, so that listing `at/` is not always that slow.
     fn times(&self) -> Arc<Vec<u64>> {
-        if let Some((found, times)) = lock(&self.times).as_ref()
-            && found.elapsed() < TTL
+        if let Some(t) = lock(&self.times).as_ref()
+            && t.found.elapsed() < TTL.max(t.took * 10)
         {
-            return Arc::clone(times);
+            return Arc::clone(&t.all);
         }
+        let start = Instant::now();
         let mut all: Vec<u64> = self
             .archive
             .folders(Path::new(""))
@@ -306,7 +318,11 @@ impl View {
         all.sort_unstable();
         all.dedup();
         let all = Arc::new(all);
-        *lock(&self.times) = Some((Instant::now(), Arc::clone(&all)));
+        *lock(&self.times) = Some(Times {
+            found: Instant::now(),
+            took: start.elapsed(),
+            all: Arc::clone(&all),
+        });
         all
     }
 
@@ -543,14 +559,8 @@ impl View {
         Ok(attr)
     }
 
-    /// The names of folder `ino` from `offset` on, each with the offset of the next, its inode
-    /// and node (none for `.` and `..`), and the folder's own attributes.
-    #[allow(clippy::type_complexity)]
-    fn entries(
-        &self,
-        ino: u64,
-        offset: u64,
-    ) -> Result<Vec<(u64, Option<(u64, Node)>, FileAttr, OsString)>, Errno> {
+    /// The names of folder `ino` from `offset` on.
+    fn entries(&self, ino: u64, offset: u64) -> Result<Vec<Entry>, Errno> {
         let node = self.node(ino).ok_or(Errno::ENOENT)?;
         let children = self.children(ino, &node).map_err(|e| errno(&e))?;
         let here = self.attr(ino, &node).map_err(|e| errno(&e))?;
