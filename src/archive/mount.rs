@@ -125,8 +125,8 @@ struct Times {
 }
 
 /// One name of a folder's listing: the offset of the next, its inode and node (none for `.`
-/// and `..`), the folder's own attributes, and the name.
-type Entry = (u64, Option<(u64, Node)>, FileAttr, OsString);
+/// and `..`), and the name.
+type Entry = (u64, Option<(u64, Node)>, OsString);
 
 struct View {
     archive: Archive,
@@ -206,7 +206,7 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .map_err(|e| at_mountpoint(Why::Io(e)))?;
     }
-    // Where /dev/fuse cannot be opened, the mount fails naming the mount point instead.
+    // Where /dev/fuse cannot be opened, fuser's error would name the mount point instead.
     let device = Path::new("/dev/fuse");
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
@@ -532,11 +532,14 @@ impl View {
         };
         if let Some(m) = metas.get(version) {
             let ino = self.ino(node);
-            let attr = self.shown(ino, m);
-            let mut t = lock(&self.table);
-            make_room(&mut t.attrs, LISTINGS_KEPT * 16);
-            t.attrs.insert(ino, attr);
+            self.keep(ino, self.shown(ino, m));
         }
+    }
+
+    fn keep(&self, ino: u64, attr: FileAttr) {
+        let mut t = lock(&self.table);
+        make_room(&mut t.attrs, LISTINGS_KEPT * 16);
+        t.attrs.insert(ino, attr);
     }
 
     fn attr(&self, ino: u64, node: &Node) -> io::Result<FileAttr> {
@@ -550,20 +553,16 @@ impl View {
             }
             Node::Copy { rel, version } => {
                 let attr = self.shown(ino, &self.folder(rel)?.stat(version)?);
-                let mut t = lock(&self.table);
-                make_room(&mut t.attrs, LISTINGS_KEPT * 16);
-                t.attrs.insert(ino, attr);
+                self.keep(ino, attr);
                 attr
             }
         };
         Ok(attr)
     }
 
-    /// The names of folder `ino` from `offset` on.
-    fn entries(&self, ino: u64, offset: u64) -> Result<Vec<Entry>, Errno> {
-        let node = self.node(ino).ok_or(Errno::ENOENT)?;
-        let children = self.children(ino, &node).map_err(|e| errno(&e))?;
-        let here = self.attr(ino, &node).map_err(|e| errno(&e))?;
+    /// The names of folder `ino` (`node`) from `offset` on.
+    fn entries(&self, ino: u64, node: &Node, offset: u64) -> Result<Vec<Entry>, Errno> {
+        let children = self.children(ino, node).map_err(|e| errno(&e))?;
         let dots = [(None, OsString::from(".")), (None, OsString::from(".."))];
         let listed = children
             .iter()
@@ -573,7 +572,7 @@ impl View {
             .chain(listed)
             .enumerate()
             .skip(offset as usize)
-            .map(|(i, (child, name))| ((i + 1) as u64, child, here, name))
+            .map(|(i, (child, name))| ((i + 1) as u64, child, name))
             .collect())
     }
 
@@ -723,16 +722,23 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.entries(ino.0, offset) {
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let entries = match self.entries(ino.0, &node, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        for (next, child, _, name) in entries {
+        for (next, child, name) in entries {
             let kind = match child {
                 Some((_, Node::Copy { .. })) => FileType::RegularFile,
                 _ => FileType::Directory,
             };
-            let child = child.map_or(ino.0, |(i, _)| i);
+            let child = match child {
+                Some((child, _)) => child,
+                None if name == "." => ino.0,
+                None => 1,
+            };
             if reply.add(INodeNo(child), next, kind, &name) {
                 break;
             }
@@ -750,11 +756,18 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.entries(ino.0, offset) {
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let entries = match self.entries(ino.0, &node, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        for (next, child, here, name) in entries {
+        let here = match self.attr(ino.0, &node) {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for (next, child, name) in entries {
             let attr = match &child {
                 Some((child, node)) => self.attr(*child, node),
                 // `.` and `..`, which the kernel does not take from here.
