@@ -27,6 +27,7 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 
+use self::inodes::{Inodes, LATEST, Node, ROOT};
 use super::restore::{one_folder_at, own_cut};
 use super::{Archive, reporter};
 use crate::config::MountJob;
@@ -36,71 +37,60 @@ use crate::meta::{Kind, Meta};
 use crate::naming;
 use crate::report::Message;
 
-/// The time that `latest/` shows: later than any capture.
-const LATEST: u64 = u64::MAX;
+mod inodes;
 
 /// How long the kernel may keep what it was told: short, since `latest/` moves while a
 /// `watch` writes into DST.
 const TTL: Duration = Duration::from_secs(1);
 
-/// Listings (and open folders of DST) kept at once; beyond, some are dropped and read again
-/// when needed, so that memory stays bounded whatever DST holds.
-const LISTINGS_KEPT: usize = 4096;
-
-/// Something the mount shows.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Node {
-    /// `latest/`, `at/` and `versions/`.
-    Top,
-    /// `at/`: one folder per time something was captured.
-    Times,
-    /// A folder of the tree at `at`, with the newest deletion by then of it or of a folder above.
-    Tree {
-        at: u64,
-        rel: PathBuf,
-        cut: Option<u64>,
-    },
-    /// `versions/REL/`: the folder's subfolders, and a folder for each of its files.
-    VersionsIn { rel: PathBuf },
-    /// `versions/REL/NAME/`: every version of one file.
-    VersionsOf { rel: PathBuf, name: Vec<u8> },
-    /// A copy in DST: a version of a file, or the record of a deletion.
-    Copy { rel: PathBuf, version: Vec<u8> },
-}
-
-impl Node {
-    /// Whether what it holds changes as versions are added: the tree now, the lists of
-    /// versions, and `at/`, which gains a time with each. A tree at a past time holds what was
-    /// captured by then, which no later copy changes.
-    fn moves(&self) -> bool {
-        matches!(
-            self,
-            Node::Times
-                | Node::Tree { at: LATEST, .. }
-                | Node::VersionsIn { .. }
-                | Node::VersionsOf { .. }
-        )
-    }
-}
+/// Names in the listings kept at once, and attributes kept at once; beyond, some are dropped
+/// and read again when needed, so that memory stays bounded whatever DST holds. A listing is
+/// there for the `readdir` calls that follow it (a folder is sent in pages): a folder longer
+/// than this is still kept, alone.
+const NAMES_KEPT: usize = 65_536;
+const ATTRS_KEPT: usize = 16_384;
 
 /// One name in a folder of the mount.
 #[derive(Clone, Debug)]
 struct Child {
     name: OsString,
-    node: Node,
+    ino: u64,
+    kind: FileType,
 }
 
 /// Inode numbers for the nodes met so far, and the listings read lately.
 #[derive(Default)]
 struct Table {
-    by_node: HashMap<Node, u64>,
-    nodes: Vec<Node>,
+    inodes: Inodes,
     /// Each with when it was read: a listing of what moves while a `watch` writes into DST
     /// (`latest/`, `versions/`) is read again after `TTL`.
     listings: HashMap<u64, (Instant, Arc<Vec<Child>>)>,
+    /// The names in `listings`, in all.
+    listed: usize,
     attrs: HashMap<u64, FileAttr>,
     /// Folders of DST, open: each lookup and read in a folder would open it again otherwise.
     folders: HashMap<PathBuf, Arc<dyn crate::dest::Folder>>,
+}
+
+impl Table {
+    /// Keeps the listing of `ino`, dropping others, whichever, to keep within `NAMES_KEPT`.
+    fn keep_listing(&mut self, ino: u64, list: Arc<Vec<Child>>) {
+        self.forget_listing(ino);
+        while self.listed + list.len() > NAMES_KEPT {
+            let Some(&other) = self.listings.keys().next() else {
+                break;
+            };
+            self.forget_listing(other);
+        }
+        self.listed += list.len();
+        self.listings.insert(ino, (Instant::now(), list));
+    }
+
+    fn forget_listing(&mut self, ino: u64) {
+        if let Some((_, old)) = self.listings.remove(&ino) {
+            self.listed -= old.len();
+        }
+    }
 }
 
 /// Folders of DST kept open at once: each holds a file descriptor, and the soft limit on them is
@@ -124,9 +114,9 @@ struct Times {
     all: Arc<Vec<u64>>,
 }
 
-/// One name of a folder's listing: the offset of the next, its inode and node (none for `.`
+/// One name of a folder's listing: the offset of the next, its inode and kind (none for `.`
 /// and `..`), and the name.
-type Entry = (u64, Option<(u64, Node)>, OsString);
+type Entry = (u64, Option<(u64, FileType)>, OsString);
 
 struct View {
     archive: Archive,
@@ -275,25 +265,18 @@ fn errno(e: &io::Error) -> Errno {
 }
 
 impl View {
-    fn ino(&self, node: &Node) -> u64 {
+    fn ino(&self, node: &Node) -> io::Result<u64> {
         if *node == self.root {
-            return 1;
+            return Ok(ROOT);
         }
-        let mut t = lock(&self.table);
-        if let Some(&ino) = t.by_node.get(node) {
-            return ino;
-        }
-        t.nodes.push(node.clone());
-        let ino = t.nodes.len() as u64 + 1;
-        t.by_node.insert(node.clone(), ino);
-        ino
+        lock(&self.table).inodes.ino(node)
     }
 
     fn node(&self, ino: u64) -> Option<Node> {
-        if ino == 1 {
+        if ino == ROOT {
             return Some(self.root.clone());
         }
-        lock(&self.table).nodes.get(ino as usize - 2).cloned()
+        lock(&self.table).inodes.node(ino)
     }
 
     /// Every time something (a version, a record of a deletion) was captured in DST, oldest
@@ -334,9 +317,7 @@ impl View {
             return Ok(Arc::clone(kept));
         }
         let list = Arc::new(self.list(node)?);
-        let mut t = lock(&self.table);
-        make_room(&mut t.listings, LISTINGS_KEPT);
-        t.listings.insert(ino, (Instant::now(), Arc::clone(&list)));
+        lock(&self.table).keep_listing(ino, Arc::clone(&list));
         Ok(list)
     }
 
@@ -353,96 +334,100 @@ impl View {
     }
 
     fn list(&self, node: &Node) -> io::Result<Vec<Child>> {
-        let child = |name: &[u8], node: Node| Child {
-            name: OsStr::from_bytes(name).to_os_string(),
-            node,
+        // A folder, or a copy whose kind its listing found.
+        let child = |name: &[u8], node: Node, meta: Option<&Meta>| -> io::Result<Child> {
+            let ino = self.ino(&node)?;
+            let kind = match (&node, meta) {
+                (Node::Copy { .. }, Some(m)) => {
+                    let attr = self.shown(ino, m);
+                    // A copy never changes: what its listing found serves its lookup.
+                    self.keep(ino, attr);
+                    attr.kind
+                }
+                (Node::Copy { .. }, None) => FileType::RegularFile,
+                _ => FileType::Directory,
+            };
+            Ok(Child {
+                name: OsStr::from_bytes(name).to_os_string(),
+                ino,
+                kind,
+            })
         };
-        Ok(match node {
-            Node::Top => vec![
-                child(
-                    b"latest",
+        match node {
+            Node::Top => [
+                (
+                    &b"latest"[..],
                     Node::Tree {
                         at: LATEST,
                         rel: PathBuf::new(),
                         cut: None,
                     },
                 ),
-                child(b"at", Node::Times),
-                child(
+                (b"at", Node::Times),
+                (
                     b"versions",
                     Node::VersionsIn {
                         rel: PathBuf::new(),
                     },
                 ),
-            ],
+            ]
+            .into_iter()
+            .map(|(name, node)| child(name, node, None))
+            .collect(),
             Node::Times => self
                 .times()
                 .iter()
-                .filter_map(|&at| {
-                    let name = time_name(at)?;
-                    Some(child(name.as_bytes(), self.tree_root(at)))
-                })
+                .filter_map(|&at| Some((time_name(at)?, at)))
+                .map(|(name, at)| child(name.as_bytes(), self.tree_root(at), None))
                 .collect(),
             Node::Tree { at, rel, cut } => {
                 let one = one_folder_at(&self.archive, rel, *at, *cut)
                     .map_err(|e| io::Error::other(e.to_string()))?;
-                let mut out: Vec<Child> = one
-                    .files
-                    .into_iter()
-                    .map(|(name, v)| {
-                        let node = Node::Copy {
-                            rel: rel.clone(),
-                            version: v.name,
-                        };
-                        self.keep_attr(&node, &one.metas);
-                        child(&name, node)
-                    })
-                    .collect();
-                out.extend(one.folders.into_iter().map(|(name, cut)| {
-                    let sub = rel.join(OsStr::from_bytes(&name));
-                    child(
-                        &name,
-                        Node::Tree {
-                            at: *at,
-                            rel: sub,
-                            cut,
-                        },
-                    )
-                }));
-                out
+                let files = one.files.iter().map(|(name, v)| {
+                    let node = Node::Copy {
+                        rel: rel.clone(),
+                        version: v.name.clone(),
+                    };
+                    child(name, node, one.metas.get(&v.name))
+                });
+                let folders = one.folders.iter().map(|(name, cut)| {
+                    let node = Node::Tree {
+                        at: *at,
+                        rel: rel.join(OsStr::from_bytes(name)),
+                        cut: *cut,
+                    };
+                    child(name, node, None)
+                });
+                files.chain(folders).collect()
             }
             Node::VersionsIn { rel } => {
                 let listing = self.archive.listing(rel, None)?;
                 let folders: Vec<&[u8]> =
                     listing.folders.iter().map(|f| f.name.as_slice()).collect();
-                let mut out: Vec<Child> = listing
-                    .folders
+                let subfolders = listing.folders.iter().map(|f| {
+                    let node = Node::VersionsIn {
+                        rel: rel.join(OsStr::from_bytes(&f.name)),
+                    };
+                    child(&f.name, node, None)
+                });
+                let files = listing
+                    .histories
                     .iter()
-                    .map(|f| {
-                        child(
-                            &f.name,
-                            Node::VersionsIn {
-                                rel: rel.join(OsStr::from_bytes(&f.name)),
-                            },
-                        )
-                    })
-                    .collect();
-                for h in listing.histories.iter().filter(|h| h.has_copies()) {
-                    // A file and a folder of one name (one became the other): the file's
-                    // versions are shown beside the folder, marked.
-                    let mut name = h.name.clone();
-                    if folders.contains(&name.as_slice()) {
-                        name.extend_from_slice(b"~file");
-                    }
-                    out.push(child(
-                        &name,
-                        Node::VersionsOf {
+                    .filter(|h| h.has_copies())
+                    .map(|h| {
+                        // A file and a folder of one name (one became the other): the file's
+                        // versions are shown beside the folder, marked.
+                        let mut name = h.name.clone();
+                        if folders.contains(&name.as_slice()) {
+                            name.extend_from_slice(b"~file");
+                        }
+                        let node = Node::VersionsOf {
                             rel: rel.clone(),
                             name: h.name.clone(),
-                        },
-                    ));
-                }
-                out
+                        };
+                        child(&name, node, None)
+                    });
+                subfolders.chain(files).collect()
             }
             Node::VersionsOf { rel, name } => {
                 let listing = self.archive.listing(rel, None)?;
@@ -458,13 +443,12 @@ impl View {
                             rel: rel.clone(),
                             version: v.name.clone(),
                         };
-                        self.keep_attr(&node, &listing.metas);
-                        child(&v.name, node)
+                        child(&v.name, node, listing.metas.get(&v.name))
                     })
                     .collect()
             }
-            Node::Copy { .. } => return Err(io::Error::from(io::ErrorKind::NotADirectory)),
-        })
+            Node::Copy { .. } => Err(io::Error::from(io::ErrorKind::NotADirectory)),
+        }
     }
 
     fn tree_root(&self, at: u64) -> Node {
@@ -523,36 +507,26 @@ impl View {
         }
     }
 
-    /// Keeps what a listing found of a copy: its lookup then needs no `stat` of its own. A
-    /// copy never changes; what a folder shows may, as `watch` writes, so only copies are
-    /// kept.
-    fn keep_attr(&self, node: &Node, metas: &HashMap<Vec<u8>, Meta>) {
-        let Node::Copy { version, .. } = node else {
-            return;
-        };
-        if let Some(m) = metas.get(version) {
-            let ino = self.ino(node);
-            self.keep(ino, self.shown(ino, m));
-        }
-    }
-
     fn keep(&self, ino: u64, attr: FileAttr) {
         let mut t = lock(&self.table);
-        make_room(&mut t.attrs, LISTINGS_KEPT * 16);
+        make_room(&mut t.attrs, ATTRS_KEPT);
         t.attrs.insert(ino, attr);
     }
 
-    fn attr(&self, ino: u64, node: &Node) -> io::Result<FileAttr> {
+    fn attr(&self, ino: u64) -> io::Result<FileAttr> {
         if let Some(a) = lock(&self.table).attrs.get(&ino) {
             return Ok(*a);
         }
+        let node = self
+            .node(ino)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let attr = match node {
             Node::Top | Node::Times | Node::VersionsOf { .. } => self.made_up(ino),
             Node::Tree { rel, .. } | Node::VersionsIn { rel } => {
-                self.shown(ino, &self.folder(rel)?.meta()?)
+                self.shown(ino, &self.folder(&rel)?.meta()?)
             }
             Node::Copy { rel, version } => {
-                let attr = self.shown(ino, &self.folder(rel)?.stat(version)?);
+                let attr = self.shown(ino, &self.folder(&rel)?.stat(&version)?);
                 self.keep(ino, attr);
                 attr
             }
@@ -566,7 +540,7 @@ impl View {
         let dots = [(None, OsString::from(".")), (None, OsString::from(".."))];
         let listed = children
             .iter()
-            .map(|c| (Some((self.ino(&c.node), c.node.clone())), c.name.clone()));
+            .map(|c| (Some((c.ino, c.kind)), c.name.clone()));
         Ok(dots
             .into_iter()
             .chain(listed)
@@ -576,7 +550,7 @@ impl View {
             .collect())
     }
 
-    fn lookup_in(&self, parent: u64, name: &OsStr) -> io::Result<(u64, Node)> {
+    fn lookup_in(&self, parent: u64, name: &OsStr) -> io::Result<u64> {
         let node = self
             .node(parent)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
@@ -584,15 +558,14 @@ impl View {
         if node == Node::Times
             && let Some(at) = time_of_name(name)
         {
-            let tree = self.tree_root(at);
-            return Ok((self.ino(&tree), tree));
+            return self.ino(&self.tree_root(at));
         }
         let children = self.children(parent, &node)?;
-        let found = children
+        children
             .iter()
             .find(|c| c.name == name)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        Ok((self.ino(&found.node), found.node.clone()))
+            .map(|c| c.ino)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 }
 
@@ -611,7 +584,7 @@ impl Filesystem for View {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self
             .lookup_in(parent.0, name)
-            .and_then(|(ino, node)| self.attr(ino, &node))
+            .and_then(|ino| self.attr(ino))
         {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(errno(&e)),
@@ -619,10 +592,7 @@ impl Filesystem for View {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let Some(node) = self.node(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        match self.attr(ino.0, &node) {
+        match self.attr(ino.0) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(errno(&e)),
         }
@@ -730,14 +700,10 @@ impl Filesystem for View {
             Err(e) => return reply.error(e),
         };
         for (next, child, name) in entries {
-            let kind = match child {
-                Some((_, Node::Copy { .. })) => FileType::RegularFile,
-                _ => FileType::Directory,
-            };
-            let child = match child {
-                Some((child, _)) => child,
-                None if name == "." => ino.0,
-                None => 1,
+            let (child, kind) = match child {
+                Some(child) => child,
+                None if name == "." => (ino.0, FileType::Directory),
+                None => (ROOT, FileType::Directory),
             };
             if reply.add(INodeNo(child), next, kind, &name) {
                 break;
@@ -763,13 +729,13 @@ impl Filesystem for View {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        let here = match self.attr(ino.0, &node) {
+        let here = match self.attr(ino.0) {
             Ok(a) => a,
             Err(e) => return reply.error(errno(&e)),
         };
         for (next, child, name) in entries {
-            let attr = match &child {
-                Some((child, node)) => self.attr(*child, node),
+            let attr = match child {
+                Some((child, _)) => self.attr(child),
                 // `.` and `..`, which the kernel does not take from here.
                 None => Ok(here),
             };
