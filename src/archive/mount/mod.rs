@@ -97,6 +97,9 @@ impl Table {
 /// often 1,024.
 const FOLDERS_KEPT: usize = 256;
 
+/// Copies kept open for reads through this process (see `View::copy`).
+const COPIES_KEPT: usize = 32;
+
 /// Makes room in a cache that has reached `kept`: drops an eighth of it, whichever.
 fn make_room<K: Clone + Eq + std::hash::Hash, V>(cache: &mut HashMap<K, V>, kept: usize) {
     if cache.len() >= kept {
@@ -123,12 +126,15 @@ struct View {
     root: Node,
     table: Mutex<Table>,
     times: Mutex<Option<Times>>,
-    files: Mutex<HashMap<u64, Handle>>,
+    /// Copies handed to the kernel (FUSE passthrough), each held until its release.
+    handed: Mutex<HashMap<u64, BackingId>>,
     next_fh: AtomicU64,
-    /// Whether reads may be handed to the kernel (FUSE passthrough): the kernel offers it
-    /// (Linux 6.9 and later) and this process may use it (it needs `CAP_SYS_ADMIN`). Found out
-    /// when mounting and at the first open; turned off at the first refusal.
+    /// Whether reads may be handed to the kernel: the kernel offers it (Linux 6.9 and later)
+    /// and this process may use it (it needs `CAP_SYS_ADMIN`). Found out when mounting and at
+    /// the first open; turned off at the first refusal.
     passthrough: AtomicBool,
+    /// Copies open for reads through this process, by inode, each with when it was last read.
+    copies: Mutex<HashMap<u64, (Instant, Arc<File>)>>,
     /// When it was mounted: the times of the folders it makes up.
     mounted: SystemTime,
     /// The owner of the folders it makes up: whoever mounted it.
@@ -172,9 +178,10 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
         root,
         table: Mutex::new(Table::default()),
         times: Mutex::new(None),
-        files: Mutex::new(HashMap::new()),
+        handed: Mutex::new(HashMap::new()),
         next_fh: AtomicU64::new(1),
         passthrough: AtomicBool::new(false),
+        copies: Mutex::new(HashMap::new()),
         mounted: SystemTime::now(),
         owner: (
             rustix::process::geteuid().as_raw(),
@@ -225,15 +232,6 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
     Ok(())
 }
 
-/// An open copy: read by this process, or handed to the kernel, which reads it itself.
-enum Handle {
-    Read(File),
-    /// Kept until the release: dropping it ends the kernel's hold on the file.
-    Passthrough {
-        _held: BackingId,
-    },
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -259,6 +257,8 @@ fn system_time(t: crate::meta::Time) -> SystemTime {
 fn errno(e: &io::Error) -> Errno {
     match e.kind() {
         io::ErrorKind::NotFound => Errno::ENOENT,
+        io::ErrorKind::IsADirectory => Errno::EISDIR,
+        io::ErrorKind::NotADirectory => Errno::ENOTDIR,
         // A destination gone (unplugged, unmounted) or failing: an error, never a hang.
         _ => Errno::EIO,
     }
@@ -331,6 +331,31 @@ impl View {
         make_room(&mut t.folders, FOLDERS_KEPT);
         t.folders.insert(rel.to_path_buf(), Arc::clone(&f));
         Ok(f)
+    }
+
+    /// The copy `ino`, open: kept for the reads that follow (a large file is read in many),
+    /// and dropped, least lately read first, beyond `COPIES_KEPT`. A copy in a remote store is
+    /// downloaded when opened, so dropping one that is still being read would download it again.
+    fn copy(&self, ino: u64) -> io::Result<Arc<File>> {
+        if let Some((used, f)) = lock(&self.copies).get_mut(&ino) {
+            *used = Instant::now();
+            return Ok(Arc::clone(f));
+        }
+        let Some(Node::Copy { rel, version }) = self.node(ino) else {
+            return Err(io::Error::from(io::ErrorKind::IsADirectory));
+        };
+        let file = Arc::new(self.folder(&rel)?.open_read(&version)?);
+        let mut copies = lock(&self.copies);
+        if copies.len() >= COPIES_KEPT
+            && let Some(&oldest) = copies
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(ino, _)| ino)
+        {
+            copies.remove(&oldest);
+        }
+        copies.insert(ino, (Instant::now(), Arc::clone(&file)));
+        Ok(file)
     }
 
     fn list(&self, node: &Node) -> io::Result<Vec<Child>> {
@@ -608,7 +633,14 @@ impl Filesystem for View {
         }
     }
 
+    /// Hands the copy to the kernel, which then reads it without asking. Where it cannot (no
+    /// passthrough), `open` answers that it is not implemented: the kernel (Linux 4.19 and
+    /// later) then sends no `open` or `release` for the rest of the mount, keeps what it read
+    /// (a copy never changes), and reading a small file costs one round trip, not three.
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return reply.error(Errno::ENOSYS);
+        }
         let Some(Node::Copy { rel, version }) = self.node(ino.0) else {
             return reply.error(Errno::EISDIR);
         };
@@ -616,41 +648,34 @@ impl Filesystem for View {
             Ok(file) => file,
             Err(e) => return reply.error(errno(&e)),
         };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        // Each read of a copy handed over costs no round trip through this process.
-        if self.passthrough.load(Ordering::Relaxed) {
-            match reply.open_backing(&file) {
-                Ok(id) => {
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-                    lock(&self.files).insert(fh, Handle::Passthrough { _held: id });
-                    return;
-                }
-                // Not allowed here (no `CAP_SYS_ADMIN`) or not for this file (a copy on a
-                // stacked filesystem): read as below from now on.
-                Err(_) => self.passthrough.store(false, Ordering::Relaxed),
+        match reply.open_backing(&file) {
+            Ok(id) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                lock(&self.handed).insert(fh, id);
+            }
+            // Not allowed here (no `CAP_SYS_ADMIN`) or not for this file (a copy on a stacked
+            // filesystem): read by this process from now on, as above.
+            Err(_) => {
+                self.passthrough.store(false, Ordering::Relaxed);
+                reply.error(Errno::ENOSYS);
             }
         }
-        lock(&self.files).insert(fh, Handle::Read(file));
-        // A copy never changes: the kernel may keep what it read.
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
+    /// A read of a copy not handed over (see `open`).
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file = match lock(&self.files).get(&fh.0) {
-            Some(Handle::Read(f)) => f.try_clone(),
-            _ => return reply.error(Errno::EBADF),
-        };
-        let file = match file {
+        let file = match self.copy(ino.0) {
             Ok(f) => f,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -677,7 +702,7 @@ impl Filesystem for View {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.files).remove(&fh.0);
+        lock(&self.handed).remove(&fh.0);
         reply.ok();
     }
 
