@@ -56,15 +56,80 @@ impl Node {
 /// A copy, or the folder of one file's versions: a name in a folder of DST.
 #[derive(Clone, Copy)]
 struct Leaf {
-    /// Where its name starts in `Inodes::names`.
-    start: u64,
+    /// Where its name is in `Inodes::names`.
+    name_at: u32,
     /// Its folder of DST: an index into `Inodes::rels`.
     rel: u32,
     /// The length of its name, with `VERSIONS_OF` set for the folder of a file's versions.
-    len: u32,
+    len: u16,
 }
 
-const VERSIONS_OF: u32 = 1 << 31;
+const VERSIONS_OF: u16 = 1 << 15;
+
+/// Leaves and names are kept in chunks of a fixed size, never in one growing `Vec`: growing it
+/// copies it, and the allocator keeps the old copies' memory, which made a third of the
+/// mount's size over a million files.
+const LEAVES_PER_CHUNK: usize = 1 << 16;
+const NAME_CHUNK_BITS: u32 = 20;
+
+#[derive(Default)]
+struct Leaves(Vec<Vec<Leaf>>);
+
+impl Leaves {
+    fn len(&self) -> usize {
+        self.0
+            .last()
+            .map_or(0, |c| (self.0.len() - 1) * LEAVES_PER_CHUNK + c.len())
+    }
+
+    fn get(&self, i: usize) -> Option<&Leaf> {
+        self.0.get(i / LEAVES_PER_CHUNK)?.get(i % LEAVES_PER_CHUNK)
+    }
+
+    fn push(&mut self, leaf: Leaf) {
+        match self.0.last_mut() {
+            Some(c) if c.len() < LEAVES_PER_CHUNK => c.push(leaf),
+            _ => {
+                let mut c = Vec::with_capacity(LEAVES_PER_CHUNK);
+                c.push(leaf);
+                self.0.push(c);
+            }
+        }
+    }
+}
+
+/// Names one after the other, in chunks of 1 MiB: a name is where `name_at` says, the chunk in
+/// its high bits and the place in the chunk in its low `NAME_CHUNK_BITS`. 4,096 chunks, 4 GiB.
+#[derive(Default)]
+struct Names(Vec<Vec<u8>>);
+
+impl Names {
+    fn push(&mut self, name: &[u8]) -> io::Result<u32> {
+        let chunk = 1 << NAME_CHUNK_BITS;
+        match self.0.last() {
+            Some(c) if c.len() + name.len() <= chunk => {}
+            _ => self.0.push(Vec::with_capacity(chunk)),
+        }
+        let n = u32::try_from(self.0.len() - 1)
+            .ok()
+            .filter(|&n| n < 1 << (32 - NAME_CHUNK_BITS))
+            .ok_or_else(full)?;
+        let c = self.0.last_mut().ok_or_else(full)?;
+        let at = (n << NAME_CHUNK_BITS) | c.len() as u32;
+        c.extend_from_slice(name);
+        Ok(at)
+    }
+
+    fn get(&self, leaf: &Leaf) -> &[u8] {
+        let chunk = (leaf.name_at >> NAME_CHUNK_BITS) as usize;
+        let at = (leaf.name_at & ((1 << NAME_CHUNK_BITS) - 1)) as usize;
+        let len = (leaf.len & !VERSIONS_OF) as usize;
+        self.0
+            .get(chunk)
+            .and_then(|c| c.get(at..at + len))
+            .unwrap_or_default()
+    }
+}
 
 /// Numbers: the root is 1; then folders take the even numbers and leaves the odd ones, each
 /// the next free, so that numbers stay small (some programs still fail on inode numbers past
@@ -75,17 +140,18 @@ pub(super) struct Inodes {
     folder_inos: HashMap<Node, u64>,
     rels: Vec<PathBuf>,
     rel_ids: HashMap<PathBuf, u32>,
-    leaves: Vec<Leaf>,
+    leaves: Leaves,
     /// Indexes into `leaves` (four bytes each: a million copies, a million of them), found by
     /// the hash of (folder, kind, name).
     leaf_index: HashTable<u32>,
-    names: Vec<u8>,
+    names: Names,
     hasher: RandomState,
 }
 
 impl Inodes {
     /// The number of `node`, given now if it has none. The root's is `ROOT`, which the caller
-    /// knows. Fails only when a table is full: four billion copies, or folders of DST.
+    /// knows. Fails only when a table is full: four billion copies, or folders of DST, or 4 GiB
+    /// of names; or for a name longer than 32 KiB.
     pub(super) fn ino(&mut self, node: &Node) -> io::Result<u64> {
         let (rel, name, versions_of) = match node {
             Node::Copy { rel, version } => (rel, version, false),
@@ -101,7 +167,7 @@ impl Inodes {
             }
         };
         let rel = self.rel_id(rel)?;
-        let len = u32::try_from(name.len())
+        let len = u16::try_from(name.len())
             .ok()
             .filter(|&len| len < VERSIONS_OF)
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidFilename))?;
@@ -109,24 +175,22 @@ impl Inodes {
         let hash = self.hasher.hash_one((rel, len, name));
         let (leaves, names) = (&self.leaves, &self.names);
         let same = |&i: &u32| {
-            let l: &Leaf = &leaves[i as usize];
-            l.rel == rel && l.len == len && Self::name_in(names, l) == name.as_slice()
+            leaves
+                .get(i as usize)
+                .is_some_and(|l| l.rel == rel && l.len == len && names.get(l) == name.as_slice())
         };
         if let Some(&i) = self.leaf_index.find(hash, same) {
             return Ok(3 + 2 * u64::from(i));
         }
         let i = u32::try_from(self.leaves.len()).map_err(|_| full())?;
-        self.leaves.push(Leaf {
-            start: self.names.len() as u64,
-            rel,
-            len,
-        });
-        self.names.extend_from_slice(name);
+        let name_at = self.names.push(name)?;
+        self.leaves.push(Leaf { name_at, rel, len });
         let (leaves, names, hasher) = (&self.leaves, &self.names, &self.hasher);
-        self.leaf_index.insert_unique(hash, i, |&i| {
-            let l = &leaves[i as usize];
-            hasher.hash_one((l.rel, l.len, Self::name_in(names, l)))
-        });
+        self.leaf_index
+            .insert_unique(hash, i, |&i| match leaves.get(i as usize) {
+                Some(l) => hasher.hash_one((l.rel, l.len, names.get(l))),
+                None => 0,
+            });
         Ok(3 + 2 * u64::from(i))
     }
 
@@ -141,17 +205,12 @@ impl Inodes {
         }
         let leaf = self.leaves.get(i)?;
         let rel = self.rels.get(leaf.rel as usize)?.clone();
-        let name = Self::name_in(&self.names, leaf).to_vec();
+        let name = self.names.get(leaf).to_vec();
         Some(if leaf.len & VERSIONS_OF != 0 {
             Node::VersionsOf { rel, name }
         } else {
             Node::Copy { rel, version: name }
         })
-    }
-
-    fn name_in<'a>(names: &'a [u8], leaf: &Leaf) -> &'a [u8] {
-        let start = leaf.start as usize;
-        &names[start..start + (leaf.len & !VERSIONS_OF) as usize]
     }
 
     fn rel_id(&mut self, rel: &Path) -> io::Result<u32> {
@@ -227,17 +286,20 @@ mod tests {
         assert_eq!(t.node(1_000_000), None);
     }
 
+    /// Past the end of a chunk of leaves (65,536) and of names (1 MiB).
     #[test]
     fn many_copies_keep_their_numbers() {
         let mut t = Inodes::default();
-        let inos: Vec<u64> = (0..20_000)
+        let name = |i: usize| format!("a-longer-file-name-{i:08}.txt");
+        let inos: Vec<u64> = (0..150_000)
             .map(|i| {
-                t.ino(&copy(&format!("d{}", i % 7), &format!("f{i}")))
+                t.ino(&copy(&format!("d{}", i % 7), &name(i)))
                     .expect("a number")
             })
             .collect();
+        assert!(t.leaves.0.len() > 2 && t.names.0.len() > 2);
         for (i, &ino) in inos.iter().enumerate() {
-            let node = copy(&format!("d{}", i % 7), &format!("f{i}"));
+            let node = copy(&format!("d{}", i % 7), &name(i));
             assert_eq!(t.node(ino), Some(node.clone()));
             assert_eq!(t.ino(&node).expect("a number"), ino);
         }
