@@ -46,14 +46,15 @@ const TTL: Duration = Duration::from_secs(1);
 /// Names in the listings kept at once, and attributes kept at once; beyond, some are dropped
 /// and read again when needed, so that memory stays bounded whatever DST holds. A listing is
 /// there for the `readdir` calls that follow it (a folder is sent in pages): a folder longer
-/// than this is still kept, alone.
-const NAMES_KEPT: usize = 65_536;
-const ATTRS_KEPT: usize = 16_384;
+/// than this is still kept, alone. The kernel keeps what it was told for `TTL` anyway, so these
+/// need not be large.
+const NAMES_KEPT: usize = 16_384;
+const ATTRS_KEPT: usize = 8_192;
 
 /// One name in a folder of the mount.
 #[derive(Clone, Debug)]
 struct Child {
-    name: OsString,
+    name: Box<OsStr>,
     ino: u64,
     kind: FileType,
 }
@@ -373,7 +374,7 @@ impl View {
                 _ => FileType::Directory,
             };
             Ok(Child {
-                name: OsStr::from_bytes(name).to_os_string(),
+                name: OsStr::from_bytes(name).into(),
                 ino,
                 kind,
             })
@@ -565,7 +566,7 @@ impl View {
         let dots = [(None, OsString::from(".")), (None, OsString::from(".."))];
         let listed = children
             .iter()
-            .map(|c| (Some((c.ino, c.kind)), c.name.clone()));
+            .map(|c| (Some((c.ino, c.kind)), c.name.to_os_string()));
         Ok(dots
             .into_iter()
             .chain(listed)
@@ -588,7 +589,7 @@ impl View {
         let children = self.children(parent, &node)?;
         children
             .iter()
-            .find(|c| c.name == name)
+            .find(|c| &*c.name == name)
             .map(|c| c.ino)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
