@@ -279,7 +279,8 @@ fn a_file_read_while_watch_adds_versions_is_always_one_whole_version() {
 }
 
 /// As root, reads are handed to the kernel (FUSE passthrough, Linux 6.9 and later); a user may
-/// not do that, and the mount reads the copies itself.
+/// not do that, and the mount reads the copies itself, without `open` requests. More files
+/// than it keeps open (32), each read whole.
 #[test]
 fn a_mount_by_a_user_reads_through_the_process() {
     if let Some(why) = unavailable() {
@@ -297,8 +298,15 @@ fn a_mount_by_a_user_reads_through_the_process() {
         return;
     }
     let env = Env::new();
-    let data = "a line of text\n".repeat(10_000);
+    let mut data = "a line of text\n".repeat(10_000);
     env.write("docs/big.txt", &data);
+    let mut paths = vec!["latest/docs/big.txt".to_string()];
+    for i in 0..40 {
+        let small = format!("file {i}\n").repeat(i + 1);
+        env.write(&format!("many/f{i:02}.txt"), &small);
+        data.push_str(&small);
+        paths.push(format!("latest/many/f{i:02}.txt"));
+    }
     env.once(&[]).code(0);
     common::open_up(&env);
     let at = env.root().join("as-user");
@@ -320,7 +328,11 @@ fn a_mount_by_a_user_reads_through_the_process() {
         .expect("backup mount as nobody");
     let up = wait_until(Duration::from_secs(10), || mounted(&at));
     // Only its user may look into it (no allow_other).
-    let read = up.then(|| nobody("cat").arg(at.join("latest/docs/big.txt")).output());
+    let read = up.then(|| {
+        nobody("cat")
+            .args(paths.iter().map(|p| at.join(p)))
+            .output()
+    });
     let _ = Command::new("fusermount3").arg("-u").arg(&at).status();
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
