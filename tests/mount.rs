@@ -303,7 +303,7 @@ fn a_mount_by_a_user_reads_through_the_process() {
     let mut paths = vec!["latest/docs/big.txt".to_string()];
     for i in 0..40 {
         let small = format!("file {i}\n").repeat(i + 1);
-        env.write(&format!("many/f{i:02}.txt"), &small);
+        env.write(format!("many/f{i:02}.txt"), &small);
         data.push_str(&small);
         paths.push(format!("latest/many/f{i:02}.txt"));
     }

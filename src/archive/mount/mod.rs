@@ -755,15 +755,13 @@ impl Filesystem for View {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        let here = match self.attr(ino.0) {
-            Ok(a) => a,
-            Err(e) => return reply.error(errno(&e)),
-        };
         for (next, child, name) in entries {
             let attr = match child {
                 Some((child, _)) => self.attr(child),
-                // `.` and `..`, which the kernel does not take from here.
-                None => Ok(here),
+                // The kernel takes no attributes of `.` and `..` from here, only their numbers:
+                // a `stat` of the folder for them would be wasted.
+                None if name == "." => Ok(self.made_up(ino.0)),
+                None => Ok(self.made_up(ROOT)),
             };
             let attr = match attr {
                 Ok(a) => a,
