@@ -140,10 +140,7 @@ impl Lazy {
 impl Drop for Lazy {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .output();
+            common::fuse_unmount(&self.mnt);
             let _ = child.kill();
             let _ = child.wait();
         }

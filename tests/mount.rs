@@ -80,7 +80,7 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if mounted(&self.at) {
-            let _ = Command::new("fusermount3").arg("-u").arg(&self.at).status();
+            common::fuse_unmount(&self.at);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -333,7 +333,7 @@ fn a_mount_by_a_user_reads_through_the_process() {
             .args(paths.iter().map(|p| at.join(p)))
             .output()
     });
-    let _ = Command::new("fusermount3").arg("-u").arg(&at).status();
+    common::fuse_unmount(&at);
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
     assert!(up, "not mounted: {}", String::from_utf8_lossy(&out.stderr));

@@ -793,7 +793,7 @@ fn a_bucket_mounts_and_reads() {
     let read = fs::read(at.join("latest/a.txt"));
     let sub = fs::read(at.join("latest/sub/b.txt"));
     let versions = fs::read_dir(at.join("versions/a.txt")).map(|d| d.count());
-    let _ = Command::new("fusermount3").arg("-u").arg(&at).status();
+    common::fuse_unmount(&at);
     let exited = wait_until(LIMIT, || child.try_wait().ok().flatten().is_some());
     if !exited {
         let _ = child.kill();

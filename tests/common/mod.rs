@@ -407,6 +407,23 @@ pub fn open_up(env: &Env) {
     }
 }
 
+/// Unmounts the FUSE mount at `at`, lazily where it is busy: a test that fails while a reader
+/// still has a file open under it must not leave a dead mount behind once its process is
+/// killed.
+pub fn fuse_unmount(at: &Path) {
+    let done = Command::new("fusermount3")
+        .arg("-u")
+        .arg(at)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !done {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(at)
+            .output();
+    }
+}
+
 /// Mounts a tmpfs of `size` (e.g. "1m") at `at`; false, with a message, where not allowed.
 pub fn mount_tmpfs(at: &Path, opts: &str) -> bool {
     fs::create_dir_all(at).expect("mkdir mount point");
