@@ -226,9 +226,12 @@ fn a_file_read_while_watch_adds_versions_is_always_one_whole_version() {
     // The versions below start in a later second than the first copy: each is a new time.
     common::next_second();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // How many versions the reader has seen: it is stopped only once it has seen more than one.
+    let versions_seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Reads all along, each of them checked to be one whole version.
     let reader = {
         let (latest, stop) = (latest.clone(), std::sync::Arc::clone(&stop));
+        let versions_seen = std::sync::Arc::clone(&versions_seen);
         std::thread::spawn(move || {
             let mut seen = std::collections::BTreeSet::new();
             let mut reads = 0;
@@ -243,6 +246,7 @@ fn a_file_read_while_watch_adds_versions_is_always_one_whole_version() {
                     .unwrap_or_else(|| panic!("not a version: {:?}", &data[..16]));
                 assert!(data == version_text(i), "read {reads}: a mix of versions");
                 seen.insert(i);
+                versions_seen.store(seen.len(), std::sync::atomic::Ordering::Relaxed);
             }
             (reads, seen)
         })
@@ -265,6 +269,11 @@ fn a_file_read_while_watch_adds_versions_is_always_one_whole_version() {
         wait_until(Duration::from_secs(10), || times(&m) > times_then),
         "at/ still lists {times_then} times"
     );
+    // The reader may have been kept off the CPU since the newest version showed (two cores,
+    // tests side by side): it is given the time to read it too.
+    wait_until(Duration::from_secs(10), || {
+        versions_seen.load(std::sync::atomic::Ordering::Relaxed) > 1
+    });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, seen) = reader.join().expect("every read was one whole version");
     assert!(reads > 12, "only {reads} reads");
