@@ -105,16 +105,17 @@ struct Names(Vec<Vec<u8>>);
 
 impl Names {
     fn push(&mut self, name: &[u8]) -> io::Result<u32> {
-        let chunk = 1 << NAME_CHUNK_BITS;
-        match self.0.last() {
-            Some(c) if c.len() + name.len() <= chunk => {}
-            _ => self.0.push(Vec::with_capacity(chunk)),
+        let size = 1 << NAME_CHUNK_BITS;
+        if self.0.last().is_none_or(|c| c.len() + name.len() > size) {
+            if self.0.len() >= 1 << (32 - NAME_CHUNK_BITS) {
+                return Err(full());
+            }
+            self.0.push(Vec::with_capacity(size));
         }
-        let n = u32::try_from(self.0.len() - 1)
-            .ok()
-            .filter(|&n| n < 1 << (32 - NAME_CHUNK_BITS))
-            .ok_or_else(full)?;
-        let c = self.0.last_mut().ok_or_else(full)?;
+        let n = (self.0.len() - 1) as u32;
+        let Some(c) = self.0.last_mut() else {
+            return Err(full());
+        };
         let at = (n << NAME_CHUNK_BITS) | c.len() as u32;
         c.extend_from_slice(name);
         Ok(at)

@@ -15,7 +15,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -76,18 +75,18 @@ struct Table {
 impl Table {
     /// Keeps the listing of `ino`, dropping others, whichever, to keep within `NAMES_KEPT`.
     fn keep_listing(&mut self, ino: u64, list: Arc<Vec<Child>>) {
-        self.forget_listing(ino);
+        self.drop_listing(ino);
         while self.listed + list.len() > NAMES_KEPT {
             let Some(&other) = self.listings.keys().next() else {
                 break;
             };
-            self.forget_listing(other);
+            self.drop_listing(other);
         }
         self.listed += list.len();
         self.listings.insert(ino, (Instant::now(), list));
     }
 
-    fn forget_listing(&mut self, ino: u64) {
+    fn drop_listing(&mut self, ino: u64) {
         if let Some((_, old)) = self.listings.remove(&ino) {
             self.listed -= old.len();
         }
@@ -118,9 +117,16 @@ struct Times {
     all: Arc<Vec<u64>>,
 }
 
-/// One name of a folder's listing: the offset of the next, its inode and kind (none for `.`
-/// and `..`), and the name.
-type Entry = (u64, Option<(u64, FileType)>, OsString);
+/// One name of a folder's listing, as `readdir` sends it.
+struct Entry {
+    /// The offset of the name after it.
+    next: u64,
+    ino: u64,
+    kind: FileType,
+    name: OsString,
+    /// `.` or `..`: the kernel takes their numbers, never their attributes.
+    dot: bool,
+}
 
 struct View {
     archive: Archive,
@@ -560,19 +566,25 @@ impl View {
         Ok(attr)
     }
 
-    /// The names of folder `ino` (`node`) from `offset` on.
-    fn entries(&self, ino: u64, node: &Node, offset: u64) -> Result<Vec<Entry>, Errno> {
-        let children = self.children(ino, node).map_err(|e| errno(&e))?;
-        let dots = [(None, OsString::from(".")), (None, OsString::from(".."))];
-        let listed = children
-            .iter()
-            .map(|c| (Some((c.ino, c.kind)), c.name.to_os_string()));
+    /// The names of folder `ino` from `offset` on.
+    fn entries(&self, ino: u64, offset: u64) -> Result<Vec<Entry>, Errno> {
+        let node = self.node(ino).ok_or(Errno::ENOENT)?;
+        let children = self.children(ino, &node).map_err(|e| errno(&e))?;
+        let dots = [(ino, "."), (ROOT, "..")]
+            .map(|(ino, name)| (ino, FileType::Directory, OsStr::new(name), true));
+        let listed = children.iter().map(|c| (c.ino, c.kind, &*c.name, false));
         Ok(dots
             .into_iter()
             .chain(listed)
             .enumerate()
             .skip(offset as usize)
-            .map(|(i, (child, name))| ((i + 1) as u64, child, name))
+            .map(|(i, (ino, kind, name, dot))| Entry {
+                next: i as u64 + 1,
+                ino,
+                kind,
+                name: name.to_os_string(),
+                dot,
+            })
             .collect())
     }
 
@@ -681,16 +693,10 @@ impl Filesystem for View {
             Err(e) => return reply.error(errno(&e)),
         };
         let mut buf = vec![0u8; size as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            match file.read_at(&mut buf[got..], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return reply.error(errno(&e)),
-            }
+        match crate::source::read_full_at(&file, &mut buf, offset) {
+            Ok(got) => reply.data(&buf[..got]),
+            Err(e) => reply.error(errno(&e)),
         }
-        reply.data(&buf[..got]);
     }
 
     fn release(
@@ -718,20 +724,12 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(node) = self.node(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let entries = match self.entries(ino.0, &node, offset) {
+        let entries = match self.entries(ino.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        for (next, child, name) in entries {
-            let (child, kind) = match child {
-                Some(child) => child,
-                None if name == "." => (ino.0, FileType::Directory),
-                None => (ROOT, FileType::Directory),
-            };
-            if reply.add(INodeNo(child), next, kind, &name) {
+        for e in entries {
+            if reply.add(INodeNo(e.ino), e.next, e.kind, &e.name) {
                 break;
             }
         }
@@ -748,27 +746,23 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(node) = self.node(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let entries = match self.entries(ino.0, &node, offset) {
+        let entries = match self.entries(ino.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        for (next, child, name) in entries {
-            let attr = match child {
-                Some((child, _)) => self.attr(child),
-                // The kernel takes no attributes of `.` and `..` from here, only their numbers:
-                // a `stat` of the folder for them would be wasted.
-                None if name == "." => Ok(self.made_up(ino.0)),
-                None => Ok(self.made_up(ROOT)),
+        for e in entries {
+            // A `stat` of the folder for `.` and `..` would be wasted (see `Entry::dot`).
+            let attr = if e.dot {
+                Ok(self.made_up(e.ino))
+            } else {
+                self.attr(e.ino)
             };
             let attr = match attr {
                 Ok(a) => a,
                 // Gone since it was listed: left out, as a lookup would find nothing.
                 Err(_) => continue,
             };
-            if reply.add(attr.ino, next, &name, &TTL, &attr, Generation(0)) {
+            if reply.add(attr.ino, e.next, &e.name, &TTL, &attr, Generation(0)) {
                 break;
             }
         }
