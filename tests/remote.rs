@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -630,6 +630,104 @@ fn a_tree_goes_to_an_sftp_server_and_comes_back() {
     );
 
     verify(&env, |c| c.env("BACKUP_SSH", &ssh.command)).stdout_has("Up to date: 3");
+}
+
+/// A folder moved in SRC is copied by the SSH server (`copy-data`), not sent again: what the
+/// client sends, counted by `dd` between it and `ssh`, is a small part of what moved. Each new
+/// copy is a file of its own (SFTP cannot tell how many names a file has, so a hard link could
+/// not be broken before a change of mode), and a later change of mode reaches the newest copy
+/// only.
+#[test]
+fn a_folder_moved_in_src_is_not_sent_to_the_sftp_server_again() {
+    let Some(ssh) = Ssh::start() else { return };
+    let mut env = Env::new();
+    let remote = env.root().join("server/backup");
+    fs::create_dir_all(remote.parent().unwrap()).expect("server folder");
+    env.dst = ssh.url(&remote);
+    let files: Vec<Vec<u8>> = (0..8u32)
+        .map(|f| {
+            (0..1u32 << 20)
+                .map(|i| (i.wrapping_add(f << 20).wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect()
+        })
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        let p = env.write(format!("photos/p{i}.jpg"), data);
+        set_mtime(&p, 1_700_000_000, 0);
+    }
+    let first = Run::of(
+        ssh.cmd(&env, "once").arg("-v").output().expect("once"),
+        &env,
+    );
+    first.code(0).stderr_has("moves without copying yes");
+    fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("rename");
+
+    let count = env.root().join("sent");
+    let counting = env.root().join("counting-ssh");
+    fs::write(
+        &counting,
+        format!(
+            "#!/bin/sh\ndd bs=65536 2>>{} | {} \"$@\"\n",
+            count.display(),
+            ssh.command
+        ),
+    )
+    .expect("script");
+    fs::set_permissions(&counting, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut c = env.cmd("once");
+    c.env("BACKUP_SSH", &counting);
+    let moved = Run::of(c.output().expect("once"), &env);
+    moved.code(0);
+    assert_eq!(moved.copied().len(), 8, "{}", moved.context());
+    // dd says what it passed on when the client closes the connection.
+    let sent = || -> Option<u64> {
+        let said = fs::read_to_string(&count).ok()?;
+        let lines: Vec<&str> = said.lines().filter(|l| l.contains(" bytes")).collect();
+        (!lines.is_empty()).then(|| {
+            lines
+                .iter()
+                .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+    };
+    assert!(wait_until(LIMIT, || sent().is_some()), "dd said nothing");
+    let sent = sent().unwrap_or(0);
+    assert!(sent < 512 << 10, "sent {} KiB for 8 MiB moved", sent >> 10);
+
+    for (i, data) in files.iter().enumerate() {
+        let old = remote.join(format!("photos/p{i}.jpg"));
+        let new = remote.join(format!("pictures/p{i}.jpg"));
+        assert!(
+            fs::read(&new).expect("moved copy") == *data,
+            "{new:?} holds its bytes"
+        );
+        assert_eq!(mtime_ns(&new).0, 1_700_000_000, "{new:?} keeps its time");
+        let (a, b) = (
+            fs::metadata(&old).expect("old"),
+            fs::metadata(&new).expect("new"),
+        );
+        assert_ne!(a.ino(), b.ino(), "{new:?} is a file of its own");
+    }
+    fs::set_permissions(
+        env.src.join("pictures/p0.jpg"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    ssh.cmd(&env, "once").output().expect("once");
+    let mode = |p: &str| {
+        fs::metadata(remote.join(p))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("pictures/p0.jpg"), 0o600, "the newest copy follows");
+    assert_eq!(
+        mode("photos/p0.jpg"),
+        0o644,
+        "the older copy keeps its mode"
+    );
+    verify(&env, |c| c.env("BACKUP_SSH", &ssh.command)).stdout_has("Up to date: 8");
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! replacing): a copy is written under a temporary name in its folder, given its mode and times,
 //! made durable (`fsync@openssh.com`), and published with a hard link
 //! (`hardlink@openssh.com`), which fails rather than replaces; OpenSSH's SFTP protocol carries
-//! times in whole seconds.
+//! times in whole seconds. A file moved in SRC is copied by the server (`copy-data`), where it
+//! can, not sent again.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -330,7 +331,7 @@ impl SftpDest {
             Publish::CheckThenRename
         };
         Ok(SftpDest {
-            caps: capabilities(publish),
+            caps: capabilities(publish, conn.sftp.support_copy()),
             shared,
         })
     }
@@ -340,7 +341,7 @@ fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-fn capabilities(publish: Publish) -> Capabilities {
+fn capabilities(publish: Publish, link: bool) -> Capabilities {
     Capabilities {
         kind: "sftp".into(),
         probed: true,
@@ -361,10 +362,9 @@ fn capabilities(publish: Publish) -> Capabilities {
         // Each copy is made durable on its own (fsync@openssh.com): there is no sync to share.
         group_commit: false,
         clone: false,
-        // `hardlink@openssh.com` could name a moved copy, but SFTP's attributes do not say how
-        // many names a file has, so a later change of mode could not know to break the link
-        // first and would change the older version too.
-        link: false,
+        // A copy made by the server (`copy-data`), where it has that: a moved file is not sent
+        // again (see `SftpFolder::link` for why never a hard link).
+        link,
     }
 }
 
@@ -709,6 +709,50 @@ impl Folder for SftpFolder {
 
     fn set_aside(&self, name: &[u8], to: &[u8]) -> io::Result<()> {
         self.link_free(self.at(name), self.at(to))
+    }
+
+    /// A copy made by the server (`copy-data`, OpenSSH 9.0 and later) under a temporary name,
+    /// given the mode and times of `from`, made durable, then published create-only: a moved
+    /// file's bytes are not sent again. Never a hard link: SFTP's attributes say neither how many
+    /// names a file has nor which file it is, so a later change of mode could not break the link
+    /// first (it would change the older version too), and `du` could not count the file once.
+    fn link(&self, from: &super::Elsewhere, name: &[u8]) -> io::Result<()> {
+        let to = self.at(name);
+        if self.exists(&to) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        let source = self
+            .shared
+            .remote(from.rel)
+            .join(OsStr::from_bytes(from.name));
+        let attrs = attributes(&self.lstat(source.clone())?, true);
+        let has_fsync = self.shared.conn()?.sftp.support_fsync();
+        let tmp = self.at(&temp_name(name));
+        let t = tmp.clone();
+        let made = self.shared.run(|c| async move {
+            let mut src = c.sftp.options().read(true).open(source).await?;
+            let mut dst = c
+                .sftp
+                .options()
+                .write(true)
+                .create_new(true)
+                .open(t)
+                .await?;
+            src.copy_all_to(&mut dst).await?;
+            dst.set_metadata(attrs).await?;
+            if has_fsync {
+                dst.sync_all().await?;
+            }
+            dst.close().await?;
+            src.close().await
+        });
+        let published = made.and_then(|()| self.link_free(tmp.clone(), to));
+        if published.is_err() {
+            let _ = self
+                .shared
+                .run(|c| async move { c.sftp.fs().remove_file(tmp).await });
+        }
+        published
     }
 }
 
