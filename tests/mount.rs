@@ -359,3 +359,50 @@ fn a_mount_by_a_user_reads_through_the_process() {
     assert!(read.status.success(), "{read:?}");
     assert!(read.stdout == data.as_bytes(), "the bytes read differ");
 }
+
+/// A copy the kernel forgets (here: all it keeps, dropped with `drop_caches`) is forgotten by
+/// the mount too, and its inode number given to the next copy looked at, so that the mount's
+/// table follows what the kernel keeps rather than all it was ever shown; each name still reads
+/// its own copy after.
+#[test]
+fn what_the_kernel_forgets_the_mount_forgets() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root, to make the kernel forget (/proc/sys/vm/drop_caches)");
+        return;
+    }
+    let env = Env::new();
+    let text = |d: &str, i: usize| format!("{d} {i}\n");
+    for d in ["a", "b"] {
+        for i in 0..200 {
+            env.write(format!("{d}/f{i:03}.txt"), text(d, i));
+        }
+    }
+    env.once(&[]).code(0);
+    let m = Mount::start(&env.dst, &env.root().join("mnt"), &[]);
+    let latest = m.at.join("latest");
+    let ino = |d: &str, i: usize| {
+        fs::metadata(latest.join(format!("{d}/f{i:03}.txt")))
+            .expect("stat")
+            .ino()
+    };
+    let shown: Vec<u64> = (0..200).map(|i| ino("a", i)).collect();
+    let highest = shown.iter().copied().max().unwrap_or(0);
+
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches");
+    // The kernel's forgets reach the mount a little later: the first numbers given after may
+    // still be new ones, but not all 200.
+    let again = (0..200).find(|&i| ino("b", i) <= highest);
+    assert!(
+        again.is_some(),
+        "no number given again: b's start past {highest}"
+    );
+    for (d, i) in [("a", 0), ("a", 199), ("b", 0), ("b", 199)] {
+        let got = fs::read_to_string(latest.join(format!("{d}/f{i:03}.txt"))).expect("read");
+        assert_eq!(got, text(d, i));
+    }
+    m.unmount();
+}

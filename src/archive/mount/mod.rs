@@ -8,10 +8,10 @@
 //!
 //! With `--at TIME` the mount point is that one tree. Reads go straight to the copies in DST; a
 //! folder is listed when it is looked at, never before, so mounting takes no time whatever the
-//! size of DST, and memory grows with what is browsed only.
+//! size of DST, and memory follows what the kernel keeps of what was browsed (see `inodes`).
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -26,7 +26,7 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 
-use self::inodes::{Inodes, LATEST, Node, ROOT};
+use self::inodes::{Inodes, LATEST, Node, ROOT, UNKNOWN_INO};
 use super::restore::{one_folder_at, own_cut};
 use super::{Archive, reporter};
 use crate::config::MountJob;
@@ -44,18 +44,57 @@ const TTL: Duration = Duration::from_secs(1);
 
 /// Names in the listings kept at once, and attributes kept at once; beyond, some are dropped
 /// and read again when needed, so that memory stays bounded whatever DST holds. A listing is
-/// there for the `readdir` calls that follow it (a folder is sent in pages): a folder longer
-/// than this is still kept, alone. The kernel keeps what it was told for `TTL` anyway, so these
-/// need not be large.
-const NAMES_KEPT: usize = 16_384;
+/// there for the `readdir` calls that follow it (a folder is sent in pages) and the lookups
+/// after them: a folder longer than this is still kept, alone. The kernel keeps what it was
+/// told for `TTL` anyway, so these need not be large.
+const NAMES_KEPT: usize = 8_192;
 const ATTRS_KEPT: usize = 8_192;
 
+/// A folder of the mount as listed.
+struct Listing {
+    /// The folder of DST its copies are in.
+    rel: PathBuf,
+    children: Vec<Child>,
+}
+
 /// One name in a folder of the mount.
-#[derive(Clone, Debug)]
 struct Child {
     name: Box<OsStr>,
-    ino: u64,
     kind: FileType,
+    what: What,
+}
+
+/// What a name in a listing stands for. A copy has no number in a listing: it is given one
+/// when the kernel is told of it, since a number the kernel has forgotten goes to something
+/// else (see `Inodes`), and a listing kept would hand out the old one.
+enum What {
+    /// A folder of the mount: folders keep their numbers for the life of the mount.
+    Folder(u64),
+    /// A copy in the listing's folder of DST, by its name there, with its attributes as the
+    /// listing found them.
+    Copy {
+        version: Box<[u8]>,
+        attr: Option<FileAttr>,
+    },
+    /// `versions/REL/NAME/`, the folder of one file's versions.
+    VersionsOf(Box<[u8]>),
+}
+
+impl Child {
+    /// What it is, where it has no number of its own for the life of the mount.
+    fn leaf(&self, rel: &Path) -> Option<Node> {
+        match &self.what {
+            What::Folder(_) => None,
+            What::Copy { version, .. } => Some(Node::Copy {
+                rel: rel.to_path_buf(),
+                version: version.to_vec(),
+            }),
+            What::VersionsOf(name) => Some(Node::VersionsOf {
+                rel: rel.to_path_buf(),
+                name: name.to_vec(),
+            }),
+        }
+    }
 }
 
 /// Inode numbers for the nodes met so far, and the listings read lately.
@@ -64,31 +103,48 @@ struct Table {
     inodes: Inodes,
     /// Each with when it was read: a listing of what moves while a `watch` writes into DST
     /// (`latest/`, `versions/`) is read again after `TTL`.
-    listings: HashMap<u64, (Instant, Arc<Vec<Child>>)>,
+    listings: HashMap<u64, (Instant, Arc<Listing>)>,
     /// The names in `listings`, in all.
     listed: usize,
     attrs: HashMap<u64, FileAttr>,
     /// Folders of DST, open: each lookup and read in a folder would open it again otherwise.
     folders: HashMap<PathBuf, Arc<dyn crate::dest::Folder>>,
+    /// Copies open for reads through this process, by inode, each with when it was last read.
+    copies: HashMap<u64, (Instant, Arc<File>)>,
 }
 
 impl Table {
     /// Keeps the listing of `ino`, dropping others, whichever, to keep within `NAMES_KEPT`.
-    fn keep_listing(&mut self, ino: u64, list: Arc<Vec<Child>>) {
+    fn keep_listing(&mut self, ino: u64, list: Arc<Listing>) {
         self.drop_listing(ino);
-        while self.listed + list.len() > NAMES_KEPT {
+        while self.listed + list.children.len() > NAMES_KEPT {
             let Some(&other) = self.listings.keys().next() else {
                 break;
             };
             self.drop_listing(other);
         }
-        self.listed += list.len();
+        self.listed += list.children.len();
         self.listings.insert(ino, (Instant::now(), list));
     }
 
     fn drop_listing(&mut self, ino: u64) {
         if let Some((_, old)) = self.listings.remove(&ino) {
-            self.listed -= old.len();
+            self.listed -= old.children.len();
+        }
+    }
+
+    /// The kernel was told of copy `ino` (a lookup, a name of a `readdirplus`).
+    fn hold(&mut self, node: &Node) -> io::Result<u64> {
+        self.inodes.hold(node)
+    }
+
+    /// The kernel has forgotten `ino` `n` times; once it holds it no more, what is kept for it
+    /// goes, and its number is given to something else. The kernel forgets nothing that it
+    /// is reading, so no read is under way of a copy that goes.
+    fn release(&mut self, ino: u64, n: u64) {
+        if self.inodes.release(ino, n) {
+            self.attrs.remove(&ino);
+            self.copies.remove(&ino);
         }
     }
 }
@@ -117,17 +173,6 @@ struct Times {
     all: Arc<Vec<u64>>,
 }
 
-/// One name of a folder's listing, as `readdir` sends it.
-struct Entry {
-    /// The offset of the name after it.
-    next: u64,
-    ino: u64,
-    kind: FileType,
-    name: OsString,
-    /// `.` or `..`: the kernel takes their numbers, never their attributes.
-    dot: bool,
-}
-
 struct View {
     archive: Archive,
     root: Node,
@@ -140,8 +185,6 @@ struct View {
     /// and this process may use it (it needs `CAP_SYS_ADMIN`). Found out when mounting and at
     /// the first open; turned off at the first refusal.
     passthrough: AtomicBool,
-    /// Copies open for reads through this process, by inode, each with when it was last read.
-    copies: Mutex<HashMap<u64, (Instant, Arc<File>)>>,
     /// When it was mounted: the times of the folders it makes up.
     mounted: SystemTime,
     /// The owner of the folders it makes up: whoever mounted it.
@@ -188,7 +231,6 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
         handed: Mutex::new(HashMap::new()),
         next_fh: AtomicU64::new(1),
         passthrough: AtomicBool::new(false),
-        copies: Mutex::new(HashMap::new()),
         mounted: SystemTime::now(),
         owner: (
             rustix::process::geteuid().as_raw(),
@@ -272,11 +314,12 @@ fn errno(e: &io::Error) -> Errno {
 }
 
 impl View {
-    fn ino(&self, node: &Node) -> io::Result<u64> {
+    /// The number of a folder of the mount (see `Inodes::hold`).
+    fn folder_ino(&self, node: &Node) -> io::Result<u64> {
         if *node == self.root {
             return Ok(ROOT);
         }
-        lock(&self.table).inodes.ino(node)
+        lock(&self.table).inodes.hold(node)
     }
 
     fn node(&self, ino: u64) -> Option<Node> {
@@ -317,7 +360,7 @@ impl View {
     }
 
     /// What a folder of the mount holds, from the listing kept or read now.
-    fn children(&self, ino: u64, node: &Node) -> io::Result<Arc<Vec<Child>>> {
+    fn children(&self, ino: u64, node: &Node) -> io::Result<Arc<Listing>> {
         if let Some((read, kept)) = lock(&self.table).listings.get(&ino)
             && (!node.moves() || read.elapsed() < TTL)
         {
@@ -344,7 +387,7 @@ impl View {
     /// and dropped, least lately read first, beyond `COPIES_KEPT`. A copy in a remote store is
     /// downloaded when opened, so dropping one that is still being read would download it again.
     fn copy(&self, ino: u64) -> io::Result<Arc<File>> {
-        if let Some((used, f)) = lock(&self.copies).get_mut(&ino) {
+        if let Some((used, f)) = lock(&self.table).copies.get_mut(&ino) {
             *used = Instant::now();
             return Ok(Arc::clone(f));
         }
@@ -352,7 +395,7 @@ impl View {
             return Err(io::Error::from(io::ErrorKind::IsADirectory));
         };
         let file = Arc::new(self.folder(&rel)?.open_read(&version)?);
-        let mut copies = lock(&self.copies);
+        let copies = &mut lock(&self.table).copies;
         if copies.len() >= COPIES_KEPT
             && let Some(&oldest) = copies
                 .iter()
@@ -365,72 +408,79 @@ impl View {
         Ok(file)
     }
 
-    fn list(&self, node: &Node) -> io::Result<Vec<Child>> {
-        // A folder, or a copy whose kind its listing found.
-        let child = |name: &[u8], node: Node, meta: Option<&Meta>| -> io::Result<Child> {
-            let ino = self.ino(&node)?;
-            let kind = match (&node, meta) {
-                (Node::Copy { .. }, Some(m)) => {
-                    let attr = self.shown(ino, m);
-                    // A copy never changes: what its listing found serves its lookup.
-                    self.keep(ino, attr);
-                    attr.kind
-                }
-                (Node::Copy { .. }, None) => FileType::RegularFile,
-                _ => FileType::Directory,
-            };
+    fn list(&self, node: &Node) -> io::Result<Listing> {
+        let folder = |name: &[u8], node: Node| -> io::Result<Child> {
             Ok(Child {
                 name: OsStr::from_bytes(name).into(),
-                ino,
-                kind,
+                kind: FileType::Directory,
+                what: What::Folder(self.folder_ino(&node)?),
             })
         };
-        match node {
-            Node::Top => [
-                (
-                    &b"latest"[..],
-                    Node::Tree {
-                        at: LATEST,
-                        rel: PathBuf::new(),
-                        cut: None,
-                    },
-                ),
-                (b"at", Node::Times),
-                (
-                    b"versions",
-                    Node::VersionsIn {
-                        rel: PathBuf::new(),
-                    },
-                ),
-            ]
-            .into_iter()
-            .map(|(name, node)| child(name, node, None))
-            .collect(),
-            Node::Times => self
-                .times()
-                .iter()
-                .filter_map(|&at| Some((time_name(at)?, at)))
-                .map(|(name, at)| child(name.as_bytes(), self.tree_root(at), None))
-                .collect(),
+        let copy = |name: &[u8], version: &[u8], meta: Option<&Meta>| {
+            // A copy never changes: what its listing found serves the kernel's look at it.
+            let attr = meta.map(|m| self.shown(0, m));
+            Child {
+                name: OsStr::from_bytes(name).into(),
+                kind: attr.map_or(FileType::RegularFile, |a| a.kind),
+                what: What::Copy {
+                    version: version.into(),
+                    attr,
+                },
+            }
+        };
+        let (rel, children) = match node {
+            Node::Top => {
+                let tops = [
+                    (
+                        &b"latest"[..],
+                        Node::Tree {
+                            at: LATEST,
+                            rel: PathBuf::new(),
+                            cut: None,
+                        },
+                    ),
+                    (b"at", Node::Times),
+                    (
+                        b"versions",
+                        Node::VersionsIn {
+                            rel: PathBuf::new(),
+                        },
+                    ),
+                ];
+                let children = tops
+                    .into_iter()
+                    .map(|(name, node)| folder(name, node))
+                    .collect::<io::Result<_>>()?;
+                (PathBuf::new(), children)
+            }
+            Node::Times => {
+                let children = self
+                    .times()
+                    .iter()
+                    .filter_map(|&at| Some((time_name(at)?, at)))
+                    .map(|(name, at)| folder(name.as_bytes(), self.tree_root(at)))
+                    .collect::<io::Result<_>>()?;
+                (PathBuf::new(), children)
+            }
             Node::Tree { at, rel, cut } => {
                 let one = one_folder_at(&self.archive, rel, *at, *cut)
                     .map_err(|e| io::Error::other(e.to_string()))?;
-                let files = one.files.iter().map(|(name, v)| {
-                    let node = Node::Copy {
-                        rel: rel.clone(),
-                        version: v.name.clone(),
-                    };
-                    child(name, node, one.metas.get(&v.name))
-                });
+                let files = one
+                    .files
+                    .iter()
+                    .map(|(name, v)| Ok(copy(name, &v.name, one.metas.get(&v.name))));
                 let folders = one.folders.iter().map(|(name, cut)| {
                     let node = Node::Tree {
                         at: *at,
                         rel: rel.join(OsStr::from_bytes(name)),
                         cut: *cut,
                     };
-                    child(name, node, None)
+                    folder(name, node)
                 });
-                files.chain(folders).collect()
+                (
+                    rel.clone(),
+                    files.chain(folders).collect::<io::Result<_>>()?,
+                )
             }
             Node::VersionsIn { rel } => {
                 let listing = self.archive.listing(rel, None)?;
@@ -440,7 +490,7 @@ impl View {
                     let node = Node::VersionsIn {
                         rel: rel.join(OsStr::from_bytes(&f.name)),
                     };
-                    child(&f.name, node, None)
+                    folder(&f.name, node)
                 });
                 let files = listing
                     .histories
@@ -453,13 +503,16 @@ impl View {
                         if folders.contains(&name.as_slice()) {
                             name.extend_from_slice(b"~file");
                         }
-                        let node = Node::VersionsOf {
-                            rel: rel.clone(),
-                            name: h.name.clone(),
-                        };
-                        child(&name, node, None)
+                        Ok(Child {
+                            name: OsStr::from_bytes(&name).into(),
+                            kind: FileType::Directory,
+                            what: What::VersionsOf(h.name.as_slice().into()),
+                        })
                     });
-                subfolders.chain(files).collect()
+                (
+                    rel.clone(),
+                    subfolders.chain(files).collect::<io::Result<_>>()?,
+                )
             }
             Node::VersionsOf { rel, name } => {
                 let listing = self.archive.listing(rel, None)?;
@@ -468,19 +521,16 @@ impl View {
                     .iter()
                     .find(|h| h.name == *name)
                     .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-                h.versions
+                let children = h
+                    .versions
                     .iter()
-                    .map(|v| {
-                        let node = Node::Copy {
-                            rel: rel.clone(),
-                            version: v.name.clone(),
-                        };
-                        child(&v.name, node, listing.metas.get(&v.name))
-                    })
-                    .collect()
+                    .map(|v| copy(&v.name, &v.name, listing.metas.get(&v.name)))
+                    .collect();
+                (rel.clone(), children)
             }
-            Node::Copy { .. } => Err(io::Error::from(io::ErrorKind::NotADirectory)),
-        }
+            Node::Copy { .. } => return Err(io::Error::from(io::ErrorKind::NotADirectory)),
+        };
+        Ok(Listing { rel, children })
     }
 
     fn tree_root(&self, at: u64) -> Node {
@@ -566,29 +616,36 @@ impl View {
         Ok(attr)
     }
 
-    /// The names of folder `ino` from `offset` on.
-    fn entries(&self, ino: u64, offset: u64) -> Result<Vec<Entry>, Errno> {
-        let node = self.node(ino).ok_or(Errno::ENOENT)?;
-        let children = self.children(ino, &node).map_err(|e| errno(&e))?;
-        let dots = [(ino, "."), (ROOT, "..")]
-            .map(|(ino, name)| (ino, FileType::Directory, OsStr::new(name), true));
-        let listed = children.iter().map(|c| (c.ino, c.kind, &*c.name, false));
-        Ok(dots
-            .into_iter()
-            .chain(listed)
-            .enumerate()
-            .skip(offset as usize)
-            .map(|(i, (ino, kind, name, dot))| Entry {
-                next: i as u64 + 1,
-                ino,
-                kind,
-                name: name.to_os_string(),
-                dot,
-            })
-            .collect())
+    /// The number of `child` of `listing`, which the kernel is about to be told of (held:
+    /// see `Inodes::hold`), with its attributes where the listing has them.
+    fn tell(&self, listing: &Listing, child: &Child) -> io::Result<(u64, Option<FileAttr>)> {
+        let node = match &child.what {
+            What::Folder(ino) => return Ok((*ino, None)),
+            What::Copy { attr, .. } => (child.leaf(&listing.rel), *attr),
+            What::VersionsOf(_) => (child.leaf(&listing.rel), None),
+        };
+        let (Some(node), attr) = node else {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        };
+        let ino = lock(&self.table).hold(&node)?;
+        Ok((
+            ino,
+            attr.map(|a| FileAttr {
+                ino: INodeNo(ino),
+                ..a
+            }),
+        ))
     }
 
-    fn lookup_in(&self, parent: u64, name: &OsStr) -> io::Result<u64> {
+    /// Undoes a `tell` whose answer did not reach the kernel.
+    fn untell(&self, child: &Child, ino: u64) {
+        if !matches!(child.what, What::Folder(_)) {
+            lock(&self.table).release(ino, 1);
+        }
+    }
+
+    /// The number and attributes of `name` in folder `parent`, held (see `tell`).
+    fn lookup_in(&self, parent: u64, name: &OsStr) -> io::Result<(u64, FileAttr)> {
         let node = self
             .node(parent)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
@@ -596,15 +653,45 @@ impl View {
         if node == Node::Times
             && let Some(at) = time_of_name(name)
         {
-            return self.ino(&self.tree_root(at));
+            let ino = self.folder_ino(&self.tree_root(at))?;
+            return Ok((ino, self.attr(ino)?));
         }
-        let children = self.children(parent, &node)?;
-        children
+        let listing = self.children(parent, &node)?;
+        let child = listing
+            .children
             .iter()
             .find(|c| &*c.name == name)
-            .map(|c| c.ino)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let (ino, attr) = self.tell(&listing, child)?;
+        match attr.map_or_else(|| self.attr(ino), Ok) {
+            Ok(attr) => Ok((ino, attr)),
+            Err(e) => {
+                self.untell(child, ino);
+                Err(e)
+            }
+        }
     }
+
+    /// The listing of folder `ino`, for `readdir` and `readdirplus`.
+    fn listing(&self, ino: u64) -> Result<Arc<Listing>, Errno> {
+        let node = self.node(ino).ok_or(Errno::ENOENT)?;
+        self.children(ino, &node).map_err(|e| errno(&e))
+    }
+}
+
+/// `.` and `..`, then the listing's names, each with the offset of the name after it, from
+/// `offset` on. The kernel takes the numbers of `.` and `..`, never their attributes.
+fn names(
+    ino: u64,
+    listing: &Listing,
+    offset: u64,
+) -> impl Iterator<Item = (u64, Result<&Child, (u64, &'static str)>)> {
+    [Err((ino, ".")), Err((ROOT, ".."))]
+        .into_iter()
+        .chain(listing.children.iter().map(Ok))
+        .enumerate()
+        .skip(offset as usize)
+        .map(|(i, name)| (i as u64 + 1, name))
 }
 
 impl Filesystem for View {
@@ -620,13 +707,15 @@ impl Filesystem for View {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self
-            .lookup_in(parent.0, name)
-            .and_then(|ino| self.attr(ino))
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        match self.lookup_in(parent.0, name) {
+            Ok((_, attr)) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    // fuser's `batch_forget` comes here once per number.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        lock(&self.table).release(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -724,15 +813,30 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.entries(ino.0, offset) {
-            Ok(e) => e,
+        let listing = match self.listing(ino.0) {
+            Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        for e in entries {
-            if reply.add(INodeNo(e.ino), e.next, e.kind, &e.name) {
+        let table = lock(&self.table);
+        for (next, name) in names(ino.0, &listing, offset) {
+            let (number, kind, name) = match name {
+                Err((ino, dot)) => (ino, FileType::Directory, OsStr::new(dot)),
+                // A plain listing tells the kernel of no copy: one with no number yet gets none.
+                Ok(c) => {
+                    let number = match &c.what {
+                        What::Folder(ino) => Some(*ino),
+                        _ => c
+                            .leaf(&listing.rel)
+                            .and_then(|node| table.inodes.find(&node)),
+                    };
+                    (number.unwrap_or(UNKNOWN_INO), c.kind, &*c.name)
+                }
+            };
+            if reply.add(INodeNo(number), next, kind, name) {
                 break;
             }
         }
+        drop(table);
         reply.ok();
     }
 
@@ -746,23 +850,35 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.entries(ino.0, offset) {
-            Ok(e) => e,
+        let listing = match self.listing(ino.0) {
+            Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        for e in entries {
-            // A `stat` of the folder for `.` and `..` would be wasted (see `Entry::dot`).
-            let attr = if e.dot {
-                Ok(self.made_up(e.ino))
-            } else {
-                self.attr(e.ino)
+        for (next, name) in names(ino.0, &listing, offset) {
+            let c = match name {
+                // A `stat` of the folder for `.` and `..` would be wasted.
+                Err((ino, dot)) => {
+                    let attr = self.made_up(ino);
+                    if reply.add(attr.ino, next, dot, &TTL, &attr, Generation(0)) {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(c) => c,
             };
-            let attr = match attr {
+            let Ok((number, attr)) = self.tell(&listing, c) else {
+                continue;
+            };
+            let attr = match attr.map_or_else(|| self.attr(number), Ok) {
                 Ok(a) => a,
                 // Gone since it was listed: left out, as a lookup would find nothing.
-                Err(_) => continue,
+                Err(_) => {
+                    self.untell(c, number);
+                    continue;
+                }
             };
-            if reply.add(attr.ino, e.next, &e.name, &TTL, &attr, Generation(0)) {
+            if reply.add(attr.ino, next, &c.name, &TTL, &attr, Generation(0)) {
+                self.untell(c, number);
                 break;
             }
         }
