@@ -133,11 +133,6 @@ impl Table {
         }
     }
 
-    /// The kernel was told of copy `ino` (a lookup, a name of a `readdirplus`).
-    fn hold(&mut self, node: &Node) -> io::Result<u64> {
-        self.inodes.hold(node)
-    }
-
     /// The kernel has forgotten `ino` `n` times; once it holds it no more, what is kept for it
     /// goes, and its number is given to something else. The kernel forgets nothing that it
     /// is reading, so no read is under way of a copy that goes.
@@ -627,14 +622,18 @@ impl View {
         let (Some(node), attr) = node else {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         };
-        let ino = lock(&self.table).hold(&node)?;
-        Ok((
-            ino,
-            attr.map(|a| FileAttr {
-                ino: INodeNo(ino),
-                ..a
-            }),
-        ))
+        let mut table = lock(&self.table);
+        let ino = table.inodes.hold(&node)?;
+        let attr = attr.map(|a| FileAttr {
+            ino: INodeNo(ino),
+            ..a
+        });
+        // For the `getattr` that follows once the kernel's `TTL` has passed.
+        if let Some(a) = attr {
+            make_room(&mut table.attrs, ATTRS_KEPT);
+            table.attrs.insert(ino, a);
+        }
+        Ok((ino, attr))
     }
 
     /// Undoes a `tell` whose answer did not reach the kernel.
