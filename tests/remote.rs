@@ -260,6 +260,23 @@ fn one_writer_per_prefix() {
     run(&store, &env, "once", &[]).code(0);
 }
 
+/// `photos/p0.jpg` … `p7.jpg` in SRC, 1 MiB of distinct bytes each, with one size and one
+/// time for all, as files written together often have; their bytes.
+fn photos(env: &Env) -> Vec<Vec<u8>> {
+    let files: Vec<Vec<u8>> = (0..8u32)
+        .map(|f| {
+            (0..1u32 << 20)
+                .map(|i| (i.wrapping_add(f << 20).wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect()
+        })
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        let p = env.write(format!("photos/p{i}.jpg"), data);
+        set_mtime(&p, 1_700_000_000, 0);
+    }
+    files
+}
+
 /// A folder moved in SRC is copied on the server (a server-side copy of each object), not
 /// uploaded again: what the run sends, counted by a relay in front of the store, is a small
 /// part of what moved.
@@ -269,18 +286,7 @@ fn a_folder_moved_in_src_is_not_uploaded_again() {
         return;
     };
     let env = pair(&store, "moved");
-    let files: Vec<Vec<u8>> = (0..8u32)
-        .map(|f| {
-            (0..1u32 << 20)
-                .map(|i| (i.wrapping_add(f << 20).wrapping_mul(2_654_435_761) >> 13) as u8)
-                .collect()
-        })
-        .collect();
-    for (i, data) in files.iter().enumerate() {
-        // One size and one time for all, as files written together often have.
-        let p = env.write(format!("photos/p{i}.jpg"), data);
-        set_mtime(&p, 1_700_000_000, 0);
-    }
+    let files = photos(&env);
     run(&store, &env, "once", &[]).code(0);
     fs::rename(env.src.join("photos"), env.src.join("pictures")).expect("rename");
 
@@ -644,17 +650,7 @@ fn a_folder_moved_in_src_is_not_sent_to_the_sftp_server_again() {
     let remote = env.root().join("server/backup");
     fs::create_dir_all(remote.parent().unwrap()).expect("server folder");
     env.dst = ssh.url(&remote);
-    let files: Vec<Vec<u8>> = (0..8u32)
-        .map(|f| {
-            (0..1u32 << 20)
-                .map(|i| (i.wrapping_add(f << 20).wrapping_mul(2_654_435_761) >> 13) as u8)
-                .collect()
-        })
-        .collect();
-    for (i, data) in files.iter().enumerate() {
-        let p = env.write(format!("photos/p{i}.jpg"), data);
-        set_mtime(&p, 1_700_000_000, 0);
-    }
+    let files = photos(&env);
     let first = Run::of(
         ssh.cmd(&env, "once").arg("-v").output().expect("once"),
         &env,
