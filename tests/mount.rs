@@ -406,3 +406,57 @@ fn what_the_kernel_forgets_the_mount_forgets() {
     }
     m.unmount();
 }
+
+/// `at/` is found again by a walk that reads only the folders of DST changed since the walk
+/// before: a folder whose modification time is older than that walk, and unchanged, is taken as
+/// it was. A version added to such a folder, and a record of a deletion in another, still show
+/// as a new time, with the tree at that time as it was.
+#[test]
+fn at_shows_new_times_in_folders_it_had_read_before() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let env = Env::new();
+    env.write("top.txt", "top\n");
+    env.write("sub/a.txt", "one\n");
+    env.write("deep/x/b.txt", "b\n");
+    env.once(&[]).code(0);
+    // Folders last changed an hour ago: the walk may keep what it found in them.
+    let hour_ago = chrono::Local::now().timestamp() - 3600;
+    for e in walkdir::WalkDir::new(&env.dst) {
+        let e = e.expect("walk");
+        if e.file_type().is_dir() {
+            common::set_mtime(e.path(), hour_ago, 0);
+        }
+    }
+    let m = Mount::start(&env.dst, &env.root().join("mnt"), &[]);
+    let times = || -> Vec<String> {
+        let mut t: Vec<String> = fs::read_dir(m.at.join("at"))
+            .expect("at/")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        t.sort();
+        t
+    };
+    let before = times();
+    assert!((1..=2).contains(&before.len()), "{before:?}");
+
+    common::next_second();
+    env.write("sub/a.txt", "two\n");
+    fs::remove_file(env.src.join("deep/x/b.txt")).expect("rm");
+    env.once(&[]).code(0);
+    assert!(
+        wait_until(Duration::from_secs(10), || times().len() > before.len()),
+        "at/ still lists {:?}",
+        times()
+    );
+    let newest = m.at.join("at").join(times().last().expect("a time"));
+    assert_eq!(fs::read(newest.join("sub/a.txt")).expect("a.txt"), b"two\n");
+    assert_eq!(fs::read(newest.join("top.txt")).expect("top.txt"), b"top\n");
+    assert!(!newest.join("deep/x/b.txt").exists(), "deleted by then");
+    let first = m.at.join("at").join(&before[0]);
+    assert_eq!(fs::read(first.join("sub/a.txt")).expect("a.txt"), b"one\n");
+    assert_eq!(fs::read(first.join("deep/x/b.txt")).expect("b.txt"), b"b\n");
+    m.unmount();
+}

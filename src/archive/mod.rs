@@ -46,6 +46,9 @@ pub(crate) struct Listing {
     pub(crate) folders: Vec<Subfolder>,
     /// What DST shows of each file (copy, record of a deletion), as listed.
     pub(crate) metas: HashMap<Vec<u8>, crate::meta::Meta>,
+    /// Whether the filesystem gave every file a birth time: else some capture times are change
+    /// times (`history::written_at`), which a change of mode moves without touching the folder.
+    pub(crate) every_born: bool,
 }
 
 /// A folder in a folder of DST, and what DST shows of it.
@@ -174,6 +177,7 @@ impl Archive {
         let mut entries = Vec::new();
         let mut folders = Vec::new();
         let mut metas = HashMap::new();
+        let mut every_born = true;
         for name in dir.list()? {
             if is_temp_name(&name) {
                 continue;
@@ -191,6 +195,7 @@ impl Archive {
                 });
                 continue;
             }
+            every_born &= born.is_some();
             entries.push(Entry {
                 name: name.clone(),
                 modified: naming::stamp_at(meta.mtime),
@@ -204,6 +209,7 @@ impl Archive {
             dir,
             folders,
             metas,
+            every_born,
         })
     }
 

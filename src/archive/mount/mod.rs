@@ -168,11 +168,33 @@ struct Times {
     all: Arc<Vec<u64>>,
 }
 
+/// The capture times found in one folder of DST, and the folder's modification time then.
+struct Captured {
+    mtime: crate::meta::Time,
+    times: Box<[u64]>,
+}
+
+/// The most a filesystem rounds a modification time by (FAT: 2 s), and more.
+const COARSEST: Duration = Duration::from_secs(3);
+
+/// Whether what a listing of a folder of DST found may stand for a new listing for as long as
+/// the folder's modification time stays `mtime` (a name added, removed or renamed in it changes
+/// that): only when every capture time in it is a birth time (a change time moves without the
+/// folder changing), and when `mtime` is older than the listing by more than any filesystem
+/// rounds times, so that a change right after the listing cannot leave it the same (git's
+/// rule for racy entries).
+fn keepable(mtime: crate::meta::Time, listed: SystemTime, every_born: bool) -> bool {
+    every_born && system_time(mtime) + COARSEST < listed
+}
+
 struct View {
     archive: Archive,
     root: Node,
     table: Mutex<Table>,
     times: Mutex<Option<Times>>,
+    /// What the last walk for `at/` found in each folder of DST that it may keep (`keepable`);
+    /// over a remote store, nothing.
+    captured: Mutex<Arc<HashMap<PathBuf, Captured>>>,
     /// Copies handed to the kernel (FUSE passthrough), each held until its release.
     handed: Mutex<HashMap<u64, BackingId>>,
     next_fh: AtomicU64,
@@ -223,6 +245,7 @@ fn mount(args: &MountJob, out: &mut crate::report::Reporter) -> Result<(), Error
         root,
         table: Mutex::new(Table::default()),
         times: Mutex::new(None),
+        captured: Mutex::new(Arc::new(HashMap::new())),
         handed: Mutex::new(HashMap::new()),
         next_fh: AtomicU64::new(1),
         passthrough: AtomicBool::new(false),
@@ -328,6 +351,8 @@ impl View {
     /// first; found when `at/` is listed, and again once `TTL` has passed, since a `watch` may
     /// add times. That reads every folder of DST: where it takes long (a million files), it is
     /// done again only after ten times as long, so that listing `at/` is not always that slow.
+    /// On a local DST, a folder whose modification time has not changed since the walk before is
+    /// not read again (`keepable`): a `stat` of it, not of each of its files.
     fn times(&self) -> Arc<Vec<u64>> {
         if let Some(t) = lock(&self.times).as_ref()
             && t.found.elapsed() < TTL.max(t.took * 10)
@@ -335,14 +360,53 @@ impl View {
             return Arc::clone(&t.all);
         }
         let start = Instant::now();
-        let mut all: Vec<u64> = self
-            .archive
-            .folders(Path::new(""))
-            .iter()
-            .filter_map(|rel| self.archive.histories(rel, None).ok())
-            .flat_map(|(_, hs)| hs.into_iter().flat_map(|h| h.versions))
-            .map(|v| v.captured)
-            .collect();
+        let listed = SystemTime::now();
+        let before = Arc::clone(&lock(&self.captured));
+        let local = !self.archive.dest.over_network();
+        let mut kept = HashMap::new();
+        let mut all: Vec<u64> = Vec::new();
+        for rel in self.archive.folders(Path::new("")) {
+            let mtime = local
+                .then(|| self.archive.folder(&rel).and_then(|f| f.meta()).ok())
+                .flatten()
+                .map(|m| m.mtime);
+            if let (Some(mtime), Some(c)) = (mtime, before.get(&rel))
+                && c.mtime == mtime
+            {
+                all.extend_from_slice(&c.times);
+                kept.insert(
+                    rel,
+                    Captured {
+                        mtime,
+                        times: c.times.clone(),
+                    },
+                );
+                continue;
+            }
+            let Ok(listing) = self.archive.listing(&rel, None) else {
+                continue;
+            };
+            let mut times: Vec<u64> = listing
+                .histories
+                .iter()
+                .flat_map(|h| h.versions.iter().map(|v| v.captured))
+                .collect();
+            times.sort_unstable();
+            times.dedup();
+            all.extend_from_slice(&times);
+            if let Some(mtime) = mtime
+                && keepable(mtime, listed, listing.every_born)
+            {
+                kept.insert(
+                    rel,
+                    Captured {
+                        mtime,
+                        times: times.into(),
+                    },
+                );
+            }
+        }
+        *lock(&self.captured) = Arc::new(kept);
         all.sort_unstable();
         all.dedup();
         let all = Arc::new(all);
@@ -888,6 +952,23 @@ impl Filesystem for View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_listed_is_kept_only_when_a_change_would_show() {
+        let listed = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |sec: i64| crate::meta::Time { sec, nsec: 0 };
+        assert!(keepable(at(1_799_999_000), listed, true));
+        // Changed in the seconds before the listing: a change right after it could keep the
+        // same time on a filesystem that rounds times.
+        assert!(!keepable(at(1_799_999_999), listed, true));
+        assert!(!keepable(at(1_800_000_000), listed, true));
+        assert!(
+            !keepable(at(1_800_000_100), listed, true),
+            "a time ahead of the clock"
+        );
+        // Some capture times are change times.
+        assert!(!keepable(at(1_799_999_000), listed, false));
+    }
 
     #[test]
     fn a_time_folder_name_sorts_and_reads_back() {
