@@ -123,33 +123,42 @@ fn the_past_is_browsable_as_restore_would_write_it() {
     }
     let env = Env::new();
     let (t1, t2) = common::two_passes(&env);
+    let src_at_t1 = files(&env.root().join(common::SRC_AT_FIRST));
+    let src_at_t2 = files(&env.src);
+    // A third pass: a change, a deletion, a rename.
+    env.write("a.txt", "alpha, changed again\n");
+    fs::remove_file(env.src.join("pictures/p1.jpg")).expect("rm");
+    fs::rename(env.src.join("new.txt"), env.src.join("renamed.txt")).expect("mv");
+    env.once(&[]).code(0);
     let m = Mount::start(&env.dst, &env.root().join("past"), &[]);
     let top = &m.at;
 
     // The tree now is SRC, bytes, modes and times.
     assert_eq!(files(&top.join("latest")), files(&env.src));
-    // Each time is what restore writes for it.
+    // Each time is SRC as it was then, and what restore writes for it.
     let times: Vec<String> = fs::read_dir(top.join("at"))
         .expect("at/")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     // A time or two for each pass: a pass may run across the turn of a second.
     let folder_of = |t: &str| t.replace(' ', "T").replace(':', "-");
-    let (first, second): (Vec<&String>, Vec<&String>) =
-        times.iter().partition(|t| **t < folder_of(&t1));
+    let passes = [
+        times.iter().filter(|t| **t < folder_of(&t1)).count(),
+        times
+            .iter()
+            .filter(|t| **t > folder_of(&t1) && **t < folder_of(&t2))
+            .count(),
+        times.iter().filter(|t| **t > folder_of(&t2)).count(),
+    ];
     assert!(
-        (1..=2).contains(&first.len())
-            && (1..=2).contains(&second.len())
-            && second.iter().all(|t| **t < folder_of(&t2)),
+        passes.iter().all(|n| (1..=2).contains(n)) && passes.iter().sum::<usize>() == times.len(),
         "{times:?}"
     );
-    for (t, name) in [(&t1, "t1"), (&t2, "t2")] {
+    for (t, name, src_then) in [(&t1, "t1", &src_at_t1), (&t2, "t2", &src_at_t2)] {
         let folder = folder_of(t);
-        assert_eq!(
-            files(&top.join("at").join(&folder)),
-            files(&restored(&env, t, name)),
-            "at/{folder}"
-        );
+        let shown = files(&top.join("at").join(&folder));
+        assert_eq!(&shown, src_then, "at/{folder} against SRC then");
+        assert_eq!(shown, files(&restored(&env, t, name)), "at/{folder}");
     }
     // Every version of a file, under its name in DST; the record of a deletion as such.
     let mut versions: Vec<String> = fs::read_dir(top.join("versions/a.txt"))
@@ -157,7 +166,7 @@ fn the_past_is_browsable_as_restore_would_write_it() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     versions.sort();
-    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions.len(), 3, "{versions:?}");
     assert_eq!(
         fs::read(top.join("versions/a.txt").join(&versions[0])).expect("first"),
         b"alpha\n"
@@ -182,7 +191,7 @@ fn the_past_is_browsable_as_restore_would_write_it() {
 
     // With --at, the mount point is that one tree.
     let m = Mount::start(&env.dst, &env.root().join("then"), &["--at", &t1]);
-    assert_eq!(files(&m.at), files(&env.root().join("t1")));
+    assert_eq!(files(&m.at), src_at_t1);
     m.unmount();
 }
 

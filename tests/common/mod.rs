@@ -732,15 +732,26 @@ pub fn unnamed_file_open_in(dir: &Path) -> bool {
     })
 }
 
+/// Where `two_passes` keeps SRC as it was after its first pass, beside SRC.
+pub const SRC_AT_FIRST: &str = "src-at-first";
+
 /// A history with a change, a deletion, a renamed folder, a new file, and a file that became a
 /// folder, each pass in a second of its own; returns the times after the first and the second
-/// pass, as `--at` takes them.
+/// pass, as `--at` takes them. SRC as it was after the first pass is kept, as `cp -a` copies
+/// it, in `SRC_AT_FIRST` beside SRC.
 pub fn two_passes(env: &Env) -> (String, String) {
     env.write("a.txt", "alpha\n");
     env.write("docs/report.txt", "the report\n");
     env.write("photos/p1.jpg", "a picture of some length\n");
     env.write("swap", "a file, then a folder\n");
     env.once(&[]).code(0);
+    let kept = Command::new("cp")
+        .arg("-a")
+        .arg(&env.src)
+        .arg(env.root().join(SRC_AT_FIRST))
+        .status()
+        .expect("cp -a");
+    assert!(kept.success(), "cp -a");
     next_second();
     let t1 = next_second();
     env.write("a.txt", "alpha, changed\n");
