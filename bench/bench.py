@@ -932,7 +932,7 @@ def main():
     ap.add_argument("--only", default="small,large,source,latency,storm,rss",
                     help="comma-separated; also: restore (a tree restored, against cp -a), "
                          "mount (ls -R and reading all through backup mount's latest/, against "
-                         "DST directly), mount-million (the same over the 1M-file tree, one "
+                         "DST directly; ls at/ first and again), mount-million (the same over the 1M-file tree, one "
                          "round, takes many minutes), "
                          "versions (what versions and a renamed folder cost in DST on Btrfs, "
                          "XFS and ext4, against restic), "
