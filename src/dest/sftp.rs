@@ -739,11 +739,7 @@ impl Folder for SftpFolder {
                 .open(t)
                 .await?;
             src.copy_all_to(&mut dst).await?;
-            dst.set_metadata(attrs).await?;
-            if has_fsync {
-                dst.sync_all().await?;
-            }
-            dst.close().await?;
+            seal(dst, Some(attrs), has_fsync).await?;
             src.close().await
         });
         let published = made.and_then(|()| self.link_free(tmp.clone(), to));
@@ -754,6 +750,18 @@ impl Folder for SftpFolder {
         }
         published
     }
+}
+
+/// Gives a copy written on the server its mode and times, makes it durable where the server can
+/// (`fsync@openssh.com`), and closes it: a copy that fails here is never published.
+async fn seal(mut file: RemoteFile, attrs: Option<MetaData>, fsync: bool) -> Result<(), SftpError> {
+    if let Some(attrs) = attrs {
+        file.set_metadata(attrs).await?;
+    }
+    if fsync {
+        file.sync_all().await?;
+    }
+    file.close().await
 }
 
 /// A copy written under a temporary name in its folder on the server.
@@ -823,20 +831,16 @@ impl Staged for Upload {
             spool.rewind()?;
             self.write_from(&spool)?;
         }
-        let Some(mut file) = self.file.take() else {
+        let Some(file) = self.file.take() else {
             return Ok(());
         };
         let attrs = self.meta.as_ref().map(|m| attributes(m, true));
         let has_fsync = self.folder.shared.conn()?.sftp.support_fsync();
-        self.folder.shared.rt.block_on(async move {
-            if let Some(attrs) = attrs {
-                file.set_metadata(attrs).await.map_err(to_io)?;
-            }
-            if has_fsync {
-                file.sync_all().await.map_err(to_io)?;
-            }
-            file.close().await.map_err(to_io)
-        })
+        self.folder
+            .shared
+            .rt
+            .block_on(seal(file, attrs, has_fsync))
+            .map_err(to_io)
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -229,15 +229,25 @@ impl Inodes {
     /// knows. Fails only when a table is full: four billion copies, or folders of DST, or
     /// 4 GiB of names; or for a name longer than 32 KiB.
     pub(super) fn hold(&mut self, node: &Node) -> io::Result<u64> {
-        let Some((rel, name, versions_of)) = leaf_of(node) else {
-            if let Some(&ino) = self.folder_inos.get(node) {
-                return Ok(ino);
-            }
-            let ino = 2 + 2 * self.folders.len() as u64;
-            self.folders.push(node.clone());
-            self.folder_inos.insert(node.clone(), ino);
+        if let Some((rel, name, versions_of)) = leaf_of(node) {
+            return self.hold_leaf(rel, name, versions_of);
+        }
+        if let Some(&ino) = self.folder_inos.get(node) {
             return Ok(ino);
-        };
+        }
+        let ino = 2 + 2 * self.folders.len() as u64;
+        self.folders.push(node.clone());
+        self.folder_inos.insert(node.clone(), ino);
+        Ok(ino)
+    }
+
+    /// `hold` for the copy `name` in the folder `rel` of DST, or the folder of its versions.
+    pub(super) fn hold_leaf(
+        &mut self,
+        rel: &Path,
+        name: &[u8],
+        versions_of: bool,
+    ) -> io::Result<u64> {
         let rel = self.rel_id(rel)?;
         let len = u16::try_from(name.len())
             .ok()
@@ -253,11 +263,9 @@ impl Inodes {
         Ok(leaf_ino(i))
     }
 
-    /// The number `node` has, if it has one.
-    pub(super) fn find(&self, node: &Node) -> Option<u64> {
-        let Some((rel, name, versions_of)) = leaf_of(node) else {
-            return self.folder_inos.get(node).copied();
-        };
+    /// The number of the copy `name` in the folder `rel` of DST, or of the folder of its
+    /// versions, if it has one.
+    pub(super) fn find_in(&self, rel: &Path, name: &[u8], versions_of: bool) -> Option<u64> {
         let rel = *self.rel_ids.get(rel)?;
         let len = u16::try_from(name.len()).ok()?;
         let len = if versions_of { len | VERSIONS_OF } else { len };
@@ -496,7 +504,7 @@ mod tests {
         assert_eq!(t.node(ino), Some(a.clone()));
         assert!(t.release(ino, 1));
         assert_eq!(t.node(ino), None);
-        assert_eq!(t.find(&a), None);
+        assert_eq!(t.find_in(Path::new("d"), b"a.txt", false), None);
         assert!(
             !t.release(ino, 1),
             "a number forgotten is not forgotten again"
@@ -508,7 +516,7 @@ mod tests {
             "the number is given again"
         );
         assert_eq!(t.node(ino), Some(b.clone()));
-        assert_eq!(t.find(&b), Some(ino));
+        assert_eq!(t.find_in(Path::new("d"), b"b.txt", false), Some(ino));
 
         let folder = Node::VersionsIn {
             rel: PathBuf::from("d"),

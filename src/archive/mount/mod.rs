@@ -81,18 +81,13 @@ enum What {
 }
 
 impl Child {
-    /// What it is, where it has no number of its own for the life of the mount.
-    fn leaf(&self, rel: &Path) -> Option<Node> {
+    /// Its name in the listing's folder of DST, and whether it is the folder of that file's
+    /// versions, where it has no number of its own for the life of the mount.
+    fn leaf(&self) -> Option<(&[u8], bool)> {
         match &self.what {
             What::Folder(_) => None,
-            What::Copy { version, .. } => Some(Node::Copy {
-                rel: rel.to_path_buf(),
-                version: version.to_vec(),
-            }),
-            What::VersionsOf(name) => Some(Node::VersionsOf {
-                rel: rel.to_path_buf(),
-                name: name.to_vec(),
-            }),
+            What::Copy { version, .. } => Some((version, false)),
+            What::VersionsOf(name) => Some((name, true)),
         }
     }
 }
@@ -133,6 +128,11 @@ impl Table {
         }
     }
 
+    fn keep_attr(&mut self, ino: u64, attr: FileAttr) {
+        make_room(&mut self.attrs, ATTRS_KEPT);
+        self.attrs.insert(ino, attr);
+    }
+
     /// The kernel has forgotten `ino` `n` times; once it holds it no more, what is kept for it
     /// goes, and its number is given to something else. The kernel forgets nothing that it
     /// is reading, so no read is under way of a copy that goes.
@@ -171,7 +171,7 @@ struct Times {
 /// The capture times found in one folder of DST, and the folder's modification time then.
 struct Captured {
     mtime: crate::meta::Time,
-    times: Box<[u64]>,
+    times: Arc<[u64]>,
 }
 
 /// The most a filesystem rounds a modification time by (FAT: 2 s), and more.
@@ -378,7 +378,7 @@ impl View {
                     rel,
                     Captured {
                         mtime,
-                        times: c.times.clone(),
+                        times: Arc::clone(&c.times),
                     },
                 );
                 continue;
@@ -648,12 +648,6 @@ impl View {
         }
     }
 
-    fn keep(&self, ino: u64, attr: FileAttr) {
-        let mut t = lock(&self.table);
-        make_room(&mut t.attrs, ATTRS_KEPT);
-        t.attrs.insert(ino, attr);
-    }
-
     fn attr(&self, ino: u64) -> io::Result<FileAttr> {
         if let Some(a) = lock(&self.table).attrs.get(&ino) {
             return Ok(*a);
@@ -668,36 +662,47 @@ impl View {
             }
             Node::Copy { rel, version } => {
                 let attr = self.shown(ino, &self.folder(&rel)?.stat(&version)?);
-                self.keep(ino, attr);
+                lock(&self.table).keep_attr(ino, attr);
                 attr
             }
         };
         Ok(attr)
     }
 
-    /// The number of `child` of `listing`, which the kernel is about to be told of (held:
-    /// see `Inodes::hold`), with its attributes where the listing has them.
-    fn tell(&self, listing: &Listing, child: &Child) -> io::Result<(u64, Option<FileAttr>)> {
-        let node = match &child.what {
-            What::Folder(ino) => return Ok((*ino, None)),
-            What::Copy { attr, .. } => (child.leaf(&listing.rel), *attr),
-            What::VersionsOf(_) => (child.leaf(&listing.rel), None),
+    /// The number and attributes of `child` of `listing`, which the kernel is about to be told
+    /// of (held: see `Inodes::hold`); the attributes as the listing found them where it has
+    /// them. Nothing is held when it fails (gone since it was listed).
+    fn tell(&self, listing: &Listing, child: &Child) -> io::Result<(u64, FileAttr)> {
+        let (name, versions_of, attr) = match &child.what {
+            What::Folder(ino) => return Ok((*ino, self.attr(*ino)?)),
+            What::Copy { version, attr } => (version, false, *attr),
+            What::VersionsOf(name) => (name, true, None),
         };
-        let (Some(node), attr) = node else {
-            return Err(io::Error::from(io::ErrorKind::NotFound));
+        let ino = {
+            let mut table = lock(&self.table);
+            let ino = table.inodes.hold_leaf(&listing.rel, name, versions_of)?;
+            if let Some(a) = attr {
+                // For the `getattr` that follows once the kernel's `TTL` has passed.
+                table.keep_attr(
+                    ino,
+                    FileAttr {
+                        ino: INodeNo(ino),
+                        ..a
+                    },
+                );
+            }
+            ino
         };
-        let mut table = lock(&self.table);
-        let ino = table.inodes.hold(&node)?;
-        let attr = attr.map(|a| FileAttr {
-            ino: INodeNo(ino),
-            ..a
-        });
-        // For the `getattr` that follows once the kernel's `TTL` has passed.
-        if let Some(a) = attr {
-            make_room(&mut table.attrs, ATTRS_KEPT);
-            table.attrs.insert(ino, a);
-        }
-        Ok((ino, attr))
+        let found = match attr {
+            Some(a) => Ok(FileAttr {
+                ino: INodeNo(ino),
+                ..a
+            }),
+            None => self.attr(ino),
+        };
+        found
+            .inspect_err(|_| self.untell(child, ino))
+            .map(|a| (ino, a))
     }
 
     /// Undoes a `tell` whose answer did not reach the kernel.
@@ -725,14 +730,7 @@ impl View {
             .iter()
             .find(|c| &*c.name == name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let (ino, attr) = self.tell(&listing, child)?;
-        match attr.map_or_else(|| self.attr(ino), Ok) {
-            Ok(attr) => Ok((ino, attr)),
-            Err(e) => {
-                self.untell(child, ino);
-                Err(e)
-            }
-        }
+        self.tell(&listing, child)
     }
 
     /// The listing of folder `ino`, for `readdir` and `readdirplus`.
@@ -888,9 +886,9 @@ impl Filesystem for View {
                 Ok(c) => {
                     let number = match &c.what {
                         What::Folder(ino) => Some(*ino),
-                        _ => c
-                            .leaf(&listing.rel)
-                            .and_then(|node| table.inodes.find(&node)),
+                        _ => c.leaf().and_then(|(name, versions_of)| {
+                            table.inodes.find_in(&listing.rel, name, versions_of)
+                        }),
                     };
                     (number.unwrap_or(UNKNOWN_INO), c.kind, &*c.name)
                 }
@@ -929,16 +927,9 @@ impl Filesystem for View {
                 }
                 Ok(c) => c,
             };
+            // Gone since it was listed: left out, as a lookup would find nothing.
             let Ok((number, attr)) = self.tell(&listing, c) else {
                 continue;
-            };
-            let attr = match attr.map_or_else(|| self.attr(number), Ok) {
-                Ok(a) => a,
-                // Gone since it was listed: left out, as a lookup would find nothing.
-                Err(_) => {
-                    self.untell(c, number);
-                    continue;
-                }
             };
             if reply.add(attr.ino, next, &c.name, &TTL, &attr, Generation(0)) {
                 self.untell(c, number);
